@@ -1,0 +1,3 @@
+#pragma once
+#include <cstdint>
+namespace weft::testing { int64_t Scale(); }
