@@ -1,0 +1,72 @@
+// runtime/internal/stack_pool.h
+//
+// Fiber stacks: mmap'd, with a PROT_NONE guard page below the usable range,
+// so an overflow faults instead of corrupting a neighbour. Only touched
+// pages cost memory. StackCache keeps a bounded number of free stacks of the
+// default size per worker so spawning rarely needs a system call.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace weft::internal {
+
+inline constexpr size_t kPageSize = 4096;
+inline constexpr size_t kGuardSize = kPageSize;
+inline constexpr size_t kMinStackSize = 16 * 1024;
+
+struct Stack {
+  void* base = nullptr;  // start of the mapping (the guard page)
+  size_t size = 0;       // usable bytes, above the guard page
+  void* bottom() const { return static_cast<char*>(base) + kGuardSize; }
+  void* top() const { return static_cast<char*>(bottom()) + size; }
+  bool in_guard(const void* addr) const {
+    auto a = reinterpret_cast<uintptr_t>(addr), b = reinterpret_cast<uintptr_t>(base);
+    return a >= b && a < b + kGuardSize;
+  }
+};
+
+// round_stack_size() returns `size` rounded up to whole pages, at least
+// kMinStackSize.
+size_t round_stack_size(size_t size);
+
+// allocate_stack() maps a new stack of round_stack_size(size) usable bytes.
+// Fails with the mmap/mprotect errno (ENOMEM when vm.max_map_count or memory
+// runs out).
+absl::StatusOr<Stack> allocate_stack(size_t size);
+void free_stack(Stack s);
+
+// mapped_stack_count() is the number of stacks currently mapped by the
+// process (for leak checks).
+int64_t mapped_stack_count();
+
+// StackCache: free stacks of one size, owned by one worker. Not thread-safe.
+class StackCache {
+ public:
+  StackCache(size_t default_size, size_t capacity)
+      : default_size_(round_stack_size(default_size)), capacity_(capacity) {}
+  ~StackCache();
+  StackCache(const StackCache&) = delete;
+  StackCache& operator=(const StackCache&) = delete;
+
+  size_t default_size() const { return default_size_; }
+  size_t cached() const { return free_.size(); }
+
+  // get() returns a cached stack when `size` rounds to the default size,
+  // otherwise maps a new one.
+  absl::StatusOr<Stack> get(size_t size);
+  // put() keeps the stack if it has the default size and there is room,
+  // otherwise unmaps it.
+  void put(Stack s);
+
+ private:
+  size_t default_size_;
+  size_t capacity_;
+  std::vector<Stack> free_;
+};
+
+}  // namespace weft::internal

@@ -1,0 +1,74 @@
+#include "runtime/internal/stack_pool.h"
+
+#include <doctest/doctest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <cstring>
+
+namespace weft::internal {
+namespace {
+
+TEST_CASE("stacks are page-rounded, writable, and counted") {
+  int64_t before = mapped_stack_count();
+  auto s = allocate_stack(10000);
+  REQUIRE(s.ok());
+  CHECK(s->size == kMinStackSize);
+  CHECK(mapped_stack_count() == before + 1);
+  std::memset(s->bottom(), 0xab, s->size);
+  CHECK(s->in_guard(static_cast<char*>(s->bottom()) - 1));
+  CHECK_FALSE(s->in_guard(s->bottom()));
+  free_stack(*s);
+  CHECK(mapped_stack_count() == before);
+}
+
+TEST_CASE("the guard page faults") {
+  auto s = allocate_stack(kMinStackSize);
+  REQUIRE(s.ok());
+  pid_t pid = fork();
+  if (pid == 0) {
+    std::signal(SIGSEGV, SIG_DFL);
+    static_cast<volatile char*>(s->bottom())[-1] = 1;
+    _exit(0);
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  CHECK(WIFSIGNALED(status));
+  CHECK(WTERMSIG(status) == SIGSEGV);
+  free_stack(*s);
+}
+
+TEST_CASE("StackCache reuses default-size stacks up to its capacity") {
+  int64_t before = mapped_stack_count();
+  {
+    StackCache cache(64 * 1024, 2);
+    auto a = cache.get(64 * 1024);
+    auto b = cache.get(64 * 1024);
+    auto c = cache.get(64 * 1024);
+    auto big = cache.get(256 * 1024);
+    REQUIRE((a.ok() && b.ok() && c.ok() && big.ok()));
+    void* a_base = a->base;
+    cache.put(*a);
+    cache.put(*b);
+    cache.put(*c);    // over capacity: unmapped
+    cache.put(*big);  // not the default size: unmapped
+    CHECK(cache.cached() == 2);
+    CHECK(mapped_stack_count() == before + 2);
+    auto again = cache.get(64 * 1024 - 100);  // rounds to the default size
+    REQUIRE(again.ok());
+    CHECK(cache.cached() == 1);
+    CHECK((again->base == a_base || again->size == 64 * 1024));
+    cache.put(*again);
+  }
+  CHECK(mapped_stack_count() == before);
+}
+
+TEST_CASE("an impossible stack size is an error, not a crash") {
+  auto s = allocate_stack(size_t{1} << 50);
+  CHECK_FALSE(s.ok());
+  CHECK(s.status().message().find("mmap") != std::string_view::npos);
+}
+
+}  // namespace
+}  // namespace weft::internal

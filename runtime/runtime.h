@@ -1,0 +1,343 @@
+// runtime/runtime.h
+//
+// weft's public runtime API: a Runtime of worker threads that run stackful
+// fibers, spawn() and JoinHandle, and this_fiber (yield, sleep, ids).
+//
+//   auto rt = weft::Runtime::create({.workers = 4});
+//   int v = (*rt)->block_on([] {
+//     auto h = weft::spawn([] { return 6 * 7; });
+//     return h.join();
+//   });
+//
+// Fibers are scheduled by work stealing: a fiber may resume on a different
+// worker thread after any call that suspends. Functions that can suspend
+// say so. Thread-locals of your own are therefore per-thread, not
+// per-fiber: do not keep their addresses across a suspension.
+//
+// Shutdown: Runtime::shutdown() (and the destructor) cancels every fiber
+// that has not finished: a fiber that never ran is dropped; a suspended one
+// is resumed once more and its stack unwound (the suspension point throws
+// an internal exception that is not a std::exception: `catch (...)` must
+// rethrow). join() on a cancelled fiber throws weft::FiberCancelled.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <new>
+#include <optional>
+#include <stdexcept>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "runtime/internal/scheduler.h"
+#include "runtime/platform/check.h"
+
+namespace weft {
+
+struct RuntimeOptions {
+  // Worker threads; 0 means one per online CPU.
+  int workers = 0;
+  // Default usable stack size of a fiber (rounded up to pages, >= 16 KiB).
+  // Only touched pages cost memory.
+  size_t stack_size = 64 * 1024;
+  // Free default-size stacks each worker keeps for reuse.
+  size_t stack_cache_size = 256;
+  // Seed of the steal-victim order; 0 picks one from the clock.
+  uint64_t seed = 0;
+};
+
+struct WorkerStats {
+  int worker = 0;
+  uint64_t spawned = 0, run = 0, completed = 0;
+  uint64_t steal_attempts = 0, steal_successes = 0, stolen = 0;
+  uint64_t parks = 0, unparks = 0;
+  uint64_t polls = 0, poll_events = 0, messages = 0, timers_fired = 0;
+  uint64_t idle_sleeps = 0, inject_taken = 0;
+  size_t queue_depth = 0;
+};
+
+struct RuntimeStats {
+  std::vector<WorkerStats> workers;
+  size_t inject_depth = 0;
+  int64_t live_fibers = 0;
+  // Sum of a counter over all workers, e.g. total(&WorkerStats::run).
+  uint64_t total(uint64_t WorkerStats::*field) const {
+    uint64_t s = 0;
+    for (const auto& w : workers) s += w.*field;
+    return s;
+  }
+};
+
+// Thrown by JoinHandle::join() when the runtime cancelled the fiber.
+class FiberCancelled : public std::runtime_error {
+ public:
+  FiberCancelled() : std::runtime_error("weft: fiber was cancelled by runtime shutdown") {}
+};
+
+struct SpawnOptions {
+  // Usable stack size; 0 means the runtime's default.
+  size_t stack_size = 0;
+};
+
+namespace internal {
+
+// JoinState: the result slot shared by a fiber and its JoinHandle.
+class JoinStateBase {
+ public:
+  virtual ~JoinStateBase() = default;
+  void release() {
+    if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
+  }
+  // complete() publishes the outcome and wakes the joiner. Called once, by
+  // the fiber (or the runtime when it cancels a fiber that never ran).
+  void complete(std::exception_ptr error, bool cancelled, uint64_t fiber_id);
+  // wait() suspends (or blocks the thread) until complete(); then rethrows.
+  void wait_and_rethrow();
+  bool done() const { return done_.load(std::memory_order_acquire); }
+
+ private:
+  std::atomic<int> refs_{2};  // the handle and the fiber
+  std::atomic<bool> done_{false};
+  SpinLock lock_;
+  WaitList waiters_;
+  std::exception_ptr error_;
+  bool cancelled_ = false;
+};
+
+template <class T>
+class JoinState : public JoinStateBase {
+ public:
+  std::optional<T> value;
+};
+template <>
+class JoinState<void> : public JoinStateBase {};
+
+template <class Fn, class T>
+class Task final : public TaskBase {
+ public:
+  Task(Fn&& fn, JoinState<T>* state) : fn_(std::move(fn)), state_(state) {}
+  void run() override {
+    std::exception_ptr error;
+    bool cancelled = false;
+    try {
+      if constexpr (std::is_void_v<T>) {
+        std::invoke(*fn_);
+      } else {
+        state_->value.emplace(std::invoke(*fn_));
+      }
+    } catch (const FiberUnwind&) {
+      cancelled = true;
+    } catch (...) {
+      error = std::current_exception();
+    }
+    fn_.reset();  // captures die on the fiber, before the joiner wakes
+    state_->complete(error, cancelled, current_fiber()->id);
+  }
+  void cancel() override {
+    fn_.reset();
+    state_->complete(nullptr, true, 0);
+  }
+
+ private:
+  std::optional<Fn> fn_;
+  JoinState<T>* state_;
+};
+
+template <class Fn>
+using SpawnResult = std::invoke_result_t<std::decay_t<Fn>&>;
+
+template <class Fn>
+absl::StatusOr<JoinState<SpawnResult<Fn>>*> start_fiber(Scheduler* sched, size_t stack_size,
+                                                        int target_worker, Fn&& fn) {
+  using T = SpawnResult<Fn>;
+  using TaskT = Task<std::decay_t<Fn>, T>;
+  void* mem = nullptr;
+  auto fiber = sched->new_fiber(stack_size, sizeof(TaskT), &mem);
+  if (!fiber.ok()) return fiber.status();
+  auto* state = new JoinState<T>();
+  (*fiber)->task = new (mem) TaskT(std::decay_t<Fn>(std::forward<Fn>(fn)), state);
+  if (target_worker >= 0) {
+    sched->submit_to(*fiber, target_worker);
+  } else {
+    sched->submit(*fiber);
+  }
+  return state;
+}
+
+Scheduler* current_scheduler_or_die(const char* what);
+
+}  // namespace internal
+
+// JoinHandle<T>: the right to wait for a fiber's result. Move-only.
+// Destroying a handle that was neither joined nor detached detaches it.
+template <class T>
+class JoinHandle {
+ public:
+  JoinHandle() = default;
+  explicit JoinHandle(internal::JoinState<T>* s) : state_(s) {}
+  JoinHandle(JoinHandle&& o) noexcept : state_(std::exchange(o.state_, nullptr)) {}
+  JoinHandle& operator=(JoinHandle&& o) noexcept {
+    if (this != &o) {
+      reset();
+      state_ = std::exchange(o.state_, nullptr);
+    }
+    return *this;
+  }
+  ~JoinHandle() { reset(); }
+
+  // JoinHandle::join()
+  //
+  // Waits for the fiber and returns its value, or rethrows its exception
+  // (FiberCancelled if the runtime cancelled it). Suspends when called on a
+  // fiber; blocks the thread otherwise. Joining twice, or joining a
+  // detached or empty handle, is a programming error and aborts.
+  T join() {
+    WEFT_CHECK(state_ != nullptr,
+               "JoinHandle::join() on an empty handle (already joined, detached or moved from)");
+    internal::JoinState<T>* s = std::exchange(state_, nullptr);
+    struct Release {
+      internal::JoinState<T>* s;
+      ~Release() { s->release(); }
+    } release{s};
+    s->wait_and_rethrow();
+    if constexpr (!std::is_void_v<T>) return std::move(*s->value);
+  }
+
+  // JoinHandle::detach()
+  //
+  // Lets the fiber run on unobserved. An exception escaping a detached
+  // fiber is reported and terminates the process.
+  void detach() {
+    WEFT_CHECK(state_ != nullptr, "JoinHandle::detach() on an empty handle");
+    reset();
+  }
+
+  bool joinable() const { return state_ != nullptr; }
+  // is_finished() is true once the fiber has completed (or was cancelled).
+  bool is_finished() const { return state_ != nullptr && state_->done(); }
+
+ private:
+  void reset() {
+    if (state_ != nullptr) std::exchange(state_, nullptr)->release();
+  }
+  internal::JoinState<T>* state_ = nullptr;
+};
+
+// Runtime: N worker threads, each with its run queue, poller and timer
+// wheel. Thread-safe. Destroying it shuts it down.
+class Runtime {
+ public:
+  // Runtime::create()
+  //
+  // Starts the workers. Fails on invalid options or when the kernel
+  // refuses an epoll instance, an eventfd or a thread.
+  static absl::StatusOr<std::unique_ptr<Runtime>> create(RuntimeOptions options = {});
+  ~Runtime();
+  Runtime(const Runtime&) = delete;
+  Runtime& operator=(const Runtime&) = delete;
+
+  int num_workers() const { return sched_->num_workers(); }
+
+  // Runtime::spawn()
+  //
+  // Starts fn on a new fiber from any thread; from outside the runtime it
+  // goes through the injection queue. Aborts if no stack can be mapped;
+  // try_spawn() returns that as a status instead.
+  template <class Fn>
+  JoinHandle<internal::SpawnResult<Fn>> spawn(Fn&& fn, SpawnOptions opts = {}) {
+    auto r = try_spawn(std::forward<Fn>(fn), opts);
+    WEFT_CHECK(r.ok(), "spawn failed: %s", std::string(r.status().message()).c_str());
+    return std::move(*r);
+  }
+  template <class Fn>
+  absl::StatusOr<JoinHandle<internal::SpawnResult<Fn>>> try_spawn(Fn&& fn, SpawnOptions opts = {}) {
+    auto s = internal::start_fiber(sched_.get(), opts.stack_size, -1, std::forward<Fn>(fn));
+    if (!s.ok()) return s.status();
+    return JoinHandle<internal::SpawnResult<Fn>>(*s);
+  }
+  // spawn_on() starts fn on worker `worker` (a kSpawn message); it may be
+  // stolen by another worker afterwards.
+  template <class Fn>
+  JoinHandle<internal::SpawnResult<Fn>> spawn_on(int worker, Fn&& fn, SpawnOptions opts = {}) {
+    WEFT_CHECK(worker >= 0 && worker < num_workers(), "spawn_on: no worker %d (runtime has %d)",
+               worker, num_workers());
+    auto s = internal::start_fiber(sched_.get(), opts.stack_size, worker, std::forward<Fn>(fn));
+    WEFT_CHECK(s.ok(), "spawn failed: %s", std::string(s.status().message()).c_str());
+    return JoinHandle<internal::SpawnResult<Fn>>(*s);
+  }
+
+  // Runtime::block_on()
+  //
+  // Runs fn on a fiber and blocks the calling thread until it returns;
+  // returns its value or rethrows its exception. Calling it on a worker of
+  // any runtime is a programming error (it would block a worker) and
+  // aborts.
+  template <class Fn>
+  internal::SpawnResult<Fn> block_on(Fn&& fn) {
+    WEFT_CHECK(internal::current_worker() == nullptr,
+               "Runtime::block_on() called on a worker thread; use spawn() and join() on fibers");
+    return spawn(std::forward<Fn>(fn)).join();
+  }
+
+  // Runtime::shutdown()
+  //
+  // Stops the workers and cancels every unfinished fiber (see the file
+  // comment); afterwards no fiber or stack of this runtime remains.
+  // Idempotent. Must not be called from one of this runtime's fibers.
+  void shutdown();
+
+  RuntimeStats stats() const;
+
+  internal::Scheduler* scheduler() const { return sched_.get(); }
+
+ private:
+  explicit Runtime(std::unique_ptr<internal::Scheduler> s) : sched_(std::move(s)) {}
+  std::unique_ptr<internal::Scheduler> sched_;
+};
+
+// weft::spawn()
+//
+// Starts fn on a new fiber of the current runtime, queued on the current
+// worker (others may steal it). Must be called on a fiber or worker
+// thread; from other threads use Runtime::spawn().
+template <class Fn>
+JoinHandle<internal::SpawnResult<Fn>> spawn(Fn&& fn, SpawnOptions opts = {}) {
+  internal::Scheduler* s = internal::current_scheduler_or_die("weft::spawn");
+  auto st = internal::start_fiber(s, opts.stack_size, -1, std::forward<Fn>(fn));
+  WEFT_CHECK(st.ok(), "spawn failed: %s", std::string(st.status().message()).c_str());
+  return JoinHandle<internal::SpawnResult<Fn>>(*st);
+}
+
+template <class Fn>
+JoinHandle<internal::SpawnResult<Fn>> spawn(SpawnOptions opts, Fn&& fn) {
+  return spawn(std::forward<Fn>(fn), opts);
+}
+
+namespace this_fiber {
+
+// yield() lets other runnable fibers run; the caller is queued at the back
+// of its worker's queue. Suspends. Must be called on a fiber.
+void yield();
+// sleep_for()/sleep_until() suspend the fiber for at least the duration
+// (1 ms timer resolution). Must be called on a fiber.
+void sleep_for(absl::Duration d);
+void sleep_until(absl::Time deadline);
+// id() is the running fiber's id (unique within the process), 0 off a fiber.
+uint64_t id();
+// worker_id() is the index of the worker running the caller, -1 off a
+// worker. It can change after any call that suspends.
+int worker_id();
+// on_fiber() is true when called on a weft fiber.
+bool on_fiber();
+
+}  // namespace this_fiber
+
+}  // namespace weft
