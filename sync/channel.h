@@ -1,0 +1,255 @@
+// sync/channel.h
+//
+// weft::Channel<T>: a multi-producer, multi-consumer FIFO channel, bounded
+// or unbounded, with close semantics. Waiting parks the fiber (or blocks a
+// plain thread); every call works from fibers and plain threads alike.
+//
+//   weft::Channel<int> ch(16);                      // bounded, waits when full
+//   weft::Channel<int> log(16, weft::FullPolicy::kDropOldest);
+//   weft::Channel<int> q(weft::Channel<int>::kUnbounded);
+//
+// Statuses:
+//   send*     kFailedPrecondition  the channel is closed
+//             kResourceExhausted   full, with FullPolicy::kFail or try_send()
+//             kDeadlineExceeded    send_for()/send_until() timed out
+//   recv*     kOutOfRange          closed and drained (end of stream)
+//             kUnavailable         try_recv() on an empty open channel
+//             kDeadlineExceeded    recv_for()/recv_until() timed out
+// A send that fails leaves its argument untouched, so nothing is lost.
+//
+// Ordering: a value is received at most once, in the order sends
+// completed. A receiver waiting on an empty channel gets the value handed
+// directly, and a sender waiting on a full one has its value moved into
+// the buffer by the receiver that made room.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <limits>
+#include <mutex>
+#include <optional>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "runtime/internal/scheduler.h"
+#include "runtime/internal/spin_lock.h"
+#include "runtime/platform/check.h"
+
+namespace weft {
+
+// What send() does when a bounded channel is full.
+enum class FullPolicy {
+  kWait,        // wait for room (default)
+  kFail,        // fail at once with kResourceExhausted
+  kDropOldest,  // drop the oldest buffered value (counted in dropped)
+};
+
+struct ChannelStats {
+  uint64_t sent = 0;      // values accepted into the channel
+  uint64_t received = 0;  // values taken out
+  uint64_t dropped = 0;   // values discarded by kDropOldest
+  size_t size = 0;        // values buffered now
+  bool closed = false;
+};
+
+template <class T>
+class Channel {
+ public:
+  static constexpr size_t kUnbounded = std::numeric_limits<size_t>::max();
+
+  explicit Channel(size_t capacity, FullPolicy policy = FullPolicy::kWait)
+      : capacity_(capacity), policy_(policy) {
+    WEFT_CHECK(capacity >= 1, "Channel capacity must be at least 1 (use kUnbounded for no limit)");
+  }
+  Channel(const Channel&) = delete;
+  Channel& operator=(const Channel&) = delete;
+  ~Channel() {
+    WEFT_CHECK(recv_waiters_.empty() && send_waiters_.empty(),
+               "Channel destroyed while fibers wait on it");
+  }
+
+  // send() suspends while the channel is full (FullPolicy::kWait).
+  absl::Status send(T&& v) { return send_impl(v, -1); }
+  absl::Status send(const T& v) {
+    T c(v);
+    return send_impl(c, -1);
+  }
+  absl::Status send_until(T&& v, absl::Time deadline) {
+    return send_impl(v, internal::to_monotonic(deadline));
+  }
+  absl::Status send_for(T&& v, absl::Duration d) { return send_until(std::move(v), absl::Now() + d); }
+  // try_send() never waits.
+  absl::Status try_send(T&& v) { return send_impl(v, kNoWait); }
+  absl::Status try_send(const T& v) {
+    T c(v);
+    return send_impl(c, kNoWait);
+  }
+
+  // recv() suspends until a value arrives or the channel is closed and
+  // drained.
+  absl::StatusOr<T> recv() { return recv_impl(-1); }
+  absl::StatusOr<T> recv_until(absl::Time deadline) { return recv_impl(internal::to_monotonic(deadline)); }
+  absl::StatusOr<T> recv_for(absl::Duration d) { return recv_until(absl::Now() + d); }
+  absl::StatusOr<T> try_recv() { return recv_impl(kNoWait); }
+
+  // close() refuses further sends and wakes every waiter: receivers drain
+  // what is buffered and then get kOutOfRange; waiting senders get
+  // kFailedPrecondition and keep their values. Idempotent.
+  void close() {
+    std::vector<internal::Fiber*> wake;
+    {
+      std::lock_guard<internal::SpinLock> g(lock_);
+      closed_ = true;
+      for (internal::WaitList* l : {&recv_waiters_, &send_waiters_}) {
+        while (internal::Waiter* w = l->pop_front()) {
+          w->signal = kClosedSignal;
+          if (internal::Fiber* f = w->notify_locked()) wake.push_back(f);
+        }
+      }
+    }
+    for (internal::Fiber* f : wake) internal::schedule(f);
+  }
+
+  bool is_closed() const {
+    std::lock_guard<internal::SpinLock> g(lock_);
+    return closed_;
+  }
+  size_t size() const {
+    std::lock_guard<internal::SpinLock> g(lock_);
+    return buf_.size();
+  }
+  size_t capacity() const { return capacity_; }
+  ChannelStats stats() const {
+    std::lock_guard<internal::SpinLock> g(lock_);
+    return ChannelStats{sent_, received_, dropped_, buf_.size(), closed_};
+  }
+
+ private:
+  static constexpr int64_t kNoWait = -2;
+  static constexpr uint32_t kClosedSignal = 1;
+
+  // deadline: -1 none, kNoWait, else monotonic nanos.
+  absl::Status send_impl(T& v, int64_t deadline) {
+    internal::Fiber* wake = nullptr;
+    lock_.lock();
+    if (closed_) {
+      lock_.unlock();
+      return absl::FailedPreconditionError("send on a closed channel");
+    }
+    if (internal::Waiter* rw = recv_waiters_.pop_front()) {
+      // A receiver waits, so the buffer is empty: hand the value over.
+      static_cast<std::optional<T>*>(rw->payload)->emplace(std::move(v));
+      ++sent_;
+      ++received_;
+      wake = rw->notify_locked();
+      lock_.unlock();
+      if (wake != nullptr) internal::schedule(wake);
+      return absl::OkStatus();
+    }
+    if (buf_.size() < capacity_) {
+      buf_.push_back(std::move(v));
+      ++sent_;
+      lock_.unlock();
+      return absl::OkStatus();
+    }
+    if (policy_ == FullPolicy::kDropOldest) {
+      buf_.pop_front();
+      ++dropped_;
+      buf_.push_back(std::move(v));
+      ++sent_;
+      lock_.unlock();
+      return absl::OkStatus();
+    }
+    if (policy_ == FullPolicy::kFail || deadline == kNoWait) {
+      lock_.unlock();
+      return absl::ResourceExhaustedError("channel full");
+    }
+    if (deadline >= 0 && deadline <= internal::monotonic_now()) {
+      lock_.unlock();
+      return absl::DeadlineExceededError("channel send timed out");
+    }
+    internal::Waiter w;
+    w.payload = &v;
+    send_waiters_.push_back(&w);
+    lock_.unlock();
+    internal::WakeReason r = w.wait(deadline);
+    bool done = w.notified();
+    if (!done) {
+      std::lock_guard<internal::SpinLock> g(lock_);
+      done = w.notified();
+      if (!done) send_waiters_.remove(&w);
+    }
+    if (done) {
+      if (w.signal == kClosedSignal) return absl::FailedPreconditionError("send on a closed channel");
+      return absl::OkStatus();  // a receiver moved v into the buffer
+    }
+    if (r == internal::WakeReason::kCancelled) internal::unwind_if_cancelled(internal::current_fiber());
+    return absl::DeadlineExceededError("channel send timed out");
+  }
+
+  absl::StatusOr<T> recv_impl(int64_t deadline) {
+    internal::Fiber* wake = nullptr;
+    lock_.lock();
+    if (!buf_.empty()) {
+      T v = std::move(buf_.front());
+      buf_.pop_front();
+      ++received_;
+      if (internal::Waiter* sw = send_waiters_.pop_front()) {
+        // Room was made: move the longest-waiting sender's value in.
+        buf_.push_back(std::move(*static_cast<T*>(sw->payload)));
+        ++sent_;
+        wake = sw->notify_locked();
+      }
+      lock_.unlock();
+      if (wake != nullptr) internal::schedule(wake);
+      return v;
+    }
+    if (closed_) {
+      lock_.unlock();
+      return absl::OutOfRangeError("channel closed");
+    }
+    if (deadline == kNoWait) {
+      lock_.unlock();
+      return absl::UnavailableError("channel empty");
+    }
+    if (deadline >= 0 && deadline <= internal::monotonic_now()) {
+      lock_.unlock();
+      return absl::DeadlineExceededError("channel recv timed out");
+    }
+    std::optional<T> slot;
+    internal::Waiter w;
+    w.payload = &slot;
+    recv_waiters_.push_back(&w);
+    lock_.unlock();
+    internal::WakeReason r = w.wait(deadline);
+    bool done = w.notified();
+    if (!done) {
+      std::lock_guard<internal::SpinLock> g(lock_);
+      done = w.notified();
+      if (!done) recv_waiters_.remove(&w);
+    }
+    if (done) {
+      if (w.signal == kClosedSignal) return absl::OutOfRangeError("channel closed");
+      return std::move(*slot);
+    }
+    if (r == internal::WakeReason::kCancelled) internal::unwind_if_cancelled(internal::current_fiber());
+    return absl::DeadlineExceededError("channel recv timed out");
+  }
+
+  const size_t capacity_;
+  const FullPolicy policy_;
+  mutable internal::SpinLock lock_;
+  std::deque<T> buf_ ABSL_GUARDED_BY(lock_);
+  bool closed_ ABSL_GUARDED_BY(lock_) = false;
+  uint64_t sent_ ABSL_GUARDED_BY(lock_) = 0;
+  uint64_t received_ ABSL_GUARDED_BY(lock_) = 0;
+  uint64_t dropped_ ABSL_GUARDED_BY(lock_) = 0;
+  internal::WaitList recv_waiters_ ABSL_GUARDED_BY(lock_);
+  internal::WaitList send_waiters_ ABSL_GUARDED_BY(lock_);
+};
+
+}  // namespace weft

@@ -1,0 +1,56 @@
+#include "sync/condition_variable.h"
+
+#include <vector>
+
+#include "runtime/platform/check.h"
+
+namespace weft {
+
+void ConditionVariable::wait(std::unique_lock<Mutex>& lock) { wait_impl(lock, -1); }
+
+CvStatus ConditionVariable::wait_until(std::unique_lock<Mutex>& lock, absl::Time deadline) {
+  return wait_impl(lock, internal::to_monotonic(deadline));
+}
+
+CvStatus ConditionVariable::wait_impl(std::unique_lock<Mutex>& lock, int64_t deadline_nanos) {
+  WEFT_CHECK(lock.owns_lock(), "ConditionVariable::wait() with a lock that does not hold its mutex");
+  internal::Waiter w;
+  lock_.lock();
+  waiters_.push_back(&w);
+  lock_.unlock();
+  lock.unlock();  // never suspends
+  internal::WakeReason r = w.wait(deadline_nanos);
+  bool notified = w.notified();
+  if (!notified) {
+    std::lock_guard<internal::SpinLock> g(lock_);
+    notified = w.notified();
+    if (!notified) waiters_.remove(&w);
+  }
+  lock.lock();
+  if (r == internal::WakeReason::kCancelled && !notified) {
+    internal::unwind_if_cancelled(internal::current_fiber());
+  }
+  return notified ? CvStatus::kNoTimeout : CvStatus::kTimeout;
+}
+
+void ConditionVariable::notify_one() {
+  internal::Fiber* f = nullptr;
+  {
+    std::lock_guard<internal::SpinLock> g(lock_);
+    if (internal::Waiter* w = waiters_.pop_front()) f = w->notify_locked();
+  }
+  if (f != nullptr) internal::schedule(f);
+}
+
+void ConditionVariable::notify_all() {
+  std::vector<internal::Fiber*> wake;
+  {
+    std::lock_guard<internal::SpinLock> g(lock_);
+    while (internal::Waiter* w = waiters_.pop_front()) {
+      if (internal::Fiber* f = w->notify_locked()) wake.push_back(f);
+    }
+  }
+  for (internal::Fiber* f : wake) internal::schedule(f);
+}
+
+}  // namespace weft

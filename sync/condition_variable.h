@@ -1,0 +1,68 @@
+// sync/condition_variable.h
+//
+// weft::ConditionVariable: waits for a condition guarded by a weft::Mutex.
+// Waiting parks the fiber (or blocks a plain thread). Spurious wakeups do
+// not happen, but a woken waiter must still re-check its condition, since
+// another fiber may get the mutex first; the predicate overloads do that.
+#pragma once
+
+#include <mutex>
+
+#include "absl/time/time.h"
+#include "runtime/internal/scheduler.h"
+#include "runtime/internal/spin_lock.h"
+#include "sync/mutex.h"
+
+namespace weft {
+
+enum class CvStatus { kNoTimeout, kTimeout };
+
+class ConditionVariable {
+ public:
+  ConditionVariable() = default;
+  ConditionVariable(const ConditionVariable&) = delete;
+  ConditionVariable& operator=(const ConditionVariable&) = delete;
+
+  // ConditionVariable::wait()
+  //
+  // Atomically releases `lock` and waits for a notification, then
+  // re-acquires `lock`. Suspends. `lock` must hold the mutex.
+  void wait(std::unique_lock<Mutex>& lock);
+
+  template <class Pred>
+  void wait(std::unique_lock<Mutex>& lock, Pred pred) {
+    while (!pred()) wait(lock);
+  }
+
+  // ConditionVariable::wait_for() / wait_until()
+  //
+  // As wait(), but gives up at the deadline. Returns kTimeout if no
+  // notification arrived; the predicate forms return pred() at the end.
+  CvStatus wait_until(std::unique_lock<Mutex>& lock, absl::Time deadline);
+  CvStatus wait_for(std::unique_lock<Mutex>& lock, absl::Duration d) {
+    return wait_until(lock, absl::Now() + d);
+  }
+  template <class Pred>
+  bool wait_until(std::unique_lock<Mutex>& lock, absl::Time deadline, Pred pred) {
+    while (!pred()) {
+      if (wait_until(lock, deadline) == CvStatus::kTimeout) return pred();
+    }
+    return true;
+  }
+  template <class Pred>
+  bool wait_for(std::unique_lock<Mutex>& lock, absl::Duration d, Pred pred) {
+    return wait_until(lock, absl::Now() + d, std::move(pred));
+  }
+
+  // notify_one() wakes the longest waiter; notify_all() wakes every waiter.
+  // Any thread or fiber; holding the mutex is not required.
+  void notify_one();
+  void notify_all();
+
+ private:
+  CvStatus wait_impl(std::unique_lock<Mutex>& lock, int64_t deadline_nanos);
+  internal::SpinLock lock_;
+  internal::WaitList waiters_ ABSL_GUARDED_BY(lock_);
+};
+
+}  // namespace weft

@@ -1,0 +1,41 @@
+#include "sync/event.h"
+
+#include <mutex>
+#include <vector>
+
+#include "runtime/platform/check.h"
+#include "sync/internal/wait_util.h"
+
+namespace weft {
+
+Event::~Event() { WEFT_CHECK(waiters_.empty(), "Event destroyed while fibers wait on it"); }
+
+void Event::set() {
+  std::vector<internal::Fiber*> wake;
+  {
+    std::lock_guard<internal::SpinLock> g(lock_);
+    set_ = true;
+    internal::notify_all_locked(waiters_, &wake);
+  }
+  for (internal::Fiber* f : wake) internal::schedule(f);
+}
+
+void Event::reset() {
+  std::lock_guard<internal::SpinLock> g(lock_);
+  set_ = false;
+}
+
+bool Event::is_set() const {
+  std::lock_guard<internal::SpinLock> g(lock_);
+  return set_;
+}
+
+void Event::wait() { wait_impl(-1); }
+bool Event::wait_until(absl::Time deadline) { return wait_impl(internal::to_monotonic(deadline)); }
+
+bool Event::wait_impl(int64_t deadline_nanos) {
+  return internal::wait_until_notified(lock_, waiters_, deadline_nanos,
+                                       [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return set_; });
+}
+
+}  // namespace weft

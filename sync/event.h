@@ -1,0 +1,37 @@
+// sync/event.h
+//
+// weft::Event: a manual-reset event. set() releases every current and
+// future waiter until reset(). Memory ordering: everything done before
+// set() is visible after a wait() that returns because of it.
+#pragma once
+
+#include "absl/time/time.h"
+#include "runtime/internal/scheduler.h"
+#include "runtime/internal/spin_lock.h"
+
+namespace weft {
+
+class Event {
+ public:
+  Event() = default;
+  Event(const Event&) = delete;
+  Event& operator=(const Event&) = delete;
+  ~Event();
+
+  void set();
+  void reset();
+  bool is_set() const;
+  // wait() suspends until the event is set.
+  void wait();
+  // wait_for()/wait_until() give up at the deadline; true if set.
+  bool wait_until(absl::Time deadline);
+  bool wait_for(absl::Duration d) { return wait_until(absl::Now() + d); }
+
+ private:
+  bool wait_impl(int64_t deadline_nanos);
+  mutable internal::SpinLock lock_;
+  bool set_ ABSL_GUARDED_BY(lock_) = false;
+  internal::WaitList waiters_ ABSL_GUARDED_BY(lock_);
+};
+
+}  // namespace weft

@@ -1,0 +1,53 @@
+// sync/internal/wait_util.h
+//
+// The wait loop shared by the primitives whose waiters are all released at
+// once (WaitGroup, Event): wait until `ready()` holds, a notification, or
+// the deadline. NOT for users.
+#pragma once
+
+#include <mutex>
+#include <vector>
+
+#include "runtime/internal/scheduler.h"
+#include "runtime/internal/spin_lock.h"
+
+namespace weft::internal {
+
+// notify_all_locked() claims every waiter; the caller schedules the
+// returned fibers after unlocking.
+inline void notify_all_locked(WaitList& list, std::vector<Fiber*>* wake) {
+  while (Waiter* w = list.pop_front()) {
+    if (Fiber* f = w->notify_locked()) wake->push_back(f);
+  }
+}
+
+// wait_until_notified() returns true once ready() (evaluated under `lock`)
+// holds or a notification arrives, false at the deadline (monotonic nanos,
+// <0: none). Suspends.
+template <class Ready>
+bool wait_until_notified(SpinLock& lock, WaitList& list, int64_t deadline_nanos, Ready ready) {
+  Waiter w;
+  lock.lock();
+  if (ready()) {
+    lock.unlock();
+    return true;
+  }
+  if (deadline_nanos >= 0 && deadline_nanos <= monotonic_now()) {
+    lock.unlock();
+    return false;
+  }
+  list.push_back(&w);
+  lock.unlock();
+  WakeReason r = w.wait(deadline_nanos);
+  if (w.notified()) return true;
+  bool got;
+  {
+    std::lock_guard<SpinLock> g(lock);
+    got = w.notified();
+    if (!got) list.remove(&w);
+  }
+  if (r == WakeReason::kCancelled && !got) unwind_if_cancelled(current_fiber());
+  return got;
+}
+
+}  // namespace weft::internal

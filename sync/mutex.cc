@@ -1,0 +1,75 @@
+#include "sync/mutex.h"
+
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <mutex>
+
+#include "runtime/platform/check.h"
+
+namespace weft {
+
+namespace internal {
+uint64_t caller_id() {
+  if (Fiber* f = current_fiber()) return f->id;
+  static thread_local uint64_t tid = (uint64_t{1} << 63) | static_cast<uint64_t>(::syscall(SYS_gettid));
+  return tid;
+}
+}  // namespace internal
+
+Mutex::~Mutex() {
+  WEFT_CHECK(waiters_.empty(), "Mutex destroyed while fibers wait for it");
+}
+
+bool Mutex::try_lock() {
+  std::lock_guard<internal::SpinLock> g(lock_);
+  if (owner_ != 0) return false;
+  owner_ = internal::caller_id();
+  return true;
+}
+
+void Mutex::lock() {
+  const uint64_t me = internal::caller_id();
+  lock_.lock();
+  if (owner_ == 0) {
+    owner_ = me;
+    lock_.unlock();
+    return;
+  }
+  WEFT_CHECK(owner_ != me, "Mutex::lock() by the fiber or thread that already holds it");
+  internal::Waiter w;
+  w.payload = reinterpret_cast<void*>(me);
+  waiters_.push_back(&w);
+  lock_.unlock();
+  internal::WakeReason r = w.wait();
+  if (w.notified()) return;  // unlock() handed us the mutex
+  // Cancelled at shutdown (no deadline is ever set here).
+  lock_.lock();
+  if (w.notified()) {
+    lock_.unlock();
+    unlock();  // we own it now; pass it on before unwinding
+  } else {
+    waiters_.remove(&w);
+    lock_.unlock();
+  }
+  if (r == internal::WakeReason::kCancelled) internal::unwind_if_cancelled(internal::current_fiber());
+}
+
+void Mutex::unlock() {
+  internal::Fiber* wake = nullptr;
+  {
+    std::lock_guard<internal::SpinLock> g(lock_);
+    WEFT_CHECK(owner_ == internal::caller_id(),
+               "Mutex::unlock() by a fiber or thread that does not hold the mutex");
+    internal::Waiter* w = waiters_.pop_front();
+    if (w == nullptr) {
+      owner_ = 0;
+    } else {
+      owner_ = reinterpret_cast<uint64_t>(w->payload);
+      wake = w->notify_locked();
+    }
+  }
+  if (wake != nullptr) internal::schedule(wake);
+}
+
+}  // namespace weft

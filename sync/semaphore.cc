@@ -1,0 +1,78 @@
+#include "sync/semaphore.h"
+
+#include <mutex>
+#include <vector>
+
+#include "runtime/platform/check.h"
+
+namespace weft {
+
+Semaphore::Semaphore(int64_t initial) : permits_(initial) {
+  WEFT_CHECK(initial >= 0, "Semaphore created with %lld permits", static_cast<long long>(initial));
+}
+
+Semaphore::~Semaphore() { WEFT_CHECK(waiters_.empty(), "Semaphore destroyed while fibers wait on it"); }
+
+bool Semaphore::try_acquire() {
+  std::lock_guard<internal::SpinLock> g(lock_);
+  if (permits_ == 0) return false;
+  --permits_;
+  return true;
+}
+
+void Semaphore::acquire() { acquire_impl(-1); }
+
+bool Semaphore::acquire_until(absl::Time deadline) {
+  return acquire_impl(internal::to_monotonic(deadline));
+}
+
+bool Semaphore::acquire_impl(int64_t deadline_nanos) {
+  internal::Waiter w;
+  lock_.lock();
+  if (permits_ > 0 && waiters_.empty()) {
+    --permits_;
+    lock_.unlock();
+    return true;
+  }
+  if (deadline_nanos >= 0 && deadline_nanos <= internal::monotonic_now()) {
+    lock_.unlock();
+    return false;
+  }
+  waiters_.push_back(&w);
+  lock_.unlock();
+  internal::WakeReason r = w.wait(deadline_nanos);
+  if (w.notified()) return true;  // release() handed us a permit
+  bool got;
+  {
+    std::lock_guard<internal::SpinLock> g(lock_);
+    got = w.notified();
+    if (!got) waiters_.remove(&w);
+  }
+  if (r == internal::WakeReason::kCancelled) {
+    if (got) release(1);
+    internal::unwind_if_cancelled(internal::current_fiber());
+  }
+  return got;
+}
+
+void Semaphore::release(int64_t n) {
+  WEFT_CHECK(n >= 1, "Semaphore::release(%lld)", static_cast<long long>(n));
+  std::vector<internal::Fiber*> wake;
+  {
+    std::lock_guard<internal::SpinLock> g(lock_);
+    while (n > 0 && !waiters_.empty()) {
+      internal::Waiter* w = waiters_.pop_front();
+      if (internal::Fiber* f = w->notify_locked()) wake.push_back(f);
+      --n;
+    }
+    permits_ += n;
+  }
+  for (internal::Fiber* f : wake) internal::schedule(f);
+}
+
+int64_t Semaphore::available() const {
+  std::lock_guard<internal::SpinLock> g(lock_);
+  return permits_;
+}
+
+}  // namespace weft

@@ -1,0 +1,64 @@
+#include "sync/wait_group.h"
+
+#include <doctest/doctest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <thread>
+
+#include "runtime/runtime.h"
+#include "tests/test_util.h"
+
+namespace weft {
+namespace {
+
+TEST_CASE("wait returns once every fiber called done") {
+  weft::testing::ForEachWorkerCount({1, 2, 4}, [](int workers) {
+    auto rt = *Runtime::create({.workers = workers});
+    const int kFibers = 10000 * static_cast<int>(weft::testing::Scale());
+    std::atomic<int> ran{0};
+    rt->block_on([&] {
+      WaitGroup wg;
+      for (int i = 0; i < kFibers; ++i) {
+        wg.add();
+        spawn([&] {
+          ran.fetch_add(1);
+          wg.done();
+        }).detach();
+      }
+      wg.wait();
+      CHECK(ran.load() == kFibers);
+      CHECK(wg.count() == 0);
+    });
+  });
+}
+
+TEST_CASE("wait_for times out while work is outstanding; a thread can wait") {
+  auto rt = *Runtime::create({.workers = 1});
+  WaitGroup wg(1);
+  CHECK_FALSE(wg.wait_for(absl::Milliseconds(5)));
+  auto h = rt->spawn([&] {
+    this_fiber::sleep_for(absl::Milliseconds(5));
+    wg.done();
+  });
+  wg.wait();  // plain thread
+  CHECK(wg.count() == 0);
+  h.join();
+}
+
+TEST_CASE("a negative count aborts") {
+  pid_t pid = fork();
+  if (pid == 0) {
+    close(2);
+    WaitGroup wg;
+    wg.done();
+    _exit(0);
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  CHECK(WIFSIGNALED(status));
+}
+
+}  // namespace
+}  // namespace weft
