@@ -185,15 +185,20 @@ TEST_CASE("spawn_on starts the fiber on the requested worker") {
 TEST_CASE("work spreads to idle workers by stealing") {
   auto rt = make(2);
   std::atomic<int> on[2] = {0, 0};
+  std::atomic<bool> go{false};
   rt->block_on([&] {
     std::vector<JoinHandle<void>> hs;
     for (int i = 0; i < 2000; ++i) {
       hs.push_back(spawn([&] {
+        // Held until all are spawned, so however slow spawning is (under
+        // TSan, say), both workers have fibers to run.
+        while (!go.load()) this_fiber::yield();
         volatile double x = 1;
         for (int k = 0; k < 20000; ++k) x = x * 1.0000001;
         on[this_fiber::worker_id()].fetch_add(1);
       }));
     }
+    go.store(true);
     for (auto& h : hs) h.join();
   });
   CHECK(on[0].load() + on[1].load() == 2000);
@@ -311,6 +316,31 @@ TEST_CASE("stats count spawns, runs and completions") {
   CHECK(st.total(&WorkerStats::completed) >= 301);
   CHECK(st.total(&WorkerStats::run) >= 601);
   CHECK(st.live_fibers == 0);
+}
+
+TEST_CASE("misuse fails loudly with a message that names it") {
+  using weft::testing::ExpectDeath;
+  ExpectDeath([] { this_fiber::yield(); }, "this_fiber::yield() called outside a fiber");
+  ExpectDeath([] { this_fiber::sleep_for(absl::Milliseconds(1)); }, "sleep_for() called outside a fiber");
+  ExpectDeath([] { spawn([] {}); }, "weft::spawn called outside a weft runtime");
+  ExpectDeath(
+      [] {
+        JoinHandle<int> h;
+        h.join();
+      },
+      "JoinHandle::join() on an empty handle");
+  auto rt = make(1);
+  auto h = rt->spawn([] { return 1; });
+  CHECK(h.join() == 1);
+  ExpectDeath([&] { h.join(); }, "already joined");
+#if !defined(__SANITIZE_THREAD__)  // the child would start threads after fork
+  ExpectDeath(
+      [] {
+        auto inner = Runtime::create({.workers = 1});
+        (*inner)->block_on([&] { (*inner)->block_on([] {}); });
+      },
+      "Runtime::block_on() called on a worker thread");
+#endif
 }
 
 }  // namespace

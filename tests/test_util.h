@@ -32,3 +32,40 @@ void ForEachWorkerCount(std::initializer_list<int> counts, Fn&& fn) {
   }
 }
 }  // namespace weft::testing
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <string>
+
+namespace weft::testing {
+
+// ExpectDeath() runs fn in a forked child and checks that the child dies
+// (a signal or a non-zero exit) after writing `message` to stderr. fn must
+// not start threads (not supported after fork under TSan).
+template <class Fn>
+void ExpectDeath(Fn&& fn, const std::string& message) {
+  int fds[2];
+  REQUIRE(::pipe(fds) == 0);
+  pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    ::close(fds[0]);
+    ::dup2(fds[1], 2);
+    fn();
+    ::_exit(0);
+  }
+  ::close(fds[1]);
+  std::string out;
+  char buf[512];
+  ssize_t n;
+  while ((n = ::read(fds[0], buf, sizeof(buf))) > 0) out.append(buf, static_cast<size_t>(n));
+  ::close(fds[0]);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  CAPTURE(out);
+  CHECK((WIFSIGNALED(status) || (WIFEXITED(status) && WEXITSTATUS(status) != 0)));
+  CHECK(out.find(message) != std::string::npos);
+}
+
+}  // namespace weft::testing

@@ -127,8 +127,8 @@ TEST_CASE("callbacks may cancel and re-insert entries") {
 }
 
 TEST_CASE("next_deadline is a lower bound that leads to every entry") {
+  std::vector<std::unique_ptr<Rec>> recs;  // outlives the wheel
   TimerWheel w(0);
-  std::vector<std::unique_ptr<Rec>> recs;
   std::mt19937_64 rng(7);
   for (int i = 0; i < 300; ++i) {
     recs.push_back(std::make_unique<Rec>());
@@ -169,9 +169,9 @@ TEST_CASE("an empty wheel jumps a billion ticks at once") {
 TEST_CASE("differential test against a reference model") {
   std::mt19937_64 rng(12345);
   const int kOps = 20000 * static_cast<int>(weft::testing::Scale());
-  TimerWheel w(1000);
-  std::vector<std::unique_ptr<Rec>> pool;
+  std::vector<std::unique_ptr<Rec>> pool;  // outlives the wheel
   for (int i = 0; i < 512; ++i) pool.push_back(std::make_unique<Rec>());
+  TimerWheel w(1000);
   std::multimap<uint64_t, Rec*> model;
   auto model_remove = [&](Rec* r) {
     for (auto it = model.begin(); it != model.end(); ++it) {
