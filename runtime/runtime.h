@@ -30,6 +30,7 @@
 #include <new>
 #include <optional>
 #include <stdexcept>
+#include <string>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -80,6 +81,13 @@ struct RuntimeStats {
 class FiberCancelled : public std::runtime_error {
  public:
   FiberCancelled() : std::runtime_error("weft: fiber was cancelled by runtime shutdown") {}
+};
+
+// Thrown by JoinHandle::join() when the fiber could not start because no
+// stack could be mapped (ENOMEM: memory or vm.max_map_count exhausted).
+class SpawnError : public std::runtime_error {
+ public:
+  explicit SpawnError(const std::string& what) : std::runtime_error("weft: " + what) {}
 };
 
 struct SpawnOptions {
@@ -144,6 +152,10 @@ class Task final : public TaskBase {
   void cancel() override {
     fn_.reset();
     state_->complete(nullptr, true, 0);
+  }
+  void fail(const absl::Status& why) override {
+    fn_.reset();
+    state_->complete(std::make_exception_ptr(SpawnError(std::string(why.message()))), false, 0);
   }
 
  private:
@@ -249,8 +261,10 @@ class Runtime {
   // Runtime::spawn()
   //
   // Starts fn on a new fiber from any thread; from outside the runtime it
-  // goes through the injection queue. Aborts if no stack can be mapped;
-  // try_spawn() returns that as a status instead.
+  // goes through the injection queue. The fiber's stack is mapped when it
+  // first runs; if that fails (ENOMEM), join() throws SpawnError. A
+  // function object too large for the stack aborts here; try_spawn()
+  // returns that as a status instead.
   template <class Fn>
   JoinHandle<internal::SpawnResult<Fn>> spawn(Fn&& fn, SpawnOptions opts = {}) {
     auto r = try_spawn(std::forward<Fn>(fn), opts);

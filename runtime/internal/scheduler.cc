@@ -62,6 +62,7 @@
 #include <climits>
 #include <cstdio>
 #include <cstring>
+#include <new>
 #include <system_error>
 
 #include "runtime/platform/check.h"
@@ -105,7 +106,7 @@ void futex_wake(std::atomic<uint32_t>* word) {
 
 struct sigaction g_prev_segv;
 
-void segv_handler(int sig, siginfo_t* info, void* uctx) {
+[[maybe_unused]] void segv_handler(int sig, siginfo_t* info, void* uctx) {
   Worker* w = tls_worker;
   Fiber* f = w != nullptr ? w->current() : nullptr;
   if (f != nullptr && f->stack.in_guard(info->si_addr)) {
@@ -169,6 +170,8 @@ struct AltStack {
 };
 
 }  // namespace
+
+void fiber_entry(Transfer t);
 
 __attribute__((noinline, noipa)) Worker* current_worker() {
   Worker* w = tls_worker;
@@ -277,6 +280,31 @@ Fiber* Worker::next_local() {
   return queue_.pop();
 }
 
+bool Worker::attach_stack(Fiber* f) {
+  absl::StatusOr<Stack> st = stacks_.get(f->stack_size);
+  if (!st.ok()) {
+    absl::Status why = absl::Status(st.status().code(),
+                                    "cannot start fiber: " + std::string(st.status().message()));
+    sched_->discard_unstarted(f, &why);
+    return false;
+  }
+  f->stack = *st;
+  init_fiber_context(&f->ctx, st->bottom(), st->size, fiber_entry);
+  return true;
+}
+
+Fiber* Worker::runnable(Fiber* f) {
+  while (f != nullptr && f->ctx.fctx == nullptr) {
+    if (f->unwind_requested) {  // shutdown: never started, never will
+      sched_->discard_unstarted(f);
+    } else if (attach_stack(f)) {
+      break;
+    }
+    f = next_local();
+  }
+  return f;
+}
+
 Fiber* Worker::take_from_inject(size_t max) {
   size_t len = sched_->inject_.len();
   if (len == 0) return nullptr;
@@ -377,6 +405,8 @@ void Worker::sleep_until_work() {
 }
 
 void Worker::resume(Fiber* f) {
+  f = runnable(f);
+  if (f == nullptr) return;
   counters_.bump(counters_.run);
   current_ = f;
   pending_ = {nullptr, SwitchAction::kNone};
@@ -385,6 +415,7 @@ void Worker::resume(Fiber* f) {
 }
 
 void Worker::switch_to(Fiber* from, Fiber* to, SwitchAction action) {
+  to = runnable(to);
   pending_ = {from, action};
   current_ = to;
   ExecutionContext* target = &thread_ctx_;
@@ -889,6 +920,13 @@ uint64_t Scheduler::deadline_tick(int64_t deadline_nanos) const {
   return (static_cast<uint64_t>(rel) + 999999u) / 1000000u;  // never early
 }
 
+namespace {
+constexpr size_t kFiberBlockAlign = 64;
+constexpr size_t fiber_header_size() {
+  return (sizeof(Fiber) + kFiberBlockAlign - 1) & ~(kFiberBlockAlign - 1);
+}
+}  // namespace
+
 absl::StatusOr<Fiber*> Scheduler::new_fiber(size_t stack_size, size_t task_size, void** task_mem) {
   Worker* w = current_worker();
   if (w != nullptr && w->sched_ != this) w = nullptr;
@@ -898,14 +936,12 @@ absl::StatusOr<Fiber*> Scheduler::new_fiber(size_t stack_size, size_t task_size,
                                       " bytes is too large for a " + std::to_string(size) +
                                       "-byte stack; capture less by value");
   }
-  absl::StatusOr<Stack> st = w != nullptr ? w->stacks_.get(size) : allocate_stack(size);
-  if (!st.ok()) return st.status();
-  auto top = reinterpret_cast<uintptr_t>(st->top());
-  uintptr_t fiber_at = (top - sizeof(Fiber)) & ~uintptr_t{63};
-  uintptr_t task_at = (fiber_at - task_size) & ~uintptr_t{63};
-  Fiber* f = new (reinterpret_cast<void*>(fiber_at)) Fiber();
-  f->stack = *st;
+  void* mem = ::operator new(fiber_header_size() + task_size, std::align_val_t{kFiberBlockAlign});
+  Fiber* f = new (mem) Fiber();
   f->sched = this;
+  f->stack_size = size;
+  // Spawned while the runtime is being torn down: cancel at first run.
+  f->unwind_requested = stopped_.load(std::memory_order_relaxed);
   if (w != nullptr) {
     if (w->id_next_ == w->id_end_) {
       w->id_next_ = g_next_fiber_id.fetch_add(kIdBlock, std::memory_order_relaxed);
@@ -915,12 +951,15 @@ absl::StatusOr<Fiber*> Scheduler::new_fiber(size_t stack_size, size_t task_size,
   } else {
     f->id = g_next_fiber_id.fetch_add(1, std::memory_order_relaxed);
   }
-  size_t usable = (task_at & ~uintptr_t{15}) - reinterpret_cast<uintptr_t>(st->bottom());
-  init_fiber_context(&f->ctx, st->bottom(), usable, fiber_entry);
-  *task_mem = reinterpret_cast<void*>(task_at);
+  *task_mem = static_cast<char*>(mem) + fiber_header_size();
   f->reg_shard = w != nullptr ? w->id_ : num_workers();
   register_fiber(f);
   return f;
+}
+
+void Scheduler::free_control_block(Fiber* f) {
+  f->~Fiber();
+  ::operator delete(static_cast<void*>(f), std::align_val_t{kFiberBlockAlign});
 }
 
 void Scheduler::register_fiber(Fiber* f) {
@@ -958,19 +997,19 @@ int64_t Scheduler::live_fibers() const {
 void Scheduler::release_fiber(Worker* w, Fiber* f) {
   unregister_fiber(f);
   release_context(&f->ctx);
-  Stack s = f->stack;
-  f->~Fiber();
-  w->stacks_.put(s);
+  w->stacks_.put(f->stack);
+  free_control_block(f);
 }
 
-void Scheduler::discard_unstarted(Fiber* f) {
-  f->task->cancel();
+void Scheduler::discard_unstarted(Fiber* f, const absl::Status* why) {
+  if (why != nullptr) {
+    f->task->fail(*why);
+  } else {
+    f->task->cancel();
+  }
   f->task->~TaskBase();
   unregister_fiber(f);
-  release_context(&f->ctx);
-  Stack s = f->stack;
-  f->~Fiber();
-  free_stack(s);
+  free_control_block(f);
 }
 
 void Scheduler::submit(Fiber* f) {
@@ -1144,8 +1183,8 @@ void Scheduler::reap() {
                    static_cast<unsigned long long>(f->id));
       unregister_fiber(f);
       release_context(&f->ctx);
-      Stack st = f->stack;
-      free_stack(st);
+      free_stack(f->stack);
+      free_control_block(f);
     }
   }
   w0->current_ = nullptr;

@@ -123,6 +123,8 @@ class TaskBase {
   virtual ~TaskBase() = default;
   virtual void run() = 0;
   virtual void cancel() = 0;
+  // fail() publishes that the fiber could not start (no stack).
+  virtual void fail(const absl::Status& why) = 0;
 };
 
 // Fiber::wake_word = (park sequence << 2) | ParkState. See scheduler.cc,
@@ -140,7 +142,10 @@ struct Fiber {
   WorkerMessage msg;      // kSpawn / kWake into a worker's inbox
   uint64_t id = 0;
   Scheduler* sched = nullptr;
+  // The stack is attached when the fiber first runs (Worker::runnable), so
+  // a spawned fiber that has not started costs only this control block.
   Stack stack;
+  size_t stack_size = 0;
   TaskBase* task = nullptr;
 
   std::atomic<uint64_t> wake_word{0};
@@ -232,6 +237,8 @@ class Worker {
 
   void run_loop();
   Fiber* next_local();                  // LIFO, queue, periodic inject/poll
+  Fiber* runnable(Fiber* f);            // attach a stack, or fail f and pick another
+  bool attach_stack(Fiber* f);
   Fiber* find_runnable();               // next_local, inject, poll, steal, sleep
   Fiber* take_from_inject(size_t max);
   Fiber* steal();
@@ -409,9 +416,10 @@ class Scheduler {
   bool stopping() const { return stopping_.load(std::memory_order_acquire); }
   size_t default_stack_size() const { return default_stack_size_; }
 
-  // new_fiber() allocates a fiber with room for a task of task_size bytes;
-  // *task_mem receives where to construct it. The fiber is registered but
-  // not runnable until submit().
+  // new_fiber() allocates a fiber control block with room for a task of
+  // task_size bytes; *task_mem receives where to construct it. The fiber is
+  // registered but not runnable until submit(). Its stack is mapped when it
+  // first runs.
   absl::StatusOr<Fiber*> new_fiber(size_t stack_size, size_t task_size, void** task_mem);
   // submit() makes a new fiber runnable: on the calling worker if it
   // belongs to this runtime, else through the injection queue. After
@@ -444,7 +452,8 @@ class Scheduler {
   void register_fiber(Fiber* f);
   void unregister_fiber(Fiber* f);
   void release_fiber(Worker* w, Fiber* f);  // after the fiber exited
-  void discard_unstarted(Fiber* f);         // cancel a fiber that never ran
+  void discard_unstarted(Fiber* f, const absl::Status* why = nullptr);  // never ran
+  void free_control_block(Fiber* f);
   void reap();
 
   std::vector<std::unique_ptr<Worker>> workers_;

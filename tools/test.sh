@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Runs every weft test: the default build, then the whole suite again under
+# AddressSanitizer+UBSan and under ThreadSanitizer. Prints one summary line
+# 'N passed, N failed' (N counts test targets over the three runs) and exits
+# non-zero if any failed.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+bash tools/setup.sh
+
+passed=0
+failed=0
+run() {
+  local label=$1
+  shift
+  local log
+  log=$(mktemp)
+  echo "=== bazel test $* //..." >&2
+  bazel test "$@" //... 2>&1 | tee "$log" | grep -E "^//.* (PASSED|FAILED|TIMEOUT|FLAKY|NO STATUS)|^ERROR" >&2
+  local p f
+  p=$(grep -cE "^//.* PASSED" "$log")
+  f=$(grep -cE "^//.* (FAILED|TIMEOUT|NO STATUS)" "$log")
+  if grep -q "^ERROR: " "$log" && [ "$f" -eq 0 ]; then f=1; fi  # build failure
+  echo "$label: $p passed, $f failed" >&2
+  passed=$((passed + p))
+  failed=$((failed + f))
+  rm -f "$log"
+}
+
+run default
+run asan --config=asan
+run tsan --config=tsan
+
+echo "${passed} passed, ${failed} failed"
+[ "$failed" -eq 0 ]
