@@ -1,0 +1,118 @@
+// The weft demo: a runtime on every core runs 1,000,000 fibers that yield,
+// sleep and pass messages through channels, then reports what happened.
+//
+//   bazel run -c opt //examples:demo -- [--fibers=N] [--workers=N] [--in_flight=N]
+//
+// Each fiber yields twice, sleeps 1-4 ms, and sends its number through a
+// bounded channel to one of the collector fibers, which add them up; the
+// totals are checked at the end. A semaphore bounds how many fibers are in
+// flight at once (each started fiber holds a stack).
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "runtime/runtime.h"
+#include "sync/sync.h"
+
+namespace {
+
+int64_t flag(int argc, char** argv, const char* name, int64_t def) {
+  std::string prefix = std::string("--") + name + "=";
+  for (int i = 1; i < argc; ++i) {
+    if (std::strncmp(argv[i], prefix.c_str(), prefix.size()) == 0) return std::atoll(argv[i] + prefix.size());
+  }
+  return def;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const int64_t fibers = flag(argc, argv, "fibers", 1000000);
+  const int workers = static_cast<int>(flag(argc, argv, "workers", 0));
+  const int64_t in_flight = flag(argc, argv, "in_flight", 50000);
+
+  auto created = weft::Runtime::create({.workers = workers});
+  if (!created.ok()) {
+    std::fprintf(stderr, "cannot start the runtime: %s\n", created.status().ToString().c_str());
+    return 1;
+  }
+  weft::Runtime& rt = **created;
+  std::printf("weft demo: %lld fibers on %d workers, at most %lld in flight\n", static_cast<long long>(fibers),
+              rt.num_workers(), static_cast<long long>(in_flight));
+
+  struct Totals {
+    int64_t received = 0;
+    int64_t sum = 0;
+  };
+  const absl::Time t0 = absl::Now();
+  Totals totals = rt.block_on([&] {
+    const int kCollectors = rt.num_workers();
+    std::vector<std::unique_ptr<weft::Channel<int64_t>>> chans;
+    std::vector<weft::JoinHandle<Totals>> collectors;
+    for (int c = 0; c < kCollectors; ++c) {
+      chans.push_back(std::make_unique<weft::Channel<int64_t>>(1024));
+      weft::Channel<int64_t>* ch = chans.back().get();
+      collectors.push_back(weft::spawn([ch] {
+        Totals t;
+        for (;;) {
+          auto v = ch->recv();
+          if (!v.ok()) return t;  // closed and drained
+          ++t.received;
+          t.sum += *v;
+        }
+      }));
+    }
+    weft::Semaphore slots(in_flight);
+    weft::WaitGroup done;
+    for (int64_t i = 0; i < fibers; ++i) {
+      slots.acquire();
+      done.add();
+      weft::Channel<int64_t>* ch = chans[static_cast<size_t>(i % kCollectors)].get();
+      weft::spawn([&, ch, i] {
+        weft::this_fiber::yield();
+        weft::this_fiber::sleep_for(absl::Milliseconds(1 + i % 4));
+        weft::this_fiber::yield();
+        if (!ch->send(i).ok()) std::abort();
+        slots.release();
+        done.done();
+      }).detach();
+    }
+    done.wait();
+    for (auto& ch : chans) ch->close();
+    Totals all;
+    for (auto& c : collectors) {
+      Totals t = c.join();
+      all.received += t.received;
+      all.sum += t.sum;
+    }
+    return all;
+  });
+  const double secs = absl::ToDoubleSeconds(absl::Now() - t0);
+
+  const bool ok = totals.received == fibers && totals.sum == fibers * (fibers - 1) / 2;
+  weft::RuntimeStats st = rt.stats();
+  std::printf("\n%lld fibers finished in %.2f s: %.0f fibers/s; messages %lld, checksum %s\n",
+              static_cast<long long>(fibers), secs, static_cast<double>(fibers) / secs,
+              static_cast<long long>(totals.received), ok ? "ok" : "WRONG");
+  std::printf("steals %llu (fibers stolen %llu), parks %llu, unparks %llu, timers fired %llu\n\n",
+              static_cast<unsigned long long>(st.total(&weft::WorkerStats::steal_successes)),
+              static_cast<unsigned long long>(st.total(&weft::WorkerStats::stolen)),
+              static_cast<unsigned long long>(st.total(&weft::WorkerStats::parks)),
+              static_cast<unsigned long long>(st.total(&weft::WorkerStats::unparks)),
+              static_cast<unsigned long long>(st.total(&weft::WorkerStats::timers_fired)));
+  std::printf("%-7s %10s %10s %10s %10s %9s %10s %10s %9s %9s %9s\n", "worker", "spawned", "run", "completed",
+              "parks", "steals", "stolen", "polls", "sleeps", "messages", "timers");
+  for (const auto& w : st.workers) {
+    std::printf("%-7d %10llu %10llu %10llu %10llu %9llu %10llu %10llu %9llu %9llu %9llu\n", w.worker,
+                static_cast<unsigned long long>(w.spawned), static_cast<unsigned long long>(w.run),
+                static_cast<unsigned long long>(w.completed), static_cast<unsigned long long>(w.parks),
+                static_cast<unsigned long long>(w.steal_successes), static_cast<unsigned long long>(w.stolen),
+                static_cast<unsigned long long>(w.polls), static_cast<unsigned long long>(w.idle_sleeps),
+                static_cast<unsigned long long>(w.messages), static_cast<unsigned long long>(w.timers_fired));
+  }
+  rt.shutdown();
+  return ok ? 0 : 1;
+}

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Builds the benchmarks optimized and runs each once, with 2 workers.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+bash tools/setup.sh
+bazel build -c opt //tools/bench:all >/dev/null
+for b in spawn yield pingpong memory; do
+  ./bazel-bin/tools/bench/${b}_benchmark "$@"
+done
