@@ -42,8 +42,9 @@ void JoinStateBase::complete(std::exception_ptr error, bool cancelled, uint64_t 
   }
   for (size_t i = 0; i < n; ++i) schedule(wake[i]);
   for (Fiber* f : more) schedule(f);
-  release();
 }
+
+void release_join_state(JoinStateBase* s) { s->release(); }
 
 void JoinStateBase::wait_and_rethrow() {
   for (;;) {

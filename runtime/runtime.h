@@ -97,12 +97,20 @@ struct SpawnOptions {
 
 namespace internal {
 
-// JoinState: the result slot shared by a fiber and its JoinHandle.
+// JoinState: the result slot shared by a fiber and its JoinHandle. It
+// lives in the fiber's control block (after the Fiber, before the task) and
+// frees the block when both references are gone: the handle's, and the
+// fiber's, dropped once it has exited.
 class JoinStateBase {
  public:
+  explicit JoinStateBase(void* block) : block_(block) {}
   virtual ~JoinStateBase() = default;
   void release() {
-    if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
+    if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+      void* block = block_;
+      this->~JoinStateBase();
+      ::operator delete(block);
+    }
   }
   // complete() publishes the outcome and wakes the joiner. Called once, by
   // the fiber (or the runtime when it cancels a fiber that never ran).
@@ -112,6 +120,7 @@ class JoinStateBase {
   bool done() const { return done_.load(std::memory_order_acquire); }
 
  private:
+  void* const block_;
   std::atomic<int> refs_{2};  // the handle and the fiber
   std::atomic<bool> done_{false};
   SpinLock lock_;
@@ -123,10 +132,14 @@ class JoinStateBase {
 template <class T>
 class JoinState : public JoinStateBase {
  public:
+  using JoinStateBase::JoinStateBase;
   std::optional<T> value;
 };
 template <>
-class JoinState<void> : public JoinStateBase {};
+class JoinState<void> : public JoinStateBase {
+ public:
+  using JoinStateBase::JoinStateBase;
+};
 
 template <class Fn, class T>
 class Task final : public TaskBase {
@@ -171,15 +184,21 @@ absl::StatusOr<JoinState<SpawnResult<Fn>>*> start_fiber(Scheduler* sched, size_t
                                                         int target_worker, Fn&& fn) {
   using T = SpawnResult<Fn>;
   using TaskT = Task<std::decay_t<Fn>, T>;
+  using StateT = JoinState<T>;
+  static_assert(alignof(StateT) <= 16 && alignof(TaskT) <= 16,
+                "over-aligned fiber function objects are not supported");
+  constexpr size_t kStateSize = (sizeof(StateT) + 15) & ~size_t{15};
   void* mem = nullptr;
-  auto fiber = sched->new_fiber(stack_size, sizeof(TaskT), &mem);
+  auto fiber = sched->new_fiber(stack_size, kStateSize + sizeof(TaskT), &mem);
   if (!fiber.ok()) return fiber.status();
-  auto* state = new JoinState<T>();
-  (*fiber)->task = new (mem) TaskT(std::decay_t<Fn>(std::forward<Fn>(fn)), state);
+  Fiber* f = *fiber;
+  auto* state = new (mem) StateT(f);
+  f->join = state;
+  f->task = new (static_cast<char*>(mem) + kStateSize) TaskT(std::decay_t<Fn>(std::forward<Fn>(fn)), state);
   if (target_worker >= 0) {
-    sched->submit_to(*fiber, target_worker);
+    sched->submit_to(f, target_worker);
   } else {
-    sched->submit(*fiber);
+    sched->submit(f);
   }
   return state;
 }

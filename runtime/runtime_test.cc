@@ -273,6 +273,37 @@ TEST_CASE("shutdown cancels parked and unstarted fibers and leaks nothing") {
   CHECK(internal::mapped_stack_count() == stacks_before);
 }
 
+TEST_CASE("shutdown with thousands of sleeping and queued fibers") {
+  // More than a run queue holds, so cancellation must not bounce them
+  // between worker 0's queue and the inject queue.
+  std::atomic<int> unwound{0};
+  std::vector<JoinHandle<void>> hs;
+  {
+    auto rt = make(2);
+    for (int i = 0; i < 3000; ++i) {
+      hs.push_back(rt->spawn([&] {
+        struct Guard {
+          std::atomic<int>* n;
+          ~Guard() { n->fetch_add(1); }
+        } g{&unwound};
+        this_fiber::sleep_for(absl::Hours(1));
+      }));
+    }
+    while (rt->stats().total(&WorkerStats::parks) < 3000) std::this_thread::yield();
+    for (int i = 0; i < 3000; ++i) hs.push_back(rt->spawn([] {}));
+  }
+  CHECK(unwound.load() == 3000);
+  int cancelled = 0;
+  for (auto& h : hs) {
+    try {
+      h.join();
+    } catch (const FiberCancelled&) {
+      ++cancelled;
+    }
+  }
+  CHECK(cancelled >= 3000);
+}
+
 TEST_CASE("repeated runtime start and stop") {
   int64_t stacks_before = internal::mapped_stack_count();
   for (int i = 0; i < 20; ++i) {

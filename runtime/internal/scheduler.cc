@@ -921,22 +921,21 @@ uint64_t Scheduler::deadline_tick(int64_t deadline_nanos) const {
 }
 
 namespace {
-constexpr size_t kFiberBlockAlign = 64;
-constexpr size_t fiber_header_size() {
-  return (sizeof(Fiber) + kFiberBlockAlign - 1) & ~(kFiberBlockAlign - 1);
-}
+constexpr size_t kFiberHeader = (sizeof(Fiber) + 15) & ~size_t{15};
 }  // namespace
 
-absl::StatusOr<Fiber*> Scheduler::new_fiber(size_t stack_size, size_t task_size, void** task_mem) {
+size_t Scheduler::fiber_block_size(size_t extra) { return kFiberHeader + extra; }
+
+absl::StatusOr<Fiber*> Scheduler::new_fiber(size_t stack_size, size_t extra, void** extra_mem) {
   Worker* w = current_worker();
   if (w != nullptr && w->sched_ != this) w = nullptr;
   size_t size = stack_size != 0 ? round_stack_size(stack_size) : default_stack_size_;
-  if (task_size > size / 4) {
-    return absl::InvalidArgumentError("fiber function object of " + std::to_string(task_size) +
+  if (extra > size / 4) {
+    return absl::InvalidArgumentError("fiber function object of " + std::to_string(extra) +
                                       " bytes is too large for a " + std::to_string(size) +
                                       "-byte stack; capture less by value");
   }
-  void* mem = ::operator new(fiber_header_size() + task_size, std::align_val_t{kFiberBlockAlign});
+  void* mem = ::operator new(fiber_block_size(extra));
   Fiber* f = new (mem) Fiber();
   f->sched = this;
   f->stack_size = size;
@@ -951,15 +950,16 @@ absl::StatusOr<Fiber*> Scheduler::new_fiber(size_t stack_size, size_t task_size,
   } else {
     f->id = g_next_fiber_id.fetch_add(1, std::memory_order_relaxed);
   }
-  *task_mem = static_cast<char*>(mem) + fiber_header_size();
+  *extra_mem = static_cast<char*>(mem) + kFiberHeader;
   f->reg_shard = w != nullptr ? w->id_ : num_workers();
   register_fiber(f);
   return f;
 }
 
 void Scheduler::free_control_block(Fiber* f) {
+  JoinStateBase* join = f->join;
   f->~Fiber();
-  ::operator delete(static_cast<void*>(f), std::align_val_t{kFiberBlockAlign});
+  release_join_state(join);  // frees the block once the handle is gone too
 }
 
 void Scheduler::register_fiber(Fiber* f) {
@@ -1103,13 +1103,15 @@ void Scheduler::reap() {
   Worker* w0 = workers_[0].get();
   tls_worker = w0;
   init_thread_context(&w0->thread_ctx_);
-  // 1. Gather every queued fiber on worker 0.
+  // 1. Gather every queued fiber. The list is unbounded: worker 0's local
+  // queue would overflow into the inject queue, which we drain.
+  std::vector<Fiber*> ready;
   auto gather = [&] {
     for (auto& wp : workers_) {
       Worker* w = wp.get();
       while (WorkerMessage* m = w->inbox_.pop()) {
         if (m->kind == MessageKind::kSpawn || m->kind == MessageKind::kWake) {
-          w0->push_local(m->fiber, false);
+          ready.push_back(m->fiber);
         } else if (m->kind != MessageKind::kShutdown && m->kind != MessageKind::kStub) {
           auto* io = static_cast<IoMessage*>(m);
           if (io->done != nullptr) {
@@ -1119,39 +1121,31 @@ void Scheduler::reap() {
           }
         }
       }
-      if (w != w0) {
-        if (w->lifo_ != nullptr) w0->push_local(std::exchange(w->lifo_, nullptr), false);
-        while (Fiber* f = w->queue_.pop()) w0->push_local(f, false);
-      }
+      if (w->lifo_ != nullptr) ready.push_back(std::exchange(w->lifo_, nullptr));
+      while (Fiber* f = w->queue_.pop()) ready.push_back(f);
     }
     size_t n = 0;
     while (Fiber* chain = inject_.pop_batch(1024, &n)) {
-      while (chain != nullptr) {
-        Fiber* nx = chain->next;
-        w0->push_local(chain, false);
-        chain = nx;
-      }
+      for (; chain != nullptr; chain = chain->next) ready.push_back(chain);
     }
   };
   gather();
   // 2. Mark every live fiber; claim the parked ones.
   for (int i = 0; i <= num_workers(); ++i) {
     RegistryShard& s = registry_[static_cast<size_t>(i)];
-    std::vector<Fiber*> parked;
-    {
-      std::lock_guard<SpinLock> g(s.lock);
-      for (Fiber* f = s.head; f != nullptr; f = f->reg_next) {
-        f->unwind_requested = true;
-        if (try_claim(f, f->park_seq)) parked.push_back(f);
-      }
+    std::lock_guard<SpinLock> g(s.lock);
+    for (Fiber* f = s.head; f != nullptr; f = f->reg_next) {
+      f->unwind_requested = true;
+      if (try_claim(f, f->park_seq)) ready.push_back(f);
     }
-    for (Fiber* f : parked) w0->push_local(f, false);
   }
-  // 3. Run them to completion; release sleepers when nothing else runs.
+  // 3. Run them to completion (what they wake lands on worker 0's queues
+  // and is gathered again); release sleepers when nothing else runs.
   for (;;) {
-    gather();
-    Fiber* f = w0->lifo_ != nullptr ? std::exchange(w0->lifo_, nullptr) : w0->queue_.pop();
-    if (f != nullptr) {
+    if (ready.empty()) gather();
+    if (!ready.empty()) {
+      Fiber* f = ready.back();
+      ready.pop_back();
       w0->resume(f);
       continue;
     }
@@ -1165,12 +1159,12 @@ void Scheduler::reap() {
         if (tag & 1) return;
         Fiber* fb = static_cast<Fiber*>(e->owner);
         if (try_claim(fb, fb->timer_seq)) {
-          w0->push_local(fb, false);
+          ready.push_back(fb);
           fired = true;
         }
       });
     }
-    if (!fired && w0->lifo_ == nullptr && w0->queue_.empty() && inject_.len() == 0) break;
+    if (!fired) break;
   }
   // 4. Whatever is left blocked forever while unwinding.
   for (int i = 0; i <= num_workers(); ++i) {

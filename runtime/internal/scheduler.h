@@ -49,6 +49,10 @@ namespace weft::internal {
 class Worker;
 class Scheduler;
 struct Fiber;
+class JoinStateBase;
+// release_join_state() drops one reference to the join state, which owns
+// the fiber's control block (runtime.cc).
+void release_join_state(JoinStateBase* s);
 
 // Thrown from a suspension point of a fiber that the runtime cancels at
 // shutdown, to unwind its stack. Deliberately not a std::exception: code
@@ -147,6 +151,9 @@ struct Fiber {
   Stack stack;
   size_t stack_size = 0;
   TaskBase* task = nullptr;
+  // The control block (this Fiber, the join state and the task) is one
+  // allocation, freed when the fiber has exited and its handle is gone.
+  JoinStateBase* join = nullptr;
 
   std::atomic<uint64_t> wake_word{0};
   uint64_t park_seq = 0;  // written only by the fiber itself
@@ -416,11 +423,14 @@ class Scheduler {
   bool stopping() const { return stopping_.load(std::memory_order_acquire); }
   size_t default_stack_size() const { return default_stack_size_; }
 
-  // new_fiber() allocates a fiber control block with room for a task of
-  // task_size bytes; *task_mem receives where to construct it. The fiber is
-  // registered but not runnable until submit(). Its stack is mapped when it
-  // first runs.
-  absl::StatusOr<Fiber*> new_fiber(size_t stack_size, size_t task_size, void** task_mem);
+  // new_fiber() allocates a fiber control block with `extra` bytes after
+  // the Fiber (16-byte aligned) for the join state and the task; *extra_mem
+  // receives where. The caller must set Fiber::join and Fiber::task. The
+  // fiber is registered but not runnable until submit(). Its stack is
+  // mapped when it first runs.
+  absl::StatusOr<Fiber*> new_fiber(size_t stack_size, size_t extra, void** extra_mem);
+  // fiber_block_size() is the size of a control block with `extra` bytes.
+  static size_t fiber_block_size(size_t extra);
   // submit() makes a new fiber runnable: on the calling worker if it
   // belongs to this runtime, else through the injection queue. After
   // stop(), the fiber is cancelled instead.
