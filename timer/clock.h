@@ -1,35 +1,33 @@
 // timer/clock.h
 //
-// Clock: the source of "now" for code that converts time to timer ticks,
-// injectable so tests can drive time by hand (see manual_clock.h). The
-// timer wheel itself never reads a clock.
+// Clock: the source of "now" for code that converts time to timer ticks.
+// It is an interface so that tests can drive time by hand (ManualClock, in
+// manual_clock.h). The timer wheel itself never reads a clock.
 #pragma once
-
-#include <time.h>
 
 #include <cstdint>
 
-#include "absl/time/clock.h"
 #include "absl/time/time.h"
 
 namespace weft {
 
+// Clock: a source of wall-clock time. Implementations are thread-safe.
 class Clock {
  public:
   virtual ~Clock() = default;
+
+  // now() is the current time.
   virtual absl::Time now() const = 0;
 };
 
+// SystemClock: the real clock, absl::Now().
 class SystemClock final : public Clock {
  public:
-  absl::Time now() const override { return absl::Now(); }
+  absl::Time now() const override;
 };
 
-// monotonic_nanos() is CLOCK_MONOTONIC in nanoseconds.
-inline int64_t monotonic_nanos() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<int64_t>(ts.tv_sec) * 1000000000LL + ts.tv_nsec;
-}
+// monotonic_nanos() is CLOCK_MONOTONIC in nanoseconds: never decreases, and
+// unaffected by changes to the wall clock. Its zero is unspecified (boot).
+uint64_t monotonic_nanos();
 
 }  // namespace weft

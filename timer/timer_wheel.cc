@@ -1,117 +1,212 @@
+// timer/timer_wheel.cc
+//
+// TimerWheel: filing, cascading and the occupancy-bitmap search. See
+// timer_wheel.h for the design.
 #include "timer/timer_wheel.h"
 
+#include <algorithm>
 #include <bit>
 
+#include "absl/base/internal/raw_logging.h"
+#include "absl/base/macros.h"
+
 namespace weft {
+
+TimerEntry::TimerEntry(const TimerEntry& other) : owner(other.owner) {
+  ABSL_RAW_CHECK(!other.linked(), "TimerEntry copied or moved while linked");
+}
+
+TimerEntry& TimerEntry::operator=(const TimerEntry& other) {
+  ABSL_RAW_CHECK(!linked() && !other.linked(), "TimerEntry assigned while linked");
+  owner = other.owner;
+  return *this;
+}
 
 TimerWheel::~TimerWheel() {
   auto drop = [](TimerEntry* e) {
     while (e != nullptr) {
-      TimerEntry* n = e->next_;
-      e->where_ = TimerEntry::kUnlinked;
+      TimerEntry* next = e->next_;
       e->prev_ = e->next_ = nullptr;
-      e = n;
+      e->where_ = TimerEntry::kUnlinked;
+      e = next;
     }
   };
-  for (auto& level : slots_) {
-    for (TimerEntry* head : level) drop(head);
+  for (int level = 0; level < kLevels; ++level) {
+    for (uint64_t occ = occupied_[level]; occ != 0; occ &= occ - 1) {
+      drop(slots_[level][std::countr_zero(occ)]);
+    }
   }
-  drop(due_);
+  drop(due_[0]);
+  drop(due_[1]);
+  drop(expired_);
   drop(overflow_);
 }
 
-int TimerWheel::level_for(uint64_t now, uint64_t when) {
-  uint64_t masked = (now ^ when) | (kSlots - 1);
-  int significant = 63 - std::countl_zero(masked);
-  return significant / kSlotBits;
-}
-
-void TimerWheel::link(TimerEntry** head, TimerEntry* e) {
+void TimerWheel::push(TimerEntry** head, TimerEntry* e) {
   e->prev_ = nullptr;
   e->next_ = *head;
   if (*head != nullptr) (*head)->prev_ = e;
   *head = e;
 }
 
-void TimerWheel::unlink(TimerEntry** head, TimerEntry* e) {
+TimerEntry** TimerWheel::list_of(const TimerEntry* e) {
+  switch (e->where_) {
+    case TimerEntry::kDue:
+      return &due_[e->slot_];
+    case TimerEntry::kExpired:
+      return &expired_;
+    case TimerEntry::kOverflow:
+      return &overflow_;
+    default:
+      return &slots_[e->where_][e->slot_];
+  }
+}
+
+void TimerWheel::unlink(TimerEntry* e) {
+  TimerEntry** head = list_of(e);
   if (e->prev_ != nullptr) {
     e->prev_->next_ = e->next_;
   } else {
     *head = e->next_;
+    if (*head == nullptr && e->where_ < kLevels) {
+      occupied_[e->where_] &= ~(uint64_t{1} << e->slot_);
+    }
   }
   if (e->next_ != nullptr) e->next_->prev_ = e->prev_;
-  if (e->where_ < kLevels && *head == nullptr) occupied_[e->where_] &= ~(uint64_t{1} << e->slot_);
   e->prev_ = e->next_ = nullptr;
   e->where_ = TimerEntry::kUnlinked;
   --size_;
 }
 
-TimerEntry** TimerWheel::list_of(const TimerEntry* e) {
-  if (e->where_ == TimerEntry::kDue) return &due_;
-  if (e->where_ == TimerEntry::kOverflow) return &overflow_;
-  return &slots_[e->where_][e->slot_];
-}
-
-void TimerWheel::place(TimerEntry* e) {
-  ++size_;
-  if (e->deadline_ <= now_) {
-    e->where_ = TimerEntry::kDue;
-    link(&due_, e);
-    return;
-  }
-  int level = level_for(now_, e->deadline_);
+void TimerWheel::file(TimerEntry* e) {
+  const uint64_t d = e->deadline_;
+  ABSL_ASSERT(d > now_);
+  // The most significant base-64 digit in which d differs from now_ names
+  // the level; d's digit there is the slot, and it exceeds now_'s digit.
+  const int level = (63 - std::countl_zero(d ^ now_)) / kSlotBits;
   if (level >= kLevels) {
+    overflow_min_ = overflow_ == nullptr ? d : std::min(overflow_min_, d);
     e->where_ = TimerEntry::kOverflow;
-    link(&overflow_, e);
+    push(&overflow_, e);
     return;
   }
-  int slot = static_cast<int>((e->deadline_ >> (level * kSlotBits)) & (kSlots - 1));
+  const int slot = static_cast<int>((d >> (level * kSlotBits)) & (kSlots - 1));
   e->where_ = static_cast<uint8_t>(level);
   e->slot_ = static_cast<uint8_t>(slot);
-  link(&slots_[level][slot], e);
+  push(&slots_[level][slot], e);
   occupied_[level] |= uint64_t{1} << slot;
 }
 
 void TimerWheel::insert(TimerEntry* e, uint64_t deadline_tick) {
+  ABSL_RAW_CHECK(!e->linked(), "TimerWheel::insert() of an entry that is already linked");
   e->deadline_ = deadline_tick;
-  place(e);
+  ++size_;
+  if (deadline_tick <= now_) {
+    e->where_ = TimerEntry::kDue;
+    e->slot_ = due_index_;
+    push(&due_[due_index_], e);
+  } else {
+    file(e);
+  }
 }
 
 bool TimerWheel::cancel(TimerEntry* e) {
   if (!e->linked()) return false;
-  unlink(list_of(e), e);
+  unlink(e);
   return true;
 }
 
-std::optional<TimerWheel::Next> TimerWheel::next_event() const {
-  // Every entry on level L lies in a later 64^L block than any entry on
-  // level L-1, so the first occupied level holds the next event.
+bool TimerWheel::next_event(Event* ev) const {
+  // Entries on level L are in now_'s 64^(L+1)-tick block but a later
+  // 64^L-tick block than now_; lower levels hold only entries in now_'s
+  // 64^L-tick block. So the first occupied level has the earliest event,
+  // and its lowest occupied slot is the next one.
   for (int level = 0; level < kLevels; ++level) {
-    uint64_t occ = occupied_[level];
+    const uint64_t occ = occupied_[level];
     if (occ == 0) continue;
     const int shift = level * kSlotBits;
-    const uint64_t slot_range = uint64_t{1} << shift;
-    const uint64_t level_range = slot_range << kSlotBits;
-    int now_slot = static_cast<int>((now_ >> shift) & (kSlots - 1));
-    int slot = (std::countr_zero(std::rotr(occ, now_slot)) + now_slot) % kSlots;
-    uint64_t level_start = now_ & ~(level_range - 1);
-    uint64_t tick = level_start + static_cast<uint64_t>(slot) * slot_range;
-    if (tick < (now_ & ~(slot_range - 1))) tick += level_range;
-    if (tick < now_) tick = now_;  // the slot holding now: cascade at once
-    return Next{tick, level, slot};
+    const int slot = std::countr_zero(occ);
+    const uint64_t block = now_ & ~((uint64_t{1} << (shift + kSlotBits)) - 1);
+    ev->tick = block | (static_cast<uint64_t>(slot) << shift);
+    ev->level = level;
+    ev->slot = slot;
+    return true;
   }
   if (overflow_ != nullptr) {
-    uint64_t boundary = ((now_ / kRange) + 1) * kRange;
-    return Next{boundary, -1, 0};
+    // The start of the earliest overflow deadline's 64^6-tick block: from
+    // there the levels can hold it.
+    ev->tick = overflow_min_ & ~(kRange - 1);
+    ev->level = kLevels;
+    ev->slot = 0;
+    return true;
   }
-  return std::nullopt;
+  return false;
 }
 
 std::optional<uint64_t> TimerWheel::next_deadline() const {
-  if (due_ != nullptr) return now_;
-  std::optional<Next> n = next_event();
-  if (!n) return std::nullopt;
-  return n->tick;
+  if (due_[0] != nullptr || due_[1] != nullptr || expired_ != nullptr) return now_;
+  Event ev;
+  if (!next_event(&ev)) return std::nullopt;
+  // Within an advance() callback, the level-0 slot being fired is at now_.
+  return std::max(ev.tick, now_);
+}
+
+void TimerWheel::begin_advance() {
+  ABSL_RAW_CHECK(!advancing_, "TimerWheel::advance() called from a timer callback");
+  advancing_ = true;
+}
+
+void TimerWheel::end_advance(TimerEntry** batch) {
+  // Non-empty only if fn threw: keep the rest due, for a later advance().
+  if (batch != nullptr) {
+    while (TimerEntry* e = *batch) {
+      if (e->where_ == TimerEntry::kDue) break;  // already on a due list
+      unlink(e);
+      insert(e, e->deadline_);
+    }
+  }
+  advancing_ = false;
+}
+
+TimerEntry** TimerWheel::take_due() {
+  TimerEntry** due = &due_[due_index_];
+  due_index_ ^= 1;
+  return due;
+}
+
+TimerEntry** TimerWheel::next_batch(uint64_t limit) {
+  Event ev;
+  while (next_event(&ev) && ev.tick <= limit) {
+    ABSL_ASSERT(ev.tick > now_);
+    now_ = ev.tick;
+    // A level-0 slot holds the single deadline now_. No insert can reach it
+    // while it fires: new deadlines after now_ go to later slots.
+    if (ev.level == 0) return &slots_[0][ev.slot];
+    // Detach the list and re-file it against the new now_, running no
+    // callbacks: entries due exactly now go to expired_, the rest to lower
+    // levels (or, for the overflow list, back to overflow_).
+    TimerEntry* list;
+    if (ev.level == kLevels) {
+      list = overflow_;
+      overflow_ = nullptr;
+    } else {
+      list = slots_[ev.level][ev.slot];
+      slots_[ev.level][ev.slot] = nullptr;
+      occupied_[ev.level] &= ~(uint64_t{1} << ev.slot);
+    }
+    while (list != nullptr) {
+      TimerEntry* e = list;
+      list = e->next_;
+      if (e->deadline_ == now_) {
+        e->where_ = TimerEntry::kExpired;
+        push(&expired_, e);
+      } else {
+        file(e);
+      }
+    }
+    if (expired_ != nullptr) return &expired_;
+  }
+  return nullptr;
 }
 
 }  // namespace weft
