@@ -72,7 +72,9 @@ namespace weft::internal {
 
 namespace {
 
-thread_local Worker* tls_worker = nullptr;
+// initial-exec: a plain %fs-relative load, no __tls_get_addr call on the
+// switch path.
+__attribute__((tls_model("initial-exec"))) thread_local Worker* tls_worker = nullptr;
 
 constexpr uint32_t kGlobalQueueInterval = 61;  // ticks between inject checks
 constexpr uint32_t kPollInterval = 61;         // ticks between busy polls
