@@ -53,12 +53,7 @@ void JoinStateBase::wait_and_rethrow() {
     Waiter w;
     waiters_.push_back(&w);
     lock_.unlock();
-    WakeReason r = w.wait();
-    if (!w.notified()) {
-      std::lock_guard<SpinLock> g(lock_);
-      if (!w.notified()) waiters_.remove(&w);
-    }
-    if (r == WakeReason::kCancelled) unwind_if_cancelled(current_fiber());
+    settle_wait(w, waiters_, lock_, w.wait());
   }
   lock_.unlock();
   if (cancelled_) throw FiberCancelled();

@@ -176,19 +176,11 @@ class Channel {
     w.payload = &v;
     send_waiters_.push_back(&w);
     lock_.unlock();
-    internal::WakeReason r = w.wait(deadline);
-    bool done = w.notified();
-    if (!done) {
-      std::lock_guard<internal::SpinLock> g(lock_);
-      done = w.notified();
-      if (!done) send_waiters_.remove(&w);
+    if (!internal::settle_wait(w, send_waiters_, lock_, w.wait(deadline))) {
+      return absl::DeadlineExceededError("channel send timed out");
     }
-    if (done) {
-      if (w.signal == kClosedSignal) return absl::FailedPreconditionError("send on a closed channel");
-      return absl::OkStatus();  // a receiver moved v into the buffer
-    }
-    if (r == internal::WakeReason::kCancelled) internal::unwind_if_cancelled(internal::current_fiber());
-    return absl::DeadlineExceededError("channel send timed out");
+    if (w.signal == kClosedSignal) return absl::FailedPreconditionError("send on a closed channel");
+    return absl::OkStatus();  // a receiver moved v into the buffer
   }
 
   absl::StatusOr<T> recv_impl(int64_t deadline) {
@@ -225,19 +217,11 @@ class Channel {
     w.payload = &slot;
     recv_waiters_.push_back(&w);
     lock_.unlock();
-    internal::WakeReason r = w.wait(deadline);
-    bool done = w.notified();
-    if (!done) {
-      std::lock_guard<internal::SpinLock> g(lock_);
-      done = w.notified();
-      if (!done) recv_waiters_.remove(&w);
+    if (!internal::settle_wait(w, recv_waiters_, lock_, w.wait(deadline))) {
+      return absl::DeadlineExceededError("channel recv timed out");
     }
-    if (done) {
-      if (w.signal == kClosedSignal) return absl::OutOfRangeError("channel closed");
-      return std::move(*slot);
-    }
-    if (r == internal::WakeReason::kCancelled) internal::unwind_if_cancelled(internal::current_fiber());
-    return absl::DeadlineExceededError("channel recv timed out");
+    if (w.signal == kClosedSignal) return absl::OutOfRangeError("channel closed");
+    return std::move(*slot);
   }
 
   const size_t capacity_;

@@ -138,12 +138,8 @@ class OneshotReceiver {
         }
         s_->waiters.push_back(&w);
       }
-      internal::WakeReason r = w.wait(deadline);
-      if (!w.notified()) {
-        std::lock_guard<internal::SpinLock> g(s_->lock);
-        if (!w.notified()) s_->waiters.remove(&w);
-      }
-      if (r == internal::WakeReason::kCancelled) internal::unwind_if_cancelled(internal::current_fiber());
+      // Either way, look at the state again: sent, sender gone, or timed out.
+      internal::settle_wait(w, s_->waiters, s_->lock, w.wait(deadline));
     }
   }
   std::shared_ptr<internal::OneshotState<T>> s_;

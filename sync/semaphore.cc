@@ -40,19 +40,8 @@ bool Semaphore::acquire_impl(int64_t deadline_nanos) {
   }
   waiters_.push_back(&w);
   lock_.unlock();
-  internal::WakeReason r = w.wait(deadline_nanos);
-  if (w.notified()) return true;  // release() handed us a permit
-  bool got;
-  {
-    std::lock_guard<internal::SpinLock> g(lock_);
-    got = w.notified();
-    if (!got) waiters_.remove(&w);
-  }
-  if (r == internal::WakeReason::kCancelled) {
-    if (got) release(1);
-    internal::unwind_if_cancelled(internal::current_fiber());
-  }
-  return got;
+  // Notified: release() handed us a permit.
+  return internal::settle_wait(w, waiters_, lock_, w.wait(deadline_nanos));
 }
 
 void Semaphore::release(int64_t n) {

@@ -771,6 +771,17 @@ Fiber* Waiter::notify_locked() {
   return nullptr;
 }
 
+bool settle_wait(Waiter& w, WaitList& list, SpinLock& lock, WakeReason r) {
+  if (w.notified()) return true;
+  {
+    std::lock_guard<SpinLock> g(lock);
+    if (w.notified()) return true;  // the waker won the race with the timer
+    list.remove(&w);
+  }
+  if (r == WakeReason::kCancelled) unwind_if_cancelled(current_fiber());
+  return false;
+}
+
 void WaitList::push_back(Waiter* w) {
   w->next = nullptr;
   w->prev = tail_;
@@ -834,14 +845,8 @@ absl::Status Completion::wait() {
   Waiter w;
   waiters.push_back(&w);
   lock.unlock();
-  WakeReason r = w.wait();
+  settle_wait(w, waiters, lock, w.wait());
   std::lock_guard<SpinLock> g(lock);
-  if (!w.notified()) waiters.remove(&w);
-  if (r == WakeReason::kCancelled && !done) {
-    lock.unlock();
-    unwind_if_cancelled(current_fiber());  // throws
-    lock.lock();
-  }
   return done ? status : absl::CancelledError("runtime shut down");
 }
 

@@ -376,6 +376,14 @@ class Waiter {
   std::atomic<bool> notified_{false};
 };
 
+class WaitList;
+
+// settle_wait() finishes a wait that Waiter::wait() ended with `r`. Returns
+// true if the waiter was notified (the waker completed its operation).
+// Otherwise it removes the waiter from `list` under `lock` and returns
+// false, or throws FiberUnwind if the runtime is cancelling the fiber.
+bool settle_wait(Waiter& w, WaitList& list, SpinLock& lock, WakeReason r);
+
 // WaitList: an intrusive FIFO of Waiters, guarded by the owner's lock.
 class WaitList {
  public:

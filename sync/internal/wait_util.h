@@ -38,16 +38,7 @@ bool wait_until_notified(SpinLock& lock, WaitList& list, int64_t deadline_nanos,
   }
   list.push_back(&w);
   lock.unlock();
-  WakeReason r = w.wait(deadline_nanos);
-  if (w.notified()) return true;
-  bool got;
-  {
-    std::lock_guard<SpinLock> g(lock);
-    got = w.notified();
-    if (!got) list.remove(&w);
-  }
-  if (r == WakeReason::kCancelled && !got) unwind_if_cancelled(current_fiber());
-  return got;
+  return settle_wait(w, list, lock, w.wait(deadline_nanos));
 }
 
 }  // namespace weft::internal
