@@ -49,8 +49,10 @@ struct RuntimeOptions {
   // Default usable stack size of a fiber (rounded up to pages, >= 16 KiB).
   // Only touched pages cost memory.
   size_t stack_size = 64 * 1024;
-  // Free default-size stacks each worker keeps for reuse.
-  size_t stack_cache_size = 256;
+  // Free default-size stacks each worker keeps for reuse. A stack that
+  // does not fit is unmapped; size this near the number of fibers that run
+  // at once per worker, or churn costs an mmap/munmap per fiber.
+  size_t stack_cache_size = 1024;
   // Seed of the steal-victim order; 0 picks one from the clock.
   uint64_t seed = 0;
 };

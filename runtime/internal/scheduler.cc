@@ -1031,7 +1031,6 @@ void Scheduler::submit(Fiber* f) {
     discard_unstarted(f);
     return;
   }
-  external_spawns_.fetch_add(1, std::memory_order_relaxed);
   inject(f);
 }
 

@@ -496,7 +496,6 @@ class Scheduler {
   };
   std::unique_ptr<RegistryShard[]> registry_;
   std::atomic<uint64_t> next_id_{1};
-  std::atomic<uint64_t> external_spawns_{0};
 
   size_t default_stack_size_;
   size_t stack_cache_size_;
