@@ -182,16 +182,16 @@ TEST_CASE("spawn_on starts the fiber on the requested worker") {
   CHECK(rt->stats().total(&WorkerStats::messages) >= 2);
 }
 
-TEST_CASE("work spreads to idle workers by stealing") {
-  auto rt = make(2);
+// Runs `n` CPU-bound fibers spawned by one fiber, held at a gate until all
+// are spawned (so however slow spawning is, under TSan say, both workers
+// have work), and returns how many ran on each worker.
+std::pair<int, int> spread(Runtime& rt, int n) {
   std::atomic<int> on[2] = {0, 0};
   std::atomic<bool> go{false};
-  rt->block_on([&] {
+  rt.block_on([&] {
     std::vector<JoinHandle<void>> hs;
-    for (int i = 0; i < 2000; ++i) {
+    for (int i = 0; i < n; ++i) {
       hs.push_back(spawn([&] {
-        // Held until all are spawned, so however slow spawning is (under
-        // TSan, say), both workers have fibers to run.
         while (!go.load()) this_fiber::yield();
         volatile double x = 1;
         for (int k = 0; k < 20000; ++k) x = x * 1.0000001;
@@ -201,12 +201,31 @@ TEST_CASE("work spreads to idle workers by stealing") {
     go.store(true);
     for (auto& h : hs) h.join();
   });
-  CHECK(on[0].load() + on[1].load() == 2000);
-  CHECK(on[0].load() > 0);
-  CHECK(on[1].load() > 0);
+  return {on[0].load(), on[1].load()};
+}
+
+TEST_CASE("work spreads across workers") {
+  auto rt = make(2);
+  auto [a, b] = spread(*rt, 2000);  // overflows the local queue into the inject queue
+  CHECK(a + b == 2000);
+  CHECK(a > 0);
+  CHECK(b > 0);
+  RuntimeStats st = rt->stats();
+  CHECK(st.total(&WorkerStats::steal_successes) + st.total(&WorkerStats::inject_taken) > 1);
+  CHECK(st.total(&WorkerStats::completed) >= 2000);
+}
+
+TEST_CASE("an idle worker steals from a busy peer's queue") {
+  auto rt = make(2);
+  // Fewer fibers than a run queue holds: they stay in the spawning worker's
+  // queue, so the other worker can only get them by stealing.
+  auto [a, b] = spread(*rt, 200);
+  CHECK(a + b == 200);
+  CHECK(a > 0);
+  CHECK(b > 0);
   RuntimeStats st = rt->stats();
   CHECK(st.total(&WorkerStats::steal_successes) > 0);
-  CHECK(st.total(&WorkerStats::completed) >= 2000);
+  CHECK(st.total(&WorkerStats::stolen) >= st.total(&WorkerStats::steal_successes));
 }
 
 TEST_CASE("per-spawn stack size allows deep recursion") {
