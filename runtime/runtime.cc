@@ -46,6 +46,8 @@ void JoinStateBase::complete(std::exception_ptr error, bool cancelled, uint64_t 
 
 void release_join_state(JoinStateBase* s) { s->release(); }
 
+void cancel_join_state(JoinStateBase* s, uint64_t fiber_id) { s->complete(nullptr, true, fiber_id); }
+
 void JoinStateBase::wait_and_rethrow() {
   for (;;) {
     lock_.lock();

@@ -324,6 +324,29 @@ TEST_CASE("shutdown with thousands of sleeping and queued fibers") {
   CHECK(cancelled >= 3000);
 }
 
+TEST_CASE("a fiber of one runtime can shut down another and carry on") {
+  auto outer = make(1);
+  int after = outer->block_on([] {
+    std::atomic<int> unwound{0};
+    {
+      auto inner = *Runtime::create({.workers = 1});
+      inner->spawn([&] {
+        struct Guard {
+          std::atomic<int>* n;
+          ~Guard() { n->fetch_add(1); }
+        } g{&unwound};
+        this_fiber::sleep_for(absl::Hours(1));
+      }).detach();
+      while (inner->stats().total(&WorkerStats::parks) == 0) this_fiber::yield();
+    }  // shut down from this fiber, on the outer runtime's worker
+    CHECK(unwound.load() == 1);
+    this_fiber::yield();  // still a fiber of the outer runtime
+    CHECK(this_fiber::on_fiber());
+    return spawn([] { return this_fiber::worker_id(); }).join();
+  });
+  CHECK(after == 0);
+}
+
 TEST_CASE("repeated runtime start and stop") {
   int64_t stacks_before = internal::mapped_stack_count();
   for (int i = 0; i < 20; ++i) {

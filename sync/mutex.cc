@@ -42,17 +42,19 @@ void Mutex::lock() {
   waiters_.push_back(&w);
   lock_.unlock();
   internal::WakeReason r = w.wait();
-  if (w.notified()) return;  // unlock() handed us the mutex
-  // Cancelled at shutdown (no deadline is ever set here).
-  lock_.lock();
-  if (w.notified()) {
-    lock_.unlock();
-    unlock();  // we own it now; pass it on before unwinding
-  } else {
-    waiters_.remove(&w);
-    lock_.unlock();
+  bool owned = w.notified();  // unlock() handed us the mutex
+  if (!owned) {
+    // Woken before the hand-off was published, or cancelled: decide under
+    // the lock.
+    std::lock_guard<internal::SpinLock> g(lock_);
+    owned = w.notified();
+    if (!owned) waiters_.remove(&w);
   }
-  if (r == internal::WakeReason::kCancelled) internal::unwind_if_cancelled(internal::current_fiber());
+  if (r == internal::WakeReason::kCancelled) {
+    if (owned) unlock();  // pass it on before unwinding
+    internal::unwind_if_cancelled(internal::current_fiber());
+  }
+  WEFT_CHECK(owned, "Mutex::lock() woke without the mutex");
 }
 
 void Mutex::unlock() {

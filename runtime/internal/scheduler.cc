@@ -764,10 +764,22 @@ WakeReason Waiter::wait(int64_t deadline_nanos) {
 }
 
 Fiber* Waiter::notify_locked() {
+  // Claim before publishing notified_: a waiter that sees notified() may
+  // return without the lock and end its frame, so *this must not be read
+  // after the store. A waiter woken by its timer before the store finds
+  // notified() false, takes the lock, and waits for us to finish.
+  if (Fiber* f = fiber_) {
+    bool mine = try_claim(f, seq_);
+    notified_.store(true, std::memory_order_release);
+    return mine ? f : nullptr;
+  }
+  std::atomic<uint32_t>* word = &futex_;
   notified_.store(true, std::memory_order_release);
-  if (fiber_ != nullptr) return try_claim(fiber_, seq_) ? fiber_ : nullptr;
-  futex_.store(1, std::memory_order_release);
-  futex_wake(&futex_);  // under the caller's lock: the waiter outlives it
+  word->store(1, std::memory_order_release);
+  // The thread may already have seen the store and returned; a wake on its
+  // dead frame's address is at worst a spurious wake for a futex user that
+  // re-checks its condition, as every futex user must.
+  futex_wake(word);
   return nullptr;
 }
 
@@ -1107,6 +1119,8 @@ void Scheduler::stop() {
 
 void Scheduler::reap() {
   Worker* w0 = workers_[0].get();
+  // stop() may run on a worker of another runtime: keep its identity.
+  Worker* const caller_worker = tls_worker;
   tls_worker = w0;
   init_thread_context(&w0->thread_ctx_);
   // 1. Gather every queued fiber. The list is unbounded: worker 0's local
@@ -1184,11 +1198,12 @@ void Scheduler::reap() {
       unregister_fiber(f);
       release_context(&f->ctx);
       free_stack(f->stack);
+      cancel_join_state(f->join, f->id);  // its joiner must not wait forever
       free_control_block(f);
     }
   }
   w0->current_ = nullptr;
-  tls_worker = nullptr;
+  tls_worker = caller_worker;
 }
 
 void Scheduler::fill_stats(RuntimeStats* out) const {

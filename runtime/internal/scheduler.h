@@ -53,6 +53,8 @@ class JoinStateBase;
 // release_join_state() drops one reference to the join state, which owns
 // the fiber's control block (runtime.cc).
 void release_join_state(JoinStateBase* s);
+// cancel_join_state() completes the join state as cancelled (runtime.cc).
+void cancel_join_state(JoinStateBase* s, uint64_t fiber_id);
 
 // Thrown from a suspension point of a fiber that the runtime cancels at
 // shutdown, to unwind its stack. Deliberately not a std::exception: code
