@@ -156,11 +156,13 @@ TEST_CASE("a socket message sent while the runtime stops is handled or cancelled
     }
   });
   std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  int fds[2];
+  REQUIRE(pipe2(fds, O_NONBLOCK | O_CLOEXEC) == 0);
   Recorder rec;
   IoMessage reg;
   reg.kind = MessageKind::kRegisterSocket;
   reg.source = &rec;
-  reg.fd = 0;
+  reg.fd = fds[0];
   reg.events = EPOLLIN;
   Completion done;
   reg.done = &done;
@@ -172,6 +174,8 @@ TEST_CASE("a socket message sent while the runtime stops is handled or cancelled
   absl::Status s = done.wait();
   CHECK((s.ok() || s.code() == absl::StatusCode::kCancelled));
   h.join();
+  close(fds[0]);
+  close(fds[1]);
 }
 
 }  // namespace

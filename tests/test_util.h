@@ -41,6 +41,18 @@ void ForEachWorkerCount(std::initializer_list<int> counts, Fn&& fn) {
 
 namespace weft::testing {
 
+// Eventually() polls pred for up to 10 s; true once it holds. For state
+// that settles just after the event a test waits for, such as a fiber's
+// exit after its join completed.
+template <class Pred>
+bool Eventually(Pred pred) {
+  for (int i = 0; i < 10000; ++i) {
+    if (pred()) return true;
+    ::usleep(1000);
+  }
+  return pred();
+}
+
 // ExpectDeath() runs fn in a forked child and checks that the child dies
 // (a signal or a non-zero exit) after writing `message` to stderr. fn must
 // not start threads (not supported after fork under TSan).

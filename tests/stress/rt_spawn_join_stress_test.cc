@@ -43,6 +43,7 @@ TEST_CASE("a million fibers are spawned and joined exactly once each") {
   });
   CHECK(ran.load() == kTotal);
   CHECK(sum == kTotal * (kTotal - 1) / 2);
+  CHECK(weft::testing::Eventually([&] { return rt->stats().live_fibers == 0; }));
   RuntimeStats st = rt->stats();
   CHECK(st.total(&WorkerStats::spawned) == static_cast<uint64_t>(kTotal + kSpawners));
   CHECK(st.total(&WorkerStats::completed) == static_cast<uint64_t>(kTotal + kSpawners + 1));
