@@ -542,6 +542,7 @@ void Worker::handle_io_message(IoMessage* m) {
         s.source = m->source;
         s.fd = m->fd;
         ++io_live_;
+        io_count_.store(io_live_, std::memory_order_relaxed);
       } else {
         s.next_free = io_free_;
         io_free_ = static_cast<int32_t>(idx);
@@ -574,6 +575,7 @@ void Worker::handle_io_message(IoMessage* m) {
       s->next_free = io_free_;
       io_free_ = static_cast<int32_t>(token & 0xffffffffu);
       --io_live_;
+      io_count_.store(io_live_, std::memory_order_relaxed);
       break;
     }
     case MessageKind::kSetSocketTimeout:
@@ -1055,6 +1057,36 @@ void Scheduler::submit_to(Fiber* f, int target) {
   f->msg.kind = MessageKind::kSpawn;
   f->msg.fiber = f;
   workers_[static_cast<size_t>(target)]->send(&f->msg);
+}
+
+absl::Status Scheduler::io_call(int wi, IoMessage* m, IoToken* token) {
+  WEFT_CHECK(wi >= 0 && wi < num_workers(), "io_call: no worker %d (runtime has %d)", wi,
+             num_workers());
+  Worker* w = workers_[static_cast<size_t>(wi)].get();
+  Completion done;
+  m->done = &done;
+  Worker* cw = current_worker();
+  if (cw == w) {
+    // The direct path: this thread owns the poller and the slot table
+    // (also true for the reaper, which runs as worker 0 after stop()).
+    w->handle_io_message(m);
+  } else if (cw != nullptr && cw->sched_ == this) {
+    // A worker of this runtime: stopped_ cannot change under us (it is set
+    // after every worker has left its loop; the reaper is worker 0).
+    if (stopped_.load(std::memory_order_acquire)) {
+      return absl::CancelledError("runtime shut down: socket message not delivered");
+    }
+    w->send(m);
+  } else {
+    std::lock_guard<std::mutex> g(submit_mu_);
+    if (stopped_.load(std::memory_order_relaxed)) {
+      return absl::CancelledError("runtime shut down: socket message not delivered");
+    }
+    w->send(m);
+  }
+  absl::Status s = done.wait();
+  if (token != nullptr) *token = done.token;
+  return s;
 }
 
 void Scheduler::inject(Fiber* f) {

@@ -210,6 +210,9 @@ class Worker {
   Fiber* current() const { return current_; }
   const WorkerCounters& counters() const { return counters_; }
   size_t queue_depth() const { return queue_.size(); }
+  // registered_sockets() is the number of live registrations in this
+  // worker's poller (relaxed; for placement policies).
+  size_t registered_sockets() const { return io_count_.load(std::memory_order_relaxed); }
 
   // --- called by the owning worker thread (or a fiber running on it) ---
 
@@ -289,6 +292,7 @@ class Worker {
   std::deque<IoSlot> io_slots_;  // deque: linked TimerEntries never move
   int32_t io_free_ = -1;
   size_t io_live_ = 0;
+  std::atomic<size_t> io_count_{0};  // io_live_, readable by other threads
 
   StackCache stacks_;
   ExecutionContext thread_ctx_;
@@ -447,6 +451,15 @@ class Scheduler {
   void submit(Fiber* f);
   // submit_to() makes a new fiber runnable on worker `w` (kSpawn message).
   void submit_to(Fiber* f, int w);
+
+  // io_call() carries out the socket message `m` on worker `w` and returns
+  // its status; for kRegisterSocket *token receives the registration.
+  // On worker w's own thread the message is handled inline (the direct
+  // path: same result, no round trip); elsewhere it is sent and the caller
+  // suspends (or blocks, off a fiber) until w has handled it. Once the
+  // runtime has stopped it returns kCancelled without sending: the pollers
+  // are gone. m->done is overwritten.
+  absl::Status io_call(int w, IoMessage* m, IoToken* token = nullptr);
 
   // stop() cancels everything and joins the workers; idempotent.
   void stop();

@@ -1,0 +1,76 @@
+// net/address.h
+//
+// weft::net::SocketAddress: an IPv4 or IPv6 address and port, the value
+// every bind, connect, accept and datagram call takes or returns.
+//
+//   auto a = weft::net::SocketAddress::parse("127.0.0.1:8080");   // StatusOr
+//   auto b = weft::net::SocketAddress::parse("[::1]:0");
+//   auto c = weft::net::SocketAddress::from_ip("0.0.0.0", 80);
+//   std::string s = a->to_string();                                // "127.0.0.1:8080"
+//
+// Host names are not looked up here; weft::net::resolve() does that
+// without blocking a worker.
+#pragma once
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace weft::net {
+
+class SocketAddress {
+ public:
+  // An unspecified address (family AF_UNSPEC); valid() is false.
+  SocketAddress() = default;
+
+  // SocketAddress::parse()
+  //
+  // Parses "A.B.C.D:PORT" or "[IPV6]:PORT" (a scope such as "%lo" is
+  // accepted in the brackets). Fails with kInvalidArgument naming the
+  // problem.
+  static absl::StatusOr<SocketAddress> parse(std::string_view text);
+
+  // SocketAddress::from_ip()
+  //
+  // A numeric IPv4 or IPv6 address (no brackets) and a port.
+  static absl::StatusOr<SocketAddress> from_ip(std::string_view ip, uint16_t port);
+
+  // loopback_v4()/loopback_v6()/any_v4()/any_v6(): the usual addresses.
+  static SocketAddress loopback_v4(uint16_t port);
+  static SocketAddress loopback_v6(uint16_t port);
+  static SocketAddress any_v4(uint16_t port);
+  static SocketAddress any_v6(uint16_t port);
+
+  // from_sockaddr() copies a kernel address (AF_INET or AF_INET6 only;
+  // anything else gives an invalid address).
+  static SocketAddress from_sockaddr(const sockaddr* sa, socklen_t len);
+
+  bool valid() const { return storage_.ss_family == AF_INET || storage_.ss_family == AF_INET6; }
+  int family() const { return storage_.ss_family; }
+  bool is_v4() const { return storage_.ss_family == AF_INET; }
+  bool is_v6() const { return storage_.ss_family == AF_INET6; }
+  uint16_t port() const;
+  void set_port(uint16_t port);
+  // ip() is the address without the port, e.g. "::1" or "10.0.0.1".
+  std::string ip() const;
+  // to_string() is "ip:port", with the IPv6 address in brackets.
+  std::string to_string() const;
+
+  const sockaddr* sockaddr_ptr() const { return reinterpret_cast<const sockaddr*>(&storage_); }
+  socklen_t sockaddr_len() const {
+    return is_v6() ? sizeof(sockaddr_in6) : is_v4() ? sizeof(sockaddr_in) : sizeof(storage_);
+  }
+
+  friend bool operator==(const SocketAddress& a, const SocketAddress& b);
+
+ private:
+  sockaddr_storage storage_{};
+};
+
+}  // namespace weft::net

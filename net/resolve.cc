@@ -1,0 +1,42 @@
+#include "net/resolve.h"
+
+#include <netdb.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <string>
+
+#include "runtime/blocking.h"
+
+namespace weft::net {
+
+absl::StatusOr<std::vector<SocketAddress>> resolve(std::string_view host, uint16_t port) {
+  if (host.empty()) return absl::InvalidArgumentError("resolve: empty host name");
+  std::string h(host);
+  if (h.size() > 2 && h.front() == '[' && h.back() == ']') h = h.substr(1, h.size() - 2);
+  if (auto a = SocketAddress::from_ip(h, port); a.ok()) return std::vector<SocketAddress>{*a};
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* res = nullptr;
+  int rc = run_blocking([&] { return ::getaddrinfo(h.c_str(), nullptr, &hints, &res); });
+  if (rc != 0) {
+    std::string msg = "resolve(" + h + "): " + ::gai_strerror(rc);
+    if (rc == EAI_NONAME || rc == EAI_NODATA) return absl::NotFoundError(msg);
+    if (rc == EAI_AGAIN) return absl::UnavailableError(msg);
+    if (rc == EAI_MEMORY) return absl::ResourceExhaustedError(msg);
+    return absl::UnknownError(msg);
+  }
+  std::vector<SocketAddress> out;
+  for (addrinfo* ai = res; ai != nullptr; ai = ai->ai_next) {
+    SocketAddress a = SocketAddress::from_sockaddr(ai->ai_addr, ai->ai_addrlen);
+    if (!a.valid()) continue;
+    a.set_port(port);
+    if (std::find(out.begin(), out.end(), a) == out.end()) out.push_back(a);
+  }
+  ::freeaddrinfo(res);
+  if (out.empty()) return absl::NotFoundError("resolve(" + h + "): no IPv4 or IPv6 address");
+  return out;
+}
+
+}  // namespace weft::net
