@@ -22,8 +22,6 @@ using internal::ErrnoStatus;
 using internal::LastErrno;
 using internal::SocketCore;
 
-std::optional<int> error_number(const absl::Status& s) { return internal::ErrnoOf(s); }
-
 namespace {
 
 absl::Status not_open(const char* kind, const char* what) {

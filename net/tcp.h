@@ -54,6 +54,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "net/address.h"
+#include "net/common.h"
 
 namespace weft::internal {
 class SocketCore;
@@ -61,19 +62,7 @@ class SocketCore;
 
 namespace weft::net {
 
-// error_number() is the errno a status from weft::net carries, if any
-// (ECONNRESET, EPIPE, ...).
-std::optional<int> error_number(const absl::Status& s);
-
 enum class Shutdown { kRead, kWrite, kBoth };
-
-// ByteSpan: contiguous bytes that are not text. Write calls take a
-// std::string_view; other byte ranges (std::span<const char>,
-// std::vector<char>) go through this overload. A string literal is text:
-// its terminating NUL is never sent.
-template <class S>
-concept ByteSpan = std::is_convertible_v<const S&, std::span<const char>> &&
-                   !std::is_convertible_v<const S&, std::string_view>;
 
 class TcpStream {
  public:

@@ -24,7 +24,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "net/address.h"
-#include "net/tcp.h"  // ByteSpan, error_number
+#include "net/common.h"
 
 namespace weft::internal {
 class SocketCore;

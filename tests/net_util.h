@@ -21,11 +21,17 @@ inline int OpenFds() {
   return n - 3;  // ".", ".." and the directory's own descriptor
 }
 
-// RaiseFdLimit() raises the soft RLIMIT_NOFILE towards `want` (up to the
-// hard limit) and returns the soft limit in force.
+// RaiseFdLimit() raises RLIMIT_NOFILE towards `want` (the hard limit too,
+// where the process may) and returns the soft limit in force.
 inline uint64_t RaiseFdLimit(uint64_t want) {
   rlimit rl{};
   ::getrlimit(RLIMIT_NOFILE, &rl);
+  if (rl.rlim_max < want) {
+    rlimit up = rl;
+    up.rlim_max = want;
+    up.rlim_cur = want;
+    if (::setrlimit(RLIMIT_NOFILE, &up) == 0) return want;
+  }
   if (rl.rlim_cur < want) {
     rl.rlim_cur = want < rl.rlim_max ? want : rl.rlim_max;
     ::setrlimit(RLIMIT_NOFILE, &rl);
