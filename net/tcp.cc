@@ -208,7 +208,8 @@ absl::Status TcpStream::writev_all(std::span<const iovec> bufs) {
 }
 
 absl::Status TcpStream::shutdown(Shutdown how) {
-  if (!core_ || core_->closed()) return not_open("TcpStream", "shutdown");
+  SocketCore::Use use(core_.get());
+  if (!use.ok()) return not_open("TcpStream", "shutdown");
   int h = how == Shutdown::kRead ? SHUT_RD : how == Shutdown::kWrite ? SHUT_WR : SHUT_RDWR;
   if (::shutdown(core_->fd(), h) != 0) return ErrnoStatus(LastErrno(), "TcpStream::shutdown");
   return absl::OkStatus();
@@ -218,12 +219,14 @@ absl::Status TcpStream::close() { return core_ ? core_->close() : absl::OkStatus
 bool TcpStream::is_open() const { return core_ && !core_->closed(); }
 
 absl::Status TcpStream::set_nodelay(bool on) {
-  if (!is_open()) return not_open("TcpStream", "set_nodelay");
+  SocketCore::Use use(core_.get());
+  if (!use.ok()) return not_open("TcpStream", "set_nodelay");
   return setsockopt_int(core_->fd(), IPPROTO_TCP, TCP_NODELAY, on ? 1 : 0, "TcpStream::set_nodelay");
 }
 
 absl::Status TcpStream::set_keepalive(bool on, absl::Duration idle, absl::Duration interval, int count) {
-  if (!is_open()) return not_open("TcpStream", "set_keepalive");
+  SocketCore::Use use(core_.get());
+  if (!use.ok()) return not_open("TcpStream", "set_keepalive");
   const int fd = core_->fd();
   absl::Status st = setsockopt_int(fd, SOL_SOCKET, SO_KEEPALIVE, on ? 1 : 0, "TcpStream::set_keepalive");
   if (!st.ok() || !on) return st;
@@ -244,12 +247,14 @@ absl::Status TcpStream::set_keepalive(bool on, absl::Duration idle, absl::Durati
 }
 
 absl::StatusOr<SocketAddress> TcpStream::local_address() const {
-  if (!is_open()) return not_open("TcpStream", "local_address");
+  SocketCore::Use use(core_.get());
+  if (!use.ok()) return not_open("TcpStream", "local_address");
   return sock_name(core_->fd(), false, "TcpStream::local_address");
 }
 
 absl::StatusOr<SocketAddress> TcpStream::peer_address() const {
-  if (!is_open()) return not_open("TcpStream", "peer_address");
+  SocketCore::Use use(core_.get());
+  if (!use.ok()) return not_open("TcpStream", "peer_address");
   return sock_name(core_->fd(), true, "TcpStream::peer_address");
 }
 
@@ -393,7 +398,8 @@ absl::StatusOr<Accepted> TcpListener::accept_for(absl::Duration timeout) {
 }
 
 absl::StatusOr<SocketAddress> TcpListener::local_address() const {
-  if (!is_open()) return not_open("TcpListener", "local_address");
+  SocketCore::Use use(core_.get());
+  if (!use.ok()) return not_open("TcpListener", "local_address");
   return sock_name(core_->fd(), false, "TcpListener::local_address");
 }
 

@@ -588,3 +588,31 @@ TEST_CASE("shutdown cancels fibers parked on sockets and closes them") {
 
 }  // namespace
 }  // namespace weft::net
+
+namespace weft::net {
+namespace {
+
+TEST_CASE("close races with writers that fill the buffer for the first time") {
+  // A writer's first EAGAIN adds write interest under the socket's control
+  // lock while close() may be draining the calls in flight: neither may
+  // wait for the other.
+  auto rt = *Runtime::create({.workers = 2});
+  rt->block_on([] {
+    for (int round = 0; round < 40; ++round) {
+      auto [c, s] = connected_pair();
+      auto writer = spawn([&c] {
+        std::string chunk(1 << 16, 'w');
+        absl::Status st;
+        while (st.ok()) st = c.write_all(chunk);
+        return st.code();
+      });
+      if (round % 2 == 0) this_fiber::sleep_for(absl::Microseconds(200 * (round % 7)));
+      CHECK(c.close().ok());
+      absl::StatusCode code = writer.join();
+      CHECK((code == absl::StatusCode::kCancelled || code == absl::StatusCode::kFailedPrecondition));
+    }
+  });
+}
+
+}  // namespace
+}  // namespace weft::net

@@ -107,7 +107,8 @@ absl::StatusOr<Datagram> UdpSocket::recv_from(std::span<char> buf) {
 }
 
 absl::Status UdpSocket::connect(const SocketAddress& peer) {
-  if (!is_open()) return not_open("connect");
+  SocketCore::Use use(core_.get());
+  if (!use.ok()) return not_open("connect");
   if (!peer.valid()) return absl::InvalidArgumentError("UdpSocket::connect: invalid address");
   if (::connect(core_->fd(), peer.sockaddr_ptr(), peer.sockaddr_len()) != 0) {
     return ErrnoStatus(LastErrno(), "UdpSocket::connect(" + peer.to_string() + ")");
@@ -141,7 +142,8 @@ absl::Status UdpSocket::set_write_deadline(absl::Time d) {
 }
 
 absl::StatusOr<SocketAddress> UdpSocket::local_address() const {
-  if (!is_open()) return not_open("local_address");
+  SocketCore::Use use(core_.get());
+  if (!use.ok()) return not_open("local_address");
   sockaddr_storage ss{};
   socklen_t len = sizeof(ss);
   if (::getsockname(core_->fd(), reinterpret_cast<sockaddr*>(&ss), &len) != 0) {

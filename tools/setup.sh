@@ -4,8 +4,12 @@
 # (every stack is two mappings: the guard page and the usable range).
 set -euo pipefail
 
+# The build, then what the example tests drive the servers with (curl,
+# redis-cli, python3) and what the benchmarks load them with (wrk,
+# redis-benchmark; redis-server is the RESP baseline).
 packages=(bazel-bootstrap bazel-rules-cc bazel-rules-java bazel-platforms
-          libboost-context-dev libabsl-dev doctest-dev g++)
+          libboost-context-dev libabsl-dev doctest-dev g++
+          curl redis-tools redis-server wrk python3 util-linux)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

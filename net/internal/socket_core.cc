@@ -38,6 +38,7 @@
 //   If w refuses the registration, the socket goes back to the old owner.
 #include "net/internal/socket_core.h"
 
+#include <sched.h>
 #include <unistd.h>
 
 #include <mutex>
@@ -301,10 +302,30 @@ void SocketCore::drained() {
   if (f != nullptr) schedule(f);
 }
 
+void SocketCore::lock_control_no_throw() {
+  // close() runs in destructors, also while the runtime cancels fibers at
+  // shutdown, so it must not take ctl_ with Mutex::lock(), which unwinds a
+  // cancelled fiber. Control calls hold ctl_ briefly (a message round
+  // trip); yield until it is free.
+  while (!ctl_.try_lock()) {
+    if (current_fiber() != nullptr) {
+      Worker::suspend(Worker::SwitchAction::kYield);
+    } else {
+      sched_yield();
+    }
+  }
+}
+
 absl::Status SocketCore::close() {
-  std::lock_guard<Mutex> c(ctl_);
-  if (fd_closed_) return close_status_;
-  // 1-2. No new calls; wake the parked ones.
+  // 1-2. No new calls; wake the parked ones. ctl_ is not held while the
+  // calls in flight drain: one of them may be waiting for ctl_ itself
+  // (ensure_write_interest), and will find the socket closed.
+  lock_control_no_throw();
+  if (fd_closed_) {
+    absl::Status st = close_status_;
+    ctl_.unlock();
+    return st;
+  }
   users_.fetch_or(1, std::memory_order_acq_rel);
   {
     WakeSet wake;
@@ -316,8 +337,8 @@ absl::Status SocketCore::close() {
     }
     wake.run();
   }
-  // 3. Wait for the calls in flight. Never throws: close() runs in
-  // destructors, also while the runtime cancels fibers at shutdown.
+  ctl_.unlock();
+  // 3. Wait for the calls in flight. Never throws.
   for (;;) {
     Waiter w;
     lock_.lock();
@@ -338,7 +359,13 @@ absl::Status SocketCore::close() {
       Worker::suspend(Worker::SwitchAction::kYield);
     }
   }
-  // 4. Deregister, then close the fd.
+  // 4. Deregister, then close the fd (once, whoever gets here first).
+  lock_control_no_throw();
+  if (fd_closed_) {
+    absl::Status st = close_status_;
+    ctl_.unlock();
+    return st;
+  }
   absl::Status st;
   if (token_ != kNoIoToken) {
     IoMessage m;
@@ -352,6 +379,7 @@ absl::Status SocketCore::close() {
   if (::close(fd_) != 0 && st.ok()) st = ErrnoStatus(LastErrno(), std::string(kind_) + "::close");
   fd_closed_ = true;
   close_status_ = st;
+  ctl_.unlock();
   return st;
 }
 

@@ -96,6 +96,23 @@ class SocketCore final : public IoSource {
   // first close's status is returned to every caller. Suspends.
   absl::Status close();
 
+  // Use: holds the socket open (close() waits for it) while a caller
+  // works on the fd directly (shutdown, options, addresses). ok() is false
+  // if the socket is closed.
+  class Use {
+   public:
+    explicit Use(SocketCore* s) : s_(s != nullptr && s->acquire() ? s : nullptr) {}
+    ~Use() {
+      if (s_ != nullptr) s_->release();
+    }
+    Use(const Use&) = delete;
+    Use& operator=(const Use&) = delete;
+    bool ok() const { return s_ != nullptr; }
+
+   private:
+    SocketCore* s_;
+  };
+
   // IoSource: run on the owning worker.
   void on_io_events(uint32_t events) override;
   void on_io_timeout(int index) override;
@@ -115,6 +132,7 @@ class SocketCore final : public IoSource {
     if (users_.fetch_sub(2, std::memory_order_acq_rel) == 3) drained();
   }
   void drained();
+  void lock_control_no_throw() ABSL_EXCLUSIVE_LOCK_FUNCTION(ctl_);
   absl::Status closed_status(const char* what) const;
 
   Scheduler* const sched_;
