@@ -1,0 +1,279 @@
+#include "examples/example_util.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <algorithm>
+#include <charconv>
+#include <climits>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <optional>
+#include <string>
+
+#include "runtime/runtime.h"
+
+namespace weft::examples {
+
+// ---------------------------------------------------------------------------
+// Flags
+// ---------------------------------------------------------------------------
+
+Flags::Flags(std::string program, std::string summary)
+    : program_(std::move(program)), summary_(std::move(summary)) {}
+
+void Flags::add_flag(std::string name, Kind kind, void* value, std::string help, std::string def) {
+  flags_.push_back(Flag{std::move(name), kind, value, std::move(help), std::move(def)});
+}
+void Flags::add(std::string name, std::string* value, std::string help) {
+  add_flag(std::move(name), Kind::kString, value, std::move(help), "\"" + *value + "\"");
+}
+void Flags::add(std::string name, int64_t* value, std::string help) {
+  add_flag(std::move(name), Kind::kInt64, value, std::move(help), std::to_string(*value));
+}
+void Flags::add(std::string name, int* value, std::string help) {
+  add_flag(std::move(name), Kind::kInt, value, std::move(help), std::to_string(*value));
+}
+void Flags::add(std::string name, bool* value, std::string help) {
+  add_flag(std::move(name), Kind::kBool, value, std::move(help), *value ? "true" : "false");
+}
+
+bool Flags::set(const Flag& f, std::string_view text) const {
+  switch (f.kind) {
+    case Kind::kString:
+      *static_cast<std::string*>(f.value) = std::string(text);
+      return true;
+    case Kind::kBool:
+      if (text == "true" || text == "1") {
+        *static_cast<bool*>(f.value) = true;
+      } else if (text == "false" || text == "0") {
+        *static_cast<bool*>(f.value) = false;
+      } else {
+        return false;
+      }
+      return true;
+    case Kind::kInt64:
+    case Kind::kInt: {
+      int64_t v = 0;
+      auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+      if (ec != std::errc() || end != text.data() + text.size() || text.empty()) return false;
+      if (f.kind == Kind::kInt) {
+        if (v < INT32_MIN || v > INT32_MAX) return false;
+        *static_cast<int*>(f.value) = static_cast<int>(v);
+      } else {
+        *static_cast<int64_t*>(f.value) = v;
+      }
+      return true;
+    }
+  }
+  return false;
+}
+
+void Flags::print_usage(FILE* out) const {
+  std::fprintf(out, "usage: %s [flags]\n%s\n\nflags:\n", program_.c_str(), summary_.c_str());
+  for (const Flag& f : flags_) {
+    std::fprintf(out, "  --%-18s %s (default %s)\n", f.name.c_str(), f.help.c_str(), f.default_text.c_str());
+  }
+}
+
+void Flags::usage_error(std::string_view message) const {
+  std::fprintf(stderr, "%s: %.*s\n\n", program_.c_str(), static_cast<int>(message.size()), message.data());
+  print_usage(stderr);
+  std::exit(2);
+}
+
+void Flags::parse(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    std::string_view arg = argv[i];
+    if (arg == "--help" || arg == "-h") {
+      print_usage(stdout);
+      std::exit(0);
+    }
+    if (arg.size() < 3 || arg.substr(0, 2) != "--") usage_error("unexpected argument '" + std::string(arg) + "'");
+    arg.remove_prefix(2);
+    std::string_view name = arg;
+    std::optional<std::string_view> value;
+    if (size_t eq = arg.find('='); eq != std::string_view::npos) {
+      name = arg.substr(0, eq);
+      value = arg.substr(eq + 1);
+    }
+    const Flag* flag = nullptr;
+    for (const Flag& f : flags_) {
+      if (f.name == name) flag = &f;
+    }
+    if (flag == nullptr) usage_error("unknown flag --" + std::string(name));
+    if (!value) {
+      if (flag->kind == Kind::kBool) {
+        value = "true";
+      } else if (i + 1 < argc) {
+        value = argv[++i];
+      } else {
+        usage_error("flag --" + std::string(name) + " needs a value");
+      }
+    }
+    if (!set(*flag, *value)) {
+      usage_error("bad value '" + std::string(*value) + "' for flag --" + std::string(name));
+    }
+  }
+}
+
+void ServerFlags::add_to(Flags& flags) {
+  flags.add("host", &host, "address to listen on");
+  flags.add("port", &port, "port to listen on; 0 picks a free one");
+  flags.add("workers", &workers, "worker threads; 0 means one per CPU");
+}
+
+absl::StatusOr<std::pair<std::string, uint16_t>> parse_host_port(std::string_view text) {
+  size_t colon = text.rfind(':');
+  if (colon == std::string_view::npos || colon == 0) {
+    return absl::InvalidArgumentError("expected HOST:PORT, got '" + std::string(text) + "'");
+  }
+  std::string_view host = text.substr(0, colon);
+  std::string_view port = text.substr(colon + 1);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  unsigned v = 0;
+  auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), v);
+  if (port.empty() || ec != std::errc() || end != port.data() + port.size() || v > 65535) {
+    return absl::InvalidArgumentError("bad port in '" + std::string(text) + "'");
+  }
+  return std::make_pair(std::string(host), static_cast<uint16_t>(v));
+}
+
+absl::StatusOr<net::SocketAddress> resolve_one(const std::string& host, uint16_t port) {
+  auto addrs = net::resolve(host, port);
+  if (!addrs.ok()) return addrs.status();
+  if (addrs->empty()) return absl::NotFoundError("no address for " + host);
+  return addrs->front();
+}
+
+// ---------------------------------------------------------------------------
+// ShutdownSignal
+// ---------------------------------------------------------------------------
+
+namespace {
+
+sigset_t shutdown_signals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  return set;
+}
+
+}  // namespace
+
+ShutdownSignal::ShutdownSignal() {
+  sigset_t set = shutdown_signals();
+  // Threads inherit the mask of the thread that creates them: every thread
+  // made from now on (workers, the blocking pool) leaves these signals to
+  // run() below.
+  int err = pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  if (err != 0) {
+    std::fprintf(stderr, "pthread_sigmask: %s\n", std::strerror(err));
+    std::abort();
+  }
+  thread_ = std::thread([this] { run(); });
+}
+
+ShutdownSignal::~ShutdownSignal() {
+  quitting_.store(true, std::memory_order_release);
+  // Wake the sigwait() with a signal aimed at that thread alone.
+  if (thread_.joinable()) {
+    pthread_kill(thread_.native_handle(), SIGTERM);
+    thread_.join();
+  }
+}
+
+void ShutdownSignal::quiesce() {
+  std::lock_guard<std::mutex> g(set_mu_);
+  quiesced_ = true;
+}
+
+void ShutdownSignal::run() {
+  sigset_t set = shutdown_signals();
+  bool first = true;
+  for (;;) {
+    int sig = 0;
+    if (sigwait(&set, &sig) != 0) continue;
+    if (quitting_.load(std::memory_order_acquire)) return;
+    if (first) {
+      first = false;
+      std::lock_guard<std::mutex> g(set_mu_);
+      if (!quiesced_) requested_.set();
+      continue;
+    }
+    // A second signal while shutting down: give up at once.
+    static const char kMsg[] = "second signal: exiting now\n";
+    (void)!::write(STDERR_FILENO, kMsg, sizeof(kMsg) - 1);
+    ::_exit(130);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// serve() and run_server()
+// ---------------------------------------------------------------------------
+
+absl::Status serve(const ServerFlags& flags, Event& stop, const ConnectionHandler& on_conn,
+                   net::ListenOptions opts,
+                   const std::function<void(const net::SocketAddress&)>& on_listening) {
+  if (flags.port < 0 || flags.port > 65535) return absl::InvalidArgumentError("--port must be 0..65535");
+  auto addr = resolve_one(flags.host, static_cast<uint16_t>(flags.port));
+  if (!addr.ok()) return addr.status();
+  auto listener = net::TcpListener::bind(*addr, opts);
+  if (!listener.ok()) return listener.status();
+  auto local = listener->local_address();
+  if (!local.ok()) return local.status();
+  std::printf("listening on %s\n", local->to_string().c_str());
+  std::fflush(stdout);
+  if (on_listening) on_listening(*local);
+
+  // The closer fiber is the only one that closes the listener; it is
+  // joined below, before the listener leaves this stack.
+  auto closer = spawn([&] {
+    stop.wait();
+    (void)listener->close();
+  });
+  for (;;) {
+    auto conn = listener->accept();
+    if (!conn.ok()) {
+      const absl::StatusCode code = conn.status().code();
+      if (code == absl::StatusCode::kCancelled || code == absl::StatusCode::kFailedPrecondition) break;
+      // kResourceExhausted: accept() itself backs off before the next try.
+      if (code != absl::StatusCode::kResourceExhausted) {
+        std::fprintf(stderr, "accept: %s\n", conn.status().ToString().c_str());
+        this_fiber::sleep_for(absl::Milliseconds(10));
+      }
+      continue;
+    }
+    spawn([&on_conn, s = std::move(conn->stream)]() mutable { on_conn(std::move(s)); }).detach();
+  }
+  stop.set();  // in case the loop ended for another reason
+  closer.join();
+  return absl::OkStatus();
+}
+
+int run_server(const char* program, const ServerFlags& flags, ShutdownSignal& signal,
+               const ConnectionHandler& on_conn, const std::function<void()>& after_stop,
+               net::ListenOptions opts) {
+  auto rt = Runtime::create({.workers = flags.workers});
+  if (!rt.ok()) {
+    std::fprintf(stderr, "%s: cannot start the runtime: %s\n", program, rt.status().ToString().c_str());
+    return 1;
+  }
+  absl::Status st = (*rt)->block_on([&] {
+    absl::Status served = serve(flags, signal.requested(), on_conn, opts);
+    if (after_stop) after_stop();
+    return served;
+  });
+  signal.quiesce();
+  if (!st.ok()) {
+    std::fprintf(stderr, "%s: %s\n", program, st.ToString().c_str());
+    return 1;
+  }
+  return 0;  // *rt goes first: it cancels the connection fibers still running
+}
+
+}  // namespace weft::examples
