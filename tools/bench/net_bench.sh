@@ -1,0 +1,455 @@
+#!/usr/bin/env bash
+# tools/bench/net_bench.sh: weft's network examples against same-run baselines.
+#
+#   tools/bench/net_bench.sh [--duration SECS] [--warmup SECS] [--long]
+#                            [--sections echo,http,resp] [--no-build]
+#
+# Each section runs a baseline and the weft example back to back, with the
+# same load generator, and prints both and the ratio weft/raw:
+#   echo  raw_epoll_server --mode echo  vs  weft echo_server,  load: echo_load
+#         (64-byte ping-pong), at 100 and 1000 connections, pinned (server on
+#         CPU 0, weft with --workers 1, load on CPU 1) and unpinned (weft with
+#         --workers 2).
+#   http  raw_epoll_server --mode http  vs  weft http_hello,   load: wrk -t1
+#         --latency, at 100 and 1000 connections, pinned.
+#   resp  redis-server                  vs  weft resp_server,  load:
+#         redis-benchmark -t ping_inline,set,get -c 50 -q, pinned.
+# A weft example that is not built yet is reported as skipped; the baseline
+# still runs.
+#
+# Flags (and the environment variables they override):
+#   --duration SECS   measured seconds per run (NET_BENCH_DURATION, default 5)
+#   --warmup SECS     unmeasured seconds before each run (NET_BENCH_WARMUP, 1)
+#   --long            --duration 30, and 10x the redis-benchmark requests
+#   --sections LIST   comma-separated subset of echo,http,resp (all)
+#   --no-build        use the binaries as they are; do not run bazel
+# Environment:
+#   NET_BENCH_CONNECTIONS      connection counts for echo and http ("100 1000")
+#   NET_BENCH_REDIS_REQUESTS   redis-benchmark -n (200000)
+#   WEFT_ECHO_SERVER, WEFT_HTTP_SERVER, WEFT_RESP_SERVER   weft binaries
+#       (default: <bazel-bin>/examples/{echo_server,http_hello,resp_server};
+#       each takes --host --port 0 --workers N, prints `listening on
+#       HOST:PORT` and exits on SIGTERM)
+#   RAW_EPOLL_SERVER, ECHO_LOAD   the baseline binaries (default: bazel-bin)
+#   SERVER_CPU, CLIENT_CPU        CPUs for pinned runs (0 and 1)
+#   BAZEL, BAZEL_STARTUP_FLAGS    e.g. BAZEL_STARTUP_FLAGS=--output_base=/tmp/ob
+#
+# Exit status: 0 if every run that was attempted succeeded, 1 otherwise.
+set -euo pipefail
+# Binaries given relative to the caller's directory stay valid after the cd.
+for v in RAW_EPOLL_SERVER ECHO_LOAD WEFT_ECHO_SERVER WEFT_HTTP_SERVER WEFT_RESP_SERVER; do
+  if [[ -n ${!v:-} && ${!v} != /* ]]; then printf -v "$v" '%s' "$PWD/${!v}"; fi
+done
+cd "$(dirname "$0")/../.."
+
+duration=${NET_BENCH_DURATION:-5}
+warmup=${NET_BENCH_WARMUP:-1}
+redis_requests=${NET_BENCH_REDIS_REQUESTS:-200000}
+connections=${NET_BENCH_CONNECTIONS:-100 1000}
+sections=echo,http,resp
+build=1
+server_cpu=${SERVER_CPU:-0}
+client_cpu=${CLIENT_CPU:-1}
+bazel=${BAZEL:-bazel}
+read -r -a bazel_startup <<<"${BAZEL_STARTUP_FLAGS:-}"
+
+usage() {
+  sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//' >&2
+  exit 2
+}
+while (($#)); do
+  case $1 in
+    --duration) duration=$2; shift ;;
+    --duration=*) duration=${1#*=} ;;
+    --warmup) warmup=$2; shift ;;
+    --warmup=*) warmup=${1#*=} ;;
+    --long) duration=30; redis_requests=$((redis_requests * 10)) ;;
+    --sections) sections=$2; shift ;;
+    --sections=*) sections=${1#*=} ;;
+    --no-build) build=0 ;;
+    -h | --help) usage ;;
+    *) echo "net_bench: unknown argument: $1" >&2; usage ;;
+  esac
+  shift
+done
+[[ $duration =~ ^[0-9]+$ && $duration -gt 0 ]] || { echo "net_bench: --duration must be whole seconds" >&2; exit 2; }
+[[ $warmup =~ ^[0-9]+$ ]] || { echo "net_bench: --warmup must be whole seconds" >&2; exit 2; }
+want() { [[ ,$sections, == *,$1,* ]]; }
+
+failed=0
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/net_bench.XXXXXX")
+pids=()  # every process started in the background and not yet reaped
+
+# ---- process handling ------------------------------------------------------
+
+forget() {  # forget PID: drop it from pids
+  local p keep=()
+  for p in "${pids[@]}"; do [[ $p == "$1" ]] || keep+=("$p"); done
+  pids=("${keep[@]}")
+}
+
+alive() {  # alive PID: running and not yet a zombie
+  local st
+  st=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
+  [[ $st != Z* ]]
+}
+
+# stop PID: SIGTERM, then SIGKILL after 5 s; reaps it and returns its status
+# (0 for a clean exit on SIGTERM).
+stop() {
+  local pid=$1 i rc=0
+  kill -TERM "$pid" 2>/dev/null || true
+  for ((i = 0; i < 100; i++)); do alive "$pid" || break; sleep 0.05; done
+  if alive "$pid"; then
+    echo "net_bench: pid $pid ignored SIGTERM for 5 s; killing it" >&2
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  wait "$pid" 2>/dev/null || rc=$?
+  forget "$pid"
+  return "$rc"
+}
+
+# shellcheck disable=SC2317  # invoked by the EXIT trap
+cleanup() {
+  local p
+  trap - EXIT INT TERM
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do
+    for ((i = 0; i < 40; i++)); do alive "$p" || break; sleep 0.05; done
+    kill -KILL "$p" 2>/dev/null || true
+    wait "$p" 2>/dev/null || true
+  done
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'echo "net_bench: interrupted" >&2; exit 130' INT TERM
+
+pin() {  # pin CPU|-: the command prefix that pins to CPU ("-": none)
+  if [[ $1 == - ]]; then pin_cmd=(); else pin_cmd=(taskset -c "$1"); fi
+}
+
+# start_server CPU|- CMD...: starts a server that prints `listening on
+# HOST:PORT`; sets server_pid and server_port. Returns 1 (and says why) if it
+# exits or stays silent for 15 s.
+server_seq=0
+start_server() {
+  pin "$1"; shift
+  local out=$tmp/server.$((++server_seq))
+  : >"$out.out"  # exists before the server's shell opens it, for the polling below
+  "${pin_cmd[@]}" "$@" >"$out.out" 2>"$out.err" </dev/null &
+  server_pid=$!
+  pids+=("$server_pid")
+  server_port=
+  local deadline=$((SECONDS + 15))
+  while :; do
+    server_port=$(sed -n 's/^listening on .*:\([0-9][0-9]*\)$/\1/p' "$out.out" | head -n 1)
+    [[ -n $server_port ]] && return 0
+    if ! alive "$server_pid"; then
+      echo "net_bench: $* exited before listening:" >&2
+      sed 's/^/    /' "$out.err" >&2
+      stop "$server_pid" || true
+      return 1
+    fi
+    if ((SECONDS >= deadline)); then
+      echo "net_bench: $* printed no 'listening on HOST:PORT' in 15 s" >&2
+      stop "$server_pid" || true
+      return 1
+    fi
+    sleep 0.05
+  done
+}
+
+# stop_server: stops the server started last; warns if it did not exit
+# cleanly on SIGTERM (a benchmark result from it still stands).
+stop_server() {
+  local rc=0
+  stop "$server_pid" || rc=$?
+  ((rc == 0)) || echo "net_bench: warning: server exited with status $rc after SIGTERM" >&2
+}
+
+# run_client CPU|- TIMEOUT OUT CMD...: runs a load generator to completion
+# (in the background, so that a signal to this script interrupts it),
+# output to OUT; returns its status.
+run_client() {
+  pin "$1"
+  local limit=$2 out=$3 rc=0
+  shift 3
+  timeout -k 5 "$limit" "${pin_cmd[@]}" "$@" >"$out" 2>&1 </dev/null &
+  local pid=$!
+  pids+=("$pid")
+  wait "$pid" || rc=$?
+  forget "$pid"
+  return "$rc"
+}
+
+ratio() {  # ratio A B: A/B to 2 places, or "-" unless both are numbers
+  awk -v a="$1" -v b="$2" 'BEGIN {
+    if (a ~ /^[0-9.]+$/ && b ~ /^[0-9.]+$/ && b > 0) printf "%.2f", a / b; else print "-" }'
+}
+kv() { sed -n "s/.*\\b$1=\\([^ ]*\\).*/\\1/p" <<<"$2"; }
+
+# ensure_tool BINARY PACKAGE: installs PACKAGE with apt-get if BINARY is
+# missing; returns 1 if it is still missing.
+ensure_tool() {
+  command -v "$1" >/dev/null && return 0
+  if command -v apt-get >/dev/null && [[ $(id -u) == 0 ]]; then
+    echo "net_bench: $1 is missing; installing Debian package $2" >&2
+    { apt-get install -y -q "$2" || { apt-get update -q && apt-get install -y -q "$2"; }; } >"$tmp/apt.log" 2>&1 || true
+  fi
+  command -v "$1" >/dev/null && return 0
+  echo "net_bench: $1 is missing (Debian package $2)" >&2
+  return 1
+}
+
+# ---- build -----------------------------------------------------------------
+
+base_targets=() weft_targets=()
+[[ -n ${RAW_EPOLL_SERVER:-} ]] || base_targets+=(//tools/bench:raw_epoll_server)
+[[ -n ${ECHO_LOAD:-} ]] || base_targets+=(//tools/bench:echo_load)
+declare -A weft_var=([echo_server]=WEFT_ECHO_SERVER [http_hello]=WEFT_HTTP_SERVER [resp_server]=WEFT_RESP_SERVER)
+for name in echo_server http_hello resp_server; do
+  var=${weft_var[$name]}
+  # An example that has not landed yet has no source file (or no target).
+  if [[ -z ${!var:-} && -f examples/$name.cc ]] && grep -Fq "\"$name\"" examples/BUILD.bazel 2>/dev/null; then
+    weft_targets+=("//examples:$name")
+  fi
+done
+bin="bazel-bin"
+targets=("${base_targets[@]}" "${weft_targets[@]}")
+if ((build)) && ((${#targets[@]})); then
+  echo "building ${targets[*]} (-c opt)"
+  if ! "$bazel" "${bazel_startup[@]}" build -c opt "${targets[@]}" >"$tmp/build.log" 2>&1; then
+    # Without the weft examples, so that the baselines still run.
+    if ((${#weft_targets[@]})); then
+      echo "net_bench: warning: building the weft examples failed; their columns will be skipped:" >&2
+      tail -n 20 "$tmp/build.log" | sed 's/^/    /' >&2
+    fi
+    if ((${#base_targets[@]})) && ! "$bazel" "${bazel_startup[@]}" build -c opt "${base_targets[@]}" \
+      >"$tmp/build.log" 2>&1; then
+      echo "net_bench: bazel build failed:" >&2
+      tail -n 30 "$tmp/build.log" >&2
+      exit 1
+    fi
+    # Stale binaries from an earlier build must not stand in for them.
+    for t in "${weft_targets[@]}"; do
+      name=${t#//examples:}
+      printf -v "${weft_var[$name]}" '%s' "(not built: bazel build -c opt $t failed)"
+    done
+  fi
+  # bazel-bin is a symlink that the last build of any configuration moves;
+  # ask for the -c opt output directory instead.
+  bin=$("$bazel" "${bazel_startup[@]}" info -c opt bazel-bin 2>/dev/null) || bin="bazel-bin"
+fi
+raw_server=${RAW_EPOLL_SERVER:-$bin/tools/bench/raw_epoll_server}
+echo_load=${ECHO_LOAD:-$bin/tools/bench/echo_load}
+weft_echo=${WEFT_ECHO_SERVER:-$bin/examples/echo_server}
+weft_http=${WEFT_HTTP_SERVER:-$bin/examples/http_hello}
+weft_resp=${WEFT_RESP_SERVER:-$bin/examples/resp_server}
+for b in "$raw_server" "$echo_load"; do
+  [[ -x $b ]] || { echo "net_bench: $b is not built" >&2; exit 1; }
+done
+
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+if (($(nproc) < 2)); then
+  echo "net_bench: warning: fewer than 2 CPUs; pinned runs share CPU $server_cpu" >&2
+  client_cpu=$server_cpu
+fi
+echo "net_bench: $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg) (anything else running skews the numbers)"
+echo "net_bench: ${duration} s per run after ${warmup} s warm-up; pinned = server on CPU $server_cpu, load on CPU $client_cpu"
+
+# ---- echo ------------------------------------------------------------------
+
+# echo_run SERVER_CPU|- CLIENT_CPU|- CONNS SERVER...: sets res_rate (msgs/s,
+# or FAIL) and res_p99 (us). Not to be run in a subshell: the processes it
+# starts must stay visible to cleanup.
+echo_run() {
+  local scpu=$1 ccpu=$2 conns=$3
+  shift 3
+  res_rate=FAIL res_p99=-
+  start_server "$scpu" "$@" || return 0
+  local out=$tmp/echo_load.out rc=0
+  run_client "$ccpu" $((duration + warmup + 60)) "$out" \
+    "$echo_load" --host 127.0.0.1 --port "$server_port" --connections "$conns" --size 64 \
+    --duration "$duration" --warmup "$warmup" || rc=$?
+  stop_server
+  local line
+  line=$(grep '^msgs_per_sec=' "$out" || true)
+  if ((rc != 0)) || [[ -z $line ]]; then
+    echo "net_bench: echo_load against $1 at $conns connections failed (status $rc):" >&2
+    sed 's/^/    /' "$out" >&2
+    return 0
+  fi
+  res_rate=$(kv msgs_per_sec "$line") res_p99=$(kv p99_us "$line")
+}
+
+if want echo; then
+  echo
+  echo "## echo: 64-byte ping-pong (echo_load)"
+  [[ -x $weft_echo ]] || echo "weft echo_server not built ($weft_echo): weft columns skipped"
+  echo
+  echo "| placement | conns | raw msgs/s | raw p99 us | weft msgs/s | weft p99 us | weft/raw msgs/s | weft/raw p99 |"
+  echo "|---|---|---|---|---|---|---|---|"
+  for placement in pinned unpinned; do
+    if [[ $placement == pinned ]]; then scpu=$server_cpu ccpu=$client_cpu workers=1; else scpu=- ccpu=- workers=2; fi
+    for conns in $connections; do
+      echo_run "$scpu" "$ccpu" "$conns" "$raw_server" --mode echo --host 127.0.0.1 --port 0
+      raw_rate=$res_rate raw_p99=$res_p99
+      weft_rate=skipped weft_p99=-
+      if [[ -x $weft_echo ]]; then
+        echo_run "$scpu" "$ccpu" "$conns" "$weft_echo" --host 127.0.0.1 --port 0 --workers "$workers"
+        weft_rate=$res_rate weft_p99=$res_p99
+      fi
+      [[ $raw_rate == FAIL || $weft_rate == FAIL ]] && failed=1
+      printf '| %s%s | %s | %s | %s | %s | %s | %s | %s |\n' "$placement" \
+        "$([[ $placement == pinned ]] && echo " (w=1)" || echo " (w=2)")" "$conns" \
+        "$raw_rate" "${raw_p99:--}" "$weft_rate" "${weft_p99:--}" \
+        "$(ratio "$weft_rate" "$raw_rate")" "$(ratio "$weft_p99" "$raw_p99")"
+    done
+  done
+fi
+
+# ---- http ------------------------------------------------------------------
+
+# to_us VALUE: converts wrk's "812.00us", "1.23ms", "2.01s" to microseconds.
+to_us() {
+  awk -v v="$1" 'BEGIN {
+    if (v ~ /us$/) m = 1; else if (v ~ /ms$/) m = 1000; else if (v ~ /m$/) m = 60e6; else if (v ~ /s$/) m = 1e6; else { print "-"; exit }
+    sub(/[a-z]+$/, "", v); printf "%.1f", v * m }'
+}
+
+# http_run CONNS SERVER...: sets res_rate (req/s, or FAIL) and res_p99 (us).
+http_run() {
+  local conns=$1
+  shift
+  res_rate=FAIL res_p99=-
+  start_server "$server_cpu" "$@" || return 0
+  local url=http://127.0.0.1:$server_port/ out=$tmp/wrk.out rc=0
+  if ((warmup > 0)); then
+    run_client "$client_cpu" $((warmup + 60)) "$out" wrk -t1 -c"$conns" -d"${warmup}s" "$url" || rc=$?
+  fi
+  ((rc == 0)) && { run_client "$client_cpu" $((duration + 60)) "$out" \
+    wrk -t1 -c"$conns" -d"${duration}s" --latency "$url" || rc=$?; }
+  stop_server
+  local rps p99
+  rps=$(awk '/^Requests\/sec:/ { print $2 }' "$out")
+  p99=$(awk '$1 == "99%" { print $2 }' "$out")
+  if ((rc != 0)) || [[ -z $rps || -z $p99 ]]; then
+    echo "net_bench: wrk against $1 at $conns connections failed (status $rc):" >&2
+    sed 's/^/    /' "$out" >&2
+    return 0
+  fi
+  if grep -Eq '^ *(Socket errors|Non-2xx)' "$out"; then
+    echo "net_bench: warning: wrk against $1 at $conns connections reported errors:" >&2
+    grep -E '^ *(Socket errors|Non-2xx)' "$out" | sed 's/^ */    /' >&2
+  fi
+  res_rate=$rps res_p99=$(to_us "$p99")
+}
+
+if want http; then
+  echo
+  echo "## http: wrk -t1 --latency, GET / -> 13-byte body, pinned"
+  if ensure_tool wrk wrk; then
+    [[ -x $weft_http ]] || echo "weft http_hello not built ($weft_http): weft columns skipped"
+    echo
+    echo "| conns | raw req/s | raw p99 us | weft req/s | weft p99 us | weft/raw req/s | weft/raw p99 |"
+    echo "|---|---|---|---|---|---|---|"
+    for conns in $connections; do
+      http_run "$conns" "$raw_server" --mode http --host 127.0.0.1 --port 0
+      raw_rate=$res_rate raw_p99=$res_p99
+      weft_rate=skipped weft_p99=-
+      if [[ -x $weft_http ]]; then
+        http_run "$conns" "$weft_http" --host 127.0.0.1 --port 0 --workers 1
+        weft_rate=$res_rate weft_p99=$res_p99
+      fi
+      [[ $raw_rate == FAIL || $weft_rate == FAIL ]] && failed=1
+      printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$conns" "$raw_rate" "${raw_p99:--}" \
+        "$weft_rate" "${weft_p99:--}" "$(ratio "$weft_rate" "$raw_rate")" "$(ratio "$weft_p99" "$raw_p99")"
+    done
+  else
+    echo "http section skipped: wrk is not installed"
+  fi
+fi
+
+# ---- resp ------------------------------------------------------------------
+
+# start_redis: redis-server on a free port, pinned; sets server_pid and
+# server_port. redis-server needs a concrete port, so pick one below the
+# ephemeral range and retry if another process takes it first.
+start_redis() {
+  pin "$server_cpu"
+  local port out=$tmp/redis.out
+  for _ in 1 2 3 4 5; do
+    port=$((20000 + RANDOM % 10000))
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then continue; fi  # in use
+    "${pin_cmd[@]}" redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no \
+      >"$out" 2>&1 </dev/null &
+    server_pid=$!
+    pids+=("$server_pid")
+    local deadline=$((SECONDS + 10))
+    while alive "$server_pid" && ((SECONDS < deadline)); do
+      if [[ $(redis-cli -h 127.0.0.1 -p "$port" ping 2>/dev/null) == PONG ]]; then
+        server_port=$port
+        return 0
+      fi
+      sleep 0.05
+    done
+    echo "net_bench: redis-server on port $port did not start:" >&2
+    tail -n 5 "$out" | sed 's/^/    /' >&2
+    stop "$server_pid" || true
+  done
+  return 1
+}
+
+# resp_bench NAME: runs redis-benchmark against server_port; stores
+# "TEST req/s" lines in $tmp/resp.NAME, or returns 1.
+resp_bench() {
+  local out=$tmp/redis_benchmark.out rc=0
+  run_client "$client_cpu" 600 "$out" redis-benchmark -h 127.0.0.1 -p "$server_port" \
+    -t ping_inline,set,get -c 50 -n "$redis_requests" -q || rc=$?
+  # -q prints progress lines ending in \r, then "SET: 123.45 requests per second, p50=..."
+  tr '\r' '\n' <"$out" | awk '/requests per second/ { sub(/:$/, "", $1); print $1, $2 }' >"$tmp/resp.$1"
+  if ((rc != 0)) || [[ $(wc -l <"$tmp/resp.$1") -ne 3 ]]; then
+    echo "net_bench: redis-benchmark against $1 failed (status $rc):" >&2
+    tr '\r' '\n' <"$out" | grep -v 'rps=' | sed 's/^/    /' >&2
+    return 1
+  fi
+}
+
+if want resp; then
+  echo
+  echo "## resp: redis-benchmark -c 50 -n $redis_requests -q, pinned"
+  if ensure_tool redis-benchmark redis-tools && ensure_tool redis-server redis-server &&
+    ensure_tool redis-cli redis-tools; then
+    redis_ok=0 weft_ok=0
+    if start_redis; then
+      resp_bench redis && redis_ok=1 || failed=1
+      stop "$server_pid" >/dev/null 2>&1 || true  # redis-server may exit non-zero on SIGTERM
+    else
+      failed=1
+    fi
+    if [[ -x $weft_resp ]]; then
+      if start_server "$server_cpu" "$weft_resp" --host 127.0.0.1 --port 0 --workers 1; then
+        resp_bench weft && weft_ok=1 || failed=1
+        stop_server
+      else
+        failed=1
+      fi
+    else
+      echo "weft resp_server not built ($weft_resp): weft column skipped"
+    fi
+    echo
+    echo "| test | redis-server req/s | weft req/s | weft/redis |"
+    echo "|---|---|---|---|"
+    for t in PING_INLINE SET GET; do
+      r=FAIL w=skipped
+      ((redis_ok)) && r=$(awk -v t="$t" '$1 == t { print $2 }' "$tmp/resp.redis")
+      [[ -x $weft_resp ]] && w=FAIL
+      ((weft_ok)) && w=$(awk -v t="$t" '$1 == t { print $2 }' "$tmp/resp.weft")
+      printf '| %s | %s | %s | %s |\n' "$t" "$r" "$w" "$(ratio "$w" "$r")"
+    done
+  else
+    echo "resp section skipped: redis-tools / redis-server are not installed"
+  fi
+fi
+
+exit "$failed"
