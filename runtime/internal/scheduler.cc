@@ -482,6 +482,7 @@ void Worker::poll_once(int timeout_ms) {
   drain_inbox();
   if (timeout_ms != 0 || io_live_ > 0) {
     int n = poller_.wait(events_, kMaxEvents, timeout_ms);
+    dispatching_io_ = true;
     for (int i = 0; i < n; ++i) {
       uint64_t data = events_[i].data.u64;
       if (data == kWakeupData) {
@@ -491,6 +492,7 @@ void Worker::poll_once(int timeout_ms) {
         dispatch_io(data, events_[i].events);
       }
     }
+    dispatching_io_ = false;
     if (n > 0) drain_inbox();
   }
   fire_timers(this);
@@ -726,7 +728,7 @@ void schedule(Fiber* f) {
   Worker* w = current_worker();
   if (w != nullptr && w->sched_ == f->sched) {
     w->counters_.bump(w->counters_.unparks);
-    w->push_local(f, true);
+    w->push_local(f, !w->dispatching_io_);
   } else {
     f->sched->inject(f);
   }

@@ -275,6 +275,11 @@ class Worker {
   RunQueue<Fiber> queue_;
   Fiber* lifo_ = nullptr;  // owner only; never stolen
   int lifo_streak_ = 0;
+  // True while poll_once() dispatches readiness: fibers woken by the poller
+  // go to the back of the queue, in event order (as Go's netpoll and
+  // tokio's I/O driver do), not into the LIFO slot, where each would jump
+  // ahead of every fiber woken before it.
+  bool dispatching_io_ = false;
 
   MpscInbox<WorkerMessage> inbox_;
   Poller poller_;
