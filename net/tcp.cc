@@ -134,8 +134,9 @@ absl::StatusOr<size_t> TcpStream::read(std::span<char> buf) {
   if (!core_) return not_open("TcpStream", "read");
   if (buf.empty()) return size_t{0};
   const int fd = core_->fd();
-  return core_->io(Dir::kRead, "read", read_timeout_ns_,
-                   [&] { return ::recv(fd, buf.data(), buf.size(), 0); });
+  return core_->io(
+      Dir::kRead, "read", read_timeout_ns_, [&] { return ::recv(fd, buf.data(), buf.size(), 0); },
+      buf.size());
 }
 
 absl::Status TcpStream::read_exact(std::span<char> buf) {
@@ -212,6 +213,7 @@ absl::Status TcpStream::shutdown(Shutdown how) {
   if (!use.ok()) return not_open("TcpStream", "shutdown");
   int h = how == Shutdown::kRead ? SHUT_RD : how == Shutdown::kWrite ? SHUT_WR : SHUT_RDWR;
   if (::shutdown(core_->fd(), h) != 0) return ErrnoStatus(LastErrno(), "TcpStream::shutdown");
+  if (how != Shutdown::kWrite) core_->forget_drained();
   return absl::OkStatus();
 }
 

@@ -254,6 +254,53 @@ TEST_CASE("reset, broken pipe, half-close and EOF are distinct statuses") {
   });
 }
 
+// A read shorter than its buffer emptied the receive queue, so the next
+// read waits for an edge before trying (one system call less per message).
+// What must still arrive: bytes sent later, and an end of stream or a reset
+// that came in the same edge as the last bytes (no new edge follows them).
+TEST_CASE("after a short read: later bytes, EOF and reset in the same edge all arrive") {
+  auto rt = *Runtime::create({.workers = 2});
+  rt->block_on([] {
+    // No CAPTURE here: doctest keeps it per thread, and fibers move.
+    for (int round = 0; round < 200; ++round) {
+      auto [c, s] = connected_pair();
+      s.set_read_timeout(absl::Seconds(10));  // a lost wake-up fails, never hangs
+      const int ending = round % 3;           // 0: more bytes, 1: EOF, 2: reset
+      auto reader = spawn([&s = s, ending] {
+        char buf[4096];
+        auto first = s.read(buf);  // parks first: nothing sent yet
+        REQUIRE(first.ok());
+        CHECK(*first == 5);  // short: the queue is empty after it
+        auto next = s.read(buf);
+        if (ending == 0) {
+          REQUIRE(next.ok());
+          CHECK(std::string(buf, *next) == "world");
+        } else if (ending == 1) {
+          REQUIRE(next.ok());
+          CHECK(*next == 0);
+        } else {
+          CHECK(error_number(next.status()) == ECONNRESET);
+        }
+      });
+      this_fiber::sleep_for(absl::Microseconds(200 * (round % 4)));
+      if (ending == 2) {
+        linger lg{1, 0};
+        REQUIRE(::setsockopt(c.native_handle(), SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)) == 0);
+      }
+      REQUIRE(c.write_all("hello").ok());
+      if (ending == 0) {
+        this_fiber::sleep_for(absl::Milliseconds(1));
+        REQUIRE(c.write_all("world").ok());
+      } else if (ending == 1) {
+        REQUIRE(c.shutdown(Shutdown::kWrite).ok());  // FIN right behind the bytes
+      } else {
+        REQUIRE(c.close().ok());  // RST right behind the bytes
+      }
+      reader.join();
+    }
+  });
+}
+
 TEST_CASE("socket options, writev and empty buffers") {
   auto rt = *Runtime::create({.workers = 2});
   rt->block_on([] {

@@ -141,6 +141,8 @@ void SocketCore::on_io_events(uint32_t events) {
   };
   {
     std::lock_guard<SpinLock> g(lock_);
+    // Set before the wake-up, so a fiber this edge wakes sees it.
+    if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) hangup_.store(true, std::memory_order_relaxed);
     if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR | EPOLLPRI)) signal(0);
     if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) signal(1);
   }

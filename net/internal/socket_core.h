@@ -66,8 +66,23 @@ class SocketCore final : public IoSource {
   // set_deadline) bounds every call. Statuses: the errno of the call
   // (ErrnoStatus, naming `what`), kDeadlineExceeded, kFailedPrecondition
   // once closed, kCancelled when a close() wakes the caller. Suspends.
+  //
+  // `stream_read` is the buffer size of a stream-socket read (0 for
+  // anything else). A stream read that returns fewer bytes than asked for
+  // emptied the receive queue, so the next such read waits for an edge
+  // before its first try instead of spending a system call on EAGAIN (as
+  // tokio does). Nothing can be missed: bytes that arrive after that read
+  // raise a new edge, which either sets ready_ or wakes the waiter. End of
+  // stream and errors are the exception: they stay readable with no new
+  // edge (the FIN may have come in the same edge as the last bytes), so once
+  // an edge has reported one (hangup_), every read tries first.
   template <class Op>
-  absl::StatusOr<size_t> io(Dir d, const char* what, int64_t timeout_nanos, Op&& op);
+  absl::StatusOr<size_t> io(Dir d, const char* what, int64_t timeout_nanos, Op&& op,
+                            size_t stream_read = 0);
+
+  // forget_drained() makes the next stream read try its call first (after
+  // a shutdown, whose own edge is not relied on).
+  void forget_drained() { drained_.store(false, std::memory_order_relaxed); }
 
   // wait() parks until direction `d` may be ready: an edge since the last
   // wait, a migration, or a close. kOk means "try the call again".
@@ -158,12 +173,17 @@ class SocketCore final : public IoSource {
   bool fd_closed_ ABSL_GUARDED_BY(ctl_) = false;
   absl::Status close_status_ ABSL_GUARDED_BY(ctl_);
   std::atomic<bool> write_interest_{false};
+  // The last stream read was short: the receive queue was empty after it.
+  std::atomic<bool> drained_{false};
+  // An edge reported EPOLLRDHUP, EPOLLHUP or EPOLLERR; never cleared.
+  std::atomic<bool> hangup_{false};
 };
 
 // ---------------------------------------------------------------------------
 
 template <class Op>
-absl::StatusOr<size_t> SocketCore::io(Dir d, const char* what, int64_t timeout_nanos, Op&& op) {
+absl::StatusOr<size_t> SocketCore::io(Dir d, const char* what, int64_t timeout_nanos, Op&& op,
+                                      size_t stream_read) {
   if (!acquire()) return closed_status(what);
   struct Release {
     SocketCore* s;
@@ -173,14 +193,29 @@ absl::StatusOr<size_t> SocketCore::io(Dir d, const char* what, int64_t timeout_n
     return absl::DeadlineExceededError(std::string(kind_) + "::" + what + ": deadline passed");
   }
   int64_t op_deadline = -1;
+  // After a short stream read, wait for an edge before the first try.
+  bool try_first = true;
+  if (stream_read != 0 && drained_.load(std::memory_order_relaxed) &&
+      !hangup_.load(std::memory_order_relaxed)) {
+    drained_.store(false, std::memory_order_relaxed);
+    try_first = false;
+  }
   for (;;) {
-    ssize_t n = op();
-    if (n >= 0) return static_cast<size_t>(n);
-    int err = LastErrno();
-    if (err == EINTR) continue;
-    if (err != EAGAIN && err != EWOULDBLOCK) {
-      return ErrnoStatus(err, std::string(kind_) + "::" + what);
+    if (try_first) {
+      ssize_t n = op();
+      if (n >= 0) {
+        if (stream_read != 0 && n > 0 && static_cast<size_t>(n) < stream_read) {
+          drained_.store(true, std::memory_order_relaxed);
+        }
+        return static_cast<size_t>(n);
+      }
+      int err = LastErrno();
+      if (err == EINTR) continue;
+      if (err != EAGAIN && err != EWOULDBLOCK) {
+        return ErrnoStatus(err, std::string(kind_) + "::" + what);
+      }
     }
+    try_first = true;
     if (d == Dir::kWrite && !write_interest_.load(std::memory_order_acquire)) {
       absl::Status st = ensure_write_interest();
       if (!st.ok()) return st;
