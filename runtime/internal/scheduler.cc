@@ -480,8 +480,15 @@ void Worker::notify() {
 void Worker::poll_once(int timeout_ms) {
   counters_.bump(counters_.polls);
   drain_inbox();
-  if (timeout_ms != 0 || io_live_ > 0) {
-    int n = poller_.wait(events_, kMaxEvents, timeout_ms);
+  // Take no more events than the run queue has room for: the rest wait in
+  // the kernel's ready list, in order, for the next poll. Taking them all
+  // would overflow the queue and send its older half to the inject queue,
+  // behind fibers woken later (a latency tail with many connections).
+  // (A blocking poll only happens with the queue empty.)
+  const int room = static_cast<int>(queue_.capacity() - queue_.size());
+  const int max_events = std::min(kMaxEvents, std::max(room, 1));
+  if (timeout_ms != 0 || (io_live_ > 0 && room > 0)) {
+    int n = poller_.wait(events_, max_events, timeout_ms);
     dispatching_io_ = true;
     for (int i = 0; i < n; ++i) {
       uint64_t data = events_[i].data.u64;
