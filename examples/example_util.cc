@@ -124,6 +124,8 @@ void ServerFlags::add_to(Flags& flags) {
   flags.add("host", &host, "address to listen on");
   flags.add("port", &port, "port to listen on; 0 picks a free one");
   flags.add("workers", &workers, "worker threads; 0 means one per CPU");
+  flags.add("placement", &placement,
+            "which worker owns an accepted connection: round_robin, least_loaded or same");
 }
 
 absl::StatusOr<std::pair<std::string, uint16_t>> parse_host_port(std::string_view text) {
@@ -220,6 +222,16 @@ absl::Status serve(const ServerFlags& flags, Event& stop, const ConnectionHandle
                    net::ListenOptions opts,
                    const std::function<void(const net::SocketAddress&)>& on_listening) {
   if (flags.port < 0 || flags.port > 65535) return absl::InvalidArgumentError("--port must be 0..65535");
+  if (flags.placement == "round_robin") {
+    opts.placement = net::AcceptPlacement::kRoundRobin;
+  } else if (flags.placement == "least_loaded") {
+    opts.placement = net::AcceptPlacement::kLeastLoaded;
+  } else if (flags.placement == "same") {
+    opts.placement = net::AcceptPlacement::kSameWorker;
+  } else {
+    return absl::InvalidArgumentError("--placement must be round_robin, least_loaded or same, not '" +
+                                      flags.placement + "'");
+  }
   auto addr = resolve_one(flags.host, static_cast<uint16_t>(flags.port));
   if (!addr.ok()) return addr.status();
   auto listener = net::TcpListener::bind(*addr, opts);

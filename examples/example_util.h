@@ -90,6 +90,10 @@ struct ServerFlags {
   std::string host = "127.0.0.1";
   int port = 0;     // 0: the kernel picks a free port
   int workers = 0;  // 0: one per CPU
+  // Which worker's poller owns an accepted connection: "round_robin"
+  // (spreads connections, each worker polls its own), "least_loaded" or
+  // "same" (the accepting worker's).
+  std::string placement = "round_robin";
   void add_to(Flags& flags);
 };
 
@@ -139,7 +143,8 @@ using ConnectionHandler = std::function<void(net::TcpStream)>;
 //
 // Binds host:port, prints "listening on HOST:PORT" (the bound port) to
 // stdout and flushes, then accepts until `stop` is set, running
-// on_conn(stream) on a new detached fiber per connection. `on_conn` must
+// on_conn(stream) on a new detached fiber per connection. The listener
+// uses `opts` with the placement that flags.placement names. `on_conn` must
 // outlive the runtime (connection fibers may still run when serve()
 // returns). `on_listening`, if given, gets the bound address before the
 // first accept. Returns the bind error, or OK once stopped. Must run on a
