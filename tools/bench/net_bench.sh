@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # tools/bench/net_bench.sh: weft's network examples against same-run baselines.
 #
-#   tools/bench/net_bench.sh [--duration SECS] [--warmup SECS] [--long]
-#                            [--sections echo,http,resp] [--no-build]
+#   tools/bench/net_bench.sh [--duration SECS] [--warmup SECS] [--rounds N]
+#                            [--long] [--sections echo,http,resp] [--no-build]
 #
 # Each section runs a baseline and the weft example back to back, with the
-# same load generator, and prints both and the ratio weft/raw:
+# same load generator, and prints both and the ratio weft/raw. Each pair
+# runs --rounds times, alternating baseline and weft, and the tables show
+# the median of each side: on a shared machine one run of either can be
+# 15% off.
 #   echo  raw_epoll_server --mode echo  vs  weft echo_server,  load: echo_load
 #         (64-byte ping-pong), at 100 and 1000 connections, pinned (server on
 #         CPU 0, weft with --workers 1, load on CPU 1) and unpinned (weft with
@@ -20,6 +23,7 @@
 # Flags (and the environment variables they override):
 #   --duration SECS   measured seconds per run (NET_BENCH_DURATION, default 5)
 #   --warmup SECS     unmeasured seconds before each run (NET_BENCH_WARMUP, 1)
+#   --rounds N        runs of each side per row, median shown (NET_BENCH_ROUNDS, 3)
 #   --long            --duration 30, and 10x the redis-benchmark requests
 #   --sections LIST   comma-separated subset of echo,http,resp (all)
 #   --no-build        use the binaries as they are; do not run bazel
@@ -44,6 +48,7 @@ cd "$(dirname "$0")/../.."
 
 duration=${NET_BENCH_DURATION:-5}
 warmup=${NET_BENCH_WARMUP:-1}
+rounds=${NET_BENCH_ROUNDS:-3}
 redis_requests=${NET_BENCH_REDIS_REQUESTS:-200000}
 connections=${NET_BENCH_CONNECTIONS:-100 1000}
 sections=echo,http,resp
@@ -63,6 +68,8 @@ while (($#)); do
     --duration=*) duration=${1#*=} ;;
     --warmup) warmup=$2; shift ;;
     --warmup=*) warmup=${1#*=} ;;
+    --rounds) rounds=$2; shift ;;
+    --rounds=*) rounds=${1#*=} ;;
     --long) duration=30; redis_requests=$((redis_requests * 10)) ;;
     --sections) sections=$2; shift ;;
     --sections=*) sections=${1#*=} ;;
@@ -74,6 +81,7 @@ while (($#)); do
 done
 [[ $duration =~ ^[0-9]+$ && $duration -gt 0 ]] || { echo "net_bench: --duration must be whole seconds" >&2; exit 2; }
 [[ $warmup =~ ^[0-9]+$ ]] || { echo "net_bench: --warmup must be whole seconds" >&2; exit 2; }
+[[ $rounds =~ ^[0-9]+$ && $rounds -gt 0 ]] || { echo "net_bench: --rounds must be a positive integer" >&2; exit 2; }
 want() { [[ ,$sections, == *,$1,* ]]; }
 
 failed=0
@@ -186,6 +194,14 @@ ratio() {  # ratio A B: A/B to 2 places, or "-" unless both are numbers
   awk -v a="$1" -v b="$2" 'BEGIN {
     if (a ~ /^[0-9.]+$/ && b ~ /^[0-9.]+$/ && b > 0) printf "%.2f", a / b; else print "-" }'
 }
+# median V...: the median of the values, or FAIL if any is not a number.
+median() {
+  local v
+  for v in "$@"; do [[ $v =~ ^[0-9.]+$ ]] || { echo FAIL; return; }; done
+  (($#)) || { echo FAIL; return; }
+  printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 }
+    END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.1f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
 kv() { sed -n "s/.*\\b$1=\\([^ ]*\\).*/\\1/p" <<<"$2"; }
 
 # ensure_tool BINARY PACKAGE: installs PACKAGE with apt-get if BINARY is
@@ -292,13 +308,18 @@ if want echo; then
   for placement in pinned unpinned; do
     if [[ $placement == pinned ]]; then scpu=$server_cpu ccpu=$client_cpu workers=1; else scpu=- ccpu=- workers=2; fi
     for conns in $connections; do
-      echo_run "$scpu" "$ccpu" "$conns" "$raw_server" --mode echo --host 127.0.0.1 --port 0
-      raw_rate=$res_rate raw_p99=$res_p99
+      rr=() rp=() wr=() wp=()
+      for ((round = 0; round < rounds; round++)); do
+        echo_run "$scpu" "$ccpu" "$conns" "$raw_server" --mode echo --host 127.0.0.1 --port 0
+        rr+=("$res_rate") rp+=("$res_p99")
+        if [[ -x $weft_echo ]]; then
+          echo_run "$scpu" "$ccpu" "$conns" "$weft_echo" --host 127.0.0.1 --port 0 --workers "$workers"
+          wr+=("$res_rate") wp+=("$res_p99")
+        fi
+      done
+      raw_rate=$(median "${rr[@]}") raw_p99=$(median "${rp[@]}")
       weft_rate=skipped weft_p99=-
-      if [[ -x $weft_echo ]]; then
-        echo_run "$scpu" "$ccpu" "$conns" "$weft_echo" --host 127.0.0.1 --port 0 --workers "$workers"
-        weft_rate=$res_rate weft_p99=$res_p99
-      fi
+      if [[ -x $weft_echo ]]; then weft_rate=$(median "${wr[@]}") weft_p99=$(median "${wp[@]}"); fi
       [[ $raw_rate == FAIL || $weft_rate == FAIL ]] && failed=1
       printf '| %s%s | %s | %s | %s | %s | %s | %s | %s |\n' "$placement" \
         "$([[ $placement == pinned ]] && echo " (w=1)" || echo " (w=2)")" "$conns" \
@@ -354,13 +375,18 @@ if want http; then
     echo "| conns | raw req/s | raw p99 us | weft req/s | weft p99 us | weft/raw req/s | weft/raw p99 |"
     echo "|---|---|---|---|---|---|---|"
     for conns in $connections; do
-      http_run "$conns" "$raw_server" --mode http --host 127.0.0.1 --port 0
-      raw_rate=$res_rate raw_p99=$res_p99
+      rr=() rp=() wr=() wp=()
+      for ((round = 0; round < rounds; round++)); do
+        http_run "$conns" "$raw_server" --mode http --host 127.0.0.1 --port 0
+        rr+=("$res_rate") rp+=("$res_p99")
+        if [[ -x $weft_http ]]; then
+          http_run "$conns" "$weft_http" --host 127.0.0.1 --port 0 --workers 1
+          wr+=("$res_rate") wp+=("$res_p99")
+        fi
+      done
+      raw_rate=$(median "${rr[@]}") raw_p99=$(median "${rp[@]}")
       weft_rate=skipped weft_p99=-
-      if [[ -x $weft_http ]]; then
-        http_run "$conns" "$weft_http" --host 127.0.0.1 --port 0 --workers 1
-        weft_rate=$res_rate weft_p99=$res_p99
-      fi
+      if [[ -x $weft_http ]]; then weft_rate=$(median "${wr[@]}") weft_p99=$(median "${wp[@]}"); fi
       [[ $raw_rate == FAIL || $weft_rate == FAIL ]] && failed=1
       printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$conns" "$raw_rate" "${raw_p99:--}" \
         "$weft_rate" "${weft_p99:--}" "$(ratio "$weft_rate" "$raw_rate")" "$(ratio "$weft_p99" "$raw_p99")"
@@ -420,31 +446,37 @@ if want resp; then
   echo "## resp: redis-benchmark -c 50 -n $redis_requests -q, pinned"
   if ensure_tool redis-benchmark redis-tools && ensure_tool redis-server redis-server &&
     ensure_tool redis-cli redis-tools; then
-    redis_ok=0 weft_ok=0
-    if start_redis; then
-      resp_bench redis && redis_ok=1 || failed=1
-      stop "$server_pid" >/dev/null 2>&1 || true  # redis-server may exit non-zero on SIGTERM
-    else
-      failed=1
-    fi
-    if [[ -x $weft_resp ]]; then
-      if start_server "$server_cpu" "$weft_resp" --host 127.0.0.1 --port 0 --workers 1; then
-        resp_bench weft && weft_ok=1 || failed=1
-        stop_server
+    [[ -x $weft_resp ]] || echo "weft resp_server not built ($weft_resp): weft column skipped"
+    : >"$tmp/resp.redis" && : >"$tmp/resp.weft"
+    for ((round = 0; round < rounds; round++)); do
+      if start_redis; then
+        resp_bench "redis.$round" && cat "$tmp/resp.redis.$round" >>"$tmp/resp.redis" || failed=1
+        stop "$server_pid" >/dev/null 2>&1 || true  # redis-server may exit non-zero on SIGTERM
       else
         failed=1
       fi
-    else
-      echo "weft resp_server not built ($weft_resp): weft column skipped"
-    fi
+      if [[ -x $weft_resp ]]; then
+        if start_server "$server_cpu" "$weft_resp" --host 127.0.0.1 --port 0 --workers 1; then
+          resp_bench "weft.$round" && cat "$tmp/resp.weft.$round" >>"$tmp/resp.weft" || failed=1
+          stop_server
+        else
+          failed=1
+        fi
+      fi
+    done
     echo
     echo "| test | redis-server req/s | weft req/s | weft/redis |"
     echo "|---|---|---|---|"
     for t in PING_INLINE SET GET; do
-      r=FAIL w=skipped
-      ((redis_ok)) && r=$(awk -v t="$t" '$1 == t { print $2 }' "$tmp/resp.redis")
-      [[ -x $weft_resp ]] && w=FAIL
-      ((weft_ok)) && w=$(awk -v t="$t" '$1 == t { print $2 }' "$tmp/resp.weft")
+      # The median over the rounds; a failed round makes the cell FAIL.
+      mapfile -t rv < <(awk -v t="$t" '$1 == t { print $2 }' "$tmp/resp.redis")
+      ((${#rv[@]} == rounds)) || rv+=(FAIL)
+      r=$(median "${rv[@]}") w=skipped
+      if [[ -x $weft_resp ]]; then
+        mapfile -t wv < <(awk -v t="$t" '$1 == t { print $2 }' "$tmp/resp.weft")
+        ((${#wv[@]} == rounds)) || wv+=(FAIL)
+        w=$(median "${wv[@]}")
+      fi
       printf '| %s | %s | %s | %s |\n' "$t" "$r" "$w" "$(ratio "$w" "$r")"
     done
   else
