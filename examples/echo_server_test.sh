@@ -11,6 +11,22 @@ rc=0
 examples/echo_server --port >/dev/null 2>&1 || rc=$?
 expect_eq "exit code for a flag without its value" "$rc" 2
 
+# A bad placement is reported and the server exits 1 without listening.
+rc=0
+out=$(examples/echo_server --port 0 --placement nowhere 2>&1) || rc=$?
+expect_eq "exit code for a bad --placement" "$rc" 1
+grep -q "placement must be round_robin, least_loaded or same, not 'nowhere'" <<<"$out" ||
+  fail "unexpected message for a bad --placement: $out"
+
+# Every placement serves: connections on the accepting worker, then spread.
+for placement in same least_loaded; do
+  start_server echo_server --port 0 --workers 2 --placement "$placement"
+  out=$(examples/echo_client --port "$PORT" --connections 8 --messages 50 --size 64 --workers 2 2>&1) ||
+    fail "echo_client with --placement $placement failed: $out"
+  grep -q ': 400 round trips in .* all echoes ok$' <<<"$out" || fail "unexpected summary: $out"
+  stop_server
+done
+
 start_server echo_server --port 0 --workers 2
 
 out=$(examples/echo_client --port "$PORT" --connections 20 --messages 500 --size 100 --workers 2 2>&1) ||
