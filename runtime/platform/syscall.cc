@@ -1,5 +1,7 @@
 #include "runtime/platform/syscall.h"
 
+#include <string.h>
+
 #include <charconv>
 #include <string>
 
@@ -12,7 +14,16 @@ constexpr char kErrnoPayload[] = "weft.errno";
 }  // namespace
 
 absl::Status ErrnoStatus(int err, std::string_view op) {
-  absl::Status s = absl::ErrnoToStatus(err, std::string(op));
+  // The same code and message as absl::ErrnoToStatus ("op: strerror"), but
+  // with glibc's strerror_r: abseil's own table is built lazily behind a
+  // guard inside an uninstrumented system library, which ThreadSanitizer
+  // reports as a race when two threads format their first errors at once.
+  char buf[256];
+  const char* text = ::strerror_r(err, buf, sizeof buf);  // GNU: may return a static string
+  std::string message(op);
+  message += ": ";
+  message += text;
+  absl::Status s(absl::ErrnoToStatusCode(err), message);
   s.SetPayload(kErrnoPayload, absl::Cord(std::to_string(err)));
   return s;
 }

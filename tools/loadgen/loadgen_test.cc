@@ -264,7 +264,11 @@ TEST_CASE("a server that closes after one reply: closed connections are errors")
   CAPTURE(format_report(*r));
   CHECK(r->errors >= 2);
   CHECK(r->requests > 0);  // each connection's first SET succeeded
-  CHECK(r->first_error.find("closed by the server") != std::string::npos);
+  // The FIN and the reset that answers the next request race: whichever the
+  // client reads first names the error.
+  const bool closed = r->first_error.find("closed by the server") != std::string::npos;
+  const bool reset = r->first_error.find("Connection reset by peer") != std::string::npos;
+  CHECK_MESSAGE((closed || reset), "first error: " << r->first_error);
 }
 
 TEST_CASE("warmup is not measured; progress lines appear") {
