@@ -357,6 +357,34 @@ TEST_CASE("repeated runtime start and stop") {
   CHECK(internal::mapped_stack_count() == stacks_before);
 }
 
+TEST_CASE("a worker busy with more yielding fibers than its queue holds still fires timers") {
+  // 1,000 yielders on one worker: 256 fit the local queue, the rest keep
+  // the inject queue non-empty. The busy poll (timers, sockets, inbox) must
+  // still run; if it did not, the sleeper would never wake and the
+  // yielders would never stop.
+  auto rt = *Runtime::create({.workers = 1});
+  rt->block_on([] {
+    std::atomic<bool> stop{false};
+    std::atomic<int64_t> yields{0};
+    std::vector<JoinHandle<void>> yielders;
+    for (int i = 0; i < 1000; ++i) {
+      yielders.push_back(spawn([&] {
+        while (!stop.load(std::memory_order_relaxed)) {
+          yields.fetch_add(1, std::memory_order_relaxed);
+          this_fiber::yield();
+        }
+      }));
+    }
+    auto sleeper = spawn([&] {
+      this_fiber::sleep_for(absl::Milliseconds(20));
+      stop.store(true);
+    });
+    sleeper.join();
+    for (auto& h : yielders) h.join();
+    CHECK(yields.load() > 1000);  // they ran while the sleeper slept
+  });
+}
+
 TEST_CASE("an idle runtime burns no CPU") {
   auto rt = make(2);
   rt->block_on([] {});

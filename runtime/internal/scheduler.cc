@@ -80,6 +80,7 @@ constexpr uint32_t kGlobalQueueInterval = 61;  // ticks between inject checks
 constexpr uint32_t kPollInterval = 61;         // ticks between busy polls
 constexpr int kLifoBudget = 3;                 // consecutive LIFO-slot runs
 constexpr size_t kMaxInjectBatch = 64;
+constexpr int kMinPollEvents = 16;             // events a poll takes even from a full queue
 constexpr uint64_t kWakeupData = ~uint64_t{0};
 constexpr uint64_t kIdBlock = 1024;
 
@@ -264,11 +265,14 @@ void Worker::push_local(Fiber* f, bool lifo) {
 Fiber* Worker::next_local() {
   if (sched_->stopping()) return nullptr;
   ++tick_;
+  // The busy poll comes first: the inject check below may return, and with
+  // both intervals 61 it would otherwise skip every busy poll while the
+  // inject queue is never empty (many yielding fibers).
+  if (tick_ % kPollInterval == 0) poll_once(0);
   if (tick_ % kGlobalQueueInterval == 0) {
     Fiber* f = take_from_inject(kMaxInjectBatch);
     if (f != nullptr) return f;
   }
-  if (tick_ % kPollInterval == 0) poll_once(0);
   if (lifo_ != nullptr) {
     Fiber* f = lifo_;
     lifo_ = nullptr;
@@ -483,11 +487,13 @@ void Worker::poll_once(int timeout_ms) {
   // Take no more events than the run queue has room for: the rest wait in
   // the kernel's ready list, in order, for the next poll. Taking them all
   // would overflow the queue and send its older half to the inject queue,
-  // behind fibers woken later (a latency tail with many connections).
-  // (A blocking poll only happens with the queue empty.)
+  // behind fibers woken later (a latency tail with many connections). At
+  // least kMinPollEvents are taken even from a full queue, so a worker
+  // busy with runnable fibers still serves its sockets. (A blocking poll
+  // only happens with the queue empty.)
   const int room = static_cast<int>(queue_.capacity() - queue_.size());
-  const int max_events = std::min(kMaxEvents, std::max(room, 1));
-  if (timeout_ms != 0 || (io_live_ > 0 && room > 0)) {
+  const int max_events = std::min(kMaxEvents, std::max(room, kMinPollEvents));
+  if (timeout_ms != 0 || io_live_ > 0) {
     int n = poller_.wait(events_, max_events, timeout_ms);
     dispatching_io_ = true;
     for (int i = 0; i < n; ++i) {
