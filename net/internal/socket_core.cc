@@ -141,9 +141,15 @@ void SocketCore::on_io_events(uint32_t events) {
   };
   {
     std::lock_guard<SpinLock> g(lock_);
-    // Set before the wake-up, so a fiber this edge wakes sees it.
-    if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) hangup_.store(true, std::memory_order_relaxed);
-    if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR | EPOLLPRI)) signal(0);
+    // Set before the wake-up and before the edge count moves, so a fiber
+    // that sees either sees it.
+    if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR | EPOLLPRI)) {
+      hangup_.store(true, std::memory_order_relaxed);
+    }
+    if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR | EPOLLPRI)) {
+      read_edges_.fetch_add(1, std::memory_order_release);
+      signal(0);
+    }
     if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) signal(1);
   }
   wake.run();
@@ -293,14 +299,16 @@ absl::Status SocketCore::migrate_to(int w) {
   return st;
 }
 
-void SocketCore::drained() {
-  Waiter* w;
+void SocketCore::release_closed() {
   Fiber* f = nullptr;
   {
     std::lock_guard<SpinLock> g(lock_);
-    w = drain_waiters_.pop_front();
-    if (w != nullptr) f = w->notify_locked();
+    if (users_.fetch_sub(2, std::memory_order_acq_rel) == 3) {
+      if (Waiter* w = drain_waiters_.pop_front()) f = w->notify_locked();
+    }
   }
+  // The socket is not touched after the unlock; f is close()'s fiber,
+  // claimed here, so it cannot run before it is scheduled.
   if (f != nullptr) schedule(f);
 }
 

@@ -34,8 +34,9 @@ namespace weft::internal {
 enum class Dir : int { kRead = 0, kWrite = 1 };
 
 // Interest sets. Edge-triggered, registered once per owner (docs/io.md).
-inline constexpr uint32_t kReadInterest = EPOLLIN | EPOLLRDHUP | EPOLLET;
-inline constexpr uint32_t kDuplexInterest = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+// EPOLLPRI: TCP urgent data, which stops a read short (see io()).
+inline constexpr uint32_t kReadInterest = EPOLLIN | EPOLLPRI | EPOLLRDHUP | EPOLLET;
+inline constexpr uint32_t kDuplexInterest = EPOLLIN | EPOLLPRI | EPOLLOUT | EPOLLRDHUP | EPOLLET;
 
 class SocketCore final : public IoSource {
  public:
@@ -72,17 +73,21 @@ class SocketCore final : public IoSource {
   // emptied the receive queue, so the next such read waits for an edge
   // before its first try instead of spending a system call on EAGAIN (as
   // tokio does). Nothing can be missed: bytes that arrive after that read
-  // raise a new edge, which either sets ready_ or wakes the waiter. End of
-  // stream and errors are the exception: they stay readable with no new
-  // edge (the FIN may have come in the same edge as the last bytes), so once
-  // an edge has reported one (hangup_), every read tries first.
+  // raise a new edge, which either sets ready_ or wakes the waiter; and
+  // if any read edge was dispatched since the short read (to another
+  // reader, say, who did not take everything), the next read tries first.
+  // End of stream, errors and TCP urgent data are the exception: they stay
+  // readable with no new edge (a FIN may come in the same edge as the last
+  // bytes; a read stops short at the urgent mark), so once an edge has
+  // reported one (hangup_), every read tries first. A skipped try is made
+  // up before a read times out.
   template <class Op>
   absl::StatusOr<size_t> io(Dir d, const char* what, int64_t timeout_nanos, Op&& op,
                             size_t stream_read = 0);
 
   // forget_drained() makes the next stream read try its call first (after
   // a shutdown, whose own edge is not relied on).
-  void forget_drained() { drained_.store(false, std::memory_order_relaxed); }
+  void forget_drained() { drained_mark_.store(0, std::memory_order_relaxed); }
 
   // wait() parks until direction `d` may be ready: an edge since the last
   // wait, a migration, or a close. kOk means "try the call again".
@@ -143,10 +148,20 @@ class SocketCore final : public IoSource {
     release();
     return false;
   }
+  // release() ends a use. While the socket is open it is one CAS. Once
+  // the closed bit is set, the decrement happens under lock_, where close()
+  // checks for the last use, so close() cannot go on (and the socket be
+  // destroyed) while a releasing caller still touches it.
   void release() {
-    if (users_.fetch_sub(2, std::memory_order_acq_rel) == 3) drained();
+    uint32_t v = users_.load(std::memory_order_relaxed);
+    while ((v & 1) == 0) {
+      if (users_.compare_exchange_weak(v, v - 2, std::memory_order_acq_rel, std::memory_order_relaxed)) {
+        return;
+      }
+    }
+    release_closed();
   }
-  void drained();
+  void release_closed();
   void lock_control_no_throw() ABSL_EXCLUSIVE_LOCK_FUNCTION(ctl_);
   absl::Status closed_status(const char* what) const;
 
@@ -173,9 +188,14 @@ class SocketCore final : public IoSource {
   bool fd_closed_ ABSL_GUARDED_BY(ctl_) = false;
   absl::Status close_status_ ABSL_GUARDED_BY(ctl_);
   std::atomic<bool> write_interest_{false};
-  // The last stream read was short: the receive queue was empty after it.
-  std::atomic<bool> drained_{false};
-  // An edge reported EPOLLRDHUP, EPOLLHUP or EPOLLERR; never cleared.
+  // Read edges dispatched so far (on_io_events, under lock_).
+  std::atomic<uint64_t> read_edges_{0};
+  // After a short stream read: read_edges_ + 1 as it was just before that
+  // read's recv; 0 otherwise. The next read skips its first try only if no
+  // read edge has come since (so it holds for whichever fiber reads next).
+  std::atomic<uint64_t> drained_mark_{0};
+  // An edge reported EPOLLRDHUP, EPOLLHUP, EPOLLERR or EPOLLPRI; never
+  // cleared. Set under lock_ before read_edges_ moves.
   std::atomic<bool> hangup_{false};
 };
 
@@ -193,19 +213,28 @@ absl::StatusOr<size_t> SocketCore::io(Dir d, const char* what, int64_t timeout_n
     return absl::DeadlineExceededError(std::string(kind_) + "::" + what + ": deadline passed");
   }
   int64_t op_deadline = -1;
-  // After a short stream read, wait for an edge before the first try.
+  // After a short stream read, wait for an edge before the first try, if
+  // no read edge has come since that read.
   bool try_first = true;
-  if (stream_read != 0 && drained_.load(std::memory_order_relaxed) &&
-      !hangup_.load(std::memory_order_relaxed)) {
-    drained_.store(false, std::memory_order_relaxed);
-    try_first = false;
+  bool skipped = false;
+  if (stream_read != 0) {
+    const uint64_t mark = drained_mark_.load(std::memory_order_relaxed);
+    if (mark != 0) {
+      drained_mark_.store(0, std::memory_order_relaxed);
+      if (mark == read_edges_.load(std::memory_order_acquire) + 1 &&
+          !hangup_.load(std::memory_order_relaxed)) {
+        try_first = false;
+        skipped = true;
+      }
+    }
   }
   for (;;) {
     if (try_first) {
+      const uint64_t edges = stream_read != 0 ? read_edges_.load(std::memory_order_acquire) : 0;
       ssize_t n = op();
       if (n >= 0) {
         if (stream_read != 0 && n > 0 && static_cast<size_t>(n) < stream_read) {
-          drained_.store(true, std::memory_order_relaxed);
+          drained_mark_.store(edges + 1, std::memory_order_relaxed);
         }
         return static_cast<size_t>(n);
       }
@@ -222,7 +251,21 @@ absl::StatusOr<size_t> SocketCore::io(Dir d, const char* what, int64_t timeout_n
     }
     if (timeout_nanos >= 0 && op_deadline < 0) op_deadline = monotonic_now() + timeout_nanos;
     absl::Status st = wait(d, op_deadline, what);
-    if (!st.ok()) return st;
+    if (!st.ok()) {
+      // A read that skipped its first try must not time out without one:
+      // the bytes may have been there all along, their edge not yet
+      // dispatched by a busy owner (or a zero timeout).
+      if (skipped && st.code() == absl::StatusCode::kDeadlineExceeded) {
+        skipped = false;
+        ssize_t n = op();
+        if (n >= 0) return static_cast<size_t>(n);  // not a new short-read mark: a deadline run
+        int err = LastErrno();
+        if (err != EAGAIN && err != EWOULDBLOCK && err != EINTR) {
+          return ErrnoStatus(err, std::string(kind_) + "::" + what);
+        }
+      }
+      return st;
+    }
   }
 }
 
