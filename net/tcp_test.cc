@@ -283,6 +283,7 @@ TEST_CASE("after a short read: later bytes, EOF and reset in the same edge all a
         }
       });
       this_fiber::sleep_for(absl::Microseconds(200 * (round % 4)));
+      const absl::Time start = absl::Now();
       if (ending == 2) {
         linger lg{1, 0};
         REQUIRE(::setsockopt(c.native_handle(), SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)) == 0);
@@ -297,6 +298,91 @@ TEST_CASE("after a short read: later bytes, EOF and reset in the same edge all a
         REQUIRE(c.close().ok());  // RST right behind the bytes
       }
       reader.join();
+      // A lost wake-up surfaces only when the 10 s timeout makes the read
+      // try again; stop at the first such round.
+      REQUIRE(absl::Now() - start < absl::Seconds(5));
+    }
+  });
+}
+
+TEST_CASE("after a short read by one reader, another reader still gets every byte") {
+  // One worker, so the order is fixed: Y parks; the main fiber's read is
+  // short (before the poller has dispatched that edge); 3000 bytes arrive
+  // and their edge wakes Y, which reads them 1000 at a time. Y's reads are
+  // full, and the main fiber's mark must not make Y's next read wait for
+  // an edge that already came.
+  auto rt = *Runtime::create({.workers = 1});
+  rt->block_on([] {
+    auto [c, s] = connected_pair();
+    s.set_read_timeout(absl::Seconds(10));  // a lost wake-up fails, never hangs
+    auto y = spawn([&s = s] {
+      size_t total = 0;
+      char small[1000];
+      while (total < 3000) {
+        auto n = s.read(small);
+        if (!n.ok() || *n == 0) return total;
+        total += *n;
+      }
+      return total;
+    });
+    this_fiber::sleep_for(absl::Milliseconds(5));  // Y is parked in read()
+    REQUIRE(c.write_all("x").ok());
+    char big[4096];
+    auto first = s.read(big);  // loopback delivered it already
+    REQUIRE(first.ok());
+    CHECK(*first == 1);
+    const absl::Time start = absl::Now();
+    REQUIRE(c.write_all(std::string(3000, 'y')).ok());
+    CHECK(y.join() == 3000);
+    // A lost wake-up would surface only when the 10 s read timeout makes
+    // the read try again; a working one takes milliseconds.
+    CHECK(absl::Now() - start < absl::Seconds(5));
+  });
+}
+
+TEST_CASE("after a short read: urgent data, a zero timeout") {
+  auto rt = *Runtime::create({.workers = 1});
+  rt->block_on([] {
+    {
+      // Urgent data: a read stops short at the urgent mark although bytes
+      // follow it; the EPOLLPRI edge makes the next read try first. One
+      // worker, so the reader is parked when everything arrives and the
+      // one edge wakes it instead of leaving a token.
+      auto [c, s] = connected_pair();
+      s.set_read_timeout(absl::Seconds(10));
+      auto reader = spawn([&s = s] {
+        std::string got;
+        char buf[4096];
+        while (got.size() < 11) {
+          auto n = s.read(buf);
+          if (!n.ok() || *n == 0) break;
+          got.append(buf, *n);
+        }
+        return got;
+      });
+      this_fiber::sleep_for(absl::Milliseconds(5));  // the reader is parked
+      const absl::Time start = absl::Now();
+      REQUIRE(c.write_all("hello").ok());
+      REQUIRE(::send(c.native_handle(), "!", 1, MSG_OOB) == 1);
+      REQUIRE(c.write_all(" world").ok());
+      CHECK(reader.join() == "hello world");  // the urgent byte is out of band
+      CHECK(absl::Now() - start < absl::Seconds(5));  // no read waited out its timeout
+    }
+    {
+      // A zero timeout after a short read still tries the call.
+      auto [c, s] = connected_pair();
+      REQUIRE(c.write_all("a").ok());
+      char buf[64];
+      auto first = s.read(buf);
+      REQUIRE(first.ok());
+      REQUIRE(c.write_all("b").ok());
+      this_fiber::sleep_for(absl::Milliseconds(5));
+      s.set_read_timeout(absl::ZeroDuration());
+      auto second = s.read(buf);
+      REQUIRE(second.ok());
+      CHECK(*second == 1);
+      auto third = s.read(buf);  // nothing left: the zero timeout passes
+      CHECK(third.status().code() == absl::StatusCode::kDeadlineExceeded);
     }
   });
 }
