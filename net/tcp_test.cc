@@ -266,11 +266,13 @@ TEST_CASE("after a short read: later bytes, EOF and reset in the same edge all a
       auto [c, s] = connected_pair();
       s.set_read_timeout(absl::Seconds(10));  // a lost wake-up fails, never hangs
       const int ending = round % 3;           // 0: more bytes, 1: EOF, 2: reset
-      auto reader = spawn([&s = s, ending] {
+      Event read_first;  // ending 0 sends "world" only after the short read
+      auto reader = spawn([&s = s, &read_first, ending] {
         char buf[4096];
-        auto first = s.read(buf);  // parks first: nothing sent yet
+        auto first = s.read(buf);  // parks first, unless "hello" is already there
         REQUIRE(first.ok());
         CHECK(*first == 5);  // short: the queue is empty after it
+        read_first.set();
         auto next = s.read(buf);
         if (ending == 0) {
           REQUIRE(next.ok());
@@ -290,7 +292,8 @@ TEST_CASE("after a short read: later bytes, EOF and reset in the same edge all a
       }
       REQUIRE(c.write_all("hello").ok());
       if (ending == 0) {
-        this_fiber::sleep_for(absl::Milliseconds(1));
+        read_first.wait();
+        this_fiber::sleep_for(absl::Microseconds(100 * (round % 4)));  // reader parked, or not yet
         REQUIRE(c.write_all("world").ok());
       } else if (ending == 1) {
         REQUIRE(c.shutdown(Shutdown::kWrite).ok());  // FIN right behind the bytes
