@@ -722,12 +722,6 @@ TEST_CASE("shutdown cancels fibers parked on sockets and closes them") {
   CHECK(OpenFds() == fds_before);
 }
 
-}  // namespace
-}  // namespace weft::net
-
-namespace weft::net {
-namespace {
-
 TEST_CASE("close races with writers that fill the buffer for the first time") {
   // A writer's first EAGAIN adds write interest under the socket's control
   // lock while close() may be draining the calls in flight: neither may
@@ -747,6 +741,59 @@ TEST_CASE("close races with writers that fill the buffer for the first time") {
       absl::StatusCode code = writer.join();
       CHECK((code == absl::StatusCode::kCancelled || code == absl::StatusCode::kFailedPrecondition));
     }
+  });
+}
+
+TEST_CASE("a worker woken by its own poller wakes nobody for one fiber, and polls once") {
+  // A plain thread plays ping-pong with a fiber, so the workers go idle
+  // between round trips and each one wakes the socket's worker through its
+  // poller. That costs no eventfd wake-up: the lone woken fiber runs there
+  // (a worker used to signal an idle peer, or its own eventfd while still
+  // on the idle list, for every fiber it woke). With one worker it also
+  // costs one poll (the worker used to poll without blocking before
+  // blocking: two epoll_wait calls per wake-up).
+  constexpr int kRounds = 300;
+  testing::ForEachWorkerCount({1, 2}, [](int n) {
+    auto rt = *Runtime::create({.workers = n});
+    TcpListener l = rt->block_on([] { return listen_loopback(); });
+    const uint16_t port = addr_of(l).port();
+    auto server = rt->spawn([&l] {
+      auto acc = l.accept();
+      REQUIRE(acc.ok());
+      char c;
+      for (;;) {
+        auto r = acc->stream.read({&c, 1});
+        if (!r.ok() || *r == 0) return;
+        REQUIRE(acc->stream.write_all({&c, 1}).ok());
+      }
+    });
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    REQUIRE(fd >= 0);
+    sockaddr_in sa{};
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons(port);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) == 0);
+    auto round_trip = [fd](char c) {
+      REQUIRE(::write(fd, &c, 1) == 1);
+      char back = 0;
+      REQUIRE(::read(fd, &back, 1) == 1);
+      CHECK(back == c);
+    };
+    for (int i = 0; i < 10; ++i) round_trip('w');  // accepted, settled
+    RuntimeStats before = rt->stats();
+    for (int i = 0; i < kRounds; ++i) round_trip(static_cast<char>('a' + i % 26));
+    RuntimeStats after = rt->stats();
+    ::close(fd);
+    server.join();
+    auto delta = [&](uint64_t WorkerStats::*f) { return after.total(f) - before.total(f); };
+    const uint64_t polls = delta(&WorkerStats::polls);
+    const uint64_t sleeps = delta(&WorkerStats::idle_sleeps);
+    const uint64_t wakeups = delta(&WorkerStats::wakeups);
+    MESSAGE(n, " workers: polls ", polls, ", idle sleeps ", sleeps, ", eventfd wake-ups ", wakeups);
+    CHECK(sleeps >= kRounds / 5);  // the setup this test needs: idle workers
+    CHECK(wakeups <= kRounds / 10);
+    if (n == 1) CHECK(polls <= sleeps + sleeps / 4 + 10);  // was 2 per sleep
   });
 }
 

@@ -259,7 +259,11 @@ void Worker::push_local(Fiber* f, bool lifo) {
     sched_->inject_.push_batch(first, f, n + 1);
     break;
   }
-  sched_->notify_idle();
+  if (dispatching_io_) {
+    ++io_woken_;  // poll_once() notifies once, after the whole batch
+  } else {
+    sched_->notify_idle();
+  }
 }
 
 Fiber* Worker::next_local() {
@@ -335,7 +339,15 @@ Fiber* Worker::find_runnable() {
     Fiber* f = next_local();
     if (f == nullptr) f = take_from_inject(kMaxInjectBatch);
     if (f == nullptr) {
-      poll_once(0);
+      if (sched_->num_workers() > 1) {
+        poll_once(0);  // own sockets before a peer's queue
+      } else {
+        // Nobody to steal from: the sleep below polls at once, and a
+        // non-blocking poll first would double the epoll_wait calls of
+        // a worker that goes idle after every wake-up (low load).
+        drain_inbox();
+        fire_timers(this);
+      }
       f = next_local();
     }
     if (f == nullptr) f = steal();
@@ -405,6 +417,11 @@ void Worker::sleep_until_work() {
     counters_.bump(counters_.idle_sleeps);
     poll_once(timeout_until_next_timer());
   }
+  leave_idle();
+}
+
+void Worker::leave_idle() {
+  if (!sleeping_.load(std::memory_order_relaxed)) return;
   sleeping_.store(false, std::memory_order_seq_cst);
   sched_->remove_idle(this);
   if (woken_to_search_.exchange(false, std::memory_order_seq_cst)) searching_ = true;
@@ -495,10 +512,16 @@ void Worker::poll_once(int timeout_ms) {
   const int max_events = std::min(kMaxEvents, std::max(room, kMinPollEvents));
   if (timeout_ms != 0 || io_live_ > 0) {
     int n = poller_.wait(events_, max_events, timeout_ms);
+    // Off the idle list before waking anyone: a worker that woke from its
+    // own poller must not pick itself as the idle worker to wake (an
+    // eventfd write, and an epoll_wait that returns at once, per wake-up).
+    leave_idle();
     dispatching_io_ = true;
+    io_woken_ = 0;
     for (int i = 0; i < n; ++i) {
       uint64_t data = events_[i].data.u64;
       if (data == kWakeupData) {
+        counters_.bump(counters_.wakeups);
         wakeup_.drain();
       } else {
         counters_.bump(counters_.poll_events);
@@ -506,6 +529,14 @@ void Worker::poll_once(int timeout_ms) {
       }
     }
     dispatching_io_ = false;
+    // Wake an idle peer only for work this worker will not get to next:
+    // a lone woken fiber runs here at once, and waking a peer for it costs
+    // an eventfd write and a search that finds nothing, or a steal that
+    // moves the fiber to a cold CPU (tokio's rule is the same).
+    if (io_woken_ > 0 &&
+        (queue_.size() > (lifo_ == nullptr ? 1u : 0u) || sched_->inject_.len() > 0)) {
+      sched_->notify_idle();
+    }
     if (n > 0) drain_inbox();
   }
   fire_timers(this);
@@ -1272,6 +1303,7 @@ void Scheduler::fill_stats(RuntimeStats* out) const {
     s.messages = c.messages.load(std::memory_order_relaxed);
     s.timers_fired = c.timers_fired.load(std::memory_order_relaxed);
     s.idle_sleeps = c.idle_sleeps.load(std::memory_order_relaxed);
+    s.wakeups = c.wakeups.load(std::memory_order_relaxed);
     s.inject_taken = c.inject_taken.load(std::memory_order_relaxed);
     s.queue_depth = wp->queue_.size();
     out->workers.push_back(s);

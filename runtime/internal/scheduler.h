@@ -188,7 +188,7 @@ struct WorkerCounters {
   std::atomic<uint64_t> steal_attempts{0}, steal_successes{0}, stolen{0};
   std::atomic<uint64_t> parks{0}, unparks{0};
   std::atomic<uint64_t> polls{0}, poll_events{0}, messages{0}, timers_fired{0};
-  std::atomic<uint64_t> idle_sleeps{0}, inject_taken{0};
+  std::atomic<uint64_t> idle_sleeps{0}, wakeups{0}, inject_taken{0};
   void bump(std::atomic<uint64_t>& c, uint64_t n = 1) {
     c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
   }
@@ -255,6 +255,9 @@ class Worker {
   Fiber* take_from_inject(size_t max);
   Fiber* steal();
   void sleep_until_work();
+  // leave_idle() ends an idle period (off the idle list, sleeping_ false);
+  // a no-op when the worker is not idle.
+  void leave_idle();
   bool work_visible() const;
   void stop_searching();
   void resume(Fiber* f);                // from the worker's own stack
@@ -280,6 +283,7 @@ class Worker {
   // tokio's I/O driver do), not into the LIFO slot, where each would jump
   // ahead of every fiber woken before it.
   bool dispatching_io_ = false;
+  size_t io_woken_ = 0;  // fibers queued by the current dispatch
 
   MpscInbox<WorkerMessage> inbox_;
   Poller poller_;
