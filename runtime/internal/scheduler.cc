@@ -33,9 +33,12 @@
 //      queues). Only then does it block in epoll_wait until its next timer.
 //   3. Whoever adds work from outside (inject) or queues stealable work
 //      wakes one idle worker if nobody searches (notify_idle), handing it
-//      the searching role; whoever sends a worker a message signals its
-//      eventfd if sleeping_ is set. Steps 2 and 3 use seq_cst operations on
-//      both sides, so one of them always sees the other.
+//      the searching role; a poller dispatch does so once per batch, and
+//      only for fibers beyond the one its worker runs next. Whoever sends
+//      a worker a message signals its eventfd if sleeping_ is set. Steps 2
+//      and 3 use seq_cst operations on both sides, so one of them always
+//      sees the other. A worker woken by its poller leaves the idle list
+//      before dispatching, so it never picks itself.
 //
 // # Shutdown
 //   1. stop() sets stopping_ and sends every worker kShutdown; workers
