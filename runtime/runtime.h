@@ -63,8 +63,9 @@ struct WorkerStats {
   uint64_t steal_attempts = 0, steal_successes = 0, stolen = 0;
   uint64_t parks = 0, unparks = 0;
   uint64_t polls = 0, poll_events = 0, messages = 0, timers_fired = 0;
-  // idle_sleeps: blocking polls; wakeups: those ended by the worker's
-  // eventfd (a message, new work, or shutdown), not by I/O or a timer.
+  // idle_sleeps: blocking polls. wakeups: polls that found the worker's
+  // eventfd signalled (a message, new work, or shutdown, perhaps together
+  // with I/O).
   uint64_t idle_sleeps = 0, wakeups = 0, inject_taken = 0;
   size_t queue_depth = 0;
 };

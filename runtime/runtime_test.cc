@@ -396,6 +396,25 @@ TEST_CASE("an idle runtime burns no CPU") {
   CHECK(cpu_ms < 30.0);
 }
 
+TEST_CASE("a fiber woken by its timer wakes no idle peer") {
+  // The woken fiber runs on the worker whose timer fired; its idle peer
+  // must sleep on. (Each timer wake-up used to write the peer's eventfd,
+  // once the waking worker had left the idle list itself.)
+  constexpr int kSleeps = 200;
+  auto rt = *Runtime::create({.workers = 2});
+  auto [wakeups, sleeps] = rt->block_on([&rt] {
+    for (int i = 0; i < 5; ++i) this_fiber::sleep_for(absl::Microseconds(200));
+    RuntimeStats before = rt->stats();
+    for (int i = 0; i < kSleeps; ++i) this_fiber::sleep_for(absl::Microseconds(200));
+    RuntimeStats after = rt->stats();
+    auto delta = [&](uint64_t WorkerStats::*f) { return after.total(f) - before.total(f); };
+    return std::pair{delta(&WorkerStats::wakeups), delta(&WorkerStats::idle_sleeps)};
+  });
+  MESSAGE("eventfd wake-ups ", wakeups, ", idle sleeps ", sleeps);
+  CHECK(sleeps >= kSleeps / 2);  // the setup this test needs: idle workers
+  CHECK(wakeups <= kSleeps / 10);
+}
+
 TEST_CASE("stats count spawns, runs and completions") {
   auto rt = make(2);
   rt->block_on([] {

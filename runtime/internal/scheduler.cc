@@ -38,7 +38,8 @@
 //      a worker a message signals its eventfd if sleeping_ is set. Steps 2
 //      and 3 use seq_cst operations on both sides, so one of them always
 //      sees the other. A worker woken by its poller leaves the idle list
-//      before dispatching, so it never picks itself.
+//      before dispatching events and timers, so their wake-up never picks
+//      the worker itself.
 //
 // # Shutdown
 //   1. stop() sets stopping_ and sends every worker kShutdown; workers
@@ -513,14 +514,18 @@ void Worker::poll_once(int timeout_ms) {
   // only happens with the queue empty.)
   const int room = static_cast<int>(queue_.capacity() - queue_.size());
   const int max_events = std::min(kMaxEvents, std::max(room, kMinPollEvents));
+  // Fibers woken from here to the end of fire_timers() (readiness and
+  // timers) go to the back of the queue in order, and wake an idle peer at
+  // most once, at the end.
+  dispatching_io_ = true;
+  io_woken_ = 0;
+  int n = 0;
   if (timeout_ms != 0 || io_live_ > 0) {
-    int n = poller_.wait(events_, max_events, timeout_ms);
-    // Off the idle list before waking anyone: a worker that woke from its
-    // own poller must not pick itself as the idle worker to wake (an
-    // eventfd write, and an epoll_wait that returns at once, per wake-up).
+    n = poller_.wait(events_, max_events, timeout_ms);
+    // Off the idle list before waking anyone, so the wake-up below cannot
+    // pick this worker (an eventfd write, and a next sleep that returns at
+    // once to read it).
     leave_idle();
-    dispatching_io_ = true;
-    io_woken_ = 0;
     for (int i = 0; i < n; ++i) {
       uint64_t data = events_[i].data.u64;
       if (data == kWakeupData) {
@@ -531,18 +536,18 @@ void Worker::poll_once(int timeout_ms) {
         dispatch_io(data, events_[i].events);
       }
     }
-    dispatching_io_ = false;
-    // Wake an idle peer only for work this worker will not get to next:
-    // a lone woken fiber runs here at once, and waking a peer for it costs
-    // an eventfd write and a search that finds nothing, or a steal that
-    // moves the fiber to a cold CPU (tokio's rule is the same).
-    if (io_woken_ > 0 &&
-        (queue_.size() > (lifo_ == nullptr ? 1u : 0u) || sched_->inject_.len() > 0)) {
-      sched_->notify_idle();
-    }
-    if (n > 0) drain_inbox();
   }
   fire_timers(this);
+  dispatching_io_ = false;
+  // Wake an idle peer only for work this worker will not get to next:
+  // a lone woken fiber runs here at once, and waking a peer for it costs
+  // an eventfd write and a search that finds nothing, or a steal that
+  // moves the fiber to a cold CPU (tokio's rule is the same).
+  if (io_woken_ > 0 &&
+      (queue_.size() > (lifo_ == nullptr ? 1u : 0u) || sched_->inject_.len() > 0)) {
+    sched_->notify_idle();
+  }
+  if (n > 0) drain_inbox();
 }
 
 void Worker::drain_inbox() {

@@ -282,8 +282,10 @@ class Worker {
   // go to the back of the queue, in event order (as Go's netpoll and
   // tokio's I/O driver do), not into the LIFO slot, where each would jump
   // ahead of every fiber woken before it.
+  // The same holds for fibers woken by timers in poll_once(), which also
+  // defers the notify_idle() of every push to one call at its end.
   bool dispatching_io_ = false;
-  size_t io_woken_ = 0;  // fibers queued by the current dispatch
+  size_t io_woken_ = 0;  // fibers queued by the current poll_once()
 
   MpscInbox<WorkerMessage> inbox_;
   Poller poller_;
