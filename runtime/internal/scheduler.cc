@@ -520,21 +520,19 @@ void Worker::poll_once(int timeout_ms) {
   dispatching_io_ = true;
   io_woken_ = 0;
   int n = 0;
-  if (timeout_ms != 0 || io_live_ > 0) {
-    n = poller_.wait(events_, max_events, timeout_ms);
-    // Off the idle list before waking anyone, so the wake-up below cannot
-    // pick this worker (an eventfd write, and a next sleep that returns at
-    // once to read it).
-    leave_idle();
-    for (int i = 0; i < n; ++i) {
-      uint64_t data = events_[i].data.u64;
-      if (data == kWakeupData) {
-        counters_.bump(counters_.wakeups);
-        wakeup_.drain();
-      } else {
-        counters_.bump(counters_.poll_events);
-        dispatch_io(data, events_[i].events);
-      }
+  if (timeout_ms != 0 || io_live_ > 0) n = poller_.wait(events_, max_events, timeout_ms);
+  // Off the idle list before waking anyone, so the wake-up below cannot
+  // pick this worker (an eventfd write, and a next sleep that returns at
+  // once to read it).
+  leave_idle();
+  for (int i = 0; i < n; ++i) {
+    uint64_t data = events_[i].data.u64;
+    if (data == kWakeupData) {
+      counters_.bump(counters_.wakeups);
+      wakeup_.drain();
+    } else {
+      counters_.bump(counters_.poll_events);
+      dispatch_io(data, events_[i].events);
     }
   }
   fire_timers(this);
