@@ -361,9 +361,9 @@ TEST_CASE("a worker busy with more yielding fibers than its queue holds still fi
   // 1,000 yielders on one worker: 256 fit the local queue, the rest keep
   // the inject queue non-empty. The busy poll (timers, sockets, inbox) must
   // still run; if it did not, the sleeper would never wake and the
-  // yielders would never stop.
+  // yielders would never stop (the test would hang).
   auto rt = *Runtime::create({.workers = 1});
-  rt->block_on([] {
+  auto [during, inject_taken] = rt->block_on([&rt] {
     std::atomic<bool> stop{false};
     std::atomic<int64_t> yields{0};
     std::vector<JoinHandle<void>> yielders;
@@ -375,14 +375,24 @@ TEST_CASE("a worker busy with more yielding fibers than its queue holds still fi
         }
       }));
     }
+    // The sleep starts once the yielders are cycling, not while they are
+    // still being started (slow under the sanitizers).
+    while (yields.load(std::memory_order_relaxed) < 2000) this_fiber::yield();
+    uint64_t taken_before = rt->stats().total(&WorkerStats::inject_taken);
+    int64_t during = 0;
     auto sleeper = spawn([&] {
+      int64_t before = yields.load();
       this_fiber::sleep_for(absl::Milliseconds(20));
+      during = yields.load() - before;
       stop.store(true);
     });
     sleeper.join();
     for (auto& h : yielders) h.join();
-    CHECK(yields.load() > 1000);  // they ran while the sleeper slept
+    return std::pair{during, rt->stats().total(&WorkerStats::inject_taken) - taken_before};
   });
+  MESSAGE("yields during the sleep ", during, ", fibers taken from the inject queue ", inject_taken);
+  CHECK(during > 0);        // the yielders ran while the sleeper slept
+  CHECK(inject_taken > 0);  // with the local queue overflowing into the inject queue
 }
 
 TEST_CASE("an idle runtime burns no CPU") {
