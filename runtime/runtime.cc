@@ -2,6 +2,7 @@
 
 #include <cstdio>
 #include <typeinfo>
+#include <utility>
 
 namespace weft {
 
@@ -59,7 +60,11 @@ void JoinStateBase::wait_and_rethrow() {
   }
   lock_.unlock();
   if (cancelled_) throw FiberCancelled();
-  if (error_) std::rethrow_exception(error_);
+  // The one joiner takes the exception: the join state may be freed by the
+  // fiber's worker while the caller still handles it, and the exception's
+  // reference count lives in the uninstrumented C++ runtime, so TSan would
+  // not see that free ordered after the caller's reads.
+  if (error_) std::rethrow_exception(std::exchange(error_, nullptr));
 }
 
 Scheduler* current_scheduler_or_die(const char* what) {
