@@ -263,8 +263,8 @@ void Worker::push_local(Fiber* f, bool lifo) {
     sched_->inject_.push_batch(first, f, n + 1);
     break;
   }
-  if (dispatching_io_) {
-    ++io_woken_;  // poll_once() notifies once, after the whole batch
+  if (in_poll_) {
+    ++poll_woken_;  // poll_once() notifies once, after the whole batch
   } else {
     sched_->notify_idle();
   }
@@ -517,8 +517,8 @@ void Worker::poll_once(int timeout_ms) {
   // Fibers woken from here to the end of fire_timers() (readiness and
   // timers) go to the back of the queue in order, and wake an idle peer at
   // most once, at the end.
-  dispatching_io_ = true;
-  io_woken_ = 0;
+  in_poll_ = true;
+  poll_woken_ = 0;
   int n = 0;
   if (timeout_ms != 0 || io_live_ > 0) n = poller_.wait(events_, max_events, timeout_ms);
   // Off the idle list before waking anyone, so the wake-up below cannot
@@ -536,12 +536,12 @@ void Worker::poll_once(int timeout_ms) {
     }
   }
   fire_timers(this);
-  dispatching_io_ = false;
+  in_poll_ = false;
   // Wake an idle peer only for work this worker will not get to next:
   // a lone woken fiber runs here at once, and waking a peer for it costs
   // an eventfd write and a search that finds nothing, or a steal that
   // moves the fiber to a cold CPU (tokio's rule is the same).
-  if (io_woken_ > 0 &&
+  if (poll_woken_ > 0 &&
       (queue_.size() > (lifo_ == nullptr ? 1u : 0u) || sched_->inject_.len() > 0)) {
     sched_->notify_idle();
   }
@@ -778,7 +778,7 @@ void schedule(Fiber* f) {
   Worker* w = current_worker();
   if (w != nullptr && w->sched_ == f->sched) {
     w->counters_.bump(w->counters_.unparks);
-    w->push_local(f, !w->dispatching_io_);
+    w->push_local(f, !w->in_poll_);
   } else {
     f->sched->inject(f);
   }

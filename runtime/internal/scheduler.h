@@ -278,14 +278,13 @@ class Worker {
   RunQueue<Fiber> queue_;
   Fiber* lifo_ = nullptr;  // owner only; never stolen
   int lifo_streak_ = 0;
-  // True while poll_once() dispatches readiness: fibers woken by the poller
-  // go to the back of the queue, in event order (as Go's netpoll and
-  // tokio's I/O driver do), not into the LIFO slot, where each would jump
-  // ahead of every fiber woken before it.
-  // The same holds for fibers woken by timers in poll_once(), which also
-  // defers the notify_idle() of every push to one call at its end.
-  bool dispatching_io_ = false;
-  size_t io_woken_ = 0;  // fibers queued by the current poll_once()
+  // True while poll_once() dispatches readiness and fires timers: the
+  // fibers they wake go to the back of the queue, in event order (as Go's
+  // netpoll and tokio's I/O driver do), not into the LIFO slot, where each
+  // would jump ahead of every fiber woken before it; and their pushes leave
+  // notify_idle() to one call at the end of poll_once().
+  bool in_poll_ = false;
+  size_t poll_woken_ = 0;  // fibers queued by the current poll_once()
 
   MpscInbox<WorkerMessage> inbox_;
   Poller poller_;
