@@ -20,6 +20,14 @@ run() {
   p=$(grep -cE "^//.* PASSED" "$log")
   f=$(grep -cE "^//.* (FAILED|TIMEOUT|NO STATUS)" "$log")
   if grep -q "^ERROR: " "$log" && [ "$f" -eq 0 ]; then f=1; fi  # build failure
+  # Show why each failing target failed: the end of its test log.
+  local target
+  for target in $(grep -E "^//.* (FAILED|TIMEOUT)" "$log" | awk '{print $1}'); do
+    local path=${target#//}
+    path=bazel-testlogs/${path/://}/test.log
+    echo "--- $label: $target: last 80 lines of $path" >&2
+    tail -n 80 "$path" >&2 2>/dev/null || echo "(no log)" >&2
+  done
   echo "$label: $p passed, $f failed" >&2
   passed=$((passed + p))
   failed=$((failed + f))
