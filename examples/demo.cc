@@ -74,9 +74,11 @@ bool socket_demo(weft::Runtime& rt, int connections, double seconds, int migrate
           // Closed at the end of the run.
           if (code == absl::StatusCode::kCancelled || code == absl::StatusCode::kFailedPrecondition) return;
           // Anything else (a connection reset before it was accepted, out
-          // of descriptors) is reported; the server keeps accepting.
+          // of descriptors) is reported; the server keeps accepting. Out of
+          // descriptors, accept() itself backs off before the next try.
           std::printf("accept: %s\n", c.status().ToString().c_str());
           ++out.accept_errors;
+          if (code != absl::StatusCode::kResourceExhausted) weft::this_fiber::sleep_for(absl::Milliseconds(10));
           continue;
         }
         ++out.served;
