@@ -349,8 +349,7 @@ Fiber* Worker::find_runnable() {
         // Nobody to steal from: the sleep below polls at once, and a
         // non-blocking poll first would double the epoll_wait calls of
         // a worker that goes idle after every wake-up (low load).
-        drain_inbox();
-        fire_timers(this);
+        poll_once(0, /*use_poller=*/false);
       }
       f = next_local();
     }
@@ -502,8 +501,8 @@ void Worker::notify() {
   if (sleeping_.load(std::memory_order_seq_cst)) wakeup_.signal();
 }
 
-void Worker::poll_once(int timeout_ms) {
-  counters_.bump(counters_.polls);
+void Worker::poll_once(int timeout_ms, bool use_poller) {
+  if (use_poller) counters_.bump(counters_.polls);
   drain_inbox();
   // Take no more events than the run queue has room for: the rest wait in
   // the kernel's ready list, in order, for the next poll. Taking them all
@@ -520,7 +519,7 @@ void Worker::poll_once(int timeout_ms) {
   in_poll_ = true;
   poll_woken_ = 0;
   int n = 0;
-  if (timeout_ms != 0 || io_live_ > 0) n = poller_.wait(events_, max_events, timeout_ms);
+  if (use_poller && (timeout_ms != 0 || io_live_ > 0)) n = poller_.wait(events_, max_events, timeout_ms);
   // Off the idle list before waking anyone, so the wake-up below cannot
   // pick this worker (an eventfd write, and a next sleep that returns at
   // once to read it).

@@ -263,7 +263,11 @@ class Worker {
   void resume(Fiber* f);                // from the worker's own stack
   void switch_to(Fiber* from, Fiber* to, SwitchAction action);
   static void after_switch(Transfer t);
-  void poll_once(int timeout_ms);
+  // poll_once() drains the inbox, dispatches readiness (blocking up to
+  // timeout_ms, -1: no limit) and fires due timers, as one wake batch.
+  // use_poller=false skips epoll_wait (and the polls counter): inbox and
+  // timers only.
+  void poll_once(int timeout_ms, bool use_poller = true);
   void drain_inbox();
   void handle_io_message(IoMessage* m);
   void dispatch_io(uint64_t data, uint32_t events);
