@@ -18,7 +18,7 @@
 #include <type_traits>
 #include <utility>
 
-#include "runtime/internal/scheduler.h"
+#include "runtime/internal/park.h"
 
 namespace weft {
 

@@ -8,6 +8,7 @@
 #include <atomic>
 #include <thread>
 
+#include "runtime/internal/runtime_access.h"
 #include "runtime/internal/scheduler.h"
 #include "runtime/runtime.h"
 
@@ -52,7 +53,7 @@ absl::Status send(internal::Worker* w, IoMessage* m, internal::IoToken* token = 
 
 TEST_CASE("socket messages register, report, time out and close") {
   auto rt = *Runtime::create({.workers = 2});
-  internal::Worker* w = rt->scheduler()->worker(1);
+  internal::Worker* w = internal::RuntimeAccess::scheduler(*rt)->worker(1);
   int fds[2];
   REQUIRE(pipe2(fds, O_NONBLOCK | O_CLOEXEC) == 0);
   Recorder rec;
@@ -166,7 +167,7 @@ TEST_CASE("a socket message sent while the runtime stops is handled or cancelled
   reg.events = EPOLLIN;
   Completion done;
   reg.done = &done;
-  rt2->scheduler()->worker(0)->send(&reg);
+  internal::RuntimeAccess::scheduler(*rt2)->worker(0)->send(&reg);
   std::thread stopper([&] { rt2->shutdown(); });
   std::this_thread::sleep_for(std::chrono::milliseconds(10));
   hold.store(false);

@@ -38,49 +38,12 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "runtime/internal/scheduler.h"
+#include "runtime/internal/park.h"
+#include "runtime/options.h"
+#include "runtime/internal/spawn.h"
 #include "runtime/platform/check.h"
 
 namespace weft {
-
-struct RuntimeOptions {
-  // Worker threads; 0 means one per online CPU.
-  int workers = 0;
-  // Default usable stack size of a fiber (rounded up to pages, >= 16 KiB).
-  // Only touched pages cost memory.
-  size_t stack_size = 64 * 1024;
-  // Free default-size stacks each worker keeps for reuse. A stack that
-  // does not fit is unmapped; size this near the number of fibers that run
-  // at once per worker, or churn costs an mmap/munmap per fiber.
-  size_t stack_cache_size = 1024;
-  // Seed of the steal-victim order; 0 picks one from the clock.
-  uint64_t seed = 0;
-};
-
-struct WorkerStats {
-  int worker = 0;
-  uint64_t spawned = 0, run = 0, completed = 0;
-  uint64_t steal_attempts = 0, steal_successes = 0, stolen = 0;
-  uint64_t parks = 0, unparks = 0;
-  uint64_t polls = 0, poll_events = 0, messages = 0, timers_fired = 0;
-  // idle_sleeps: blocking polls. wakeups: polls that found the worker's
-  // eventfd signalled (a message, new work, or shutdown, perhaps together
-  // with I/O).
-  uint64_t idle_sleeps = 0, wakeups = 0, inject_taken = 0;
-  size_t queue_depth = 0;
-};
-
-struct RuntimeStats {
-  std::vector<WorkerStats> workers;
-  size_t inject_depth = 0;
-  int64_t live_fibers = 0;
-  // Sum of a counter over all workers, e.g. total(&WorkerStats::run).
-  uint64_t total(uint64_t WorkerStats::*field) const {
-    uint64_t s = 0;
-    for (const auto& w : workers) s += w.*field;
-    return s;
-  }
-};
 
 // Thrown by JoinHandle::join() when the runtime cancelled the fiber.
 class FiberCancelled : public std::runtime_error {
@@ -101,38 +64,6 @@ struct SpawnOptions {
 };
 
 namespace internal {
-
-// JoinState: the result slot shared by a fiber and its JoinHandle. It
-// lives in the fiber's control block (after the Fiber, before the task) and
-// frees the block when both references are gone: the handle's, and the
-// fiber's, dropped once it has exited.
-class JoinStateBase {
- public:
-  explicit JoinStateBase(void* block) : block_(block) {}
-  virtual ~JoinStateBase() = default;
-  void release() {
-    if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
-      void* block = block_;
-      this->~JoinStateBase();
-      ::operator delete(block);
-    }
-  }
-  // complete() publishes the outcome and wakes the joiner. Called once, by
-  // the fiber (or the runtime when it cancels a fiber that never ran).
-  void complete(std::exception_ptr error, bool cancelled, uint64_t fiber_id);
-  // wait() suspends (or blocks the thread) until complete(); then rethrows.
-  void wait_and_rethrow();
-  bool done() const { return done_.load(std::memory_order_acquire); }
-
- private:
-  void* const block_;
-  std::atomic<int> refs_{2};  // the handle and the fiber
-  std::atomic<bool> done_{false};
-  SpinLock lock_;
-  WaitList waiters_;
-  std::exception_ptr error_;
-  bool cancelled_ = false;
-};
 
 template <class T>
 class JoinState : public JoinStateBase {
@@ -165,7 +96,7 @@ class Task final : public TaskBase {
       error = std::current_exception();
     }
     fn_.reset();  // captures die on the fiber, before the joiner wakes
-    state_->complete(error, cancelled, current_fiber()->id);
+    state_->complete(error, cancelled, current_fiber_id());
   }
   void cancel() override {
     fn_.reset();
@@ -181,6 +112,8 @@ class Task final : public TaskBase {
   JoinState<T>* state_;
 };
 
+struct RuntimeAccess;  // runtime_access.h (tests)
+
 template <class Fn>
 using SpawnResult = std::invoke_result_t<std::decay_t<Fn>&>;
 
@@ -194,21 +127,14 @@ absl::StatusOr<JoinState<SpawnResult<Fn>>*> start_fiber(Scheduler* sched, size_t
                 "over-aligned fiber function objects are not supported");
   constexpr size_t kStateSize = (sizeof(StateT) + 15) & ~size_t{15};
   void* mem = nullptr;
-  auto fiber = sched->new_fiber(stack_size, kStateSize + sizeof(TaskT), &mem);
+  auto fiber = new_fiber(sched, stack_size, kStateSize + sizeof(TaskT), &mem);
   if (!fiber.ok()) return fiber.status();
   Fiber* f = *fiber;
   auto* state = new (mem) StateT(f);
-  f->join = state;
-  f->task = new (static_cast<char*>(mem) + kStateSize) TaskT(std::decay_t<Fn>(std::forward<Fn>(fn)), state);
-  if (target_worker >= 0) {
-    sched->submit_to(f, target_worker);
-  } else {
-    sched->submit(f);
-  }
+  auto* task = new (static_cast<char*>(mem) + kStateSize) TaskT(std::decay_t<Fn>(std::forward<Fn>(fn)), state);
+  start_new_fiber(sched, f, state, task, target_worker);
   return state;
 }
-
-Scheduler* current_scheduler_or_die(const char* what);
 
 }  // namespace internal
 
@@ -243,7 +169,7 @@ class JoinHandle {
       internal::JoinState<T>* s;
       ~Release() { s->release(); }
     } release{s};
-    s->wait_and_rethrow();
+    if (s->wait()) throw FiberCancelled();
     if constexpr (!std::is_void_v<T>) return std::move(*s->value);
   }
 
@@ -280,7 +206,7 @@ class Runtime {
   Runtime(const Runtime&) = delete;
   Runtime& operator=(const Runtime&) = delete;
 
-  int num_workers() const { return sched_->num_workers(); }
+  int num_workers() const;
 
   // Runtime::spawn()
   //
@@ -320,7 +246,7 @@ class Runtime {
   // aborts.
   template <class Fn>
   internal::SpawnResult<Fn> block_on(Fn&& fn) {
-    WEFT_CHECK(internal::current_worker() == nullptr,
+    WEFT_CHECK(!internal::on_worker_thread(),
                "Runtime::block_on() called on a worker thread; use spawn() and join() on fibers");
     return spawn(std::forward<Fn>(fn)).join();
   }
@@ -334,10 +260,9 @@ class Runtime {
 
   RuntimeStats stats() const;
 
-  internal::Scheduler* scheduler() const { return sched_.get(); }
-
  private:
-  explicit Runtime(std::unique_ptr<internal::Scheduler> s) : sched_(std::move(s)) {}
+  friend struct internal::RuntimeAccess;
+  explicit Runtime(std::unique_ptr<internal::Scheduler> s);
   std::unique_ptr<internal::Scheduler> sched_;
 };
 

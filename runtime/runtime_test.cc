@@ -1,3 +1,4 @@
+#include "runtime/internal/stack_pool.h"
 #include "runtime/runtime.h"
 
 #include <doctest/doctest.h>

@@ -35,7 +35,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "runtime/internal/scheduler.h"
+#include "runtime/internal/park.h"
 #include "runtime/internal/spin_lock.h"
 #include "runtime/platform/check.h"
 
@@ -100,18 +100,15 @@ class Channel {
   // what is buffered and then get kOutOfRange; waiting senders get
   // kFailedPrecondition and keep their values. Idempotent.
   void close() {
-    std::vector<internal::Fiber*> wake;
-    {
-      std::lock_guard<internal::SpinLock> g(lock_);
-      closed_ = true;
-      for (internal::WaitList* l : {&recv_waiters_, &send_waiters_}) {
-        while (internal::Waiter* w = l->pop_front()) {
-          w->signal = kClosedSignal;
-          if (internal::Fiber* f = w->notify_locked()) wake.push_back(f);
-        }
+    internal::WakeSet wake;
+    std::lock_guard<internal::SpinLock> g(lock_);
+    closed_ = true;
+    for (internal::WaitList* l : {&recv_waiters_, &send_waiters_}) {
+      while (internal::Waiter* w = l->pop_front()) {
+        w->signal = kClosedSignal;
+        wake.add(w);
       }
     }
-    for (internal::Fiber* f : wake) internal::schedule(f);
   }
 
   bool is_closed() const {

@@ -43,14 +43,9 @@ void ConditionVariable::notify_one() {
 }
 
 void ConditionVariable::notify_all() {
-  std::vector<internal::Fiber*> wake;
-  {
-    std::lock_guard<internal::SpinLock> g(lock_);
-    while (internal::Waiter* w = waiters_.pop_front()) {
-      if (internal::Fiber* f = w->notify_locked()) wake.push_back(f);
-    }
-  }
-  for (internal::Fiber* f : wake) internal::schedule(f);
+  internal::WakeSet wake;
+  std::lock_guard<internal::SpinLock> g(lock_);
+  wake.add_all(waiters_);
 }
 
 }  // namespace weft

@@ -9,7 +9,7 @@
 #include <mutex>
 
 #include "absl/time/time.h"
-#include "runtime/internal/scheduler.h"
+#include "runtime/internal/park.h"
 #include "runtime/internal/spin_lock.h"
 #include "sync/mutex.h"
 

@@ -11,13 +11,10 @@ namespace weft {
 Event::~Event() { WEFT_CHECK(waiters_.empty(), "Event destroyed while fibers wait on it"); }
 
 void Event::set() {
-  std::vector<internal::Fiber*> wake;
-  {
-    std::lock_guard<internal::SpinLock> g(lock_);
-    set_ = true;
-    internal::notify_all_locked(waiters_, &wake);
-  }
-  for (internal::Fiber* f : wake) internal::schedule(f);
+  internal::WakeSet wake;
+  std::lock_guard<internal::SpinLock> g(lock_);
+  set_ = true;
+  wake.add_all(waiters_);
 }
 
 void Event::reset() {

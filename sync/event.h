@@ -6,7 +6,7 @@
 #pragma once
 
 #include "absl/time/time.h"
-#include "runtime/internal/scheduler.h"
+#include "runtime/internal/park.h"
 #include "runtime/internal/spin_lock.h"
 
 namespace weft {

@@ -5,13 +5,14 @@
 
 #include <mutex>
 
+#include "runtime/internal/spawn.h"
 #include "runtime/platform/check.h"
 
 namespace weft {
 
 namespace internal {
 uint64_t caller_id() {
-  if (Fiber* f = current_fiber()) return f->id;
+  if (uint64_t id = current_fiber_id()) return id;
   static thread_local uint64_t tid = (uint64_t{1} << 63) | static_cast<uint64_t>(::syscall(SYS_gettid));
   return tid;
 }

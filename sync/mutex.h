@@ -12,7 +12,7 @@
 #include <cstdint>
 
 #include "absl/base/thread_annotations.h"
-#include "runtime/internal/scheduler.h"
+#include "runtime/internal/park.h"
 #include "runtime/internal/spin_lock.h"
 
 namespace weft {

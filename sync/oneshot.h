@@ -23,7 +23,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "runtime/internal/scheduler.h"
+#include "runtime/internal/park.h"
 #include "runtime/internal/spin_lock.h"
 
 namespace weft {
@@ -36,14 +36,9 @@ struct OneshotState {
   bool sent = false, received = false, sender_gone = false, receiver_gone = false;
   WaitList waiters;
   void wake_all() {
-    std::vector<Fiber*> wake;
-    {
-      std::lock_guard<SpinLock> g(lock);
-      while (Waiter* w = waiters.pop_front()) {
-        if (Fiber* f = w->notify_locked()) wake.push_back(f);
-      }
-    }
-    for (Fiber* f : wake) schedule(f);
+    WakeSet wake;
+    std::lock_guard<SpinLock> g(lock);
+    wake.add_all(waiters);
   }
 };
 }  // namespace internal

@@ -46,17 +46,13 @@ bool Semaphore::acquire_impl(int64_t deadline_nanos) {
 
 void Semaphore::release(int64_t n) {
   WEFT_CHECK(n >= 1, "Semaphore::release(%lld)", static_cast<long long>(n));
-  std::vector<internal::Fiber*> wake;
-  {
-    std::lock_guard<internal::SpinLock> g(lock_);
-    while (n > 0 && !waiters_.empty()) {
-      internal::Waiter* w = waiters_.pop_front();
-      if (internal::Fiber* f = w->notify_locked()) wake.push_back(f);
-      --n;
-    }
-    permits_ += n;
+  internal::WakeSet wake;
+  std::lock_guard<internal::SpinLock> g(lock_);
+  while (n > 0 && !waiters_.empty()) {
+    wake.add(waiters_.pop_front());
+    --n;
   }
-  for (internal::Fiber* f : wake) internal::schedule(f);
+  permits_ += n;
 }
 
 int64_t Semaphore::available() const {

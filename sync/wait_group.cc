@@ -15,14 +15,11 @@ WaitGroup::WaitGroup(int64_t initial) : count_(initial) {
 WaitGroup::~WaitGroup() { WEFT_CHECK(waiters_.empty(), "WaitGroup destroyed while fibers wait on it"); }
 
 void WaitGroup::add(int64_t n) {
-  std::vector<internal::Fiber*> wake;
-  {
-    std::lock_guard<internal::SpinLock> g(lock_);
-    count_ += n;
-    WEFT_CHECK(count_ >= 0, "WaitGroup count went negative (done() called more often than add())");
-    if (count_ == 0) internal::notify_all_locked(waiters_, &wake);
-  }
-  for (internal::Fiber* f : wake) internal::schedule(f);
+  internal::WakeSet wake;
+  std::lock_guard<internal::SpinLock> g(lock_);
+  count_ += n;
+  WEFT_CHECK(count_ >= 0, "WaitGroup count went negative (done() called more often than add())");
+  if (count_ == 0) wake.add_all(waiters_);
 }
 
 void WaitGroup::wait() { wait_impl(-1); }

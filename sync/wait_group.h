@@ -8,7 +8,7 @@
 #include <cstdint>
 
 #include "absl/time/time.h"
-#include "runtime/internal/scheduler.h"
+#include "runtime/internal/park.h"
 #include "runtime/internal/spin_lock.h"
 
 namespace weft {

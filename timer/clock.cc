@@ -7,7 +7,7 @@
 
 #include "absl/time/clock.h"
 
-namespace weft {
+namespace weft::internal {
 
 absl::Time SystemClock::now() const { return absl::Now(); }
 
@@ -17,4 +17,4 @@ uint64_t monotonic_nanos() {
   return static_cast<uint64_t>(ts.tv_sec) * 1000000000u + static_cast<uint64_t>(ts.tv_nsec);
 }
 
-}  // namespace weft
+}  // namespace weft::internal

@@ -4,12 +4,13 @@
 // It is an interface so that tests can drive time by hand (ManualClock, in
 // manual_clock.h). The timer wheel itself never reads a clock.
 #pragma once
+// NOT for users: the runtime's timer machinery, in weft::internal.
 
 #include <cstdint>
 
 #include "absl/time/time.h"
 
-namespace weft {
+namespace weft::internal {
 
 // Clock: a source of wall-clock time. Implementations are thread-safe.
 class Clock {
@@ -30,4 +31,4 @@ class SystemClock final : public Clock {
 // unaffected by changes to the wall clock. Its zero is unspecified (boot).
 uint64_t monotonic_nanos();
 
-}  // namespace weft
+}  // namespace weft::internal

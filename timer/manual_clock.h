@@ -3,6 +3,7 @@
 // ManualClock: a Clock for tests that moves only when told to. Thread-safe:
 // one thread may advance it while others read it.
 #pragma once
+// NOT for users: the runtime's timer machinery, in weft::internal.
 
 #include <atomic>
 #include <cstdint>
@@ -10,7 +11,7 @@
 #include "absl/time/time.h"
 #include "timer/clock.h"
 
-namespace weft {
+namespace weft::internal {
 
 // ManualClock: time is a count of nanoseconds since the Unix epoch, changed
 // only by advance() and set().
@@ -33,4 +34,4 @@ class ManualClock final : public Clock {
   std::atomic<int64_t> nanos_;
 };
 
-}  // namespace weft
+}  // namespace weft::internal

@@ -10,7 +10,7 @@
 #include "absl/base/internal/raw_logging.h"
 #include "absl/base/macros.h"
 
-namespace weft {
+namespace weft::internal {
 
 TimerEntry::TimerEntry(const TimerEntry& other) : owner(other.owner) {
   ABSL_RAW_CHECK(!other.linked(), "TimerEntry copied or moved while linked");
@@ -209,4 +209,4 @@ TimerEntry** TimerWheel::next_batch(uint64_t limit) {
   return nullptr;
 }
 
-}  // namespace weft
+}  // namespace weft::internal

@@ -24,12 +24,13 @@
 // Not thread-safe: the owner serializes calls (each runtime worker guards
 // its wheel with a lock). Never reads a clock; tests drive it tick by tick.
 #pragma once
+// NOT for users: the runtime's timer machinery, in weft::internal.
 
 #include <cstddef>
 #include <cstdint>
 #include <optional>
 
-namespace weft {
+namespace weft::internal {
 
 class TimerWheel;
 
@@ -206,4 +207,4 @@ size_t TimerWheel::advance(uint64_t now_tick, Fn&& fn) {
   return fired;
 }
 
-}  // namespace weft
+}  // namespace weft::internal

@@ -26,7 +26,7 @@
 #include "timer/clock.h"
 #include "timer/manual_clock.h"
 
-namespace weft {
+namespace weft::internal {
 namespace {
 
 constexpr uint64_t kMax = std::numeric_limits<uint64_t>::max();
@@ -694,4 +694,4 @@ TEST_CASE("SystemClock and monotonic_nanos") {
 }
 
 }  // namespace
-}  // namespace weft
+}  // namespace weft::internal

@@ -47,29 +47,6 @@
 
 namespace weft::internal {
 
-namespace {
-
-// WakeSet collects claimed fibers under a lock and schedules them after.
-struct WakeSet {
-  Fiber* small[8];
-  size_t n = 0;
-  std::vector<Fiber*> more;
-  void add(Fiber* f) {
-    if (f == nullptr) return;
-    if (n < 8) {
-      small[n++] = f;
-    } else {
-      more.push_back(f);
-    }
-  }
-  void run() {
-    for (size_t i = 0; i < n; ++i) schedule(small[i]);
-    for (Fiber* f : more) schedule(f);
-  }
-};
-
-}  // namespace
-
 absl::StatusOr<std::unique_ptr<SocketCore>> SocketCore::open(Scheduler* sched, int fd, int owner,
                                                              uint32_t interest, const char* kind) {
   if (owner < 0) {
@@ -137,7 +114,7 @@ void SocketCore::on_io_events(uint32_t events) {
       ready_[i] = true;
       return;
     }
-    while (Waiter* w = waiters_[i].pop_front()) wake.add(w->notify_locked());
+    wake.add_all(waiters_[i]);
   };
   {
     std::lock_guard<SpinLock> g(lock_);
@@ -152,7 +129,7 @@ void SocketCore::on_io_events(uint32_t events) {
     }
     if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) signal(1);
   }
-  wake.run();
+  wake.schedule_all();
 }
 
 void SocketCore::on_io_timeout(int index) {
@@ -164,9 +141,9 @@ void SocketCore::on_io_timeout(int index) {
     // The deadline moved (later, or cleared) after this timer was armed.
     if (d < 0 || monotonic_now() < d) return;
     expired_[index].store(true, std::memory_order_release);
-    while (Waiter* w = waiters_[index].pop_front()) wake.add(w->notify_locked());
+    wake.add_all(waiters_[index]);
   }
-  wake.run();
+  wake.schedule_all();
 }
 
 absl::Status SocketCore::set_deadline(Dir d, absl::Time deadline) {
@@ -181,10 +158,10 @@ absl::Status SocketCore::set_deadline(Dir d, absl::Time deadline) {
     deadline_[i] = mono;
     expired_[i].store(expired_now, std::memory_order_release);
     if (expired_now) {
-      while (Waiter* w = waiters_[i].pop_front()) wake.add(w->notify_locked());
+      wake.add_all(waiters_[i]);
     }
   }
-  wake.run();
+  wake.schedule_all();
   IoMessage m;
   m.token = token_;
   m.timer_index = i;
@@ -257,10 +234,10 @@ absl::Status SocketCore::migrate_to(int w) {
       {
         std::lock_guard<SpinLock> g(lock_);
         for (auto& list : waiters_) {
-          while (Waiter* x = list.pop_front()) wake.add(x->notify_locked());
+          wake.add_all(list);
         }
       }
-      wake.run();
+      wake.schedule_all();
     }
     target = from;
     st = absl::Status(st.code(), std::string(kind_) + "::migrate_to(" + std::to_string(w) +
@@ -279,11 +256,11 @@ absl::Status SocketCore::migrate_to(int w) {
       if (waiters_[i].empty()) {
         ready_[i] = true;
       } else {
-        while (Waiter* x = waiters_[i].pop_front()) wake.add(x->notify_locked());
+        wake.add_all(waiters_[i]);
       }
     }
   }
-  wake.run();
+  wake.schedule_all();
   for (int i = 0; i < 2; ++i) {
     if (deadlines[i] < 0) continue;
     IoMessage arm;
@@ -342,10 +319,10 @@ absl::Status SocketCore::close() {
     {
       std::lock_guard<SpinLock> g(lock_);
       for (auto& list : waiters_) {
-        while (Waiter* x = list.pop_front()) wake.add(x->notify_locked());
+        wake.add_all(list);
       }
     }
-    wake.run();
+    wake.schedule_all();
   }
   ctl_.unlock();
   // 3. Wait for the calls in flight. Never throws.

@@ -25,6 +25,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "runtime/internal/scheduler.h"
+#include "runtime/internal/worker.h"
 #include "runtime/internal/spin_lock.h"
 #include "runtime/platform/syscall.h"
 #include "sync/mutex.h"

@@ -8,7 +8,7 @@
 
 namespace weft::internal {
 
-absl::StatusOr<Poller> Poller::Create() {
+absl::StatusOr<Poller> Poller::create() {
   int fd = ::epoll_create1(EPOLL_CLOEXEC);
   if (fd < 0) return ErrnoStatus(errno, "epoll_create1");
   return Poller(fd);

@@ -16,7 +16,7 @@ namespace weft::internal {
 
 class Poller {
  public:
-  static absl::StatusOr<Poller> Create();
+  static absl::StatusOr<Poller> create();
   Poller(Poller&& o) noexcept : fd_(o.fd_) { o.fd_ = -1; }
   Poller& operator=(Poller&&) = delete;
   ~Poller();

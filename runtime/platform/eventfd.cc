@@ -9,7 +9,7 @@
 
 namespace weft::internal {
 
-absl::StatusOr<Wakeup> Wakeup::Create() {
+absl::StatusOr<Wakeup> Wakeup::create() {
   int fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (fd < 0) return ErrnoStatus(errno, "eventfd");
   return Wakeup(fd);

@@ -13,7 +13,7 @@ namespace weft::internal {
 
 class Wakeup {
  public:
-  static absl::StatusOr<Wakeup> Create();
+  static absl::StatusOr<Wakeup> create();
   Wakeup(Wakeup&& o) noexcept : fd_(o.fd_) { o.fd_ = -1; }
   Wakeup& operator=(Wakeup&&) = delete;
   ~Wakeup();

@@ -19,9 +19,9 @@ TEST_CASE("ErrnoStatus names the operation and the errno") {
 }
 
 TEST_CASE("Poller reports an eventfd signal and drain clears it") {
-  auto poller = Poller::Create();
+  auto poller = Poller::create();
   REQUIRE(poller.ok());
-  auto wake = Wakeup::Create();
+  auto wake = Wakeup::create();
   REQUIRE(wake.ok());
   REQUIRE(poller->add(wake->fd(), EPOLLIN, 42).ok());
   epoll_event ev[4];
@@ -38,8 +38,8 @@ TEST_CASE("Poller reports an eventfd signal and drain clears it") {
 }
 
 TEST_CASE("a signal from another thread ends a blocking wait") {
-  auto poller = Poller::Create();
-  auto wake = Wakeup::Create();
+  auto poller = Poller::create();
+  auto wake = Wakeup::create();
   REQUIRE(poller->add(wake->fd(), EPOLLIN, 7).ok());
   std::thread t([&] { wake->signal(); });
   epoll_event ev[1];
@@ -49,7 +49,7 @@ TEST_CASE("a signal from another thread ends a blocking wait") {
 }
 
 TEST_CASE("epoll_ctl errors come back as statuses") {
-  auto poller = Poller::Create();
+  auto poller = Poller::create();
   absl::Status s = poller->remove(12345);
   CHECK(!s.ok());
   CHECK(s.message().find("epoll_ctl") != std::string_view::npos);

@@ -1,25 +1,17 @@
 // sync/internal/wait_util.h
 //
 // The wait loop shared by the primitives whose waiters are all released at
-// once (WaitGroup, Event): wait until `ready()` holds, a notification, or
-// the deadline. NOT for users.
+// once (WaitGroup, Event; the waker uses WakeSet::add_all): wait until
+// `ready()` holds, a notification, or the deadline. NOT for users.
 #pragma once
 
 #include <mutex>
 #include <vector>
 
-#include "runtime/internal/scheduler.h"
+#include "runtime/internal/park.h"
 #include "runtime/internal/spin_lock.h"
 
 namespace weft::internal {
-
-// notify_all_locked() claims every waiter; the caller schedules the
-// returned fibers after unlocking.
-inline void notify_all_locked(WaitList& list, std::vector<Fiber*>* wake) {
-  while (Waiter* w = list.pop_front()) {
-    if (Fiber* f = w->notify_locked()) wake->push_back(f);
-  }
-}
 
 // wait_until_notified() returns true once ready() (evaluated under `lock`)
 // holds or a notification arrives, false at the deadline (monotonic nanos,

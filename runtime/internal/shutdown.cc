@@ -1,0 +1,159 @@
+// Shutdown: stop the workers, then cancel and unwind every fiber that has
+// not finished, so that no fiber, stack or control block outlives the
+// runtime.
+//
+// # Shutdown
+//   1. stop() sets stopping_ and sends every worker kShutdown; workers
+//      leave their loop at the next switch to their own stack.
+//   2. After joining them, the stopping thread sets stopped_ (later
+//      submissions from outside are cancelled at once) and adopts worker 0
+//      as the reaper. It gathers every queued fiber through each worker's
+//      take_all_for_shutdown().
+//   3. It marks every live fiber unwind_requested and claims the parked
+//      ones.
+//   4. It runs them: a fiber that never started is cancelled; one that is
+//      suspended returns from its suspension point by throwing FiberUnwind,
+//      which unwinds its stack and completes its JoinHandle as cancelled.
+//      What they wake lands on worker 0's queues and is gathered again;
+//      when nothing else is runnable, every wheel's timers are expired
+//      (expire_all_timers_for_shutdown), releasing sleepers.
+//   5. A fiber that blocks forever while unwinding is reported and its
+//      stack released. No fiber or stack remains afterwards.
+#include <cstdio>
+#include <mutex>
+#include <utility>
+
+#include "runtime/internal/park.h"
+#include "runtime/internal/scheduler.h"
+#include "runtime/internal/worker.h"
+#include "runtime/platform/check.h"
+
+namespace weft::internal {
+
+// --- the workers' entry points for the reaper -------------------------------
+
+void Worker::take_all_for_shutdown(std::vector<Fiber*>* out) {
+  WEFT_CHECK(!thread_.joinable(), "take_all_for_shutdown() on a running worker");
+  while (WorkerMessage* m = inbox_.pop()) {
+    if (m->kind == MessageKind::kSpawn || m->kind == MessageKind::kWake) {
+      out->push_back(m->fiber);
+    } else if (m->kind != MessageKind::kShutdown && m->kind != MessageKind::kStub) {
+      auto* io = static_cast<IoMessage*>(m);
+      if (io->done != nullptr) {
+        io->done->set(absl::CancelledError("runtime shut down"));
+      } else {
+        delete io;
+      }
+    }
+  }
+  if (lifo_ != nullptr) out->push_back(std::exchange(lifo_, nullptr));
+  while (Fiber* f = queue_.pop()) out->push_back(f);
+}
+
+bool Worker::expire_all_timers_for_shutdown(std::vector<Fiber*>* out) {
+  bool fired = false;
+  std::lock_guard<SpinLock> g(timer_lock_);
+  wheel_.advance(~uint64_t{0} >> 8, [&](TimerEntry* e) {
+    timers_armed_.fetch_sub(1, std::memory_order_relaxed);
+    auto tag = reinterpret_cast<uintptr_t>(e->owner);
+    if (tag & 1) return;  // a socket timer: its socket is being closed
+    Fiber* fb = static_cast<Fiber*>(e->owner);
+    if (try_claim(fb, fb->timer_seq)) {
+      out->push_back(fb);
+      fired = true;
+    }
+  });
+  return fired;
+}
+
+void Worker::adopt_thread_for_shutdown() {
+  WEFT_CHECK(!thread_.joinable(), "adopt_thread_for_shutdown() on a running worker");
+  set_current_worker(this);
+  init_thread_context(&thread_ctx_);
+}
+
+// --- stop and reap ------------------------------------------------------------
+
+void Scheduler::stop() {
+  std::lock_guard<std::mutex> g(stop_mu_);
+  if (stop_done_) return;
+  Worker* cw = current_worker();
+  WEFT_CHECK(cw == nullptr || cw->scheduler() != this,
+             "Runtime::shutdown() called from one of the runtime's own fibers or workers");
+  stopping_.store(true, std::memory_order_seq_cst);  // step 1
+  for (auto& w : workers_) {
+    if (w->thread_started()) w->send_shutdown();
+  }
+  for (auto& w : workers_) w->join_thread();
+  {
+    std::lock_guard<std::mutex> sg(submit_mu_);  // step 2
+    stopped_.store(true, std::memory_order_seq_cst);
+  }
+  reap();
+  stop_done_ = true;
+}
+
+void Scheduler::reap() {
+  Worker* w0 = workers_[0].get();
+  // stop() may run on a worker of another runtime: keep its identity.
+  Worker* const caller_worker = current_worker();
+  w0->adopt_thread_for_shutdown();
+  std::vector<Fiber*> ready;
+  // The list is unbounded: worker 0's local queue would overflow into the
+  // inject queue, which we drain too.
+  auto gather = [&] {
+    for (auto& wp : workers_) wp->take_all_for_shutdown(&ready);
+    size_t n = 0;
+    while (Fiber* chain = inject_.pop_batch(1024, &n)) {
+      for (; chain != nullptr; chain = chain->next) ready.push_back(chain);
+    }
+  };
+  gather();
+  // Step 3.
+  for (int i = 0; i <= num_workers(); ++i) {
+    RegistryShard& s = registry_[static_cast<size_t>(i)];
+    std::lock_guard<SpinLock> g(s.lock);
+    for (Fiber* f = s.head; f != nullptr; f = f->reg_next) {
+      f->unwind_requested = true;
+      if (try_claim(f, f->park_seq)) ready.push_back(f);
+    }
+  }
+  // Step 4.
+  for (;;) {
+    if (ready.empty()) gather();
+    if (!ready.empty()) {
+      Fiber* f = ready.back();
+      ready.pop_back();
+      w0->resume_for_shutdown(f);
+      continue;
+    }
+    bool fired = false;
+    for (auto& wp : workers_) fired |= wp->expire_all_timers_for_shutdown(&ready);
+    if (!fired) break;
+  }
+  // Step 5: whatever is left blocked forever while unwinding.
+  for (int i = 0; i <= num_workers(); ++i) {
+    RegistryShard& s = registry_[static_cast<size_t>(i)];
+    for (;;) {
+      Fiber* f;
+      {
+        std::lock_guard<SpinLock> g(s.lock);
+        f = s.head;
+      }
+      if (f == nullptr) break;
+      std::fprintf(stderr,
+                   "weft: fiber %llu stayed blocked while being cancelled at shutdown; "
+                   "its stack is released without finishing the unwind\n",
+                   static_cast<unsigned long long>(f->id));
+      unregister_fiber(f);
+      release_context(&f->ctx);
+      free_stack(f->stack);
+      cancel_join_state(f->join, f->id);  // its joiner must not wait forever
+      free_control_block(f);
+    }
+  }
+  w0->release_thread_after_shutdown();
+  set_current_worker(caller_worker);
+}
+
+}  // namespace weft::internal

@@ -1,0 +1,96 @@
+// What runtime.h's templates call: fiber creation and submission, and the
+// join state that a fiber and its JoinHandle share.
+#include "runtime/internal/spawn.h"
+
+#include <cstdio>
+#include <mutex>
+#include <typeinfo>
+#include <utility>
+
+#include "runtime/internal/fiber.h"
+#include "runtime/internal/scheduler.h"
+#include "runtime/internal/worker.h"
+#include "runtime/platform/check.h"
+
+namespace weft {
+namespace internal {
+
+void JoinStateBase::complete(std::exception_ptr error, bool cancelled, uint64_t fiber_id) {
+  if (error && refs_.load(std::memory_order_acquire) == 1) {
+    // Nobody holds the handle: the exception can never be observed.
+    const char* what = "unknown exception";
+    try {
+      std::rethrow_exception(error);
+    } catch (const std::exception& e) {
+      what = e.what();
+      Fatal(__FILE__, __LINE__, "exception escaped detached fiber %llu: %s",
+            static_cast<unsigned long long>(fiber_id), what);
+    } catch (...) {
+      Fatal(__FILE__, __LINE__, "exception escaped detached fiber %llu: %s",
+            static_cast<unsigned long long>(fiber_id), what);
+    }
+  }
+  WakeSet wake;
+  std::lock_guard<SpinLock> g(lock_);
+  error_ = std::move(error);
+  cancelled_ = cancelled;
+  done_.store(true, std::memory_order_release);
+  wake.add_all(waiters_);
+}
+
+void release_join_state(JoinStateBase* s) { s->release(); }
+
+void cancel_join_state(JoinStateBase* s, uint64_t fiber_id) { s->complete(nullptr, true, fiber_id); }
+
+bool JoinStateBase::wait() {
+  for (;;) {
+    lock_.lock();
+    if (done_.load(std::memory_order_relaxed)) break;
+    Waiter w;
+    waiters_.push_back(&w);
+    lock_.unlock();
+    settle_wait(w, waiters_, lock_, w.wait());
+  }
+  lock_.unlock();
+  if (cancelled_) return true;
+  // The one joiner takes the exception: the join state may be freed by the
+  // fiber's worker while the caller still handles it, and the exception's
+  // reference count lives in the uninstrumented C++ runtime, so TSan would
+  // not see that free ordered after the caller's reads.
+  if (error_) std::rethrow_exception(std::exchange(error_, nullptr));
+  return false;
+}
+
+Scheduler* current_scheduler_or_die(const char* what) {
+  Worker* w = current_worker();
+  WEFT_CHECK(w != nullptr, "%s called outside a weft runtime (not on a fiber or worker thread)", what);
+  return w->scheduler();
+}
+
+absl::StatusOr<Fiber*> new_fiber(Scheduler* s, size_t stack_size, size_t extra, void** extra_mem) {
+  return s->new_fiber(stack_size, extra, extra_mem);
+}
+
+void start_new_fiber(Scheduler* s, Fiber* f, JoinStateBase* join, TaskBase* task, int target_worker) {
+  f->join = join;
+  f->task = task;
+  if (target_worker >= 0) {
+    s->submit_to(f, target_worker);
+  } else {
+    s->submit(f);
+  }
+}
+
+uint64_t current_fiber_id() {
+  Fiber* f = current_fiber();
+  return f != nullptr ? f->id : 0;
+}
+
+bool on_worker_thread() { return current_worker() != nullptr; }
+
+int scheduler_workers(const Scheduler* s) { return s->num_workers(); }
+
+
+}  // namespace internal
+
+}  // namespace weft

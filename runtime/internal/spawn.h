@@ -1,0 +1,86 @@
+// runtime/internal/spawn.h
+//
+// What runtime.h's templates need to start a fiber and wait for it, and
+// nothing more: the task and join-state types, and opaque calls into the
+// scheduler. Keeps epoll, the run queue and the fiber context out of every
+// file that includes runtime.h. NOT for users.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "runtime/internal/park.h"
+#include "runtime/internal/spin_lock.h"
+
+namespace weft::internal {
+
+class Scheduler;
+
+// The body of a fiber, constructed in its control block. run() executes the
+// user's function and publishes the result; cancel() publishes that the
+// fiber was cancelled before it ran. The destructor destroys the function.
+class TaskBase {
+ public:
+  virtual ~TaskBase() = default;
+  virtual void run() = 0;
+  virtual void cancel() = 0;
+  // fail() publishes that the fiber could not start (no stack).
+  virtual void fail(const absl::Status& why) = 0;
+};
+
+// JoinState: the result slot shared by a fiber and its JoinHandle. It
+// lives in the fiber's control block (after the Fiber, before the task) and
+// frees the block when both references are gone: the handle's, and the
+// fiber's, dropped once it has exited.
+class JoinStateBase {
+ public:
+  explicit JoinStateBase(void* block) : block_(block) {}
+  virtual ~JoinStateBase() = default;
+  void release() {
+    if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+      void* block = block_;
+      this->~JoinStateBase();
+      ::operator delete(block);
+    }
+  }
+  // complete() publishes the outcome and wakes the joiner. Called once, by
+  // the fiber (or the runtime when it cancels a fiber that never ran).
+  void complete(std::exception_ptr error, bool cancelled, uint64_t fiber_id);
+  // wait() suspends (or blocks the thread) until complete(), then
+  // rethrows the fiber's exception, if any; returns true if the fiber was
+  // cancelled. Called once, by the one joiner. Suspends.
+  bool wait();
+  bool done() const { return done_.load(std::memory_order_acquire); }
+
+ private:
+  void* const block_;
+  std::atomic<int> refs_{2};  // the handle and the fiber
+  std::atomic<bool> done_{false};
+  SpinLock lock_;
+  WaitList waiters_;
+  std::exception_ptr error_;
+  bool cancelled_ = false;
+};
+
+// new_fiber() allocates a registered, not yet runnable fiber with `extra`
+// bytes for its join state and task at *extra_mem (Scheduler::new_fiber).
+absl::StatusOr<Fiber*> new_fiber(Scheduler* s, size_t stack_size, size_t extra, void** extra_mem);
+// start_new_fiber() binds the join state and task, then submits the fiber:
+// to `target_worker` (a kSpawn message), or, for -1, to the calling worker
+// or the injection queue.
+void start_new_fiber(Scheduler* s, Fiber* f, JoinStateBase* join, TaskBase* task, int target_worker);
+// current_fiber_id() is the running fiber's id (0 off a fiber).
+uint64_t current_fiber_id();
+// on_worker_thread() is true on any runtime's worker thread or fiber.
+bool on_worker_thread();
+// current_scheduler_or_die() is the calling worker's scheduler; aborts
+// with a message naming `what` off a worker.
+Scheduler* current_scheduler_or_die(const char* what);
+// scheduler_workers() is the number of workers of `s`.
+int scheduler_workers(const Scheduler* s);
+
+}  // namespace weft::internal

@@ -1,0 +1,122 @@
+// Switching: how the running fiber hands its worker to the next one.
+//
+// # Switching
+//   1. A fiber that gives up the CPU (yield, park, exit) picks its successor
+//      itself from the local queues (Worker::next_local) and jumps straight
+//      to it; only when nothing is local does it jump to the worker's own
+//      stack, which searches further (inject queue, poller, peers) or
+//      sleeps (worker.cc).
+//   2. The switching fiber records {itself, action} in Worker::pending_.
+//   3. The context that lands runs after_switch(): it saves the previous
+//      context's fcontext and only then carries out the action (queue it
+//      for yield, publish kParked for park, free it for exit). So no other
+//      thread can resume a fiber before its registers are saved.
+//   Every switch goes through switch_context() (fiber_context.cc), which
+//   tells ASan and TSan about it.
+#include <cstdio>
+
+#include "runtime/internal/fiber.h"
+#include "runtime/internal/park.h"
+#include "runtime/internal/scheduler.h"
+#include "runtime/internal/worker.h"
+#include "runtime/platform/check.h"
+
+namespace weft::internal {
+
+namespace {
+
+// initial-exec: a plain %fs-relative load, no __tls_get_addr call on the
+// switch path.
+__attribute__((tls_model("initial-exec"))) thread_local Worker* tls_worker = nullptr;
+
+}  // namespace
+
+__attribute__((noinline, noipa)) Worker* current_worker() {
+  Worker* w = tls_worker;
+  asm volatile("" ::: "memory");
+  return w;
+}
+
+__attribute__((noinline, noipa)) Fiber* current_fiber() {
+  Worker* w = tls_worker;
+  return w != nullptr ? w->current() : nullptr;
+}
+
+void set_current_worker(Worker* w) { tls_worker = w; }
+
+void Worker::resume(Fiber* f) {
+  f = runnable(f);
+  if (f == nullptr) return;
+  counters_.bump(counters_.run);
+  current_ = f;
+  pending_ = {nullptr, SwitchAction::kNone};
+  Transfer t = switch_context(&thread_ctx_, &f->ctx, nullptr, false);
+  after_switch(t);
+}
+
+void Worker::switch_to(Fiber* from, Fiber* to, SwitchAction action) {
+  to = runnable(to);
+  pending_ = {from, action};  // step 2
+  current_ = to;
+  ExecutionContext* target = &thread_ctx_;
+  if (to != nullptr) {
+    counters_.bump(counters_.run);
+    target = &to->ctx;
+  }
+  Transfer t = switch_context(&from->ctx, target, nullptr, action == SwitchAction::kExit);
+  after_switch(t);  // resumed, possibly on another worker
+}
+
+void Worker::suspend(SwitchAction action) {
+  Worker* w = current_worker();
+  Fiber* self = w->current_;
+  WEFT_DCHECK(self != nullptr, "suspend() off a fiber");
+  Fiber* next = w->next_local();  // step 1
+  w->switch_to(self, next, action);
+}
+
+void Worker::after_switch(Transfer t) {
+  Worker* w = current_worker();  // step 3
+  Fiber* prev = w->pending_.from;
+  SwitchAction action = w->pending_.action;
+  w->pending_ = {nullptr, SwitchAction::kNone};
+  if (prev == nullptr) {
+    w->thread_ctx_.fctx = t.fctx;
+    return;
+  }
+  prev->ctx.fctx = t.fctx;
+  switch (action) {
+    case SwitchAction::kYield:
+      w->push_local(prev, false);
+      break;
+    case SwitchAction::kPark:
+      if (!publish_parked(prev, prev->park_seq)) {
+        w->push_local(prev, false);  // claimed while it was switching out
+      }
+      break;
+    case SwitchAction::kExit:
+      w->sched_->release_fiber(w, prev);
+      break;
+    case SwitchAction::kNone:
+      break;
+  }
+}
+
+void fiber_entry(Transfer t) {
+  Fiber* self = current_worker()->current_;
+  on_context_start(&self->ctx);
+  Worker::after_switch(t);
+  if (self->unwind_requested) {
+    self->task->cancel();
+  } else {
+    self->task->run();
+  }
+  self->task->~TaskBase();
+  Worker* w = current_worker();
+  w->counters_.bump(w->counters_.completed);
+  Fiber* next = w->next_local();
+  w->switch_to(self, next, Worker::SwitchAction::kExit);
+  __builtin_unreachable();
+}
+
+}  // namespace weft::internal

@@ -1,0 +1,303 @@
+// The worker loop: where a worker finds its next fiber, and how it goes
+// idle without losing a wake-up or spinning.
+//
+// # Finding work (find_runnable)
+//   Local first: the LIFO slot (at most kLifoBudget runs in a row), then the
+//   run queue; every kGlobalQueueInterval ticks the injection queue first,
+//   and every kPollInterval ticks a non-blocking poll, so neither starves
+//   while local work never runs out.
+//
+// # Idle workers (no lost wakeups, no spinning)
+//   1. A worker with no local work takes from the inject queue, polls its
+//      poller without blocking, then becomes a searcher (at most half of
+//      the busy workers search at once) and tries to steal half of a peer's
+//      queue, visiting peers in random order.
+//   2. Finding nothing, it stores sleeping_ = true, enters the idle list,
+//      and re-checks every source of work (inbox, inject queue, peer
+//      queues). Only then does it block in epoll_wait until its next timer.
+//   3. Whoever adds work from outside (inject) or queues stealable work
+//      wakes one idle worker if nobody searches (Scheduler::notify_idle),
+//      handing it the searching role; a poller dispatch does so once per
+//      batch, and only for fibers beyond the one its worker runs next.
+//      Whoever sends a worker a message signals its eventfd if sleeping_ is
+//      set. Steps 2 and 3 use seq_cst operations on both sides, so one of
+//      them always sees the other.
+//   4. A worker woken by its poller leaves the idle list before dispatching
+//      events and timers (poll_once), so their wake-ups never pick the
+//      worker itself.
+#include "runtime/internal/worker.h"
+
+#include <algorithm>
+
+#include "runtime/internal/scheduler.h"
+#include "runtime/platform/fault.h"
+
+namespace weft::internal {
+
+namespace {
+
+constexpr uint32_t kGlobalQueueInterval = 61;  // ticks between inject checks
+constexpr uint32_t kPollInterval = 61;         // ticks between busy polls
+constexpr int kLifoBudget = 3;                 // consecutive LIFO-slot runs
+constexpr size_t kMaxInjectBatch = 64;
+constexpr uint64_t kIdBlock = 1024;
+
+uint64_t next_rand(uint64_t* s) {
+  // xorshift64*
+  uint64_t x = *s;
+  x ^= x >> 12;
+  x ^= x << 25;
+  x ^= x >> 27;
+  *s = x;
+  return x * 0x2545F4914F6CDD1DULL;
+}
+
+}  // namespace
+
+Worker::Worker(Scheduler* sched, int id, Poller poller, Wakeup wakeup)
+    : sched_(sched),
+      id_(id),
+      stacks_(sched->default_stack_size(), sched->stack_cache_size()),
+      rng_(sched->seed() * 0x9E3779B97F4A7C15ULL + static_cast<uint64_t>(id) * 0xBF58476D1CE4E5B9ULL + 1),
+      poller_(std::move(poller)),
+      wakeup_(std::move(wakeup)),
+      wheel_(0) {
+  shutdown_msg_.kind = MessageKind::kShutdown;
+}
+
+Worker::~Worker() = default;
+
+void Worker::start_thread() {
+  thread_ = std::thread([this] { run_loop(); });
+}
+
+void Worker::join_thread() {
+  if (thread_.joinable()) thread_.join();
+}
+
+void Worker::send_shutdown() {
+  send(&shutdown_msg_);
+  wakeup_.signal();
+}
+
+uint64_t Worker::next_fiber_id(std::atomic<uint64_t>& global) {
+  if (id_next_ == id_end_) {
+    id_next_ = global.fetch_add(kIdBlock, std::memory_order_relaxed);
+    id_end_ = id_next_ + kIdBlock;
+  }
+  return id_next_++;
+}
+
+void Worker::run_loop() {
+  set_current_worker(this);
+  init_thread_context(&thread_ctx_);
+  AltSignalStack alt;
+  while (!sched_->stopping()) {
+    Fiber* f = find_runnable();
+    if (f != nullptr) resume(f);
+  }
+  if (searching_) {
+    searching_ = false;
+    sched_->num_searching_.fetch_sub(1, std::memory_order_seq_cst);
+  }
+  set_current_worker(nullptr);
+}
+
+void Worker::push_local(Fiber* f, bool lifo) {
+  if (lifo) {
+    Fiber* old = lifo_;
+    lifo_ = f;
+    if (old == nullptr) return;
+    f = old;  // the previous occupant goes to the back of the queue
+  }
+  while (!queue_.push(f)) {
+    // Full: move the older half, plus f, to the inject queue.
+    Fiber* first = nullptr;
+    Fiber* last = nullptr;
+    size_t n = queue_.take_half([&](Fiber* x) {
+      x->next = nullptr;
+      if (last != nullptr) {
+        last->next = x;
+      } else {
+        first = x;
+      }
+      last = x;
+    });
+    if (n == 0) continue;  // thieves made room
+    last->next = f;
+    sched_->inject_.push_batch(first, f, n + 1);
+    break;
+  }
+  if (in_poll_) {
+    ++poll_woken_;  // poll_once() notifies once, after the whole batch
+  } else {
+    sched_->notify_idle();  // idle step 3
+  }
+}
+
+void Worker::wake_here(Fiber* f) {
+  counters_.bump(counters_.unparks);
+  push_local(f, !in_poll_);
+}
+
+Fiber* Worker::next_local() {
+  if (sched_->stopping()) return nullptr;
+  ++tick_;
+  // The busy poll comes first: the inject check below may return, and with
+  // both intervals 61 it would otherwise skip every busy poll while the
+  // inject queue is never empty (many yielding fibers).
+  if (tick_ % kPollInterval == 0) poll_once(0);
+  if (tick_ % kGlobalQueueInterval == 0) {
+    Fiber* f = take_from_inject(kMaxInjectBatch);
+    if (f != nullptr) return f;
+  }
+  if (lifo_ != nullptr) {
+    Fiber* f = lifo_;
+    lifo_ = nullptr;
+    if (lifo_streak_ < kLifoBudget) {
+      ++lifo_streak_;
+      return f;
+    }
+    push_local(f, false);  // budget spent: let the queue run first
+  }
+  lifo_streak_ = 0;
+  return queue_.pop();
+}
+
+bool Worker::attach_stack(Fiber* f) {
+  absl::StatusOr<Stack> st = stacks_.get(f->stack_size);
+  if (!st.ok()) {
+    absl::Status why = absl::Status(st.status().code(),
+                                    "cannot start fiber: " + std::string(st.status().message()));
+    sched_->discard_unstarted(f, &why);
+    return false;
+  }
+  f->stack = *st;
+  init_fiber_context(&f->ctx, st->bottom(), st->size, fiber_entry);
+  return true;
+}
+
+Fiber* Worker::runnable(Fiber* f) {
+  while (f != nullptr && f->ctx.fctx == nullptr) {
+    if (f->unwind_requested) {  // shutdown: never started, never will
+      sched_->discard_unstarted(f);
+    } else if (attach_stack(f)) {
+      break;
+    }
+    f = next_local();
+  }
+  return f;
+}
+
+Fiber* Worker::take_from_inject(size_t max) {
+  size_t len = sched_->inject_.len();
+  if (len == 0) return nullptr;
+  size_t want = std::min(max, len / static_cast<size_t>(sched_->num_workers()) + 1);
+  size_t n = 0;
+  Fiber* chain = sched_->inject_.pop_batch(want, &n);
+  if (chain == nullptr) return nullptr;
+  counters_.bump(counters_.inject_taken, n);
+  Fiber* first = chain;
+  chain = chain->next;
+  while (chain != nullptr) {
+    Fiber* nx = chain->next;
+    if (!queue_.push(chain)) push_local(chain, false);
+    chain = nx;
+  }
+  return first;
+}
+
+Fiber* Worker::find_runnable() {
+  for (;;) {
+    if (sched_->stopping()) return nullptr;
+    Fiber* f = next_local();
+    if (f == nullptr) f = take_from_inject(kMaxInjectBatch);  // idle step 1
+    if (f == nullptr) {
+      if (sched_->num_workers() > 1) {
+        poll_once(0);  // own sockets before a peer's queue
+      } else {
+        // Nobody to steal from: the sleep below polls at once, and a
+        // non-blocking poll first would double the epoll_wait calls of
+        // a worker that goes idle after every wake-up (low load).
+        poll_once(0, /*use_poller=*/false);
+      }
+      f = next_local();
+    }
+    if (f == nullptr) f = steal();
+    if (f != nullptr) {
+      stop_searching();
+      return f;
+    }
+    sleep_until_work();
+  }
+}
+
+Fiber* Worker::steal() {
+  const int n = sched_->num_workers();
+  if (n == 1) return nullptr;
+  if (!searching_) {
+    uint32_t searching = sched_->num_searching_.load(std::memory_order_seq_cst);
+    uint32_t idle = sched_->num_idle_.load(std::memory_order_seq_cst);
+    if (2 * searching >= static_cast<uint32_t>(n) - std::min<uint32_t>(idle, static_cast<uint32_t>(n))) {
+      return nullptr;
+    }
+    searching_ = true;
+    sched_->num_searching_.fetch_add(1, std::memory_order_seq_cst);
+  }
+  int start = static_cast<int>(next_rand(&rng_) % static_cast<uint64_t>(n));
+  for (int i = 0; i < n; ++i) {
+    int v = (start + i) % n;
+    if (v == id_) continue;
+    counters_.bump(counters_.steal_attempts);
+    uint32_t got = 0;
+    Fiber* f = sched_->worker(v)->queue_.steal_into(queue_, &got);
+    if (f != nullptr) {
+      counters_.bump(counters_.steal_successes);
+      counters_.bump(counters_.stolen, got);
+      return f;
+    }
+  }
+  return nullptr;
+}
+
+void Worker::stop_searching() {
+  if (!searching_) return;
+  searching_ = false;
+  // The last searcher to find work wakes another, if more work is waiting
+  // (Go's rule: someone must keep looking while work is left over).
+  if (sched_->num_searching_.fetch_sub(1, std::memory_order_seq_cst) == 1 &&
+      (!queue_.empty() || sched_->inject_.len() > 0)) {
+    sched_->notify_idle();
+  }
+}
+
+bool Worker::work_visible() const {
+  if (!inbox_.empty() || sched_->inject_.len() > 0) return true;
+  for (int i = 0; i < sched_->num_workers(); ++i) {
+    if (i != id_ && !sched_->worker(i)->queue_.empty()) return true;
+  }
+  return false;
+}
+
+void Worker::sleep_until_work() {
+  if (searching_) {
+    searching_ = false;
+    sched_->num_searching_.fetch_sub(1, std::memory_order_seq_cst);
+  }
+  sleeping_.store(true, std::memory_order_seq_cst);  // idle step 2
+  sched_->add_idle(this);
+  if (!sched_->stopping() && !work_visible() && !woken_to_search_.load(std::memory_order_seq_cst)) {
+    counters_.bump(counters_.idle_sleeps);
+    poll_once(timeout_until_next_timer());
+  }
+  leave_idle();
+}
+
+void Worker::leave_idle() {
+  if (!sleeping_.load(std::memory_order_relaxed)) return;
+  sleeping_.store(false, std::memory_order_seq_cst);
+  sched_->remove_idle(this);
+  if (woken_to_search_.exchange(false, std::memory_order_seq_cst)) searching_ = true;
+}
+
+}  // namespace weft::internal

@@ -1,0 +1,237 @@
+// runtime/internal/worker.h
+//
+// Worker: one thread with its run queue, LIFO slot, inbox, epoll poller,
+// eventfd and timer wheel. NOT for users.
+//
+// The code is split by concern:
+//   worker.cc     the loop and the idle protocol (find work, steal, sleep)
+//   switch.cc     context switches between fibers and the worker's stack
+//   worker_io.cc  poll_once: inbox, readiness, I/O slots and timers
+//   shutdown.cc   the reaper's entry points (with Scheduler::stop)
+//
+// Who may touch what is stated per field group below: "owner" means the
+// worker's own thread, including fibers while they run on it.
+//
+// Fiber hazard: a fiber may resume on a different worker than the one it
+// suspended on. Code running on a fiber must never keep a Worker* (or any
+// thread-local) across a call that can suspend; it calls current_worker()
+// again afterwards.
+#pragma once
+
+#include <sys/epoll.h>
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <thread>
+#include <vector>
+
+#include "runtime/internal/fiber.h"
+#include "runtime/internal/fiber_context.h"
+#include "runtime/internal/inject_queue.h"
+#include "runtime/internal/io_messages.h"
+#include "runtime/internal/mpsc_inbox.h"
+#include "runtime/internal/run_queue.h"
+#include "runtime/internal/spin_lock.h"
+#include "runtime/internal/stack_pool.h"
+#include "runtime/platform/epoll_poller.h"
+#include "runtime/platform/eventfd.h"
+#include "timer/timer_wheel.h"
+
+namespace weft::internal {
+
+class Scheduler;
+
+// Per-worker counters. Written by the owner only (relaxed load+store, no
+// RMW); read by Runtime::stats() from any thread.
+struct WorkerCounters {
+  std::atomic<uint64_t> spawned{0}, run{0}, completed{0};
+  std::atomic<uint64_t> steal_attempts{0}, steal_successes{0}, stolen{0};
+  std::atomic<uint64_t> parks{0}, unparks{0};
+  std::atomic<uint64_t> polls{0}, poll_events{0}, messages{0}, timers_fired{0};
+  std::atomic<uint64_t> idle_sleeps{0}, wakeups{0}, inject_taken{0};
+  void bump(std::atomic<uint64_t>& c, uint64_t n = 1) {
+    c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+  }
+};
+
+// current_worker() is the worker the calling thread runs, or null. Never
+// inlined, so a fiber that migrated reads the new thread's value.
+Worker* current_worker();
+// set_current_worker() sets the calling thread's worker (the loop, and the
+// reaper, which runs as worker 0 after stop()).
+void set_current_worker(Worker* w);
+// fiber_entry() is where every fiber starts (switch.cc).
+void fiber_entry(Transfer t);
+
+class Worker {
+ public:
+  Worker(Scheduler* sched, int id, Poller poller, Wakeup wakeup);
+  ~Worker();
+  Worker(const Worker&) = delete;
+  Worker& operator=(const Worker&) = delete;
+
+  // --- any thread ---
+  int id() const { return id_; }
+  Scheduler* scheduler() const { return sched_; }
+  const WorkerCounters& counters() const { return counters_; }
+  size_t queue_depth() const { return queue_.size(); }
+  // registered_sockets() is the number of live registrations in this
+  // worker's poller (relaxed; for placement policies).
+  size_t registered_sockets() const { return io_count_.load(std::memory_order_relaxed); }
+  // send() queues a message and wakes the worker if it sleeps.
+  void send(WorkerMessage* m);
+  // notify() interrupts the worker's poll_once if it blocks.
+  void notify();
+  // hand_search_role() makes this idle worker a searcher (the idle
+  // protocol's step 3; Scheduler::notify_idle, under its idle lock);
+  // wake_up() then signals its eventfd.
+  void hand_search_role() { woken_to_search_.store(true, std::memory_order_seq_cst); }
+  void wake_up() { wakeup_.signal(); }
+
+  // --- owner (the worker's thread, or a fiber running on it) ---
+  Fiber* current() const { return current_; }
+  // push_local() makes f runnable on this worker. `lifo` puts it in the
+  // LIFO slot (woken fibers), otherwise at the back of the queue.
+  void push_local(Fiber* f, bool lifo);
+  // wake_here() makes a fiber claimed by a waker on this worker runnable:
+  // the LIFO slot, or the back of the queue while a poll dispatches.
+  void wake_here(Fiber* f);
+  void count_spawn() { counters_.bump(counters_.spawned); }
+  // next_fiber_id() hands out ids from a block reserved from `global`.
+  uint64_t next_fiber_id(std::atomic<uint64_t>& global);
+  // release_stack() returns an exited fiber's stack to this worker's cache.
+  void release_stack(const Stack& s) { stacks_.put(s); }
+  void count_park() { counters_.bump(counters_.parks); }
+  // SwitchAction: what after_switch() does with the fiber that switched out.
+  enum class SwitchAction : uint8_t { kNone, kYield, kPark, kExit };
+  // suspend() switches the running fiber out and runs the next local fiber
+  // or the worker's loop. Suspends.
+  static void suspend(SwitchAction action);
+  // arm_timer() puts the running fiber's park deadline on this worker's
+  // wheel; disarm_timer() takes it off whichever wheel holds it (any
+  // worker of the runtime, under that wheel's lock).
+  void arm_timer(Fiber* f, uint64_t seq, int64_t deadline_nanos);
+  static void disarm_timer(Fiber* f);
+  // handle_io_message() carries out a socket message on this worker's
+  // poller and slot table (the inbox path and io_call's direct path).
+  void handle_io_message(IoMessage* m);
+
+  // --- thread start and the reaper (Scheduler) ---
+  void start_thread();
+  void join_thread();
+  bool thread_started() const { return thread_.joinable(); }
+  // send_shutdown() tells the loop to stop (any thread).
+  void send_shutdown();
+  // take_all_for_shutdown() moves every queued fiber (inbox, LIFO slot, run
+  // queue) into *out and cancels pending socket messages. Only after the
+  // worker's thread has been joined.
+  void take_all_for_shutdown(std::vector<Fiber*>* out);
+  // expire_all_timers_for_shutdown() fires every fiber timer of this wheel
+  // regardless of its deadline and appends the claimed fibers to *out;
+  // returns true if any was claimed. Only after the thread has been joined.
+  bool expire_all_timers_for_shutdown(std::vector<Fiber*>* out);
+  // resume_for_shutdown() runs f until it switches back to the caller's
+  // stack (the reaper adopts worker 0 for this).
+  void resume_for_shutdown(Fiber* f) { resume(f); }
+  void adopt_thread_for_shutdown();
+  void release_thread_after_shutdown() { current_ = nullptr; }
+
+ private:
+  friend void fiber_entry(Transfer t);
+
+  struct IoSlot {
+    IoSource* source = nullptr;
+    int fd = -1;
+    uint32_t gen = 0;
+    TimerEntry timers[kIoTimers];
+    int32_t next_free = -1;
+  };
+
+  // worker.cc: the loop and the idle protocol.
+  void run_loop();
+  Fiber* next_local();                  // LIFO, queue, periodic inject/poll
+  Fiber* runnable(Fiber* f);            // attach a stack, or fail f and pick another
+  bool attach_stack(Fiber* f);
+  Fiber* find_runnable();               // next_local, inject, poll, steal, sleep
+  Fiber* take_from_inject(size_t max);
+  Fiber* steal();
+  void sleep_until_work();
+  // leave_idle() ends an idle period (off the idle list, sleeping_ false);
+  // a no-op when the worker is not idle.
+  void leave_idle();
+  bool work_visible() const;
+  void stop_searching();
+
+  // switch.cc
+  void resume(Fiber* f);                // from the worker's own stack
+  void switch_to(Fiber* from, Fiber* to, SwitchAction action);
+  static void after_switch(Transfer t);
+
+  // worker_io.cc
+  // poll_once() drains the inbox, dispatches readiness (blocking up to
+  // timeout_ms, -1: no limit) and fires due timers, as one wake batch.
+  // use_poller=false skips epoll_wait (and the polls counter): inbox and
+  // timers only.
+  void poll_once(int timeout_ms, bool use_poller = true);
+  void drain_inbox();
+  void dispatch_io(uint64_t data, uint32_t events);
+  void fire_timers(Worker* into);
+  int timeout_until_next_timer();
+
+  // --- immutable after construction ---
+  Scheduler* const sched_;
+  const int id_;
+
+  // --- run queue: the owner pushes and pops, thieves steal half ---
+  RunQueue<Fiber> queue_;
+
+  // --- owner only ---
+  Fiber* lifo_ = nullptr;  // never stolen
+  int lifo_streak_ = 0;
+  // True while poll_once() dispatches readiness and fires timers: the
+  // fibers they wake go to the back of the queue, in event order (as Go's
+  // netpoll and tokio's I/O driver do), not into the LIFO slot, where each
+  // would jump ahead of every fiber woken before it; and their pushes leave
+  // notify_idle() to one call at the end of poll_once().
+  bool in_poll_ = false;
+  size_t poll_woken_ = 0;  // fibers queued by the current poll_once()
+  bool searching_ = false;
+  // The I/O slot table; deque: linked TimerEntries never move.
+  std::deque<IoSlot> io_slots_;
+  int32_t io_free_ = -1;
+  size_t io_live_ = 0;
+  StackCache stacks_;
+  ExecutionContext thread_ctx_;
+  Fiber* current_ = nullptr;
+  struct {
+    Fiber* from;
+    SwitchAction action;
+  } pending_{nullptr, SwitchAction::kNone};
+  uint64_t tick_ = 0;
+  uint64_t rng_;
+  uint64_t id_next_ = 0, id_end_ = 0;  // block of fiber ids (Scheduler::new_fiber)
+  static constexpr int kMaxEvents = 256;
+  epoll_event events_[kMaxEvents];
+  Poller poller_;  // epoll_wait by the owner; epoll_ctl by handle_io_message
+
+  // --- any thread ---
+  MpscInbox<WorkerMessage> inbox_;  // any thread pushes; the owner pops
+  Wakeup wakeup_;                   // any thread signals; the owner drains
+  // True while the worker may block in poll_once (seq_cst with senders).
+  std::atomic<bool> sleeping_{false};
+  // Set by a waker that hands this idle worker the searching role.
+  std::atomic<bool> woken_to_search_{false};
+  std::atomic<size_t> io_count_{0};  // io_live_, readable by other threads
+  WorkerCounters counters_;          // written by the owner only
+
+  // --- under timer_lock_ (disarm comes from any worker) ---
+  SpinLock timer_lock_;
+  TimerWheel wheel_ ABSL_GUARDED_BY(timer_lock_);
+  std::atomic<size_t> timers_armed_{0};
+
+  WorkerMessage shutdown_msg_;
+  std::thread thread_;
+};
+
+}  // namespace weft::internal

@@ -1,0 +1,274 @@
+// Worker I/O: poll_once() and what it serves. Each worker owns an epoll
+// poller, an eventfd waker, an MPSC inbox of messages, a slot table of
+// socket registrations, and a timer wheel; poll_once() drains the inbox,
+// dispatches readiness and fires due timers as one wake batch.
+//
+// # A wake batch
+//   1. Drain the inbox: spawns and wakes sent from other threads, and the
+//      socket messages (register, modify, close, set/cancel timeout).
+//   2. epoll_wait for at most as many events as the run queue has room for
+//      (at least kMinPollEvents): the rest wait in the kernel's ready list,
+//      in order, instead of overflowing the queue out of order.
+//   3. Leave the idle list (idle step 4 in worker.cc), then dispatch each
+//      event to its registration; an event whose generation no longer
+//      matches its slot (closed or moved) is dropped.
+//   4. Fire due timers: fiber deadlines are claimed under the wheel's lock;
+//      socket timers run their callbacks after it is dropped.
+//   5. Fibers woken in steps 3-4 went to the back of the run queue in event
+//      order; wake one idle peer, once, only for work this worker will not
+//      run next.
+#include <algorithm>
+#include <climits>
+#include <mutex>
+#include <optional>
+
+#include "runtime/internal/park.h"
+#include "runtime/internal/scheduler.h"
+#include "runtime/internal/worker.h"
+
+namespace weft::internal {
+
+namespace {
+constexpr int kMinPollEvents = 16;  // events a poll takes even from a full queue
+}  // namespace
+
+void Worker::send(WorkerMessage* m) {
+  inbox_.push(m);
+  notify();
+}
+
+void Worker::notify() {
+  if (sleeping_.load(std::memory_order_seq_cst)) wakeup_.signal();
+}
+
+void Worker::poll_once(int timeout_ms, bool use_poller) {
+  if (use_poller) counters_.bump(counters_.polls);
+  drain_inbox();  // step 1
+  // Step 2. (A blocking poll only happens with the queue empty.)
+  const int room = static_cast<int>(queue_.capacity() - queue_.size());
+  const int max_events = std::min(kMaxEvents, std::max(room, kMinPollEvents));
+  in_poll_ = true;
+  poll_woken_ = 0;
+  int n = 0;
+  if (use_poller && (timeout_ms != 0 || io_live_ > 0)) n = poller_.wait(events_, max_events, timeout_ms);
+  // Step 3: off the idle list before waking anyone, so the wake-up below
+  // cannot pick this worker (an eventfd write, and a next sleep that
+  // returns at once to read it).
+  leave_idle();
+  for (int i = 0; i < n; ++i) {
+    uint64_t data = events_[i].data.u64;
+    if (data == Scheduler::kWakeupData) {
+      counters_.bump(counters_.wakeups);
+      wakeup_.drain();
+    } else {
+      counters_.bump(counters_.poll_events);
+      dispatch_io(data, events_[i].events);
+    }
+  }
+  fire_timers(this);  // step 4
+  in_poll_ = false;
+  // Step 5: a lone woken fiber runs here at once, and waking a peer for it
+  // costs an eventfd write and a search that finds nothing, or a steal that
+  // moves the fiber to a cold CPU (tokio's rule is the same).
+  if (poll_woken_ > 0 &&
+      (queue_.size() > (lifo_ == nullptr ? 1u : 0u) || sched_->inject_.len() > 0)) {
+    sched_->notify_idle();
+  }
+  if (n > 0) drain_inbox();
+}
+
+void Worker::drain_inbox() {
+  while (WorkerMessage* m = inbox_.pop()) {
+    counters_.bump(counters_.messages);
+    switch (m->kind) {
+      case MessageKind::kSpawn:
+      case MessageKind::kWake: {
+        push_local(m->fiber, m->kind == MessageKind::kWake);
+        break;
+      }
+      case MessageKind::kShutdown:
+      case MessageKind::kStub:
+        break;
+      default:
+        handle_io_message(static_cast<IoMessage*>(m));
+        break;
+    }
+  }
+}
+
+void Worker::handle_io_message(IoMessage* m) {
+  absl::Status status;
+  IoToken token = m->token;
+  auto slot_of = [&](IoToken t) -> IoSlot* {
+    uint32_t idx = static_cast<uint32_t>(t & 0xffffffffu);
+    uint32_t gen = static_cast<uint32_t>(t >> 32);
+    if (t == kNoIoToken || idx >= io_slots_.size()) return nullptr;
+    IoSlot& s = io_slots_[idx];
+    return (s.source != nullptr && s.gen == gen) ? &s : nullptr;
+  };
+  switch (m->kind) {
+    case MessageKind::kRegisterSocket: {
+      uint32_t idx;
+      if (io_free_ >= 0) {
+        idx = static_cast<uint32_t>(io_free_);
+        io_free_ = io_slots_[idx].next_free;
+      } else {
+        idx = static_cast<uint32_t>(io_slots_.size());
+        io_slots_.emplace_back();
+      }
+      IoSlot& s = io_slots_[idx];
+      token = (static_cast<uint64_t>(s.gen) << 32) | idx;
+      status = poller_.add(m->fd, m->events, token);
+      if (status.ok()) {
+        s.source = m->source;
+        s.fd = m->fd;
+        ++io_live_;
+        io_count_.store(io_live_, std::memory_order_relaxed);
+      } else {
+        s.next_free = io_free_;
+        io_free_ = static_cast<int32_t>(idx);
+        token = kNoIoToken;
+      }
+      break;
+    }
+    case MessageKind::kModifySocket: {
+      IoSlot* s = slot_of(token);
+      status = s == nullptr ? absl::NotFoundError("ModifySocket: no such registration")
+                            : poller_.modify(s->fd, m->events, token);
+      break;
+    }
+    case MessageKind::kCloseSocket: {
+      IoSlot* s = slot_of(token);
+      if (s == nullptr) {
+        status = absl::NotFoundError("CloseSocket: no such registration");
+        break;
+      }
+      status = poller_.remove(s->fd);
+      {
+        std::lock_guard<SpinLock> g(timer_lock_);
+        for (TimerEntry& te : s->timers) {
+          if (wheel_.cancel(&te)) timers_armed_.fetch_sub(1, std::memory_order_relaxed);
+        }
+      }
+      s->source = nullptr;
+      s->fd = -1;
+      ++s->gen;  // late events carrying the old token are dropped
+      s->next_free = io_free_;
+      io_free_ = static_cast<int32_t>(token & 0xffffffffu);
+      --io_live_;
+      io_count_.store(io_live_, std::memory_order_relaxed);
+      break;
+    }
+    case MessageKind::kSetSocketTimeout:
+    case MessageKind::kCancelSocketTimeout: {
+      IoSlot* s = slot_of(token);
+      if (s == nullptr || m->timer_index < 0 || m->timer_index >= kIoTimers) {
+        status = absl::NotFoundError("socket timeout: no such registration or timer");
+        break;
+      }
+      TimerEntry& te = s->timers[m->timer_index];
+      std::lock_guard<SpinLock> g(timer_lock_);
+      if (wheel_.cancel(&te)) timers_armed_.fetch_sub(1, std::memory_order_relaxed);
+      if (m->kind == MessageKind::kSetSocketTimeout) {
+        uint64_t idx = token & 0xffffffffu;
+        te.owner = reinterpret_cast<void*>((idx << 2) | (static_cast<uint64_t>(m->timer_index) << 1) | 1);
+        wheel_.insert(&te, sched_->deadline_tick(m->deadline_nanos));
+        timers_armed_.fetch_add(1, std::memory_order_relaxed);
+      }
+      break;
+    }
+    default:
+      status = absl::InternalError("unknown worker message");
+      break;
+  }
+  if (m->done != nullptr) {
+    m->done->set(status, token);
+  } else {
+    delete m;
+  }
+}
+
+void Worker::dispatch_io(uint64_t data, uint32_t events) {
+  uint32_t idx = static_cast<uint32_t>(data & 0xffffffffu);
+  uint32_t gen = static_cast<uint32_t>(data >> 32);
+  if (idx >= io_slots_.size()) return;
+  IoSlot& s = io_slots_[idx];
+  if (s.source == nullptr || s.gen != gen) return;  // stale: closed or moved
+  s.source->on_io_events(events);
+}
+
+void Worker::fire_timers(Worker* into) {
+  if (timers_armed_.load(std::memory_order_relaxed) == 0) return;
+  const uint64_t now = sched_->now_tick();
+  for (;;) {
+    // Fiber timers are claimed under the lock (disarm_timer() takes it, so
+    // the fiber cannot have returned). I/O timers run after it is dropped:
+    // their callbacks may touch the wheel, and they belong to this worker.
+    uint64_t io_fired[64];
+    size_t n_io = 0;
+    bool more = false;
+    {
+      std::lock_guard<SpinLock> g(timer_lock_);
+      wheel_.advance(now, [&](TimerEntry* e) {
+        timers_armed_.fetch_sub(1, std::memory_order_relaxed);
+        counters_.bump(counters_.timers_fired);
+        auto tag = reinterpret_cast<uintptr_t>(e->owner);
+        if (tag & 1) {
+          if (n_io < 64) {
+            io_fired[n_io++] = tag >> 1;
+          } else {
+            wheel_.insert(e, now);  // no room this round: due again at once
+            timers_armed_.fetch_add(1, std::memory_order_relaxed);
+            more = true;
+          }
+          return;
+        }
+        Fiber* f = static_cast<Fiber*>(e->owner);
+        if (try_claim(f, f->timer_seq)) into->push_local(f, false);
+      });
+    }
+    for (size_t i = 0; i < n_io; ++i) {
+      uint64_t idx = io_fired[i] >> 1;
+      int which = static_cast<int>(io_fired[i] & 1);
+      if (idx < io_slots_.size() && io_slots_[idx].source != nullptr) {
+        io_slots_[idx].source->on_io_timeout(which);
+      }
+    }
+    if (!more) return;
+  }
+}
+
+int Worker::timeout_until_next_timer() {
+  if (timers_armed_.load(std::memory_order_relaxed) == 0) return -1;
+  std::optional<uint64_t> next;
+  {
+    std::lock_guard<SpinLock> g(timer_lock_);
+    next = wheel_.next_deadline();
+  }
+  if (!next) return -1;
+  uint64_t now = sched_->now_tick();
+  if (*next <= now) return 0;
+  return static_cast<int>(std::min<uint64_t>(*next - now, INT_MAX));
+}
+
+void Worker::arm_timer(Fiber* f, uint64_t seq, int64_t deadline_nanos) {
+  f->timer_seq = seq;
+  f->timer.owner = f;
+  f->timer_worker = this;
+  uint64_t tick = sched_->deadline_tick(deadline_nanos);
+  std::lock_guard<SpinLock> g(timer_lock_);
+  wheel_.insert(&f->timer, tick);
+  timers_armed_.fetch_add(1, std::memory_order_relaxed);
+}
+
+void Worker::disarm_timer(Fiber* f) {
+  Worker* w = f->timer_worker;
+  if (w == nullptr) return;
+  {
+    std::lock_guard<SpinLock> g(w->timer_lock_);
+    if (w->wheel_.cancel(&f->timer)) w->timers_armed_.fetch_sub(1, std::memory_order_relaxed);
+  }
+  f->timer_worker = nullptr;
+}
+
+}  // namespace weft::internal
