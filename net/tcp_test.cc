@@ -776,6 +776,10 @@ TEST_CASE("a worker woken by its own poller wakes nobody for one fiber, and poll
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) == 0);
     auto round_trip = [fd](char c) {
+      // Give the fiber time to park and the worker to go idle, whatever
+      // the machine's load: otherwise the next byte can be there before
+      // the fiber reads again, and nothing sleeps at all.
+      ::usleep(100);
       REQUIRE(::write(fd, &c, 1) == 1);
       char back = 0;
       REQUIRE(::read(fd, &back, 1) == 1);

@@ -8,6 +8,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "absl/time/time.h"
+
 namespace weft {
 
 struct RuntimeOptions {
@@ -22,6 +24,16 @@ struct RuntimeOptions {
   size_t stack_cache_size = 1024;
   // Seed of the steal-victim order; 0 picks one from the clock.
   uint64_t seed = 0;
+  // A worker that has not come back to its loop for this long (one fiber
+  // computing, or blocked in a system call) is stuck: a peer serves its
+  // sockets, timers and messages until it returns (docs/scheduler.md,
+  // "A stuck worker"). At least 1 ms; zero turns the monitor off.
+  absl::Duration stall_threshold = absl::Milliseconds(5);
+  // A stuck episode that lasts this long is reported on stderr, once:
+  // "weft: fiber 17 has run 230 ms on worker 1 without suspending (spawned
+  // at file:line)...", at most 10 reports a second.
+  absl::Duration hog_report_threshold = absl::Milliseconds(100);
+  bool report_hogs = true;
 };
 
 struct WorkerStats {
@@ -41,6 +53,10 @@ struct RuntimeStats {
   std::vector<WorkerStats> workers;
   size_t inject_depth = 0;
   int64_t live_fibers = 0;
+  // The monitor: episodes of a stuck worker, hand-overs of a stuck
+  // worker's driver to a peer, hog reports printed, and the monitor
+  // thread's wake-ups (none while every worker is idle).
+  uint64_t hog_episodes = 0, handovers = 0, hog_reports = 0, monitor_wakeups = 0;
   // Sum of a counter over all workers, e.g. total(&WorkerStats::run).
   uint64_t total(uint64_t WorkerStats::*field) const {
     uint64_t s = 0;

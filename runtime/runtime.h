@@ -29,6 +29,7 @@
 #include <memory>
 #include <new>
 #include <optional>
+#include <source_location>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -118,7 +119,7 @@ template <class Fn>
 using SpawnResult = std::invoke_result_t<std::decay_t<Fn>&>;
 
 template <class Fn>
-absl::StatusOr<JoinState<SpawnResult<Fn>>*> start_fiber(Scheduler* sched, size_t stack_size,
+absl::StatusOr<JoinState<SpawnResult<Fn>>*> start_fiber(Scheduler* sched, size_t stack_size, const std::source_location& loc,
                                                         int target_worker, Fn&& fn) {
   using T = SpawnResult<Fn>;
   using TaskT = Task<std::decay_t<Fn>, T>;
@@ -132,7 +133,7 @@ absl::StatusOr<JoinState<SpawnResult<Fn>>*> start_fiber(Scheduler* sched, size_t
   Fiber* f = *fiber;
   auto* state = new (mem) StateT(f);
   auto* task = new (static_cast<char*>(mem) + kStateSize) TaskT(std::decay_t<Fn>(std::forward<Fn>(fn)), state);
-  start_new_fiber(sched, f, state, task, target_worker);
+  start_new_fiber(sched, f, state, task, target_worker, loc.file_name(), static_cast<int>(loc.line()));
   return state;
 }
 
@@ -216,24 +217,27 @@ class Runtime {
   // function object too large for the stack aborts here; try_spawn()
   // returns that as a status instead.
   template <class Fn>
-  JoinHandle<internal::SpawnResult<Fn>> spawn(Fn&& fn, SpawnOptions opts = {}) {
-    auto r = try_spawn(std::forward<Fn>(fn), opts);
+  JoinHandle<internal::SpawnResult<Fn>> spawn(Fn&& fn, SpawnOptions opts = {},
+                                              std::source_location loc = std::source_location::current()) {
+    auto r = try_spawn(std::forward<Fn>(fn), opts, loc);
     WEFT_CHECK(r.ok(), "spawn failed: %s", std::string(r.status().message()).c_str());
     return std::move(*r);
   }
   template <class Fn>
-  absl::StatusOr<JoinHandle<internal::SpawnResult<Fn>>> try_spawn(Fn&& fn, SpawnOptions opts = {}) {
-    auto s = internal::start_fiber(sched_.get(), opts.stack_size, -1, std::forward<Fn>(fn));
+  absl::StatusOr<JoinHandle<internal::SpawnResult<Fn>>> try_spawn(
+      Fn&& fn, SpawnOptions opts = {}, std::source_location loc = std::source_location::current()) {
+    auto s = internal::start_fiber(sched_.get(), opts.stack_size, loc, -1, std::forward<Fn>(fn));
     if (!s.ok()) return s.status();
     return JoinHandle<internal::SpawnResult<Fn>>(*s);
   }
   // spawn_on() starts fn on worker `worker` (a kSpawn message); it may be
   // stolen by another worker afterwards.
   template <class Fn>
-  JoinHandle<internal::SpawnResult<Fn>> spawn_on(int worker, Fn&& fn, SpawnOptions opts = {}) {
+  JoinHandle<internal::SpawnResult<Fn>> spawn_on(int worker, Fn&& fn, SpawnOptions opts = {},
+                                                 std::source_location loc = std::source_location::current()) {
     WEFT_CHECK(worker >= 0 && worker < num_workers(), "spawn_on: no worker %d (runtime has %d)",
                worker, num_workers());
-    auto s = internal::start_fiber(sched_.get(), opts.stack_size, worker, std::forward<Fn>(fn));
+    auto s = internal::start_fiber(sched_.get(), opts.stack_size, loc, worker, std::forward<Fn>(fn));
     WEFT_CHECK(s.ok(), "spawn failed: %s", std::string(s.status().message()).c_str());
     return JoinHandle<internal::SpawnResult<Fn>>(*s);
   }
@@ -245,10 +249,10 @@ class Runtime {
   // any runtime is a programming error (it would block a worker) and
   // aborts.
   template <class Fn>
-  internal::SpawnResult<Fn> block_on(Fn&& fn) {
+  internal::SpawnResult<Fn> block_on(Fn&& fn, std::source_location loc = std::source_location::current()) {
     WEFT_CHECK(!internal::on_worker_thread(),
                "Runtime::block_on() called on a worker thread; use spawn() and join() on fibers");
-    return spawn(std::forward<Fn>(fn)).join();
+    return spawn(std::forward<Fn>(fn), SpawnOptions{}, loc).join();
   }
 
   // Runtime::shutdown()
@@ -272,16 +276,18 @@ class Runtime {
 // worker (others may steal it). Must be called on a fiber or worker
 // thread; from other threads use Runtime::spawn().
 template <class Fn>
-JoinHandle<internal::SpawnResult<Fn>> spawn(Fn&& fn, SpawnOptions opts = {}) {
+JoinHandle<internal::SpawnResult<Fn>> spawn(Fn&& fn, SpawnOptions opts = {},
+                                            std::source_location loc = std::source_location::current()) {
   internal::Scheduler* s = internal::current_scheduler_or_die("weft::spawn");
-  auto st = internal::start_fiber(s, opts.stack_size, -1, std::forward<Fn>(fn));
+  auto st = internal::start_fiber(s, opts.stack_size, loc, -1, std::forward<Fn>(fn));
   WEFT_CHECK(st.ok(), "spawn failed: %s", std::string(st.status().message()).c_str());
   return JoinHandle<internal::SpawnResult<Fn>>(*st);
 }
 
 template <class Fn>
-JoinHandle<internal::SpawnResult<Fn>> spawn(SpawnOptions opts, Fn&& fn) {
-  return spawn(std::forward<Fn>(fn), opts);
+JoinHandle<internal::SpawnResult<Fn>> spawn(SpawnOptions opts, Fn&& fn,
+                                            std::source_location loc = std::source_location::current()) {
+  return spawn(std::forward<Fn>(fn), opts, loc);
 }
 
 namespace this_fiber {

@@ -67,6 +67,10 @@ struct Fiber {
   Fiber* reg_next = nullptr;
   int reg_shard = 0;
 
+  // Where the fiber was spawned (for the monitor's hog report).
+  const char* spawn_file = nullptr;
+  int spawn_line = 0;
+
   bool unwind_requested = false;  // set at shutdown, when no worker runs
   bool unwinding = false;
 };

@@ -54,6 +54,13 @@ absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::create(const RuntimeOption
   if (opts.stack_size > (size_t{1} << 30)) {
     return absl::InvalidArgumentError("RuntimeOptions::stack_size must be at most 1 GiB");
   }
+  if (opts.stall_threshold < absl::Milliseconds(1) && opts.stall_threshold != absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("RuntimeOptions::stall_threshold must be at least 1 ms (or zero: off), got " +
+                                      absl::FormatDuration(opts.stall_threshold));
+  }
+  if (opts.hog_report_threshold < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("RuntimeOptions::hog_report_threshold must not be negative");
+  }
   std::unique_ptr<Scheduler> s(new Scheduler(opts));
   s->registry_ = std::make_unique<RegistryShard[]>(static_cast<size_t>(n) + 1);
   for (int i = 0; i < n; ++i) {
@@ -66,6 +73,13 @@ absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::create(const RuntimeOption
     s->workers_.push_back(std::make_unique<Worker>(s.get(), i, std::move(*poller), std::move(*wakeup)));
   }
   install_stack_overflow_handler(report_guard_fault);
+  MonitorOptions mo;
+  mo.stall_nanos = opts.stall_threshold == absl::InfiniteDuration()
+                       ? 0
+                       : absl::ToInt64Nanoseconds(opts.stall_threshold);
+  mo.report_nanos = absl::ToInt64Nanoseconds(opts.hog_report_threshold);
+  mo.report = opts.report_hogs;
+  s->monitor_ = std::make_unique<Monitor>(s.get(), mo);
   for (auto& w : s->workers_) {
     try {
       w->start_thread();
@@ -73,6 +87,12 @@ absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::create(const RuntimeOption
       s->stop();
       return absl::ResourceExhaustedError(std::string("cannot start worker thread: ") + e.what());
     }
+  }
+  try {
+    s->monitor_->start();
+  } catch (const std::system_error& e) {
+    s->stop();
+    return absl::ResourceExhaustedError(std::string("cannot start monitor thread: ") + e.what());
   }
   return s;
 }
@@ -215,7 +235,7 @@ absl::Status Scheduler::io_call(int wi, IoMessage* m, IoToken* token) {
   if (cw == w) {
     // The direct path: this thread owns the poller and the slot table
     // (also true for the reaper, which runs as worker 0 after stop()).
-    w->handle_io_message(m);
+    w->handle_io_message_direct(m);
   } else if (cw != nullptr && cw->scheduler() == this) {
     // A worker of this runtime: stopped_ cannot change under us (it is set
     // after every worker has left its loop; the reaper is worker 0).
@@ -295,6 +315,12 @@ void Scheduler::fill_stats(RuntimeStats* out) const {
     out->workers.push_back(s);
   }
   out->inject_depth = inject_.len();
+  if (monitor_ != nullptr) {
+    out->hog_episodes = monitor_->episodes();
+    out->handovers = monitor_->handovers();
+    out->hog_reports = monitor_->reports();
+    out->monitor_wakeups = monitor_->wakeups();
+  }
   out->live_fibers = live_fibers();
 }
 

@@ -25,6 +25,7 @@
 #include "runtime/internal/fiber.h"
 #include "runtime/internal/inject_queue.h"
 #include "runtime/internal/io_messages.h"
+#include "runtime/internal/monitor.h"
 #include "runtime/internal/spin_lock.h"
 #include "runtime/internal/worker.h"
 
@@ -45,6 +46,10 @@ class Scheduler {
  public:
   // epoll_data of each worker's own eventfd.
   static constexpr uint64_t kWakeupData = ~uint64_t{0};
+  // epoll_data of a rescued worker's epoll fd in its rescuer's poller
+  // (monitor.cc): generation 0xffffffff, which no I/O token uses.
+  static uint64_t rescue_data(int worker) { return (uint64_t{0xffffffffu} << 32) | static_cast<uint32_t>(worker); }
+  static bool is_rescue_data(uint64_t data) { return (data >> 32) == 0xffffffffu && data != kWakeupData; }
 
   static absl::StatusOr<std::unique_ptr<Scheduler>> create(const RuntimeOptions& opts);
   ~Scheduler();
@@ -101,6 +106,7 @@ class Scheduler {
   void notify_idle();
   void add_idle(Worker* w);
   bool remove_idle(Worker* w);
+  Monitor& monitor() { return *monitor_; }
   // release_fiber() frees an exited fiber (on worker w, after its switch).
   void release_fiber(Worker* w, Fiber* f);
   // discard_unstarted() drops a fiber that never ran: cancelled, or failed
@@ -130,6 +136,7 @@ class Scheduler {
   std::atomic<uint32_t> num_idle_{0};
   std::mutex idle_mu_;
   std::vector<Worker*> idle_ ABSL_GUARDED_BY(idle_mu_);
+  std::unique_ptr<Monitor> monitor_;  // created with the workers
 
   // --- the registry of live fibers: one shard per worker, one for others ---
   struct alignas(64) RegistryShard {

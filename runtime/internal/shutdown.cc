@@ -80,6 +80,7 @@ void Scheduler::stop() {
   Worker* cw = current_worker();
   WEFT_CHECK(cw == nullptr || cw->scheduler() != this,
              "Runtime::shutdown() called from one of the runtime's own fibers or workers");
+  if (monitor_ != nullptr) monitor_->stop();
   stopping_.store(true, std::memory_order_seq_cst);  // step 1
   for (auto& w : workers_) {
     if (w->thread_started()) w->send_shutdown();

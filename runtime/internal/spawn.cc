@@ -71,9 +71,12 @@ absl::StatusOr<Fiber*> new_fiber(Scheduler* s, size_t stack_size, size_t extra, 
   return s->new_fiber(stack_size, extra, extra_mem);
 }
 
-void start_new_fiber(Scheduler* s, Fiber* f, JoinStateBase* join, TaskBase* task, int target_worker) {
+void start_new_fiber(Scheduler* s, Fiber* f, JoinStateBase* join, TaskBase* task, int target_worker,
+                     const char* file, int line) {
   f->join = join;
   f->task = task;
+  f->spawn_file = file;
+  f->spawn_line = line;
   if (target_worker >= 0) {
     s->submit_to(f, target_worker);
   } else {

@@ -69,10 +69,12 @@ class JoinStateBase {
 // new_fiber() allocates a registered, not yet runnable fiber with `extra`
 // bytes for its join state and task at *extra_mem (Scheduler::new_fiber).
 absl::StatusOr<Fiber*> new_fiber(Scheduler* s, size_t stack_size, size_t extra, void** extra_mem);
-// start_new_fiber() binds the join state and task, then submits the fiber:
-// to `target_worker` (a kSpawn message), or, for -1, to the calling worker
-// or the injection queue.
-void start_new_fiber(Scheduler* s, Fiber* f, JoinStateBase* join, TaskBase* task, int target_worker);
+// start_new_fiber() binds the join state, the task and the spawn site
+// (file must be a static string), then submits the fiber: to
+// `target_worker` (a kSpawn message), or, for -1, to the calling worker or
+// the injection queue.
+void start_new_fiber(Scheduler* s, Fiber* f, JoinStateBase* join, TaskBase* task, int target_worker,
+                     const char* file, int line);
 // current_fiber_id() is the running fiber's id (0 off a fiber).
 uint64_t current_fiber_id();
 // on_worker_thread() is true on any runtime's worker thread or fiber.

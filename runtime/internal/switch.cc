@@ -44,11 +44,20 @@ __attribute__((noinline, noipa)) Fiber* current_fiber() {
 
 void set_current_worker(Worker* w) { tls_worker = w; }
 
+// What the worker runs, for the monitor's hog report: three relaxed stores
+// to the worker's own line, no fence.
+inline void Worker::publish_running(Fiber* f) {
+  running_id_.store(f != nullptr ? f->id : 0, std::memory_order_relaxed);
+  running_file_.store(f != nullptr ? f->spawn_file : nullptr, std::memory_order_relaxed);
+  running_line_.store(f != nullptr ? f->spawn_line : 0, std::memory_order_relaxed);
+}
+
 void Worker::resume(Fiber* f) {
   f = runnable(f);
   if (f == nullptr) return;
   counters_.bump(counters_.run);
   current_ = f;
+  publish_running(f);
   pending_ = {nullptr, SwitchAction::kNone};
   Transfer t = switch_context(&thread_ctx_, &f->ctx, nullptr, false);
   after_switch(t);
@@ -58,6 +67,7 @@ void Worker::switch_to(Fiber* from, Fiber* to, SwitchAction action) {
   to = runnable(to);
   pending_ = {from, action};  // step 2
   current_ = to;
+  publish_running(to);
   ExecutionContext* target = &thread_ctx_;
   if (to != nullptr) {
     counters_.bump(counters_.run);

@@ -28,6 +28,7 @@
 #include "runtime/internal/worker.h"
 
 #include <algorithm>
+#include <utility>
 
 #include "runtime/internal/scheduler.h"
 #include "runtime/platform/fault.h"
@@ -104,6 +105,13 @@ void Worker::run_loop() {
 }
 
 void Worker::push_local(Fiber* f, bool lifo) {
+  // While a rescuer serves this worker's driver, the owner is stuck in a
+  // fiber: what it wakes goes where peers can steal it, and so does a fiber
+  // it left in the LIFO slot (hand-over step 2).
+  if (lifo && rescued_by_.load(std::memory_order_relaxed) >= 0) {
+    lifo = false;
+    if (lifo_ != nullptr) push_local(std::exchange(lifo_, nullptr), false);
+  }
   if (lifo) {
     Fiber* old = lifo_;
     lifo_ = f;
@@ -143,13 +151,24 @@ void Worker::wake_here(Fiber* f) {
 Fiber* Worker::next_local() {
   if (sched_->stopping()) return nullptr;
   ++tick_;
+  progress_.store(tick_, std::memory_order_relaxed);  // for the monitor
+  if (rescued_by_.load(std::memory_order_relaxed) >= 0) reclaim_driver();
   // The busy poll comes first: the inject check below may return, and with
   // both intervals 61 it would otherwise skip every busy poll while the
   // inject queue is never empty (many yielding fibers).
-  if (tick_ % kPollInterval == 0) poll_once(0);
+  if (tick_ % kPollInterval == 0) {
+    poll_once(0);
+    if (serves_others()) serve_rescued();
+  }
   if (tick_ % kGlobalQueueInterval == 0) {
     Fiber* f = take_from_inject(kMaxInjectBatch);
-    if (f != nullptr) return f;
+    if (f != nullptr) {
+      // The LIFO slot is never left occupied under a fiber that starts
+      // running: if that fiber gets stuck, a fiber in the slot would be
+      // stranded (the slot cannot be stolen).
+      if (lifo_ != nullptr) push_local(std::exchange(lifo_, nullptr), false);
+      return f;
+    }
   }
   if (lifo_ != nullptr) {
     Fiber* f = lifo_;
@@ -223,6 +242,10 @@ Fiber* Worker::find_runnable() {
       }
       f = next_local();
     }
+    if (f == nullptr && serves_others()) {
+      serve_rescued();  // hand-over step 4
+      f = next_local();
+    }
     if (f == nullptr) f = steal();
     if (f != nullptr) {
       stop_searching();
@@ -273,6 +296,10 @@ void Worker::stop_searching() {
 
 bool Worker::work_visible() const {
   if (!inbox_.empty() || sched_->inject_.len() > 0) return true;
+  if (rescue_pending_.load(std::memory_order_seq_cst)) return true;
+  for (const Worker* s : serving_) {
+    if (!s->inbox_.empty()) return true;
+  }
   for (int i = 0; i < sched_->num_workers(); ++i) {
     if (i != id_ && !sched_->worker(i)->queue_.empty()) return true;
   }
@@ -296,6 +323,7 @@ void Worker::sleep_until_work() {
 void Worker::leave_idle() {
   if (!sleeping_.load(std::memory_order_relaxed)) return;
   sleeping_.store(false, std::memory_order_seq_cst);
+  sched_->monitor().worker_active();  // monitor step 3
   sched_->remove_idle(this);
   if (woken_to_search_.exchange(false, std::memory_order_seq_cst)) searching_ = true;
 }

@@ -8,9 +8,14 @@
 //   switch.cc     context switches between fibers and the worker's stack
 //   worker_io.cc  poll_once: inbox, readiness, I/O slots and timers
 //   shutdown.cc   the reaper's entry points (with Scheduler::stop)
+//   monitor.cc    the hand-over of a stuck worker's driver to a peer
 //
 // Who may touch what is stated per field group below: "owner" means the
-// worker's own thread, including fibers while they run on it.
+// worker's own thread, including fibers while they run on it. The worker's
+// *driver* (its poller, inbox, I/O slot table and the wheel's firing) is
+// served by the owner, or, while the owner is stuck in one fiber, by a peer
+// the monitor picked (the rescuer; protocol in monitor.cc); never by two
+// threads at once: driver_lock_ says who.
 //
 // Fiber hazard: a fiber may resume on a different worker than the one it
 // suspended on. Code running on a fiber must never keep a Worker* (or any
@@ -113,9 +118,20 @@ class Worker {
   // worker of the runtime, under that wheel's lock).
   void arm_timer(Fiber* f, uint64_t seq, int64_t deadline_nanos);
   static void disarm_timer(Fiber* f);
-  // handle_io_message() carries out a socket message on this worker's
-  // poller and slot table (the inbox path and io_call's direct path).
-  void handle_io_message(IoMessage* m);
+  // handle_io_message_direct() carries out a socket message on this
+  // worker's poller and slot table from its own thread (io_call's direct
+  // path), taking the driver lock.
+  void handle_io_message_direct(IoMessage* m);
+  // --- the monitor (monitor.cc), from its own thread ---
+  uint64_t progress() const { return progress_.load(std::memory_order_relaxed); }
+  bool sleeping() const { return sleeping_.load(std::memory_order_seq_cst); }
+  int rescued_by() const { return rescued_by_.load(std::memory_order_seq_cst); }
+  // running_fiber() is what the worker runs now: fiber id (0: its own
+  // loop) and spawn site.
+  void running_fiber(uint64_t* id, const char** file, int* line) const;
+  // start_rescue() makes `rescuer` serve this worker's driver (hand-over
+  // steps 1-2) and asks it to start (step 3).
+  void start_rescue(Worker* rescuer);
 
   // --- thread start and the reaper (Scheduler) ---
   void start_thread();
@@ -167,17 +183,34 @@ class Worker {
   void resume(Fiber* f);                // from the worker's own stack
   void switch_to(Fiber* from, Fiber* to, SwitchAction action);
   static void after_switch(Transfer t);
+  void publish_running(Fiber* f);
 
   // worker_io.cc
-  // poll_once() drains the inbox, dispatches readiness (blocking up to
-  // timeout_ms, -1: no limit) and fires due timers, as one wake batch.
-  // use_poller=false skips epoll_wait (and the polls counter): inbox and
-  // timers only.
+  // poll_once() serves this worker's own driver: it drains the inbox,
+  // dispatches readiness (blocking up to timeout_ms, -1: no limit) and
+  // fires due timers, as one wake batch. use_poller=false skips
+  // epoll_wait (and the polls counter): inbox and timers only. A
+  // non-blocking poll is skipped while a rescuer holds the driver.
   void poll_once(int timeout_ms, bool use_poller = true);
-  void drain_inbox();
-  void dispatch_io(uint64_t data, uint32_t events);
-  void fire_timers(Worker* into);
+  // serve_driver() is one wake batch of this worker's driver run by
+  // `runner` (this worker, or its rescuer): woken fibers go to runner.
+  void serve_driver(Worker* runner, int timeout_ms, bool use_poller)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(driver_lock_);
+  void drain_inbox(Worker* runner) ABSL_EXCLUSIVE_LOCKS_REQUIRED(driver_lock_);
+  void handle_io_message(IoMessage* m) ABSL_EXCLUSIVE_LOCKS_REQUIRED(driver_lock_);
+  void dispatch_io(uint64_t data, uint32_t events) ABSL_EXCLUSIVE_LOCKS_REQUIRED(driver_lock_);
+  void fire_timers(Worker* runner) ABSL_EXCLUSIVE_LOCKS_REQUIRED(driver_lock_);
   int timeout_until_next_timer();
+  // monitor.cc: the rescuer's side (owner of the rescuer).
+  bool serves_others() const {
+    return !serving_.empty() || rescue_pending_.load(std::memory_order_relaxed);
+  }
+  // serve_rescued() takes new rescue requests (step 3), runs a
+  // non-blocking wake batch of every driver it serves (step 4), and drops
+  // the ones whose owners are back (step 6).
+  void serve_rescued();
+  // reclaim_driver() is the owner's step 5: back in its loop.
+  void reclaim_driver();
 
   // --- immutable after construction ---
   Scheduler* const sched_;
@@ -197,10 +230,6 @@ class Worker {
   bool in_poll_ = false;
   size_t poll_woken_ = 0;  // fibers queued by the current poll_once()
   bool searching_ = false;
-  // The I/O slot table; deque: linked TimerEntries never move.
-  std::deque<IoSlot> io_slots_;
-  int32_t io_free_ = -1;
-  size_t io_live_ = 0;
   StackCache stacks_;
   ExecutionContext thread_ctx_;
   Fiber* current_ = nullptr;
@@ -209,21 +238,44 @@ class Worker {
     SwitchAction action;
   } pending_{nullptr, SwitchAction::kNone};
   uint64_t tick_ = 0;
+  std::vector<Worker*> serving_;  // drivers this worker serves as a rescuer
   uint64_t rng_;
   uint64_t id_next_ = 0, id_end_ = 0;  // block of fiber ids (Scheduler::new_fiber)
   static constexpr int kMaxEvents = 256;
   epoll_event events_[kMaxEvents];
-  Poller poller_;  // epoll_wait by the owner; epoll_ctl by handle_io_message
+
+  // --- the driver: under driver_lock_ (the owner, or its rescuer) ---
+  SpinLock driver_lock_;
+  Poller poller_;  // epoll_wait and epoll_ctl under driver_lock_
+  // The I/O slot table; deque: linked TimerEntries never move.
+  std::deque<IoSlot> io_slots_ ABSL_GUARDED_BY(driver_lock_);
+  int32_t io_free_ ABSL_GUARDED_BY(driver_lock_) = -1;
+  size_t io_live_ ABSL_GUARDED_BY(driver_lock_) = 0;
 
   // --- any thread ---
-  MpscInbox<WorkerMessage> inbox_;  // any thread pushes; the owner pops
-  Wakeup wakeup_;                   // any thread signals; the owner drains
+  MpscInbox<WorkerMessage> inbox_;  // any thread pushes; popped under driver_lock_
+  Wakeup wakeup_;                   // any thread signals; drained under driver_lock_
   // True while the worker may block in poll_once (seq_cst with senders).
   std::atomic<bool> sleeping_{false};
   // Set by a waker that hands this idle worker the searching role.
   std::atomic<bool> woken_to_search_{false};
   std::atomic<size_t> io_count_{0};  // io_live_, readable by other threads
   WorkerCounters counters_;          // written by the owner only
+
+  // --- hand-over (monitor.cc) ---
+  // Published by the owner at every turn of its loop and every switch
+  // (relaxed stores); read by the monitor.
+  std::atomic<uint64_t> progress_{0};
+  std::atomic<uint64_t> running_id_{0};
+  std::atomic<const char*> running_file_{nullptr};
+  std::atomic<int> running_line_{0};
+  // The worker serving this one's driver while it is stuck, or -1. Set by
+  // the monitor, cleared by the owner (seq_cst: senders read it).
+  std::atomic<int> rescued_by_{-1};
+  // Drivers the monitor asked this worker to serve (step 1 -> step 3).
+  SpinLock rescue_lock_;
+  std::vector<Worker*> rescue_requests_ ABSL_GUARDED_BY(rescue_lock_);
+  std::atomic<bool> rescue_pending_{false};
 
   // --- under timer_lock_ (disarm comes from any worker) ---
   SpinLock timer_lock_;

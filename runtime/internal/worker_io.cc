@@ -1,9 +1,12 @@
-// Worker I/O: poll_once() and what it serves. Each worker owns an epoll
-// poller, an eventfd waker, an MPSC inbox of messages, a slot table of
-// socket registrations, and a timer wheel; poll_once() drains the inbox,
-// dispatches readiness and fires due timers as one wake batch.
+// Worker I/O: poll_once() and what it serves. Each worker owns a driver:
+// an epoll poller, an eventfd waker, an MPSC inbox of messages, a slot
+// table of socket registrations, and a timer wheel. A wake batch drains the
+// inbox, dispatches readiness and fires due timers. The owner runs its
+// driver's batches; while it is stuck in one fiber, its rescuer does
+// (monitor.cc). Either way the batch runs under the driver lock, and the
+// fibers it wakes go to the queue of the worker that runs it (the runner).
 //
-// # A wake batch
+// # A wake batch (serve_driver)
 //   1. Drain the inbox: spawns and wakes sent from other threads, and the
 //      socket messages (register, modify, close, set/cancel timeout).
 //   2. epoll_wait for at most as many events as the run queue has room for
@@ -38,52 +41,81 @@ void Worker::send(WorkerMessage* m) {
 }
 
 void Worker::notify() {
-  if (sleeping_.load(std::memory_order_seq_cst)) wakeup_.signal();
+  // Hand-over step 2: while a rescuer serves this driver, every message
+  // must wake it (through this worker's eventfd, in the epoll set that the
+  // rescuer watches).
+  if (sleeping_.load(std::memory_order_seq_cst) || rescued_by_.load(std::memory_order_seq_cst) >= 0) {
+    wakeup_.signal();
+  }
 }
 
 void Worker::poll_once(int timeout_ms, bool use_poller) {
-  if (use_poller) counters_.bump(counters_.polls);
-  drain_inbox();  // step 1
+  if (timeout_ms == 0) {
+    // A rescuer is in the middle of a batch of this driver: it serves it.
+    if (!driver_lock_.try_lock()) {
+      leave_idle();
+      return;
+    }
+  } else {
+    driver_lock_.lock();  // a rescuer's batch never blocks
+  }
+  serve_driver(this, timeout_ms, use_poller);
+  driver_lock_.unlock();
+}
+
+void Worker::handle_io_message_direct(IoMessage* m) {
+  std::lock_guard<SpinLock> g(driver_lock_);
+  handle_io_message(m);
+}
+
+void Worker::serve_driver(Worker* runner, int timeout_ms, bool use_poller) {
+  if (use_poller) runner->counters_.bump(runner->counters_.polls);
+  drain_inbox(runner);  // step 1
   // Step 2. (A blocking poll only happens with the queue empty.)
-  const int room = static_cast<int>(queue_.capacity() - queue_.size());
+  const int room = static_cast<int>(runner->queue_.capacity() - runner->queue_.size());
   const int max_events = std::min(kMaxEvents, std::max(room, kMinPollEvents));
-  in_poll_ = true;
-  poll_woken_ = 0;
+  runner->in_poll_ = true;
+  runner->poll_woken_ = 0;
+  epoll_event* events = runner->events_;
   int n = 0;
-  if (use_poller && (timeout_ms != 0 || io_live_ > 0)) n = poller_.wait(events_, max_events, timeout_ms);
+  if (use_poller && (timeout_ms != 0 || io_live_ > 0 || !runner->serving_.empty())) {
+    n = poller_.wait(events, max_events, timeout_ms);
+  }
   // Step 3: off the idle list before waking anyone, so the wake-up below
-  // cannot pick this worker (an eventfd write, and a next sleep that
+  // cannot pick the runner (an eventfd write, and a next sleep that
   // returns at once to read it).
-  leave_idle();
+  runner->leave_idle();
   for (int i = 0; i < n; ++i) {
-    uint64_t data = events_[i].data.u64;
+    uint64_t data = events[i].data.u64;
     if (data == Scheduler::kWakeupData) {
-      counters_.bump(counters_.wakeups);
+      runner->counters_.bump(runner->counters_.wakeups);
       wakeup_.drain();
+    } else if (Scheduler::is_rescue_data(data)) {
+      // A driver this worker serves has work: serve_rescued() runs it.
     } else {
-      counters_.bump(counters_.poll_events);
-      dispatch_io(data, events_[i].events);
+      runner->counters_.bump(runner->counters_.poll_events);
+      dispatch_io(data, events[i].events);
     }
   }
-  fire_timers(this);  // step 4
-  in_poll_ = false;
+  fire_timers(runner);  // step 4
+  runner->in_poll_ = false;
   // Step 5: a lone woken fiber runs here at once, and waking a peer for it
   // costs an eventfd write and a search that finds nothing, or a steal that
   // moves the fiber to a cold CPU (tokio's rule is the same).
-  if (poll_woken_ > 0 &&
-      (queue_.size() > (lifo_ == nullptr ? 1u : 0u) || sched_->inject_.len() > 0)) {
+  if (runner->poll_woken_ > 0 &&
+      (runner->queue_.size() > (runner->lifo_ == nullptr ? 1u : 0u) || sched_->inject_.len() > 0)) {
     sched_->notify_idle();
   }
-  if (n > 0) drain_inbox();
+  if (n > 0) drain_inbox(runner);
 }
 
-void Worker::drain_inbox() {
+void Worker::drain_inbox(Worker* runner) {
   while (WorkerMessage* m = inbox_.pop()) {
-    counters_.bump(counters_.messages);
+    runner->counters_.bump(runner->counters_.messages);
     switch (m->kind) {
       case MessageKind::kSpawn:
       case MessageKind::kWake: {
-        push_local(m->fiber, m->kind == MessageKind::kWake);
+        runner->push_local(m->fiber, m->kind == MessageKind::kWake);
         break;
       }
       case MessageKind::kShutdown:
@@ -152,7 +184,10 @@ void Worker::handle_io_message(IoMessage* m) {
       }
       s->source = nullptr;
       s->fd = -1;
-      ++s->gen;  // late events carrying the old token are dropped
+      // Late events carrying the old token are dropped. Generation
+      // 0xffffffff is never used: epoll data with it marks a rescued
+      // driver's epoll fd (Scheduler::rescue_data).
+      if (++s->gen == 0xffffffffu) s->gen = 0;
       s->next_free = io_free_;
       io_free_ = static_cast<int32_t>(token & 0xffffffffu);
       --io_live_;
@@ -197,7 +232,7 @@ void Worker::dispatch_io(uint64_t data, uint32_t events) {
   s.source->on_io_events(events);
 }
 
-void Worker::fire_timers(Worker* into) {
+void Worker::fire_timers(Worker* runner) {
   if (timers_armed_.load(std::memory_order_relaxed) == 0) return;
   const uint64_t now = sched_->now_tick();
   for (;;) {
@@ -211,7 +246,7 @@ void Worker::fire_timers(Worker* into) {
       std::lock_guard<SpinLock> g(timer_lock_);
       wheel_.advance(now, [&](TimerEntry* e) {
         timers_armed_.fetch_sub(1, std::memory_order_relaxed);
-        counters_.bump(counters_.timers_fired);
+        runner->counters_.bump(runner->counters_.timers_fired);
         auto tag = reinterpret_cast<uintptr_t>(e->owner);
         if (tag & 1) {
           if (n_io < 64) {
@@ -224,7 +259,7 @@ void Worker::fire_timers(Worker* into) {
           return;
         }
         Fiber* f = static_cast<Fiber*>(e->owner);
-        if (try_claim(f, f->timer_seq)) into->push_local(f, false);
+        if (try_claim(f, f->timer_seq)) runner->push_local(f, false);
       });
     }
     for (size_t i = 0; i < n_io; ++i) {
@@ -239,12 +274,17 @@ void Worker::fire_timers(Worker* into) {
 }
 
 int Worker::timeout_until_next_timer() {
-  if (timers_armed_.load(std::memory_order_relaxed) == 0) return -1;
+  // The earliest timer of this wheel and of every wheel this worker serves
+  // as a rescuer (hand-over step 3).
   std::optional<uint64_t> next;
-  {
-    std::lock_guard<SpinLock> g(timer_lock_);
-    next = wheel_.next_deadline();
-  }
+  auto consider = [&](Worker* w) {
+    if (w->timers_armed_.load(std::memory_order_relaxed) == 0) return;
+    std::lock_guard<SpinLock> g(w->timer_lock_);
+    std::optional<uint64_t> t = w->wheel_.next_deadline();
+    if (t && (!next || *t < *next)) next = t;
+  };
+  consider(this);
+  for (Worker* s : serving_) consider(s);
   if (!next) return -1;
   uint64_t now = sched_->now_tick();
   if (*next <= now) return 0;

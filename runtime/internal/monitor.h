@@ -1,0 +1,81 @@
+// runtime/internal/monitor.h
+//
+// Monitor: one thread per runtime that notices a worker stuck in one fiber
+// (computing, or blocked in a system call) and hands that worker's driver
+// (poller, timers, inbox) to a peer until it comes back, and reports the
+// fiber that holds it. Asleep while every worker is idle. The protocol is
+// at the top of monitor.cc. NOT for users; RuntimeOptions configures it.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <thread>
+#include <vector>
+
+#include "runtime/internal/worker.h"
+
+namespace weft::internal {
+
+class Scheduler;
+
+struct MonitorOptions {
+  int64_t stall_nanos = 5'000'000;       // hand-over after this long; <= 0: no monitor
+  int64_t report_nanos = 100'000'000;    // report a hog after this long
+  bool report = true;
+  int max_reports_per_second = 10;
+};
+
+class Monitor {
+ public:
+  Monitor(Scheduler* sched, MonitorOptions opts);
+  ~Monitor();  // stop()s
+  Monitor(const Monitor&) = delete;
+  Monitor& operator=(const Monitor&) = delete;
+
+  // start() starts the thread (no-op when disabled); stop() ends it.
+  void start();
+  void stop();
+
+  // worker_active() is called by a worker leaving idle: it wakes the
+  // monitor if it sleeps because every worker was idle (step 3).
+  void worker_active() {
+    if (parked_.load(std::memory_order_seq_cst) != 0) unpark();
+  }
+
+  uint64_t episodes() const { return episodes_.load(std::memory_order_relaxed); }
+  uint64_t handovers() const { return handovers_.load(std::memory_order_relaxed); }
+  uint64_t reports() const { return reports_.load(std::memory_order_relaxed); }
+  uint64_t wakeups() const { return wakeups_.load(std::memory_order_relaxed); }
+
+ private:
+  struct Watch {  // per worker, monitor thread only
+    uint64_t progress = 0;
+    int64_t since = 0;     // when progress last moved (or the worker slept)
+    bool stuck = false;    // in an episode
+    bool reported = false;
+  };
+
+  void run();
+  // check() samples every worker once; returns true if any is awake.
+  bool check(int64_t now);
+  void hand_over(Worker* stuck);
+  void report(Worker* w, int64_t ran_nanos);
+  void unpark();
+  bool all_idle() const;
+
+  Scheduler* const sched_;
+  const MonitorOptions opts_;
+  std::vector<Watch> watch_;
+  std::thread thread_;
+  // Futex words: stop_ (nonzero: leave) is also what timed sleeps wait on;
+  // parked_ is 1 while the monitor sleeps with every worker idle.
+  std::atomic<uint32_t> stop_{0};
+  std::atomic<uint32_t> parked_{0};
+  std::atomic<uint64_t> episodes_{0}, handovers_{0}, reports_{0}, wakeups_{0};
+  // Rate limit of reports: a window of one second.
+  int64_t window_start_ = 0;
+  int window_reports_ = 0;
+  uint64_t suppressed_ = 0;
+};
+
+}  // namespace weft::internal
