@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every weft test: the default build, then the whole suite again under
-# AddressSanitizer+UBSan and under ThreadSanitizer. Prints one summary line
-# 'N passed, N failed' (N counts test targets over the three runs) and exits
-# non-zero if any failed.
+# AddressSanitizer+UBSan and under ThreadSanitizer, then builds and runs
+# tests/consumer (a separate workspace that depends on weft). Prints one
+# summary line 'N passed, N failed' (N counts test targets over the three
+# runs, plus the consumer) and exits non-zero if any failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh
@@ -37,6 +38,13 @@ run() {
 run default
 run asan --config=asan
 run tsan --config=tsan
+
+# A second workspace that uses weft through weft_deps(), as a user's would.
+if bash tests/consumer/run.sh; then
+  passed=$((passed + 1))
+else
+  failed=$((failed + 1))
+fi
 
 echo "${passed} passed, ${failed} failed"
 [ "$failed" -eq 0 ]

@@ -52,7 +52,9 @@
 // # Reporting
 //   An episode that lasts report_threshold is reported once, with the
 //   fiber's id and where it was spawned; at most max_reports_per_second,
-//   the rest counted and mentioned in the next report.
+//   the rest counted and mentioned in the next report. Debug builds (no
+//   NDEBUG, no sanitizer) add the stuck thread's backtrace, which that
+//   thread prints itself on a signal (fault.h).
 #include "runtime/internal/monitor.h"
 
 #include <sys/epoll.h>
@@ -64,6 +66,7 @@
 #include <mutex>
 
 #include "runtime/internal/scheduler.h"
+#include "runtime/platform/fault.h"
 #include "runtime/platform/futex.h"
 #include "runtime/platform/monotonic.h"
 
@@ -259,6 +262,11 @@ void Monitor::report(Worker* w, int64_t ran_nanos) {
     std::fprintf(stderr, "weft: worker %d has not returned to its loop for %" PRId64 " ms%s%s\n", w->id(),
                  ran_nanos / 1'000'000, served, also);
   }
+#ifndef NDEBUG
+  // Debug builds: where it is stuck, printed by the worker's own thread
+  // (fault.h says what the signal does to a blocked system call).
+  if (backtraces_supported()) request_backtrace(w->native_thread(), "weft: backtrace of the stuck worker:\n");
+#endif
 }
 
 }  // namespace weft::internal

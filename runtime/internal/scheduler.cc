@@ -73,6 +73,9 @@ absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::create(const RuntimeOption
     s->workers_.push_back(std::make_unique<Worker>(s.get(), i, std::move(*poller), std::move(*wakeup)));
   }
   install_stack_overflow_handler(report_guard_fault);
+#ifndef NDEBUG
+  if (opts.report_hogs) install_backtrace_handler();
+#endif
   MonitorOptions mo;
   mo.stall_nanos = opts.stall_threshold == absl::InfiniteDuration()
                        ? 0

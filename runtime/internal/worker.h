@@ -137,6 +137,7 @@ class Worker {
   void start_thread();
   void join_thread();
   bool thread_started() const { return thread_.joinable(); }
+  pthread_t native_thread() { return thread_.native_handle(); }
   // send_shutdown() tells the loop to stop (any thread).
   void send_shutdown();
   // take_all_for_shutdown() moves every queued fiber (inbox, LIFO slot, run

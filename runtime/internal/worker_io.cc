@@ -78,7 +78,10 @@ void Worker::serve_driver(Worker* runner, int timeout_ms, bool use_poller) {
   runner->poll_woken_ = 0;
   epoll_event* events = runner->events_;
   int n = 0;
-  if (use_poller && (timeout_ms != 0 || io_live_ > 0 || !runner->serving_.empty())) {
+  // A non-blocking poll with no socket registered has nothing to find but
+  // a pending eventfd signal, which must be drained all the same: a rescuer
+  // watches this epoll fd level-triggered and would be woken by it forever.
+  if (use_poller && (timeout_ms != 0 || io_live_ > 0 || wakeup_.pending())) {
     n = poller_.wait(events, max_events, timeout_ms);
   }
   // Step 3: off the idle list before waking anyone, so the wake-up below

@@ -19,13 +19,16 @@ class Wakeup {
   ~Wakeup();
 
   int fd() const { return fd_; }
+  // pending() is true between a signal() and the drain() that consumes it.
+  bool pending() const { return pending_.load(std::memory_order_acquire); }
 
   // signal() makes the eventfd readable unless a signal is already pending.
   // May be called from any thread.
   void signal();
 
-  // drain() consumes pending signals. Called only by the owning worker after
-  // its poller reported the fd readable. Reads first, then clears the flag:
+  // drain() consumes pending signals. Called only by whoever serves the
+  // owning worker's poller (under its driver lock) after the poller
+  // reported the fd readable. Reads first, then clears the flag:
   // the other order could swallow a signal sent in between.
   void drain();
 

@@ -1,5 +1,7 @@
 #include "runtime/platform/fault.h"
 
+#include <errno.h>
+#include <execinfo.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -30,6 +32,58 @@ std::atomic<GuardFaultReporter> g_reporter{nullptr};
 }
 
 }  // namespace
+
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+bool backtraces_supported() { return false; }
+void install_backtrace_handler() {}
+bool request_backtrace(pthread_t, const char*) { return false; }
+#else
+namespace {
+const int kBacktraceSignal = SIGRTMIN + 7;
+// One request at a time: the header the handler prints.
+std::atomic<const char*> g_backtrace_header{nullptr};
+
+void backtrace_handler(int, siginfo_t*, void*) {
+  int saved = errno;
+  const char* header = g_backtrace_header.exchange(nullptr, std::memory_order_acq_rel);
+  if (header != nullptr) {
+    void* frames[48];
+    int n = ::backtrace(frames, 48);
+    (void)!::write(STDERR_FILENO, header, std::strlen(header));
+    ::backtrace_symbols_fd(frames, n, STDERR_FILENO);
+  }
+  errno = saved;
+}
+}  // namespace
+
+bool backtraces_supported() { return true; }
+
+void install_backtrace_handler() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    void* warm[1];
+    ::backtrace(warm, 1);  // loads the unwinder now: the handler must not allocate
+    struct sigaction sa;
+    std::memset(&sa, 0, sizeof(sa));
+    sa.sa_sigaction = backtrace_handler;
+    sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    ::sigaction(kBacktraceSignal, &sa, nullptr);
+  });
+}
+
+bool request_backtrace(pthread_t thread, const char* header) {
+  const char* expected = nullptr;
+  if (!g_backtrace_header.compare_exchange_strong(expected, header, std::memory_order_acq_rel)) {
+    return false;  // one is in flight
+  }
+  if (::pthread_kill(thread, kBacktraceSignal) != 0) {
+    g_backtrace_header.store(nullptr, std::memory_order_release);
+    return false;
+  }
+  return true;
+}
+#endif
 
 void install_stack_overflow_handler(GuardFaultReporter reporter) {
 #if !defined(__SANITIZE_ADDRESS__)

@@ -7,6 +7,8 @@
 // that was installed before. NOT for users.
 #pragma once
 
+#include <pthread.h>
+
 #include <cstddef>
 
 namespace weft::internal {
@@ -22,6 +24,18 @@ using GuardFaultReporter = bool (*)(void* addr, char* buf, size_t len);
 // set in between, by a test framework say, is chained to. Does nothing
 // under AddressSanitizer, which reports overflows itself.
 void install_stack_overflow_handler(GuardFaultReporter reporter);
+
+// Backtraces of another thread, for reports of a stuck worker in debug
+// builds: install_backtrace_handler() installs a handler for
+// kBacktraceSignal that writes the receiving thread's backtrace to stderr,
+// under a header line; request_backtrace() sends it to a thread. The signal
+// interrupts a system call the thread is blocked in; calls that restart
+// (SA_RESTART) do, others (sleeps, epoll_wait) return EINTR. Not available
+// under the sanitizers, which intercept signals: request_backtrace()
+// returns false there.
+bool backtraces_supported();
+void install_backtrace_handler();
+bool request_backtrace(pthread_t thread, const char* header);
 
 // AltSignalStack: an alternate signal stack for the calling thread, so the
 // handler can run when a fiber stack is exhausted. Construct it on the

@@ -225,6 +225,7 @@ void run_hog_case(Hog kind) {
   stop_ticker.store(true);
   (*rt)->block_on([&] { ticker_done.wait(); });
   std::string report = err.text();
+  MESSAGE("stderr during the hog:\n" << report);
   RuntimeStats st = (*rt)->stats();
 
   int64_t hs = hog_start.load(), he = hog_end.load();
@@ -255,6 +256,11 @@ void run_hog_case(Hog kind) {
   CHECK(report.find("on worker " + std::to_string(hw) + " without suspending") != std::string::npos);
   CHECK(report.find("rt_monitor_test.cc:" + std::to_string(line)) != std::string::npos);
   CHECK(report.find("worker " + std::to_string(1 - hw) + " serves its sockets and timers") != std::string::npos);
+#if !defined(NDEBUG) && !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+  // Debug builds: the stuck thread's backtrace follows, with frames.
+  CHECK(report.find("weft: backtrace of the stuck worker:\n") != std::string::npos);
+  CHECK(report.find("rt_monitor_test(") != std::string::npos);  // backtrace_symbols_fd frames
+#endif
   for (int fd : fds) ::close(fd);
   ::close(pipe_fds[0]);
   ::close(pipe_fds[1]);
