@@ -27,8 +27,11 @@
 //     answers to requests that arrived together leave in one write;
 //   - chunked request bodies (Beast decodes them); a handler that sets
 //     res.chunked(true) gets a chunked response (the body as one chunk);
-//   - Content-Length (prepare_payload()), Date and Server on every response,
-//     "Connection: close" on the last one; HEAD gets the headers only;
+//   - Content-Length, Date and Server on every response, "Connection:
+//     close" on the last one; HEAD gets the headers only. The server owns
+//     Content-Length, Transfer-Encoding and Connection: the handler's values
+//     for those are replaced (use res.chunked(true) for chunked); a Date or
+//     Server the handler set is kept;
 //   - limits (ServerOptions): head size (431), body size (413), requests per
 //     connection, idle timeout (the connection closes silently), request
 //     timeout from the first byte to the end of the body (408), write timeout;
@@ -77,8 +80,9 @@ struct ServerOptions {
   // Requests served on one connection before it closes (the last response
   // says "Connection: close"); 0 means no limit.
   uint64_t max_requests_per_connection = 0;
-  // How long a connection may wait for the first byte of its next request;
-  // then it closes without a response.
+  // How long a connection may wait for the first byte of its next request
+  // (then it closes without a response), and the longest any single read
+  // may wait within a request (then 408).
   absl::Duration idle_timeout = absl::Seconds(60);
   // From the first byte of a request to the end of its body; then 408 and
   // close. A read deadline on the socket, set only when a request does not
