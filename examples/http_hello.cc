@@ -3,6 +3,7 @@
 //
 //   bazel run -c opt //examples:http_hello -- --port 8080
 //   curl http://127.0.0.1:8080/      wrk -c100 -d5s http://127.0.0.1:8080/
+//   ... --tls-cert cert.pem --tls-key key.pem     HTTPS (curl --cacert cert.pem https://...)
 //
 // Shows: a whole HTTP server in one handler. http::Server brings
 // keep-alive, pipelining, chunked request bodies, HEAD, Date, the limits
@@ -12,25 +13,43 @@
 //
 // The hand-written server this example used to be is kept as a benchmark
 // baseline: tools/bench/http_hello_handwritten.cc.
+#include <cstdio>
 #include <string>
 
 #include "examples/example_util.h"
 #include "net/http/server.h"
 #include "net/net.h"
+#include "net/tls/tls.h"
 
 int main(int argc, char** argv) {
   weft::examples::ServerFlags server_flags;
   weft::examples::Flags flags("http_hello", "An HTTP/1.1 keep-alive server answering \"Hello, World!\".");
   server_flags.add_to(flags);
+  std::string tls_cert, tls_key;
+  flags.add("tls-cert", &tls_cert, "serve HTTPS with this PEM certificate chain (needs --tls-key)");
+  flags.add("tls-key", &tls_key, "the PEM private key of --tls-cert");
   flags.parse(argc, argv);
 
+  weft::http::ServerOptions opts;
+  if (!tls_cert.empty() || !tls_key.empty()) {
+    if (tls_cert.empty() || tls_key.empty()) flags.usage_error("--tls-cert and --tls-key go together");
+    auto ctx = weft::tls::Context::server({.cert_chain_file = tls_cert, .key_file = tls_key, .alpn = {"http/1.1"}});
+    if (!ctx.ok()) {
+      std::fprintf(stderr, "http_hello: %s\n", ctx.status().ToString().c_str());
+      return 1;
+    }
+    opts.tls = *ctx;
+  }
+
   namespace bhttp = boost::beast::http;
-  weft::http::Server server([](const weft::http::Request& req) {
-    weft::http::Response res{bhttp::status::ok, req.version()};
-    res.set(bhttp::field::content_type, "text/plain");
-    res.body() = "Hello, World!\n";
-    return res;
-  });
+  weft::http::Server server(
+      [](const weft::http::Request& req) {
+        weft::http::Response res{bhttp::status::ok, req.version()};
+        res.set(bhttp::field::content_type, "text/plain");
+        res.body() = "Hello, World!\n";
+        return res;
+      },
+      opts);
 
   weft::examples::ShutdownSignal signal;
   return weft::examples::run_server(

@@ -2,7 +2,10 @@
 # Drives http_hello with curl (one request, keep-alive, HEAD, POST bodies)
 # and with raw bytes from python3 (pipelining, bodies split across reads,
 # chunked bodies, HTTP/1.0, every kind of malformed request, each refused
-# with a close within a second), checking exact responses (Date excepted).
+# with a close within a second), checking exact responses (Date excepted);
+# then HTTPS with a certificate made by openssl: curl --cacert, keep-alive,
+# ALPN, an untrusted certificate and a wrong name refused, plain HTTP on
+# the TLS port refused.
 source examples/server_test_lib.sh
 require_tool curl
 
@@ -180,5 +183,43 @@ PY
 
 # Still serving after all that.
 expect_eq "curl after the raw checks" "$(curl -s "$URL")" "Hello, World!"
+stop_server
+
+# HTTPS: a certificate made now, curl trusting exactly it.
+require_tool openssl
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=localhost \
+  -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" -keyout "$TMP/key.pem" -out "$TMP/cert.pem" 2>/dev/null ||
+  fail "openssl req failed"
+start_server http_hello --port 0 --workers 2 --tls-cert "$TMP/cert.pem" --tls-key "$TMP/key.pem"
+HTTPS="https://localhost:$PORT/"
+RESOLVE=(--resolve "localhost:$PORT:127.0.0.1")
+expect_eq "curl https" "$(curl -s --cacert "$TMP/cert.pem" "${RESOLVE[@]}" "$HTTPS")" "Hello, World!"
+curl -sv --cacert "$TMP/cert.pem" "${RESOLVE[@]}" "$HTTPS" "${HTTPS}again" >"$TMP/tls2" 2>"$TMP/tls2.err" ||
+  fail "curl https (two URLs) failed: $(cat "$TMP/tls2.err")"
+grep -q 'Re-using existing connection' "$TMP/tls2.err" || fail "no keep-alive over TLS: $(cat "$TMP/tls2.err")"
+grep -q 'ALPN: server accepted http/1.1' "$TMP/tls2.err" || fail "no ALPN: $(cat "$TMP/tls2.err")"
+# Without the certificate curl must refuse (exit 60: peer certificate cannot be authenticated).
+rc=0
+curl -s "${RESOLVE[@]}" "$HTTPS" >/dev/null 2>&1 || rc=$?
+expect_eq "curl without --cacert" "$rc" "60"
+# A name the certificate does not have fails too (exit 60).
+rc=0
+curl -s --cacert "$TMP/cert.pem" --resolve "other.test:$PORT:127.0.0.1" "https://other.test:$PORT/" >/dev/null 2>&1 || rc=$?
+expect_eq "curl with a wrong host name" "$rc" "60"
+# Plain HTTP on the TLS port is refused without harm.
+python3 - "$PORT" <<'PY' || fail "plain HTTP to the TLS port"
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10)
+s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+data = b""
+while True:
+    d = s.recv(4096)
+    if not d:
+        break
+    data += d
+assert not data.startswith(b"HTTP/"), data
+print("ok: plain HTTP on the TLS port is refused")
+PY
+expect_eq "curl https after that" "$(curl -s --cacert "$TMP/cert.pem" "${RESOLVE[@]}" "$HTTPS")" "Hello, World!"
 stop_server
 echo PASS

@@ -36,6 +36,7 @@
 #include "boost/beast/core/flat_buffer.hpp"
 #include "boost/beast/http/error.hpp"
 #include "boost/beast/http/parser.hpp"
+#include "boost/beast/http/rfc7230.hpp"
 #include "boost/beast/http/read.hpp"
 #include "boost/beast/http/serializer.hpp"
 #include "boost/beast/http/write.hpp"
@@ -186,21 +187,27 @@ unsigned status_for_read_error(const boost::system::error_code& ec) {
 // first read that has to wait on the socket for the current request sets
 // the read deadline (request_timeout); a request that arrived whole never
 // pays for the timer.
+template <class S>
 struct RequestStream {
-  net::TcpStream* stream = nullptr;
+  S* stream = nullptr;
+  net::TcpStream* tcp = nullptr;  // the socket under `stream`
   absl::Duration timeout;
   bool deadline_set = false;
 
   absl::StatusOr<size_t> read(std::span<char> buf) {
     if (!deadline_set) {
-      absl::Status s = stream->set_read_deadline(absl::Now() + timeout);
+      absl::Status s = tcp->set_read_deadline(absl::Now() + timeout);
       if (!s.ok()) return s;
       deadline_set = true;
     }
     return stream->read(buf);
   }
   absl::StatusOr<size_t> write(std::string_view data) { return stream->write(data); }
-  absl::StatusOr<size_t> writev(std::span<const iovec> bufs) { return stream->writev(bufs); }
+  absl::StatusOr<size_t> writev(std::span<const iovec> bufs)
+    requires std::is_same_v<S, net::TcpStream>
+  {
+    return stream->writev(bufs);
+  }
 };
 
 // append_head() serializes the status line and fields of a response whose
@@ -341,12 +348,44 @@ void Server::serve_connection(net::TcpStream stream) {
     return;
   }
   (void)stream.set_nodelay(true);
-  stream.set_write_timeout(opts_.write_timeout);
+  if (opts_.tls == nullptr) {
+    serve_requests(conn, stream, stream);
+  } else {
+    // During the handshake the socket moves into the tls::Stream, so
+    // shutdown() must not see it: the handshake timeout bounds this step.
+    {
+      std::unique_lock lock(mu_);
+      conn.stream = nullptr;
+    }
+    auto tls = tls::Stream::accept(std::move(stream), opts_.tls, opts_.tls_handshake_timeout);
+    if (tls.ok()) {
+      {
+        std::unique_lock lock(mu_);
+        conn.stream = &tls->tcp();  // the socket lives on the heap inside the tls::Stream
+      }
+      if (conn.state.load() != kClosing) serve_requests(conn, *tls, tls->tcp());
+    } else {
+      tls_failures_.fetch_add(1, std::memory_order_relaxed);
+    }
+    {
+      std::unique_lock lock(mu_);
+      conn.stream = nullptr;
+    }
+    unregister_conn(&conn);
+    return;  // the tls::Stream (or what accept() left) closes its socket
+  }
+  unregister_conn(&conn);
+  (void)stream.close();
+}
+
+template <class S>
+void Server::serve_requests(Conn& conn, S& stream, net::TcpStream& tcp) {
+  tcp.set_write_timeout(opts_.write_timeout);
   // Every read waits at most the idle timeout; a request as a whole at most
   // the request timeout (RequestStream's deadline).
-  stream.set_read_timeout(opts_.idle_timeout);
-  RequestStream rs{&stream, opts_.request_timeout};
-  BeastStream<RequestStream> io(rs);
+  tcp.set_read_timeout(opts_.idle_timeout);
+  RequestStream<S> rs{&stream, &tcp, opts_.request_timeout};
+  BeastStream<RequestStream<S>> io(rs);
   boost::beast::flat_buffer in;
   std::string out;
   StringSink sink(out);
@@ -418,7 +457,7 @@ void Server::serve_connection(net::TcpStream stream) {
       }
     }
     if (rs.deadline_set) {
-      (void)stream.set_read_deadline(absl::InfiniteFuture());
+      (void)tcp.set_read_deadline(absl::InfiniteFuture());
       rs.deadline_set = false;
     }
     if (ec && status == 0) break;  // the peer left or reset mid-request
@@ -441,6 +480,15 @@ void Server::serve_connection(net::TcpStream stream) {
       break;
     }
     keep = keep && !draining_.load();
+    if (keep) {
+      // The handler may ask to close: "Connection: close" (res.keep_alive(false)).
+      auto conn_field = res.find(bhttp::field::connection);
+      if (conn_field != res.end()) {
+        for (auto token : bhttp::token_list{conn_field->value()}) {
+          if (boost::beast::iequals(token, "close")) keep = false;
+        }
+      }
+    }
     if (req.version() < 11 && res.chunked()) res.chunked(false);  // HTTP/1.0 has no chunked coding
     const bool head_only = req.method() == bhttp::verb::head;
     if (!res.chunked()) {
@@ -495,16 +543,18 @@ void Server::serve_connection(net::TcpStream stream) {
     }
   }
   if (ours && !write_failed && flush()) {
-    (void)stream.shutdown(net::Shutdown::kWrite);
-    stream.set_read_timeout(absl::Milliseconds(500));
+    if constexpr (std::is_same_v<S, net::TcpStream>) {
+      (void)tcp.shutdown(net::Shutdown::kWrite);
+    } else {
+      (void)stream.shutdown();  // close_notify, then the TCP half-close
+    }
+    tcp.set_read_timeout(absl::Milliseconds(500));
     char sink_buf[4096];
     for (int i = 0; i < 64; ++i) {
       auto r = stream.read(sink_buf);
       if (!r.ok() || *r == 0) break;
     }
   }
-  unregister_conn(&conn);
-  (void)stream.close();
 }
 
 absl::Status Server::shutdown(absl::Duration grace) {
@@ -515,13 +565,13 @@ absl::Status Server::shutdown(absl::Duration grace) {
   // Idle connections close now; busy ones close after their response.
   for (Conn* c : conns_) {
     int expected = kIdle;
-    if (c->state.compare_exchange_strong(expected, kClosing)) (void)c->stream->close();
+    if (c->stream != nullptr && c->state.compare_exchange_strong(expected, kClosing)) (void)c->stream->close();
   }
   if (drained_.wait_until(lock, deadline, [&] { return conns_.empty(); })) return absl::OkStatus();
   size_t cut = conns_.size();
   for (Conn* c : conns_) {
     c->state.store(kClosing);
-    (void)c->stream->close();
+    if (c->stream != nullptr) (void)c->stream->close();  // null: in a TLS handshake (bounded by its timeout)
   }
   drained_.wait(lock, [&] { return conns_.empty(); });
   return absl::DeadlineExceededError("http::Server::shutdown: " + std::to_string(cut) +
@@ -534,6 +584,7 @@ ServerStats Server::stats() const {
   s.active_connections = active_.load(std::memory_order_relaxed);
   s.requests = requests_.load(std::memory_order_relaxed);
   s.rejected = rejected_.load(std::memory_order_relaxed);
+  s.tls_handshake_failures = tls_failures_.load(std::memory_order_relaxed);
   return s;
 }
 

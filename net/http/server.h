@@ -30,7 +30,8 @@
 //   - Content-Length, Date and Server on every response, "Connection:
 //     close" on the last one; HEAD gets the headers only. The server owns
 //     Content-Length, Transfer-Encoding and Connection: the handler's values
-//     for those are replaced (use res.chunked(true) for chunked); a Date or
+//     for those are replaced (use res.chunked(true) for chunked, and
+//     res.keep_alive(false) to close after this response); a Date or
 //     Server the handler set is kept;
 //   - limits (ServerOptions): head size (431), body size (413), requests per
 //     connection, idle timeout (the connection closes silently), request
@@ -63,6 +64,7 @@
 #include "boost/beast/http/message.hpp"
 #include "boost/beast/http/string_body.hpp"
 #include "net/tcp.h"
+#include "net/tls/tls.h"
 #include "sync/condition_variable.h"
 #include "sync/mutex.h"
 
@@ -96,6 +98,11 @@ struct ServerOptions {
   // The Server field of every response unless the handler set one; empty
   // for none.
   std::string server_name = "weft";
+  // HTTPS: a server tls::Context makes every connection start with a TLS
+  // handshake (accept()), bounded by tls_handshake_timeout. A failed
+  // handshake closes the connection and counts in stats().
+  std::shared_ptr<tls::Context> tls = nullptr;
+  absl::Duration tls_handshake_timeout = absl::Seconds(10);
 };
 
 struct ServerStats {
@@ -103,6 +110,7 @@ struct ServerStats {
   uint64_t active_connections = 0;  // open now
   uint64_t requests = 0;            // requests passed to the handler
   uint64_t rejected = 0;            // 4xx/5xx answers the server gave itself (400, 408, 413, ...)
+  uint64_t tls_handshake_failures = 0;
 };
 
 class Server {
@@ -149,6 +157,8 @@ class Server {
  private:
   struct Conn;
   bool register_conn(Conn* c);
+  template <class S>
+  void serve_requests(Conn& conn, S& stream, net::TcpStream& tcp);
   void unregister_conn(Conn* c);
 
   Handler handler_;
@@ -164,6 +174,7 @@ class Server {
   std::atomic<uint64_t> active_{0};
   std::atomic<uint64_t> requests_{0};
   std::atomic<uint64_t> rejected_{0};
+  std::atomic<uint64_t> tls_failures_{0};
 };
 
 }  // namespace weft::http
