@@ -152,18 +152,41 @@ std::string Url::to_string() const { return scheme + "://" + host_port() + targe
 // Client
 // ---------------------------------------------------------------------------
 
+// Connection: a pooled connection, plain or TLS; a ByteStream for
+// BeastStream.
+struct Client::Connection {
+  net::TcpStream tcp;               // plain: the connection
+  std::optional<tls::Stream> tls;   // https: owns the socket (tcp is unused)
+
+  net::TcpStream& socket() { return tls ? tls->tcp() : tcp; }
+  absl::StatusOr<size_t> read(std::span<char> buf) { return tls ? tls->read(buf) : tcp.read(buf); }
+  absl::StatusOr<size_t> write(std::string_view data) { return tls ? tls->write(data) : tcp.write(data); }
+  void close() { (void)(tls ? tls->close() : tcp.close()); }
+};
+
+absl::StatusOr<std::shared_ptr<tls::Context>> Client::tls_context() {
+  if (opts_.tls != nullptr) return opts_.tls;
+  std::unique_lock lock(mu_);
+  if (default_tls_ == nullptr) {
+    auto ctx = tls::Context::client({.alpn = {"http/1.1"}});
+    if (!ctx.ok()) return ctx.status();
+    default_tls_ = *ctx;
+  }
+  return default_tls_;
+}
+
 Client::Client(ClientOptions opts) : opts_(std::move(opts)) {}
 
 Client::~Client() { close(); }
 
 void Client::close() {
-  std::map<std::string, std::vector<net::TcpStream>> idle;
+  std::map<std::string, std::vector<std::unique_ptr<Connection>>> idle;
   {
     std::unique_lock lock(mu_);
     idle.swap(idle_);
   }
-  for (auto& [key, streams] : idle) {
-    for (auto& s : streams) (void)s.close();
+  for (auto& [key, conns] : idle) {
+    for (auto& c : conns) c->close();
   }
 }
 
@@ -179,25 +202,25 @@ size_t Client::idle_connections() const {
   return n;
 }
 
-std::optional<net::TcpStream> Client::take_idle(const std::string& key) {
+std::unique_ptr<Client::Connection> Client::take_idle(const std::string& key) {
   std::unique_lock lock(mu_);
   auto it = idle_.find(key);
-  if (it == idle_.end() || it->second.empty()) return std::nullopt;
-  net::TcpStream s = std::move(it->second.back());
+  if (it == idle_.end() || it->second.empty()) return nullptr;
+  std::unique_ptr<Connection> c = std::move(it->second.back());
   it->second.pop_back();
-  return s;
+  return c;
 }
 
-void Client::put_idle(const std::string& key, net::TcpStream s) {
+void Client::put_idle(const std::string& key, std::unique_ptr<Connection> c) {
   {
     std::unique_lock lock(mu_);
     auto& v = idle_[key];
     if (v.size() < opts_.max_idle_per_host) {
-      v.push_back(std::move(s));
+      v.push_back(std::move(c));
       return;
     }
   }
-  (void)s.close();  // over the cap
+  c->close();  // over the cap
 }
 
 absl::StatusOr<Response> Client::get(std::string_view url, const Headers& headers, const CallOptions& call) {
@@ -257,14 +280,14 @@ absl::StatusOr<Response> Client::round_trip(bhttp::verb method, const Url& url, 
                                             const std::string& body, absl::Duration connect_timeout,
                                             absl::Time deadline) {
   const std::string prefix = "http::Client: " + std::string(bhttp::to_string(method)) + " " + url.to_string() + ": ";
-  if (url.scheme != "http") {
-    return absl::InvalidArgumentError(prefix + "https is not supported yet (no TLS in this client)");
-  }
-  const std::string key = url.host_port();
+  const bool https = url.scheme == "https";
+  const std::string key = url.scheme + "://" + url.host_port();
 
   bhttp::request<bhttp::string_body> req{method, url.target, 11};
-  req.set(bhttp::field::host, url.port == 80 ? (url.host.find(':') != std::string::npos ? "[" + url.host + "]" : url.host)
-                                             : key);
+  const uint16_t default_port = https ? 443 : 80;
+  req.set(bhttp::field::host, url.port == default_port
+                                  ? (url.host.find(':') != std::string::npos ? "[" + url.host + "]" : url.host)
+                                  : url.host_port());
   for (const auto& [name, value] : headers) req.insert(name, value);
   if (!opts_.user_agent.empty() && !has_header(headers, "user-agent")) {
     req.set(bhttp::field::user_agent, opts_.user_agent);
@@ -273,16 +296,27 @@ absl::StatusOr<Response> Client::round_trip(bhttp::verb method, const Url& url, 
   if (!body.empty() || method == bhttp::verb::post || method == bhttp::verb::put) req.prepare_payload();
 
   for (int attempt = 0; attempt < 2; ++attempt) {
-    std::optional<net::TcpStream> s;
+    std::unique_ptr<Connection> s;
     if (attempt == 0) s = take_idle(key);
-    const bool reused = s.has_value();
+    const bool reused = s != nullptr;
     if (!reused) {
       absl::Duration left = deadline - absl::Now();
       if (left <= absl::ZeroDuration()) return absl::DeadlineExceededError(prefix + "request timeout passed");
       auto c = net::TcpStream::connect(url.host, url.port, std::min(connect_timeout, left));
       if (!c.ok()) return absl::Status(c.status().code(), prefix + "connect: " + std::string(c.status().message()));
-      s.emplace(std::move(*c));
-      (void)s->set_nodelay(true);
+      (void)c->set_nodelay(true);
+      s = std::make_unique<Connection>();
+      if (https) {
+        auto ctx = tls_context();
+        if (!ctx.ok()) return absl::Status(ctx.status().code(), prefix + std::string(ctx.status().message()));
+        left = deadline - absl::Now();
+        auto t = tls::Stream::connect(std::move(*c), *ctx, url.host,
+                                      std::max(absl::ZeroDuration(), std::min(opts_.tls_handshake_timeout, left)));
+        if (!t.ok()) return absl::Status(t.status().code(), prefix + std::string(t.status().message()));
+        s->tls.emplace(std::move(*t));
+      } else {
+        s->tcp = std::move(*c);
+      }
     }
     {
       std::unique_lock lock(mu_);
@@ -292,10 +326,15 @@ absl::StatusOr<Response> Client::round_trip(bhttp::verb method, const Url& url, 
         ++stats_.connections_opened;
       }
     }
-    if (absl::Status st = s->set_read_deadline(deadline); !st.ok()) return absl::Status(st.code(), prefix + std::string(st.message()));
-    if (absl::Status st = s->set_write_deadline(deadline); !st.ok()) return absl::Status(st.code(), prefix + std::string(st.message()));
+    net::TcpStream& sock = s->socket();
+    if (absl::Status st = sock.set_read_deadline(deadline); !st.ok()) {
+      return absl::Status(st.code(), prefix + std::string(st.message()));
+    }
+    if (absl::Status st = sock.set_write_deadline(deadline); !st.ok()) {
+      return absl::Status(st.code(), prefix + std::string(st.message()));
+    }
 
-    BeastStream<net::TcpStream> io(*s);
+    BeastStream<Connection> io(*s);
     boost::system::error_code ec;
     bhttp::write(io, req, ec);
     if (ec) {
@@ -323,12 +362,13 @@ absl::StatusOr<Response> Client::round_trip(bhttp::verb method, const Url& url, 
     Response res = parser.release();
     bool reusable = res.keep_alive() && !close_delimited && buf.size() == 0;
     if (reusable) {
-      reusable = s->set_read_deadline(absl::InfiniteFuture()).ok() && s->set_write_deadline(absl::InfiniteFuture()).ok();
+      reusable = sock.set_read_deadline(absl::InfiniteFuture()).ok() &&
+                 sock.set_write_deadline(absl::InfiniteFuture()).ok();
     }
     if (reusable) {
-      put_idle(key, std::move(*s));
+      put_idle(key, std::move(s));
     } else {
-      (void)s->close();
+      s->close();
     }
     return res;
   }

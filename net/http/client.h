@@ -11,9 +11,11 @@
 //   auto posted = client.post("http://127.0.0.1:8080/echo", "data", "text/plain");
 //
 // What it does:
-//   - URLs "http://host[:port][/path][?query]" (IPv6 as "[::1]"); the
-//     host goes through weft::net::resolve (getaddrinfo off the workers);
-//   - one pool of idle connections per host:port, at most
+//   - URLs "http://host[:port][/path][?query]" and "https://..." (IPv6 as
+//     "[::1]"); the host goes through weft::net::resolve (getaddrinfo off
+//     the workers); https verifies the server's certificate and name
+//     (weft::tls, OpenSSL) with ClientOptions::tls or the system store;
+//   - one pool of idle connections per scheme://host:port, at most
 //     max_idle_per_host each; a response is read whole (Content-Length,
 //     chunked, or up to the close) and the connection goes back to the
 //     pool when both sides allow keep-alive and nothing follows the body;
@@ -26,8 +28,8 @@
 //     307, 308 with a Location; 303, and 301/302 after a POST, become GET).
 //
 // Statuses: every message starts with "http::Client: METHOD URL: ".
-//   kInvalidArgument     a malformed or unsupported URL (https:// needs TLS,
-//                        which this client does not have yet)
+//   kInvalidArgument     a malformed or unsupported URL
+//   kUnauthenticated     https: the server's certificate or name did not verify
 //   kUnavailable         connect refused or unreachable, connection reset,
 //                        closed before or during the response
 //                        (partial_message: a body shorter than its
@@ -59,6 +61,7 @@
 #include "boost/beast/http/verb.hpp"
 #include "net/http/server.h"
 #include "net/tcp.h"
+#include "net/tls/tls.h"
 #include "sync/mutex.h"
 
 namespace weft::http {
@@ -78,6 +81,10 @@ struct ClientOptions {
   uint64_t max_body_bytes = 64 * 1024 * 1024;
   // Sent unless the caller's headers have one; empty for none.
   std::string user_agent = "weft";
+  // For https:// URLs: a client tls::Context. If null, the first https
+  // call makes one that trusts the system store (tls::Context::client()).
+  std::shared_ptr<tls::Context> tls = nullptr;
+  absl::Duration tls_handshake_timeout = absl::Seconds(10);
 };
 
 // Per-call overrides of ClientOptions.
@@ -145,12 +152,15 @@ class Client {
   absl::StatusOr<Response> round_trip(boost::beast::http::verb method, const Url& url,
                                       const Headers& headers, const std::string& body,
                                       absl::Duration connect_timeout, absl::Time deadline);
-  std::optional<net::TcpStream> take_idle(const std::string& key);
-  void put_idle(const std::string& key, net::TcpStream s);
+  struct Connection;
+  std::unique_ptr<Connection> take_idle(const std::string& key);
+  void put_idle(const std::string& key, std::unique_ptr<Connection> c);
+  absl::StatusOr<std::shared_ptr<tls::Context>> tls_context();
 
   ClientOptions opts_;
   mutable Mutex mu_;
-  std::map<std::string, std::vector<net::TcpStream>> idle_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::vector<std::unique_ptr<Connection>>> idle_ ABSL_GUARDED_BY(mu_);
+  std::shared_ptr<tls::Context> default_tls_ ABSL_GUARDED_BY(mu_);
   ClientStats stats_ ABSL_GUARDED_BY(mu_);
 };
 

@@ -9,6 +9,7 @@
 #include "boost/beast/http/read.hpp"
 #include "boost/beast/http/write.hpp"
 #include "net/http/beast_stream.h"
+#include "net/http/client.h"
 #include "net/http/server.h"
 #include "net/net.h"
 #include "net/tls/test_certs.h"
@@ -75,6 +76,53 @@ TEST_CASE("HTTPS: Beast over tls::Stream on both sides, keep-alive, a bad handsh
     auto n = s->read(sink);
     CHECK((!n.ok() || *n == 0));
     CHECK(server.stats().active_connections == 0);
+  });
+}
+
+TEST_CASE("http::Client over https: pool, verification failures, plain http to the TLS port") {
+  auto rt = *Runtime::create({.workers = 2});
+  rt->block_on([] {
+    auto sctx = tls::Context::server({.cert_chain_pem = pki().leaf->cert_pem, .key_pem = pki().leaf->key_pem});
+    REQUIRE(sctx.ok());
+    Server server([](const Request& req) {
+      Response res{bhttp::status::ok, req.version()};
+      res.body() = "secure " + std::string(req.target());
+      return res;
+    }, {.tls = *sctx});
+    REQUIRE(server.listen(net::SocketAddress::loopback_v4(0)).ok());
+    const uint16_t port = server.local_address()->port();
+    auto loop = spawn([&] { return server.serve(); });
+
+    auto cctx = tls::Context::client({.ca_pem = pki().ca->cert_pem});
+    REQUIRE(cctx.ok());
+    {
+      Client client({.tls = *cctx});
+      const std::string base = "https://localhost:" + std::to_string(port);
+      for (const char* path : {"/x", "/y"}) {
+        auto r = client.get(base + path);
+        REQUIRE_MESSAGE(r.ok(), r.status().ToString());
+        CHECK(r->body() == std::string("secure ") + path);
+      }
+      CHECK(client.stats().connections_opened == 1);
+      CHECK(client.stats().connections_reused == 1);
+      // The IP address is in the certificate too.
+      auto r = client.get("https://127.0.0.1:" + std::to_string(port) + "/ip");
+      REQUIRE_MESSAGE(r.ok(), r.status().ToString());
+      client.close();
+    }
+    {
+      // The system store does not know the test CA.
+      Client client;
+      const std::string url = "https://localhost:" + std::to_string(port) + "/";
+      auto r = client.get(url);
+      CHECK(r.status().code() == absl::StatusCode::kUnauthenticated);
+      CHECK(std::string(r.status().message()).find(url) != std::string::npos);
+      // Plain HTTP to the TLS port: the server drops the handshake.
+      r = client.get("http://127.0.0.1:" + std::to_string(port) + "/");
+      CHECK(!r.ok());
+    }
+    CHECK(server.shutdown(absl::Seconds(5)).ok());
+    CHECK(loop.join().ok());
   });
 }
 
