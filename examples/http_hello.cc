@@ -25,12 +25,17 @@ int main(int argc, char** argv) {
   weft::examples::ServerFlags server_flags;
   weft::examples::Flags flags("http_hello", "An HTTP/1.1 keep-alive server answering \"Hello, World!\".");
   server_flags.add_to(flags);
+  int idle_timeout_s = 60;
+  flags.add("idle-timeout", &idle_timeout_s,
+            "seconds a keep-alive connection may wait for its next request (0: forever)");
   std::string tls_cert, tls_key;
   flags.add("tls-cert", &tls_cert, "serve HTTPS with this PEM certificate chain (needs --tls-key)");
   flags.add("tls-key", &tls_key, "the PEM private key of --tls-cert");
   flags.parse(argc, argv);
 
   weft::http::ServerOptions opts;
+  if (idle_timeout_s < 0) flags.usage_error("--idle-timeout must be 0 or more");
+  opts.idle_timeout = idle_timeout_s == 0 ? absl::InfiniteDuration() : absl::Seconds(idle_timeout_s);
   if (!tls_cert.empty() || !tls_key.empty()) {
     if (tls_cert.empty() || tls_key.empty()) flags.usage_error("--tls-cert and --tls-key go together");
     auto ctx = weft::tls::Context::server({.cert_chain_file = tls_cert, .key_file = tls_key, .alpn = {"http/1.1"}});

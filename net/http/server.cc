@@ -215,7 +215,8 @@ struct RequestStream {
 // Transfer-Encoding and Connection, which the server decides, then Server
 // and Date unless the handler set them, Content-Length (not for 1xx, 204
 // and 304) and Connection.
-void append_head(std::string& out, const Response& res, bool keep, bool http10, const std::string& server_name) {
+// A handler's "Connection: close" (res.keep_alive(false)) clears `keep`.
+void append_head(std::string& out, const Response& res, bool& keep, bool http10, const std::string& server_name) {
   char num[24];
   const unsigned status = res.result_int();
   out.append("HTTP/1.1 ");
@@ -228,9 +229,13 @@ void append_head(std::string& out, const Response& res, bool keep, bool http10, 
   bool has_server = false, has_date = false;
   for (const auto& f : res) {
     switch (f.name()) {
+      case bhttp::field::connection:
+        for (auto token : bhttp::token_list{f.value()}) {
+          if (boost::beast::iequals(token, "close")) keep = false;
+        }
+        continue;
       case bhttp::field::content_length:
       case bhttp::field::transfer_encoding:
-      case bhttp::field::connection:
         continue;
       case bhttp::field::server:
         has_server = true;
@@ -480,15 +485,6 @@ void Server::serve_requests(Conn& conn, S& stream, net::TcpStream& tcp) {
       break;
     }
     keep = keep && !draining_.load();
-    if (keep) {
-      // The handler may ask to close: "Connection: close" (res.keep_alive(false)).
-      auto conn_field = res.find(bhttp::field::connection);
-      if (conn_field != res.end()) {
-        for (auto token : bhttp::token_list{conn_field->value()}) {
-          if (boost::beast::iequals(token, "close")) keep = false;
-        }
-      }
-    }
     if (req.version() < 11 && res.chunked()) res.chunked(false);  // HTTP/1.0 has no chunked coding
     const bool head_only = req.method() == bhttp::verb::head;
     if (!res.chunked()) {
@@ -514,7 +510,18 @@ void Server::serve_requests(Conn& conn, S& stream, net::TcpStream& tcp) {
       }
       if (res.find(bhttp::field::date) == res.end()) res.set(bhttp::field::date, http_date());
       res.erase(bhttp::field::content_length);
-      if (!keep) res.set(bhttp::field::connection, "close");
+      if (auto c = res.find(bhttp::field::connection); c != res.end()) {
+        for (auto token : bhttp::token_list{c->value()}) {
+          if (boost::beast::iequals(token, "close")) keep = false;
+        }
+      }
+      // Chunked responses only go to HTTP/1.1 clients, for whom keep-alive
+      // is the default.
+      if (keep) {
+        res.erase(bhttp::field::connection);
+      } else {
+        res.set(bhttp::field::connection, "close");
+      }
       if (head_only) {
         bhttp::serializer<false, bhttp::string_body> sr{res};
         bhttp::write_header(sink, sr, ec);
