@@ -8,8 +8,8 @@ set -euo pipefail
 # redis-cli, python3) and what the benchmarks load them with (wrk,
 # redis-benchmark; redis-server is the RESP baseline).
 packages=(bazel-bootstrap bazel-rules-cc bazel-rules-java bazel-platforms
-          libboost-context-dev libabsl-dev doctest-dev g++
-          curl redis-tools redis-server wrk python3 util-linux)
+          libboost-context-dev libboost1.74-dev libabsl-dev doctest-dev g++ libssl-dev
+          curl redis-tools redis-server wrk python3 util-linux openssl)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -2,7 +2,8 @@
 # tools/bench/net_bench.sh: weft's network examples against same-run baselines.
 #
 #   tools/bench/net_bench.sh [--duration SECS] [--warmup SECS] [--rounds N]
-#                            [--long] [--sections echo,http,resp] [--no-build]
+#                            [--long] [--sections echo,http,http_server,resp]
+#                            [--no-build]
 #
 # Each section runs a baseline and the weft example back to back, with the
 # same load generator, and prints both and the ratio weft/raw. Each pair
@@ -15,6 +16,10 @@
 #         --workers 2).
 #   http  raw_epoll_server --mode http  vs  weft http_hello,   load: wrk -t1
 #         --latency, at 100 and 1000 connections, pinned.
+#   http_server  tools/bench:http_hello_handwritten (the hand-written
+#         http_hello from before weft::http::Server)  vs  weft http_hello
+#         (on http::Server, Beast parsing), load: wrk -t1 --latency, at 100
+#         and 1000 connections, pinned, both --workers 1.
 #   resp  redis-server                  vs  weft resp_server,  load:
 #         redis-benchmark -t ping_inline,set,get -c 50 -q, pinned.
 # A weft example that is not built yet is reported as skipped; the baseline
@@ -25,7 +30,7 @@
 #   --warmup SECS     unmeasured seconds before each run (NET_BENCH_WARMUP, 1)
 #   --rounds N        runs of each side per row, median shown (NET_BENCH_ROUNDS, 3)
 #   --long            --duration 30, and 10x the redis-benchmark requests
-#   --sections LIST   comma-separated subset of echo,http,resp (all)
+#   --sections LIST   comma-separated subset of echo,http,http_server,resp (all)
 #   --no-build        use the binaries as they are; do not run bazel
 # Environment:
 #   NET_BENCH_CONNECTIONS      connection counts for echo and http ("100 1000")
@@ -34,14 +39,15 @@
 #       (default: <bazel-bin>/examples/{echo_server,http_hello,resp_server};
 #       each takes --host --port 0 --workers N, prints `listening on
 #       HOST:PORT` and exits on SIGTERM)
-#   RAW_EPOLL_SERVER, ECHO_LOAD   the baseline binaries (default: bazel-bin)
+#   RAW_EPOLL_SERVER, ECHO_LOAD, HTTP_HANDWRITTEN   the baseline binaries
+#       (default: bazel-bin)
 #   SERVER_CPU, CLIENT_CPU        CPUs for pinned runs (0 and 1)
 #   BAZEL, BAZEL_STARTUP_FLAGS    e.g. BAZEL_STARTUP_FLAGS=--output_base=/tmp/ob
 #
 # Exit status: 0 if every run that was attempted succeeded, 1 otherwise.
 set -euo pipefail
 # Binaries given relative to the caller's directory stay valid after the cd.
-for v in RAW_EPOLL_SERVER ECHO_LOAD WEFT_ECHO_SERVER WEFT_HTTP_SERVER WEFT_RESP_SERVER; do
+for v in RAW_EPOLL_SERVER ECHO_LOAD HTTP_HANDWRITTEN WEFT_ECHO_SERVER WEFT_HTTP_SERVER WEFT_RESP_SERVER; do
   if [[ -n ${!v:-} && ${!v} != /* ]]; then printf -v "$v" '%s' "$PWD/${!v}"; fi
 done
 cd "$(dirname "$0")/../.."
@@ -51,7 +57,7 @@ warmup=${NET_BENCH_WARMUP:-1}
 rounds=${NET_BENCH_ROUNDS:-3}
 redis_requests=${NET_BENCH_REDIS_REQUESTS:-200000}
 connections=${NET_BENCH_CONNECTIONS:-100 1000}
-sections=echo,http,resp
+sections=echo,http,http_server,resp
 build=1
 server_cpu=${SERVER_CPU:-0}
 client_cpu=${CLIENT_CPU:-1}
@@ -222,6 +228,7 @@ ensure_tool() {
 base_targets=() weft_targets=()
 [[ -n ${RAW_EPOLL_SERVER:-} ]] || base_targets+=(//tools/bench:raw_epoll_server)
 [[ -n ${ECHO_LOAD:-} ]] || base_targets+=(//tools/bench:echo_load)
+if want http_server && [[ -z ${HTTP_HANDWRITTEN:-} ]]; then base_targets+=(//tools/bench:http_hello_handwritten); fi
 declare -A weft_var=([echo_server]=WEFT_ECHO_SERVER [http_hello]=WEFT_HTTP_SERVER [resp_server]=WEFT_RESP_SERVER)
 for name in echo_server http_hello resp_server; do
   var=${weft_var[$name]}
@@ -258,6 +265,7 @@ if ((build)) && ((${#targets[@]})); then
 fi
 raw_server=${RAW_EPOLL_SERVER:-$bin/tools/bench/raw_epoll_server}
 echo_load=${ECHO_LOAD:-$bin/tools/bench/echo_load}
+http_handwritten=${HTTP_HANDWRITTEN:-$bin/tools/bench/http_hello_handwritten}
 weft_echo=${WEFT_ECHO_SERVER:-$bin/examples/echo_server}
 weft_http=${WEFT_HTTP_SERVER:-$bin/examples/http_hello}
 weft_resp=${WEFT_RESP_SERVER:-$bin/examples/resp_server}
@@ -393,6 +401,39 @@ if want http; then
     done
   else
     echo "http section skipped: wrk is not installed"
+  fi
+fi
+
+# ---- http_server -----------------------------------------------------------
+
+if want http_server; then
+  echo
+  echo "## http_server: hand-written http_hello vs http_hello on http::Server (Beast), wrk -t1 --latency, pinned"
+  if ensure_tool wrk wrk; then
+    if [[ ! -x $http_handwritten || ! -x $weft_http ]]; then
+      echo "http_server section skipped: $http_handwritten or $weft_http is not built"
+      failed=1
+    else
+      echo
+      echo "| conns | hand-written req/s | p99 us | Beast req/s | p99 us | Beast/hand-written req/s | Beast/hand-written p99 |"
+      echo "|---|---|---|---|---|---|---|"
+      for conns in $connections; do
+        hr=() hp=() br=() bp=()
+        for ((round = 0; round < rounds; round++)); do
+          http_run "$conns" "$http_handwritten" --host 127.0.0.1 --port 0 --workers 1
+          hr+=("$res_rate") hp+=("$res_p99")
+          http_run "$conns" "$weft_http" --host 127.0.0.1 --port 0 --workers 1
+          br+=("$res_rate") bp+=("$res_p99")
+        done
+        h_rate=$(median "${hr[@]}") h_p99=$(median "${hp[@]}")
+        b_rate=$(median "${br[@]}") b_p99=$(median "${bp[@]}")
+        [[ $h_rate == FAIL || $b_rate == FAIL ]] && failed=1
+        printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$conns" "$h_rate" "${h_p99:--}" \
+          "$b_rate" "${b_p99:--}" "$(ratio "$b_rate" "$h_rate")" "$(ratio "$b_p99" "$h_p99")"
+      done
+    fi
+  else
+    echo "http_server section skipped: wrk is not installed"
   fi
 fi
 

@@ -1,0 +1,598 @@
+// net/http/server.cc
+//
+// One connection, step by step (Server::serve_connection):
+//   1. Wait for the first bytes of the next request with the idle timeout
+//      (per-call read timeout; no timer message on the fast path). The
+//      connection is kIdle meanwhile: shutdown() may close it.
+//   2. Claim it (kIdle -> kBusy). From here shutdown() leaves it alone
+//      until the grace period ends.
+//   3. Check the first bytes: a method is a token followed by a space, so
+//      anything else (a TLS ClientHello, binary noise) is refused now.
+//   4. Beast reads the head (http::read_header over BeastStream). If the
+//      request did not arrive whole in one read, a read deadline bounds the
+//      rest (request_timeout). Then the checks Beast leaves to us: Host,
+//      transfer codings, unknown methods. Then the body (http::read).
+//   5. The handler runs; its response gets Date, Server, Content-Length and
+//      Connection, and is serialized into the output buffer. The buffer is
+//      written when no further request is buffered (so pipelined requests
+//      get one write), or at once for large bodies.
+//   6. After an error response or "Connection: close": half-close, drain
+//      what the peer still sends for a moment (so that the kernel does not
+//      reset the connection and destroy the response), close.
+//
+// Shutdown: draining_ is set, the listener closed, every kIdle connection
+// claimed (kIdle -> kClosing) and closed; busy ones see draining_ after
+// their response and close. The connection list and the condition variable
+// tell shutdown() when the last one has gone.
+#include "net/http/server.h"
+
+#include <time.h>
+
+#include <charconv>
+#include <cstring>
+#include <exception>
+#include <string_view>
+
+#include "boost/beast/core/flat_buffer.hpp"
+#include "boost/beast/http/error.hpp"
+#include "boost/beast/http/parser.hpp"
+#include "boost/beast/http/rfc7230.hpp"
+#include "boost/beast/http/read.hpp"
+#include "boost/beast/http/serializer.hpp"
+#include "boost/beast/http/write.hpp"
+#include "net/http/beast_stream.h"
+#include "runtime/platform/check.h"
+#include "runtime/runtime.h"
+
+namespace weft::http {
+
+namespace bhttp = boost::beast::http;
+
+namespace {
+
+constexpr size_t kReadChunk = 16 * 1024;
+constexpr size_t kFlushAt = 64 * 1024;     // output buffered beyond this is written at once
+constexpr size_t kDirectBody = 64 * 1024;  // larger bodies are written without a copy
+
+enum ConnState : int { kIdle, kBusy, kClosing };
+
+// StringSink: a SyncWriteStream that appends to a string, so that
+// responses are serialized into one output buffer.
+class StringSink {
+ public:
+  explicit StringSink(std::string& out) : out_(&out) {}
+  template <class ConstBufferSequence>
+  size_t write_some(const ConstBufferSequence& buffers, boost::system::error_code& ec) {
+    ec = {};
+    size_t n = 0;
+    for (auto it = boost::asio::buffer_sequence_begin(buffers);
+         it != boost::asio::buffer_sequence_end(buffers); ++it) {
+      boost::asio::const_buffer b(*it);
+      out_->append(static_cast<const char*>(b.data()), b.size());
+      n += b.size();
+    }
+    return n;
+  }
+  template <class ConstBufferSequence>
+  size_t write_some(const ConstBufferSequence& buffers) {
+    boost::system::error_code ec;
+    return write_some(buffers, ec);
+  }
+
+ private:
+  std::string* out_;
+};
+
+// http_date() is the current time as an IMF-fixdate, computed once a
+// second per thread.
+std::string_view http_date() {
+  thread_local time_t cached_second = 0;
+  thread_local char cached[64];
+  thread_local size_t cached_len = 0;
+  time_t now = ::time(nullptr);
+  if (now != cached_second) {
+    tm t;
+    ::gmtime_r(&now, &t);
+    cached_len = ::strftime(cached, sizeof cached, "%a, %d %b %Y %H:%M:%S GMT", &t);
+    cached_second = now;
+  }
+  return std::string_view(cached, cached_len);
+}
+
+bool is_tchar(unsigned char c) {
+  if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) return true;
+  return c != 0 && std::strchr("!#$%&'*+-.^_`|~", c) != nullptr;
+}
+
+// could_be_request() is false once the buffered start of a request cannot
+// begin an HTTP/1.x request line: the method must be a token followed by a
+// space.
+bool could_be_request(std::string_view data) {
+  for (size_t i = 0; i < data.size(); ++i) {
+    unsigned char c = static_cast<unsigned char>(data[i]);
+    if (c == ' ') return i > 0;
+    if (!is_tchar(c)) return false;
+    if (i >= 32) return false;  // no method is this long
+  }
+  return true;
+}
+
+// lower_trim() is the ASCII-lowercased token without surrounding blanks.
+std::string lower_trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  std::string out(s);
+  for (char& c : out) {
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+  }
+  return out;
+}
+
+// The status of a request the server refuses itself, or 0.
+unsigned check_head(const bhttp::request_parser<bhttp::string_body>& parser, const ServerOptions& opts) {
+  const Request& req = parser.get();
+  size_t hosts = req.count(bhttp::field::host);
+  if (hosts > 1 || (hosts == 0 && req.version() >= 11)) return 400;
+  if (req.method() == bhttp::verb::unknown && !opts.allow_unknown_methods) return 501;
+  auto te = req.find(bhttp::field::transfer_encoding);
+  if (te != req.end()) {
+    // Beast decodes chunked only when it is the last coding; we implement
+    // no other coding.
+    std::string_view v = te->value();
+    bool others = false;
+    size_t chunked_seen = 0;
+    while (!v.empty()) {
+      size_t comma = v.find(',');
+      std::string coding = lower_trim(v.substr(0, comma));
+      v = comma == std::string_view::npos ? std::string_view() : v.substr(comma + 1);
+      if (coding.empty()) continue;
+      if (coding == "chunked") {
+        ++chunked_seen;
+      } else {
+        others = true;
+      }
+    }
+    if (others) return 501;
+    if (chunked_seen != 1 || !parser.chunked()) return 400;
+  }
+  return 0;
+}
+
+const char* reason_text(unsigned status) {
+  switch (status) {
+    case 400: return "Bad Request\n";
+    case 408: return "Request Timeout\n";
+    case 413: return "Content Too Large\n";
+    case 431: return "Request Header Fields Too Large\n";
+    case 500: return "Internal Server Error\n";
+    case 501: return "Not Implemented\n";
+    default: return "Error\n";
+  }
+}
+
+// status_for_read_error() is the response to a failed read of a request,
+// or 0 to close without one (the peer left or reset).
+unsigned status_for_read_error(const boost::system::error_code& ec) {
+  if (ec == bhttp::error::header_limit) return 431;
+  if (ec == bhttp::error::body_limit) return 413;
+  if (ec == boost::asio::error::timed_out) return 408;
+  if (ec.category() == bhttp::make_error_code(bhttp::error::bad_method).category() &&
+      ec != bhttp::error::end_of_stream && ec != bhttp::error::partial_message) {
+    return 400;
+  }
+  return 0;
+}
+
+// RequestStream: the connection as Beast reads a request from it. The
+// first read that has to wait on the socket for the current request sets
+// the read deadline (request_timeout); a request that arrived whole never
+// pays for the timer.
+template <class S>
+struct RequestStream {
+  S* stream = nullptr;
+  net::TcpStream* tcp = nullptr;  // the socket under `stream`
+  absl::Duration timeout;
+  bool deadline_set = false;
+
+  absl::StatusOr<size_t> read(std::span<char> buf) {
+    if (!deadline_set) {
+      absl::Status s = tcp->set_read_deadline(absl::Now() + timeout);
+      if (!s.ok()) return s;
+      deadline_set = true;
+    }
+    return stream->read(buf);
+  }
+  absl::StatusOr<size_t> write(std::string_view data) { return stream->write(data); }
+  absl::StatusOr<size_t> writev(std::span<const iovec> bufs)
+    requires std::is_same_v<S, net::TcpStream>
+  {
+    return stream->writev(bufs);
+  }
+};
+
+// append_head() serializes the status line and fields of a response whose
+// body is sent whole: the handler's fields except Content-Length,
+// Transfer-Encoding and Connection, which the server decides, then Server
+// and Date unless the handler set them, Content-Length (not for 1xx, 204
+// and 304) and Connection.
+// A handler's "Connection: close" (res.keep_alive(false)) clears `keep`.
+void append_head(std::string& out, const Response& res, bool& keep, bool http10, const std::string& server_name) {
+  char num[24];
+  const unsigned status = res.result_int();
+  out.append("HTTP/1.1 ");
+  auto [end, ec] = std::to_chars(num, num + sizeof num, status);
+  out.append(num, static_cast<size_t>(end - num));
+  out.push_back(' ');
+  std::string_view reason = res.reason();
+  out.append(reason.data(), reason.size());
+  out.append("\r\n");
+  bool has_server = false, has_date = false;
+  for (const auto& f : res) {
+    switch (f.name()) {
+      case bhttp::field::connection:
+        for (auto token : bhttp::token_list{f.value()}) {
+          if (boost::beast::iequals(token, "close")) keep = false;
+        }
+        continue;
+      case bhttp::field::content_length:
+      case bhttp::field::transfer_encoding:
+        continue;
+      case bhttp::field::server:
+        has_server = true;
+        break;
+      case bhttp::field::date:
+        has_date = true;
+        break;
+      default:
+        break;
+    }
+    std::string_view name = f.name_string();
+    std::string_view value = f.value();
+    out.append(name.data(), name.size());
+    out.append(": ");
+    out.append(value.data(), value.size());
+    out.append("\r\n");
+  }
+  if (!has_server && !server_name.empty()) {
+    out.append("Server: ");
+    out.append(server_name);
+    out.append("\r\n");
+  }
+  if (!has_date) {
+    out.append("Date: ");
+    out.append(http_date());
+    out.append("\r\n");
+  }
+  if (!(status < 200 || status == 204 || status == 304)) {
+    out.append("Content-Length: ");
+    auto [e, ec2] = std::to_chars(num, num + sizeof num, res.body().size());
+    out.append(num, static_cast<size_t>(e - num));
+    out.append("\r\n");
+  }
+  if (!keep) {
+    out.append("Connection: close\r\n");
+  } else if (http10) {
+    out.append("Connection: keep-alive\r\n");
+  }
+  out.append("\r\n");
+}
+
+}  // namespace
+
+struct Server::Conn {
+  net::TcpStream* stream = nullptr;
+  std::atomic<int> state{kBusy};
+  std::list<Conn*>::iterator pos;
+};
+
+Server::Server(Handler handler, ServerOptions opts) : handler_(std::move(handler)), opts_(std::move(opts)) {
+  WEFT_CHECK(handler_ != nullptr, "http::Server: the handler is empty");
+}
+
+Server::~Server() {
+  std::unique_lock lock(mu_);
+  WEFT_CHECK(conns_.empty(), "http::Server destroyed with %zu connections open; call shutdown() first",
+             conns_.size());
+}
+
+absl::Status Server::listen(const net::SocketAddress& addr, net::ListenOptions opts) {
+  if (listener_.has_value()) return absl::FailedPreconditionError("http::Server::listen: already listening");
+  auto l = net::TcpListener::bind(addr, opts);
+  if (!l.ok()) {
+    return absl::Status(l.status().code(),
+                        "http::Server::listen " + addr.to_string() + ": " + std::string(l.status().message()));
+  }
+  listener_.emplace(std::move(*l));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<net::SocketAddress> Server::local_address() const {
+  if (!listener_.has_value()) return absl::FailedPreconditionError("http::Server: not listening");
+  return listener_->local_address();
+}
+
+absl::Status Server::serve() {
+  if (!listener_.has_value()) return absl::FailedPreconditionError("http::Server::serve: call listen() first");
+  while (!draining_.load()) {
+    auto conn = listener_->accept();
+    if (!conn.ok()) {
+      const absl::StatusCode code = conn.status().code();
+      if (code == absl::StatusCode::kCancelled || code == absl::StatusCode::kFailedPrecondition) break;
+      // kResourceExhausted: accept() backs off by itself. Anything else:
+      // do not spin on a lasting error.
+      if (code != absl::StatusCode::kResourceExhausted) this_fiber::sleep_for(absl::Milliseconds(10));
+      continue;
+    }
+    spawn([this, s = std::move(conn->stream)]() mutable { serve_connection(std::move(s)); }).detach();
+  }
+  return absl::OkStatus();
+}
+
+bool Server::register_conn(Conn* c) {
+  std::unique_lock lock(mu_);
+  if (draining_.load()) return false;
+  conns_.push_front(c);
+  c->pos = conns_.begin();
+  accepted_.fetch_add(1, std::memory_order_relaxed);
+  active_.fetch_add(1, std::memory_order_relaxed);
+  return true;
+}
+
+void Server::unregister_conn(Conn* c) {
+  std::unique_lock lock(mu_);
+  conns_.erase(c->pos);
+  active_.fetch_sub(1, std::memory_order_relaxed);
+  if (conns_.empty()) drained_.notify_all();
+}
+
+void Server::serve_connection(net::TcpStream stream) {
+  Conn conn;
+  conn.stream = &stream;
+  if (!register_conn(&conn)) {
+    (void)stream.close();
+    return;
+  }
+  (void)stream.set_nodelay(true);
+  if (opts_.tls == nullptr) {
+    serve_requests(conn, stream, stream);
+  } else {
+    // During the handshake the socket moves into the tls::Stream, so
+    // shutdown() must not see it: the handshake timeout bounds this step.
+    {
+      std::unique_lock lock(mu_);
+      conn.stream = nullptr;
+    }
+    auto tls = tls::Stream::accept(std::move(stream), opts_.tls, opts_.tls_handshake_timeout);
+    if (tls.ok()) {
+      {
+        std::unique_lock lock(mu_);
+        conn.stream = &tls->tcp();  // the socket lives on the heap inside the tls::Stream
+      }
+      if (conn.state.load() != kClosing) serve_requests(conn, *tls, tls->tcp());
+    } else {
+      tls_failures_.fetch_add(1, std::memory_order_relaxed);
+    }
+    {
+      std::unique_lock lock(mu_);
+      conn.stream = nullptr;
+    }
+    unregister_conn(&conn);
+    return;  // the tls::Stream (or what accept() left) closes its socket
+  }
+  unregister_conn(&conn);
+  (void)stream.close();
+}
+
+template <class S>
+void Server::serve_requests(Conn& conn, S& stream, net::TcpStream& tcp) {
+  tcp.set_write_timeout(opts_.write_timeout);
+  // Every read waits at most the idle timeout; a request as a whole at most
+  // the request timeout (RequestStream's deadline).
+  tcp.set_read_timeout(opts_.idle_timeout);
+  RequestStream<S> rs{&stream, &tcp, opts_.request_timeout};
+  BeastStream<RequestStream<S>> io(rs);
+  boost::beast::flat_buffer in;
+  std::string out;
+  StringSink sink(out);
+  std::optional<bhttp::request_parser<bhttp::string_body>> parser;
+  uint64_t served = 0;
+  bool write_failed = false;
+
+  auto flush = [&]() -> bool {
+    if (out.empty()) return true;
+    absl::Status s = stream.write_all(out);
+    out.clear();
+    if (!s.ok()) write_failed = true;
+    return s.ok();
+  };
+  auto refuse = [&](unsigned status) {
+    rejected_.fetch_add(1, std::memory_order_relaxed);
+    Response res{static_cast<bhttp::status>(status), 11};
+    if (!opts_.server_name.empty()) res.set(bhttp::field::server, opts_.server_name);
+    res.set(bhttp::field::date, http_date());
+    res.set(bhttp::field::content_type, "text/plain");
+    res.set(bhttp::field::connection, "close");
+    res.body() = reason_text(status);
+    res.prepare_payload();
+    boost::system::error_code ec;
+    bhttp::write(sink, res, ec);
+  };
+
+  for (;;) {
+    // 1-2: wait for the next request, then claim the connection.
+    if (in.size() == 0) {
+      if (!flush()) break;
+      conn.state.store(kIdle);
+      if (draining_.load()) break;
+      auto buf = in.prepare(kReadChunk);
+      absl::StatusOr<size_t> n = stream.read(std::span<char>(static_cast<char*>(buf.data()), buf.size()));
+      int expected = kIdle;
+      if (!conn.state.compare_exchange_strong(expected, kBusy)) break;  // shutdown() took it
+      if (!n.ok() || *n == 0) break;  // idle timeout, reset or EOF: close quietly
+      in.commit(*n);
+    }
+    // 3: refuse what cannot be HTTP without waiting for more.
+    {
+      auto d = in.data();
+      if (!could_be_request(std::string_view(static_cast<const char*>(d.data()), d.size()))) {
+        refuse(400);
+        break;
+      }
+    }
+    // 4: the head, the checks, the body.
+    parser.emplace();
+    parser->header_limit(static_cast<std::uint32_t>(opts_.max_header_bytes));
+    parser->body_limit(opts_.max_body_bytes);
+    parser->eager(true);
+    boost::system::error_code ec;
+    bhttp::read_header(io, in, *parser, ec);
+    unsigned status = 0;
+    if (ec) {
+      status = status_for_read_error(ec);
+    } else {
+      status = check_head(*parser, opts_);
+      if (status == 0 && !parser->is_done()) {
+        auto expect = parser->get().find(bhttp::field::expect);
+        if (expect != parser->get().end() && lower_trim(expect->value()) == "100-continue") {
+          out.append("HTTP/1.1 100 Continue\r\n\r\n");
+          if (!flush()) break;
+        }
+        bhttp::read(io, in, *parser, ec);
+        if (ec) status = status_for_read_error(ec);
+      }
+    }
+    if (rs.deadline_set) {
+      (void)tcp.set_read_deadline(absl::InfiniteFuture());
+      rs.deadline_set = false;
+    }
+    if (ec && status == 0) break;  // the peer left or reset mid-request
+    if (status != 0) {
+      refuse(status);
+      break;
+    }
+
+    // 5: the handler and the response.
+    Request& req = parser->get();
+    ++served;
+    requests_.fetch_add(1, std::memory_order_relaxed);
+    bool keep = req.keep_alive() && !draining_.load() &&
+                (opts_.max_requests_per_connection == 0 || served < opts_.max_requests_per_connection);
+    Response res;
+    try {
+      res = handler_(req);
+    } catch (const std::exception&) {
+      refuse(500);
+      break;
+    }
+    keep = keep && !draining_.load();
+    if (req.version() < 11 && res.chunked()) res.chunked(false);  // HTTP/1.0 has no chunked coding
+    const bool head_only = req.method() == bhttp::verb::head;
+    if (!res.chunked()) {
+      // The common case: we write the head ourselves, in one pass over the
+      // handler's fields (Beast's serializer and four set() calls cost
+      // about a tenth of a hello-world server's CPU).
+      append_head(out, res, keep, req.version() < 11, opts_.server_name);
+      if (!head_only && !res.body().empty()) {
+        if (res.body().size() >= kDirectBody) {
+          if (!flush()) break;
+          if (!stream.write_all(res.body()).ok()) {
+            write_failed = true;
+            break;
+          }
+        } else {
+          out.append(res.body());
+        }
+      }
+    } else {
+      res.version(11);
+      if (!opts_.server_name.empty() && res.find(bhttp::field::server) == res.end()) {
+        res.set(bhttp::field::server, opts_.server_name);
+      }
+      if (res.find(bhttp::field::date) == res.end()) res.set(bhttp::field::date, http_date());
+      res.erase(bhttp::field::content_length);
+      if (auto c = res.find(bhttp::field::connection); c != res.end()) {
+        for (auto token : bhttp::token_list{c->value()}) {
+          if (boost::beast::iequals(token, "close")) keep = false;
+        }
+      }
+      // Chunked responses only go to HTTP/1.1 clients, for whom keep-alive
+      // is the default.
+      if (keep) {
+        res.erase(bhttp::field::connection);
+      } else {
+        res.set(bhttp::field::connection, "close");
+      }
+      if (head_only) {
+        bhttp::serializer<false, bhttp::string_body> sr{res};
+        bhttp::write_header(sink, sr, ec);
+      } else if (res.body().size() >= kDirectBody) {
+        if (!flush()) break;
+        bhttp::write(io, res, ec);
+        if (ec) {
+          write_failed = true;
+          break;
+        }
+      } else {
+        bhttp::write(sink, res, ec);
+      }
+    }
+    if (!keep) break;
+    if (out.size() >= kFlushAt && !flush()) break;
+  }
+
+  // 6: send what is left, then close gracefully, unless shutdown() has
+  // claimed the connection (it closes the socket).
+  bool ours = false;
+  for (int st = conn.state.load(); st != kClosing;) {
+    if (conn.state.compare_exchange_weak(st, kClosing)) {
+      ours = true;
+      break;
+    }
+  }
+  if (ours && !write_failed && flush()) {
+    if constexpr (std::is_same_v<S, net::TcpStream>) {
+      (void)tcp.shutdown(net::Shutdown::kWrite);
+    } else {
+      (void)stream.shutdown();  // close_notify, then the TCP half-close
+    }
+    tcp.set_read_timeout(absl::Milliseconds(500));
+    char sink_buf[4096];
+    for (int i = 0; i < 64; ++i) {
+      auto r = stream.read(sink_buf);
+      if (!r.ok() || *r == 0) break;
+    }
+  }
+}
+
+absl::Status Server::shutdown(absl::Duration grace) {
+  const absl::Time deadline = absl::Now() + grace;
+  draining_.store(true);
+  if (listener_.has_value()) (void)listener_->close();
+  std::unique_lock lock(mu_);
+  // Idle connections close now; busy ones close after their response.
+  for (Conn* c : conns_) {
+    int expected = kIdle;
+    if (c->stream != nullptr && c->state.compare_exchange_strong(expected, kClosing)) (void)c->stream->close();
+  }
+  if (drained_.wait_until(lock, deadline, [&] { return conns_.empty(); })) return absl::OkStatus();
+  size_t cut = conns_.size();
+  for (Conn* c : conns_) {
+    c->state.store(kClosing);
+    if (c->stream != nullptr) (void)c->stream->close();  // null: in a TLS handshake (bounded by its timeout)
+  }
+  drained_.wait(lock, [&] { return conns_.empty(); });
+  return absl::DeadlineExceededError("http::Server::shutdown: " + std::to_string(cut) +
+                                     " connections still busy after the grace period were closed");
+}
+
+ServerStats Server::stats() const {
+  ServerStats s;
+  s.accepted = accepted_.load(std::memory_order_relaxed);
+  s.active_connections = active_.load(std::memory_order_relaxed);
+  s.requests = requests_.load(std::memory_order_relaxed);
+  s.rejected = rejected_.load(std::memory_order_relaxed);
+  s.tls_handshake_failures = tls_failures_.load(std::memory_order_relaxed);
+  return s;
+}
+
+}  // namespace weft::http

@@ -1,0 +1,305 @@
+// http::Server over loopback, driven with raw bytes: keep-alive, pipelining,
+// chunked bodies both ways, every limit and rejection, graceful shutdown.
+#include "net/http/server.h"
+
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <string>
+#include <utility>
+
+#include "boost/beast/http/field.hpp"
+#include "net/net.h"
+#include "runtime/runtime.h"
+#include "sync/sync.h"
+
+namespace weft::http {
+namespace {
+
+namespace bhttp = boost::beast::http;
+
+Response hello(const Request& req) {
+  Response res{bhttp::status::ok, req.version()};
+  res.set(bhttp::field::content_type, "text/plain");
+  if (req.target() == "/echo") {
+    res.body() = req.body();
+  } else if (req.target() == "/chunked") {
+    res.body() = "streamed body";
+    res.chunked(true);
+  } else if (req.target() == "/throw") {
+    throw std::runtime_error("handler failed");
+  } else if (req.target() == "/slow") {
+    this_fiber::sleep_for(absl::Milliseconds(300));
+    res.body() = "slow";
+  } else {
+    res.body() = "hi";
+  }
+  return res;
+}
+
+// A server on 127.0.0.1:0 serving on its own fiber, shut down at the end.
+struct TestServer {
+  explicit TestServer(ServerOptions opts = {}, Handler h = hello) : server(std::move(h), std::move(opts)) {
+    REQUIRE(server.listen(net::SocketAddress::loopback_v4(0)).ok());
+    addr = *server.local_address();
+    loop = spawn([this] { return server.serve(); });
+  }
+  ~TestServer() {
+    CHECK(server.shutdown(absl::Seconds(5)).ok());
+    CHECK(loop.join().ok());
+  }
+  Server server;
+  net::SocketAddress addr;
+  JoinHandle<absl::Status> loop;
+};
+
+net::TcpStream connect(const TestServer& ts) {
+  auto c = net::TcpStream::connect(ts.addr);
+  REQUIRE(c.ok());
+  c->set_read_timeout(absl::Seconds(10));
+  return std::move(*c);
+}
+
+// read_all() reads until the server closes; "<timeout>" if it does not
+// within the read timeout.
+std::string read_all(net::TcpStream& c) {
+  std::string out;
+  char buf[4096];
+  for (;;) {
+    auto n = c.read(buf);
+    if (!n.ok()) return out + "<" + std::string(n.status().message()) + ">";
+    if (*n == 0) return out;
+    out.append(buf, *n);
+  }
+}
+
+// send_recv() sends raw bytes and returns everything until the close.
+std::string send_recv(const TestServer& ts, std::string_view request) {
+  net::TcpStream c = connect(ts);
+  REQUIRE(c.write_all(request).ok());
+  return read_all(c);
+}
+
+int count(std::string_view hay, std::string_view needle) {
+  int n = 0;
+  for (size_t p = hay.find(needle); p != std::string_view::npos; p = hay.find(needle, p + 1)) ++n;
+  return n;
+}
+
+bool starts_with(std::string_view s, std::string_view p) { return s.substr(0, p.size()) == p; }
+
+TEST_CASE("keep-alive, pipelining, Date and Server, HEAD, HTTP/1.0") {
+  auto rt = *Runtime::create({.workers = 2});
+  rt->block_on([] {
+    TestServer ts;
+    std::string r = send_recv(ts,
+                             "GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+                             "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
+                             "HEAD / HTTP/1.1\r\nHost: x\r\n\r\n"
+                             "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    CHECK(count(r, "HTTP/1.1 200 OK\r\n") == 4);
+    CHECK(count(r, "\r\nDate: ") == 4);
+    CHECK(count(r, "\r\nServer: weft\r\n") == 4);
+    CHECK(count(r, "\r\n\r\nhello") == 1);
+    CHECK(count(r, "Connection: close\r\n") == 1);
+    // HEAD: Content-Length of the body it would get, and no body.
+    CHECK(count(r, "\r\n\r\nhi") == 2);
+    CHECK(count(r, "Content-Length: 2\r\n") == 3);
+
+    CHECK(count(send_recv(ts, "GET / HTTP/1.0\r\n\r\n"), "Connection: close") == 1);
+    net::TcpStream c = connect(ts);
+    REQUIRE(c.write_all("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").ok());
+    char buf[1024];
+    auto n = c.read(buf);
+    REQUIRE(n.ok());
+    CHECK(count(std::string_view(buf, *n), "Connection: keep-alive\r\n") == 1);
+
+    // Many pipelined requests, more than one read's worth.
+    std::string many;
+    for (int i = 0; i < 1000; ++i) many += "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    many += "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    CHECK(count(send_recv(ts, many), "HTTP/1.1 200 OK\r\n") == 1001);
+    CHECK(ts.server.stats().requests >= 1006);
+  });
+}
+
+TEST_CASE("chunked request body in, chunked response out, 1.0 gets it whole") {
+  auto rt = *Runtime::create({.workers = 2});
+  rt->block_on([] {
+    TestServer ts;
+    std::string r = send_recv(ts,
+                             "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                             "Connection: close\r\n\r\n3\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n");
+    CHECK(starts_with(r, "HTTP/1.1 200 OK\r\n"));
+    CHECK(count(r, "Content-Length: 7\r\n") == 1);
+    CHECK(count(r, "\r\n\r\nabcdefg") == 1);
+
+    r = send_recv(ts, "GET /chunked HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    CHECK(count(r, "Transfer-Encoding: chunked\r\n") == 1);
+    CHECK(count(r, "\r\n\r\nd\r\nstreamed body\r\n0\r\n\r\n") == 1);
+
+    r = send_recv(ts, "GET /chunked HTTP/1.0\r\n\r\n");
+    CHECK(count(r, "Transfer-Encoding") == 0);
+    CHECK(count(r, "Content-Length: 13\r\n") == 1);
+    CHECK(count(r, "\r\n\r\nstreamed body") == 1);
+
+    // Expect: 100-continue gets the interim answer before the body is sent.
+    net::TcpStream c = connect(ts);
+    REQUIRE(c.write_all("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nExpect: 100-continue\r\n"
+                        "Connection: close\r\n\r\n").ok());
+    char buf[64];
+    auto n = c.read(buf);
+    REQUIRE(n.ok());
+    CHECK(std::string_view(buf, *n) == "HTTP/1.1 100 Continue\r\n\r\n");
+    REQUIRE(c.write_all("xyz").ok());
+    CHECK(count(read_all(c), "\r\n\r\nxyz") == 1);
+  });
+}
+
+TEST_CASE("malformed requests get 400 and a close, at once") {
+  auto rt = *Runtime::create({.workers = 2});
+  rt->block_on([] {
+    // A long request timeout: a rejection must not wait for it.
+    TestServer ts({.request_timeout = absl::Seconds(30)});
+    const std::string_view bad = "HTTP/1.1 400 Bad Request\r\n";
+    struct Case {
+      const char* name;
+      std::string bytes;
+    };
+    std::string client_hello("\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 11);
+    client_hello += std::string(64, '\x42');
+    std::string nul_value = std::string("GET / HTTP/1.1\r\nHost: x\r\nX-A: a") + '\0' + "b\r\n\r\n";
+    Case cases[] = {
+        {"no version", "GET /\r\n\r\n"},
+        {"NUL in a header value", nul_value},
+        {"HTTP/1.1 without Host", "GET / HTTP/1.1\r\n\r\n"},
+        {"two Host fields", "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"},
+        {"bare CR in a header line", "GET / HTTP/1.1\r\nHost: x\rX-B: y\r\n\r\n"},
+        {"TLS ClientHello", client_hello},
+        {"garbage", "GARBAGE\r\n\r\n"},
+        {"unknown version", "GET / HTTP/9.9\r\nHost: x\r\n\r\n"},
+        {"header without colon", "GET / HTTP/1.1\r\nHost x\r\n\r\n"},
+        {"bad content-length", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 12abc\r\n\r\n"},
+        {"conflicting content-lengths", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab"},
+        {"chunked not last", "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n"},
+        {"bad chunk size", "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"},
+    };
+    for (const Case& c : cases) {
+      CAPTURE(c.name);
+      absl::Time start = absl::Now();
+      std::string r = send_recv(ts, c.bytes);
+      CHECK_MESSAGE(starts_with(r, bad), r);
+      CHECK(count(r, "Connection: close\r\n") == 1);
+      CHECK(absl::Now() - start < absl::Seconds(5));
+    }
+    // A good request before a bad one is answered first.
+    std::string r = send_recv(ts, "GET / HTTP/1.1\r\nHost: x\r\n\r\nBAD\x01\r\n\r\n");
+    CHECK(starts_with(r, "HTTP/1.1 200 OK\r\n"));
+    CHECK(count(r, bad) == 1);
+    CHECK(ts.server.stats().rejected >= 14);
+  });
+}
+
+TEST_CASE("501 for unknown methods and codings, 500 when the handler throws") {
+  auto rt = *Runtime::create({.workers = 2});
+  rt->block_on([] {
+    TestServer ts;
+    CHECK(starts_with(send_recv(ts, "BREW / HTTP/1.1\r\nHost: x\r\n\r\n"), "HTTP/1.1 501 Not Implemented\r\n"));
+    CHECK(starts_with(send_recv(ts, "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n"),
+                      "HTTP/1.1 501 Not Implemented\r\n"));
+    CHECK(starts_with(send_recv(ts, "GET /throw HTTP/1.1\r\nHost: x\r\n\r\n"),
+                      "HTTP/1.1 500 Internal Server Error\r\n"));
+  });
+  rt->block_on([] {
+    TestServer ts({.allow_unknown_methods = true});
+    CHECK(starts_with(send_recv(ts, "BREW / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+                      "HTTP/1.1 200 OK\r\n"));
+  });
+}
+
+TEST_CASE("limits: 431, 413, requests per connection, request and idle timeouts") {
+  auto rt = *Runtime::create({.workers = 2});
+  rt->block_on([] {
+    TestServer ts({.max_header_bytes = 1024,
+                   .max_body_bytes = 100,
+                   .max_requests_per_connection = 3,
+                   .idle_timeout = absl::Milliseconds(200),
+                   .request_timeout = absl::Milliseconds(200)});
+    CHECK(starts_with(send_recv(ts, "GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + std::string(2000, 'a') + "\r\n\r\n"),
+                      "HTTP/1.1 431 "));
+    // The head limit holds also when the end of the head never comes.
+    CHECK(starts_with(send_recv(ts, "GET / HTTP/1.1\r\nX-Big: " + std::string(4000, 'a')), "HTTP/1.1 431 "));
+    CHECK(starts_with(send_recv(ts, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 101\r\n\r\n"), "HTTP/1.1 413 "));
+    CHECK(starts_with(send_recv(ts, "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                   "65\r\n" + std::string(101, 'b') + "\r\n0\r\n\r\n"),
+                      "HTTP/1.1 413 "));
+    // Three requests, then the connection closes.
+    std::string three;
+    for (int i = 0; i < 5; ++i) three += "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    std::string r = send_recv(ts, three);
+    CHECK(count(r, "HTTP/1.1 200 OK") == 3);
+    CHECK(count(r, "Connection: close") == 1);
+    // A request that stalls half-way: 408 after the request timeout.
+    absl::Time start = absl::Now();
+    r = send_recv(ts, "GET / HTTP/1.1\r\nHost:");
+    CHECK(starts_with(r, "HTTP/1.1 408 "));
+    CHECK(absl::Now() - start >= absl::Milliseconds(150));
+    // A body that stalls too.
+    CHECK(starts_with(send_recv(ts, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc"), "HTTP/1.1 408 "));
+    // An idle connection closes quietly.
+    start = absl::Now();
+    net::TcpStream c = connect(ts);
+    CHECK(read_all(c) == "");
+    CHECK(absl::Now() - start >= absl::Milliseconds(150));
+  });
+}
+
+TEST_CASE("shutdown: in-flight requests finish, idle connections close, new ones are refused") {
+  auto rt = *Runtime::create({.workers = 2});
+  rt->block_on([] {
+    Server server(hello);
+    REQUIRE(server.listen(net::SocketAddress::loopback_v4(0)).ok());
+    auto addr = *server.local_address();
+    auto loop = spawn([&] { return server.serve(); });
+    auto idle = net::TcpStream::connect(addr);
+    REQUIRE(idle.ok());
+    auto busy = net::TcpStream::connect(addr);
+    REQUIRE(busy.ok());
+    REQUIRE(busy->write_all("GET /slow HTTP/1.1\r\nHost: x\r\n\r\n").ok());
+    REQUIRE(idle->write_all("GET / HTTP/1.1\r\nHost: x\r\n\r\n").ok());
+    char buf[512];
+    REQUIRE(idle->read(buf).ok());  // served, now idle
+    CHECK(server.stats().active_connections == 2);
+    this_fiber::sleep_for(absl::Milliseconds(50));  // /slow is in its handler
+    CHECK(server.shutdown(absl::Seconds(5)).ok());
+    CHECK(loop.join().ok());
+    CHECK(server.stats().active_connections == 0);
+    CHECK(server.stats().accepted == 2);
+    idle->set_read_timeout(absl::Seconds(5));
+    CHECK(read_all(*idle) == "");
+    busy->set_read_timeout(absl::Seconds(5));
+    std::string r = read_all(*busy);
+    CHECK(starts_with(r, "HTTP/1.1 200 OK\r\n"));
+    CHECK(count(r, "Connection: close\r\n\r\nslow") == 1);
+    CHECK(!net::TcpStream::connect(addr, absl::Seconds(1)).ok());
+  });
+  rt->block_on([] {
+    // A handler that outlasts the grace period: its connection is cut.
+    Server server(hello);
+    REQUIRE(server.listen(net::SocketAddress::loopback_v4(0)).ok());
+    auto addr = *server.local_address();
+    auto loop = spawn([&] { return server.serve(); });
+    auto busy = net::TcpStream::connect(addr);
+    REQUIRE(busy.ok());
+    REQUIRE(busy->write_all("GET /slow HTTP/1.1\r\nHost: x\r\n\r\n").ok());
+    this_fiber::sleep_for(absl::Milliseconds(50));
+    absl::Status s = server.shutdown(absl::Milliseconds(50));
+    CHECK(s.code() == absl::StatusCode::kDeadlineExceeded);
+    CHECK(loop.join().ok());
+    busy->set_read_timeout(absl::Seconds(5));
+    CHECK(read_all(*busy) == "");
+  });
+}
+
+}  // namespace
+}  // namespace weft::http
