@@ -8,9 +8,9 @@
 //   2. A lane thread pops it and moves it kQueued -> kRunning (a CAS: the
 //      waiter may have dropped it, kQueued -> kDropped, in which case the
 //      thread only lets go of its reference). It runs fn outside every
-//      lock, then, under the call's mutex, sets kDone and notifies thread
-//      waiters, then sets the Completion that wakes a parked fiber, and
-//      drops its reference.
+//      lock, counts it served, then, under the call's mutex, sets kDone and
+//      notifies thread waiters, then sets the Completion that wakes a
+//      parked fiber, and drops its reference.
 //   3. The waiter parks on the Completion (a fiber) or the condition
 //      variable (a thread), then takes the result and drops its reference.
 //      Whoever drops the last reference deletes the call, so neither side
@@ -138,6 +138,9 @@ class Lane {
       if (timed_out || threads_ > max_threads_) {
         --threads_;
         ++threads_exited_;
+        // Above the limit with calls queued: a sleeping thread of the lane
+        // must take them (it may have gone to sleep before the limit fell).
+        if (head_ != nullptr) cv_.notify_one();
         return;
       }
       BlockingCall* call = head_;
@@ -146,15 +149,22 @@ class Lane {
       --queued_;
       ++busy_;
       l.unlock();
-      bool ran = call->run();
+      // Counted before the waiter wakes, so a caller that sees its call
+      // done also sees it in the counters.
+      if (call->start()) {
+        call->invoke();
+        l.lock();
+        ++served_;
+        l.unlock();
+        call->finish();
+      } else {
+        l.lock();
+        ++dropped_;
+        l.unlock();
+      }
       call->unref();
       l.lock();
       --busy_;
-      if (ran) {
-        ++served_;
-      } else {
-        ++dropped_;
-      }
     }
   }
 
@@ -219,12 +229,12 @@ BlockingPool& pool() {
 
 }  // namespace
 
-bool BlockingCall::run() {
+bool BlockingCall::start() {
   int expected = kQueued;
-  if (!state_.compare_exchange_strong(expected, kRunning, std::memory_order_acq_rel)) {
-    return false;  // dropped by its waiter
-  }
-  invoke();
+  return state_.compare_exchange_strong(expected, kRunning, std::memory_order_acq_rel);
+}
+
+void BlockingCall::finish() {
   {
     std::lock_guard<std::mutex> g(mu_);
     finished_ = true;
@@ -232,7 +242,6 @@ bool BlockingCall::run() {
   }
   cv_.notify_all();
   completion_.set(absl::OkStatus());
-  return true;
 }
 
 bool BlockingCall::try_drop() {
@@ -267,9 +276,13 @@ void submit_blocking(BlockingCall* call, BlockingLane lane) {
   call->ref();  // the pool's
   Lane& l = pool().lane(lane);
   if (l.submit(call)) return;
-  call->run();  // no thread could be started: block this thread instead
+  // No thread could be started: block this thread instead.
+  if (call->start()) {
+    call->invoke();
+    l.count_inline();
+    call->finish();
+  }
   call->unref();
-  l.count_inline();
 }
 
 }  // namespace internal

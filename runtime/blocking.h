@@ -137,9 +137,13 @@ class BlockingCall {
     if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
   }
 
-  // run() runs the call if it was not dropped and publishes kDone. Returns
-  // false if it was dropped. Pool thread (or the submitter, inline).
-  bool run();
+  // A pool thread (or the submitter, inline) runs a call as start(),
+  // invoke(), finish().
+  // start() claims a queued call for running (kQueued -> kRunning); false
+  // if its waiter dropped it.
+  bool start();
+  // finish() publishes kDone and wakes the waiter. After invoke().
+  void finish();
   // wait() waits until kDone: parks a fiber, blocks a plain thread. If the
   // runtime unwinds the waiting fiber, it drops a queued call or waits
   // (blocking the thread) for a running one, then rethrows the unwind.
