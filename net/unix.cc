@@ -18,12 +18,33 @@ using internal::ErrnoStatus;
 
 namespace {
 
+// FileId: the device and inode of a socket file, to remove only our own.
+struct FileId {
+  dev_t dev = 0;
+  ino_t ino = 0;
+};
+
+FileId file_id(const std::string& path) {
+  struct stat st;
+  if (run_blocking([&] { return ::lstat(path.c_str(), &st); }) != 0) return {};
+  return {st.st_dev, st.st_ino};
+}
+
+// unlink_if_ours() removes path if it is still the socket file `id`.
+void unlink_if_ours(const std::string& path, FileId id) {
+  struct stat st;
+  if (::lstat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode) && st.st_dev == id.dev &&
+      st.st_ino == id.ino) {
+    ::unlink(path.c_str());
+  }
+}
+
 // is_stale() is true if `path` is a socket file that refuses connections
-// (nobody listens on it). Blocking (pool).
-bool is_stale(const std::string& path) {
+// of `type` (nobody listens on it, or nobody has it bound). Blocking (pool).
+bool is_stale(const std::string& path, int type) {
   struct stat st;
   if (::lstat(path.c_str(), &st) != 0 || !S_ISSOCK(st.st_mode)) return false;
-  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  int fd = ::socket(AF_UNIX, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return false;
   auto addr = SocketAddress::unix_path(path);
   int rc = ::connect(fd, addr->sockaddr_ptr(), addr->sockaddr_len());
@@ -120,7 +141,7 @@ absl::StatusOr<UnixListener> UnixListener::bind(const SocketAddress& addr,
   const bool has_file = !addr.is_unix_abstract();
   const std::string path = addr.unix_path();
   if (!l.ok() && has_file && opts.remove_stale && ErrnoOf(l.status()) == EADDRINUSE) {
-    bool stale = run_blocking([&] { return is_stale(path); });
+    bool stale = run_blocking([&] { return is_stale(path, SOCK_STREAM); });
     if (stale && run_blocking([&] { return ::unlink(path.c_str()); }) == 0) {
       l = TcpListener::bind(addr, lo);
     }
@@ -157,6 +178,82 @@ absl::StatusOr<UnixAccepted> UnixListener::accept_for(absl::Duration timeout) {
 
 absl::Status UnixListener::close() {
   absl::Status s = TcpListener::close();
+  unlink_file();
+  return s;
+}
+
+}  // namespace weft::net
+
+// ===========================================================================
+// UnixDatagram
+// ===========================================================================
+
+namespace weft::net {
+
+UnixDatagram::UnixDatagram(UdpSocket s, std::string path, dev_t dev, ino_t ino)
+    : UdpSocket(std::move(s)), path_(std::move(path)), dev_(dev), ino_(ino) {}
+
+UnixDatagram::UnixDatagram(UnixDatagram&& o) noexcept
+    : UdpSocket(std::move(static_cast<UdpSocket&>(o))),
+      path_(std::exchange(o.path_, std::string())),
+      dev_(o.dev_),
+      ino_(o.ino_) {}
+
+UnixDatagram& UnixDatagram::operator=(UnixDatagram&& o) noexcept {
+  if (this != &o) {
+    unlink_file();
+    static_cast<UdpSocket&>(*this) = std::move(static_cast<UdpSocket&>(o));
+    path_ = std::exchange(o.path_, std::string());
+    dev_ = o.dev_;
+    ino_ = o.ino_;
+  }
+  return *this;
+}
+
+UnixDatagram::~UnixDatagram() { unlink_file(); }
+
+void UnixDatagram::unlink_file() {
+  if (path_.empty()) return;
+  unlink_if_ours(std::exchange(path_, std::string()), {dev_, ino_});
+}
+
+absl::StatusOr<UnixDatagram> UnixDatagram::bind(const SocketAddress& addr,
+                                                UnixDatagramOptions opts) {
+  if (!addr.is_unix()) {
+    return absl::InvalidArgumentError("UnixDatagram::bind: not a UNIX socket address: " +
+                                      addr.to_string());
+  }
+  auto s = UdpSocket::bind(addr);
+  const bool has_file = !addr.is_unix_abstract() && !addr.is_unix_unnamed();
+  const std::string path = has_file ? addr.unix_path() : std::string();
+  if (!s.ok() && has_file && opts.remove_stale && ErrnoOf(s.status()) == EADDRINUSE) {
+    bool stale = run_blocking([&] { return is_stale(path, SOCK_DGRAM); });
+    if (stale && run_blocking([&] { return ::unlink(path.c_str()); }) == 0) {
+      s = UdpSocket::bind(addr);
+    }
+  }
+  if (!s.ok()) return s.status();
+  FileId id = has_file ? file_id(path) : FileId{};
+  return UnixDatagram(std::move(*s), has_file && opts.unlink_on_close ? path : std::string(),
+                      id.dev, id.ino);
+}
+
+absl::StatusOr<UnixDatagram> UnixDatagram::bind(std::string_view path, UnixDatagramOptions opts) {
+  auto addr = SocketAddress::unix_path(path);
+  if (!addr.ok()) return addr.status();
+  return bind(*addr, opts);
+}
+
+absl::StatusOr<UnixDatagram> UnixDatagram::autobind() {
+  // An address of only the family: the kernel binds an abstract name.
+  sa_family_t family = AF_UNIX;
+  SocketAddress unnamed =
+      SocketAddress::from_sockaddr(reinterpret_cast<const sockaddr*>(&family), sizeof family);
+  return bind(unnamed);
+}
+
+absl::Status UnixDatagram::close() {
+  absl::Status s = UdpSocket::close();
   unlink_file();
   return s;
 }

@@ -19,8 +19,11 @@
 // file when it is closed or destroyed, if the path still names that
 // socket (UnixListenOptions::unlink_on_close). Abstract names have no file.
 //
-// Error messages name the TCP types ("TcpStream::read: ..."): the calls are
-// theirs.
+// UnixDatagram is a datagram socket with a UNIX address, over UdpSocket in
+// the same way (messages name UdpSocket).
+//
+// Error messages name the TCP and UDP types ("TcpStream::read: ..."): the
+// calls are theirs.
 #pragma once
 
 #include <sys/types.h>
@@ -34,6 +37,7 @@
 #include "absl/time/time.h"
 #include "net/address.h"
 #include "net/tcp.h"
+#include "net/udp.h"
 
 namespace weft::net {
 
@@ -144,6 +148,59 @@ class UnixListener : private TcpListener {
   void unlink_file();
 
   std::string path_;  // empty: nothing to remove
+  dev_t dev_ = 0;
+  ino_t ino_ = 0;
+};
+
+struct UnixDatagramOptions {
+  bool remove_stale = true;     // as UnixListenOptions
+  bool unlink_on_close = true;
+};
+
+class UnixDatagram : private UdpSocket {
+ public:
+  UnixDatagram() = default;
+  UnixDatagram(UnixDatagram&& o) noexcept;
+  UnixDatagram& operator=(UnixDatagram&& o) noexcept;
+  ~UnixDatagram();
+
+  // UnixDatagram::bind()
+  //
+  // A datagram socket bound to a UNIX path or abstract name (stale files
+  // as for UnixListener::bind). kInvalidArgument for a non-UNIX address.
+  // Suspends.
+  static absl::StatusOr<UnixDatagram> bind(const SocketAddress& addr,
+                                           UnixDatagramOptions opts = {});
+  static absl::StatusOr<UnixDatagram> bind(std::string_view path, UnixDatagramOptions opts = {});
+  // UnixDatagram::autobind() binds to a fresh abstract name the kernel
+  // picks (so peers can reply). Suspends.
+  static absl::StatusOr<UnixDatagram> autobind();
+
+  // The datagram calls, exactly as UdpSocket's (see net/udp.h).
+  using UdpSocket::connect;
+  using UdpSocket::is_open;
+  using UdpSocket::local_address;
+  using UdpSocket::migrate_to;
+  using UdpSocket::native_handle;
+  using UdpSocket::owner_worker;
+  using UdpSocket::recv;
+  using UdpSocket::recv_from;
+  using UdpSocket::send;
+  using UdpSocket::send_to;
+  using UdpSocket::set_read_deadline;
+  using UdpSocket::set_read_timeout;
+  using UdpSocket::set_write_deadline;
+  using UdpSocket::set_write_timeout;
+
+  // UnixDatagram::close() closes the socket and removes its file (if
+  // unlink_on_close and the path still names our socket). Suspends.
+  absl::Status close();
+
+ private:
+  UnixDatagram(UdpSocket s, std::string path, dev_t dev, ino_t ino);
+  void unlink_file();
+
+  std::string path_;
   dev_t dev_ = 0;
   ino_t ino_ = 0;
 };

@@ -225,5 +225,66 @@ TEST_CASE("socket files: stale ones are replaced, live ones and other files are 
   });
 }
 
+TEST_CASE("UnixDatagram: send_to, replies to an autobound peer, truncation, stale files") {
+  SockDir d;
+  auto rt = *Runtime::create({.workers = 2});
+  rt->block_on([&] {
+    const std::string path = d / "dgram.sock";
+    auto server = UnixDatagram::bind(path);
+    REQUIRE(server.ok());
+    CHECK(server->local_address()->unix_path() == path);
+    auto client = UnixDatagram::autobind();
+    REQUIRE(client.ok());
+    auto caddr = client->local_address();
+    REQUIRE(caddr.ok());
+    CHECK(caddr->is_unix_abstract());  // the kernel picked a name
+    auto echo = spawn([&] {
+      char buf[64];
+      for (int i = 0; i < 3; ++i) {
+        auto dg = server->recv_from(buf);
+        REQUIRE(dg.ok());
+        CHECK(dg->from == *caddr);
+        REQUIRE(server->send_to(std::string_view(buf, dg->size), dg->from).ok());
+      }
+    });
+    for (int i = 0; i < 3; ++i) {
+      std::string m = "datagram " + std::to_string(i);
+      REQUIRE(client->send_to(m, *SocketAddress::unix_path(path)).ok());
+      char buf[64];
+      auto back = client->recv_from(buf);
+      REQUIRE(back.ok());
+      CHECK(std::string(buf, back->size) == m);
+      CHECK(back->from.unix_path() == path);
+    }
+    echo.join();
+    // connect/send/recv, truncation.
+    REQUIRE(client->connect(*SocketAddress::unix_path(path)).ok());
+    REQUIRE(client->send(std::string(100, 't')).ok());
+    char small[10];
+    auto tr = server->recv_from(small);
+    REQUIRE(tr.ok());
+    CHECK(tr->truncated);
+    CHECK(tr->size == 10);
+    // Timeouts.
+    server->set_read_timeout(absl::Milliseconds(20));
+    CHECK(server->recv_from(small).status().code() == absl::StatusCode::kDeadlineExceeded);
+    // A live socket's file is not taken; a stale one is replaced.
+    CHECK(error_number(UnixDatagram::bind(path).status()) == EADDRINUSE);
+    REQUIRE(server->close().ok());
+    CHECK_FALSE(exists(path));
+    const std::string stale = d / "stale.dgram";
+    {
+      auto s = UnixDatagram::bind(stale, {.unlink_on_close = false});
+      REQUIRE(s.ok());
+    }
+    REQUIRE(exists(stale));
+    CHECK(error_number(UnixDatagram::bind(stale, {.remove_stale = false}).status()) == EADDRINUSE);
+    auto again = UnixDatagram::bind(stale);
+    REQUIRE(again.ok());
+    CHECK(UnixDatagram::bind(SocketAddress::loopback_v4(0)).status().code() ==
+          absl::StatusCode::kInvalidArgument);
+  });
+}
+
 }  // namespace
 }  // namespace weft::net
