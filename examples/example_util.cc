@@ -14,6 +14,7 @@
 #include <optional>
 #include <string>
 
+#include "net/unix.h"
 #include "runtime/runtime.h"
 
 namespace weft::examples {
@@ -126,6 +127,8 @@ void ServerFlags::add_to(Flags& flags) {
   flags.add("workers", &workers, "worker threads; 0 means one per CPU");
   flags.add("placement", &placement,
             "which worker owns an accepted connection: round_robin, least_loaded or same");
+  flags.add("unix", &unix_path,
+            "listen on this UNIX socket path (or @NAME, an abstract name) instead of host:port");
 }
 
 absl::StatusOr<std::pair<std::string, uint16_t>> parse_host_port(std::string_view text) {
@@ -218,6 +221,48 @@ void ShutdownSignal::run() {
 // serve() and run_server()
 // ---------------------------------------------------------------------------
 
+namespace {
+
+// accept_loop() prints the listening line and accepts until stop is set;
+// to_tcp turns an accepted stream into the TcpStream handlers take.
+template <class Listener, class ToTcp>
+absl::Status accept_loop(Listener& listener, Event& stop, const ConnectionHandler& on_conn,
+                         const std::function<void(const net::SocketAddress&)>& on_listening,
+                         ToTcp to_tcp) {
+  auto local = listener.local_address();
+  if (!local.ok()) return local.status();
+  std::printf("listening on %s\n", local->to_string().c_str());
+  std::fflush(stdout);
+  if (on_listening) on_listening(*local);
+
+  // The closer fiber is the only one that closes the listener; it is
+  // joined below, before the listener leaves this stack.
+  auto closer = spawn([&] {
+    stop.wait();
+    (void)listener.close();
+  });
+  for (;;) {
+    auto conn = listener.accept();
+    if (!conn.ok()) {
+      const absl::StatusCode code = conn.status().code();
+      if (code == absl::StatusCode::kCancelled || code == absl::StatusCode::kFailedPrecondition) break;
+      // kResourceExhausted: accept() itself backs off before the next try.
+      if (code != absl::StatusCode::kResourceExhausted) {
+        std::fprintf(stderr, "accept: %s\n", conn.status().ToString().c_str());
+        this_fiber::sleep_for(absl::Milliseconds(10));
+      }
+      continue;
+    }
+    spawn([&on_conn, s = to_tcp(std::move(conn->stream))]() mutable { on_conn(std::move(s)); })
+        .detach();
+  }
+  stop.set();  // in case the loop ended for another reason
+  closer.join();
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::Status serve(const ServerFlags& flags, Event& stop, const ConnectionHandler& on_conn,
                    net::ListenOptions opts,
                    const std::function<void(const net::SocketAddress&)>& on_listening) {
@@ -232,39 +277,19 @@ absl::Status serve(const ServerFlags& flags, Event& stop, const ConnectionHandle
     return absl::InvalidArgumentError("--placement must be round_robin, least_loaded or same, not '" +
                                       flags.placement + "'");
   }
+  if (!flags.unix_path.empty()) {
+    auto addr = net::SocketAddress::parse("unix:" + flags.unix_path);
+    if (!addr.ok()) return addr.status();
+    auto listener = net::UnixListener::bind(*addr, {.backlog = opts.backlog, .placement = opts.placement});
+    if (!listener.ok()) return listener.status();
+    return accept_loop(*listener, stop, on_conn, on_listening,
+                       [](net::UnixStream s) { return std::move(s).into_stream(); });
+  }
   auto addr = resolve_one(flags.host, static_cast<uint16_t>(flags.port));
   if (!addr.ok()) return addr.status();
   auto listener = net::TcpListener::bind(*addr, opts);
   if (!listener.ok()) return listener.status();
-  auto local = listener->local_address();
-  if (!local.ok()) return local.status();
-  std::printf("listening on %s\n", local->to_string().c_str());
-  std::fflush(stdout);
-  if (on_listening) on_listening(*local);
-
-  // The closer fiber is the only one that closes the listener; it is
-  // joined below, before the listener leaves this stack.
-  auto closer = spawn([&] {
-    stop.wait();
-    (void)listener->close();
-  });
-  for (;;) {
-    auto conn = listener->accept();
-    if (!conn.ok()) {
-      const absl::StatusCode code = conn.status().code();
-      if (code == absl::StatusCode::kCancelled || code == absl::StatusCode::kFailedPrecondition) break;
-      // kResourceExhausted: accept() itself backs off before the next try.
-      if (code != absl::StatusCode::kResourceExhausted) {
-        std::fprintf(stderr, "accept: %s\n", conn.status().ToString().c_str());
-        this_fiber::sleep_for(absl::Milliseconds(10));
-      }
-      continue;
-    }
-    spawn([&on_conn, s = std::move(conn->stream)]() mutable { on_conn(std::move(s)); }).detach();
-  }
-  stop.set();  // in case the loop ended for another reason
-  closer.join();
-  return absl::OkStatus();
+  return accept_loop(*listener, stop, on_conn, on_listening, [](net::TcpStream s) { return s; });
 }
 
 int run_server(const char* program, const ServerFlags& flags, ShutdownSignal& signal,

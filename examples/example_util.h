@@ -94,6 +94,10 @@ struct ServerFlags {
   // (spreads connections, each worker polls its own), "least_loaded" or
   // "same" (the accepting worker's).
   std::string placement = "round_robin";
+  // A UNIX socket path (or "@NAME", an abstract name) to listen on instead
+  // of host:port. A stale socket file is replaced; the file is removed on a
+  // clean stop.
+  std::string unix_path;
   void add_to(Flags& flags);
 };
 
@@ -141,7 +145,8 @@ using ConnectionHandler = std::function<void(net::TcpStream)>;
 
 // serve()
 //
-// Binds host:port, prints "listening on HOST:PORT" (the bound port) to
+// Binds host:port (or flags.unix_path), prints "listening on HOST:PORT"
+// (the bound port; "listening on unix:PATH" for a UNIX socket) to
 // stdout and flushes, then accepts until `stop` is set, running
 // on_conn(stream) on a new detached fiber per connection. The listener
 // uses `opts` with the placement that flags.placement names. `on_conn` must

@@ -64,7 +64,7 @@ command -v python3 >/dev/null 2>&1 || fail "python3 is needed to run this test"
 
 # start_server NAME ARGS...: starts examples/NAME and waits (up to 20 s,
 # sanitizer builds start slowly) for its "listening on HOST:PORT" line.
-# Sets SERVER_PID and PORT.
+# Sets SERVER_PID and PORT ("" for a server started with --unix).
 start_server() {
   SERVER_NAME="$1"
   shift
@@ -83,9 +83,13 @@ start_server() {
     sleep 0.1
   done
   [[ -n "$line" ]] || fail "$SERVER_NAME printed no 'listening on' line within 20 s"
-  [[ "$line" =~ ^listening\ on\ 127\.0\.0\.1:([0-9]+)$ ]] || fail "unexpected listening line: '$line'"
-  PORT="${BASH_REMATCH[1]}"
-  [[ "$PORT" != 0 ]] || fail "listening line shows port 0, not the bound port"
+  if [[ "$line" =~ ^listening\ on\ unix:(.+)$ ]]; then  # --unix PATH
+    PORT=""
+  else
+    [[ "$line" =~ ^listening\ on\ 127\.0\.0\.1:([0-9]+)$ ]] || fail "unexpected listening line: '$line'"
+    PORT="${BASH_REMATCH[1]}"
+    [[ "$PORT" != 0 ]] || fail "listening line shows port 0, not the bound port"
+  fi
   echo "$SERVER_NAME: $line"
 }
 

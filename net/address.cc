@@ -4,6 +4,7 @@
 #include <net/if.h>
 
 #include <charconv>
+#include <cstddef>
 #include <cstring>
 
 namespace weft::net {
@@ -55,7 +56,63 @@ absl::StatusOr<SocketAddress> SocketAddress::from_ip(std::string_view ip, uint16
   return absl::InvalidArgumentError("not a numeric IPv4 or IPv6 address: \"" + std::string(ip) + "\"");
 }
 
+absl::StatusOr<SocketAddress> SocketAddress::unix_path(std::string_view path) {
+  if (path.empty()) return absl::InvalidArgumentError("empty UNIX socket path");
+  if (path.find('\0') != std::string_view::npos) {
+    return absl::InvalidArgumentError("UNIX socket path contains a NUL byte");
+  }
+  sockaddr_un un{};
+  if (path.size() >= sizeof(un.sun_path)) {
+    return absl::InvalidArgumentError("UNIX socket path longer than " +
+                                      std::to_string(sizeof(un.sun_path) - 1) + " bytes: \"" +
+                                      std::string(path) + "\"");
+  }
+  SocketAddress a;
+  auto* u = reinterpret_cast<sockaddr_un*>(&a.storage_);
+  u->sun_family = AF_UNIX;
+  std::memcpy(u->sun_path, path.data(), path.size());
+  a.unix_len_ = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path.size() + 1);
+  return a;
+}
+
+absl::StatusOr<SocketAddress> SocketAddress::unix_abstract(std::string_view name) {
+  sockaddr_un un{};
+  if (name.size() >= sizeof(un.sun_path)) {
+    return absl::InvalidArgumentError("abstract UNIX socket name longer than " +
+                                      std::to_string(sizeof(un.sun_path) - 1) + " bytes");
+  }
+  SocketAddress a;
+  auto* u = reinterpret_cast<sockaddr_un*>(&a.storage_);
+  u->sun_family = AF_UNIX;
+  u->sun_path[0] = '\0';
+  std::memcpy(u->sun_path + 1, name.data(), name.size());
+  a.unix_len_ = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + name.size());
+  return a;
+}
+
+bool SocketAddress::is_unix_unnamed() const {
+  return is_unix() && unix_len_ <= static_cast<socklen_t>(offsetof(sockaddr_un, sun_path));
+}
+
+bool SocketAddress::is_unix_abstract() const {
+  return is_unix() && !is_unix_unnamed() &&
+         reinterpret_cast<const sockaddr_un*>(&storage_)->sun_path[0] == '\0';
+}
+
+std::string SocketAddress::unix_path() const {
+  if (!is_unix() || is_unix_unnamed()) return "";
+  const auto* u = reinterpret_cast<const sockaddr_un*>(&storage_);
+  size_t n = unix_len_ - offsetof(sockaddr_un, sun_path);
+  if (is_unix_abstract()) return "@" + std::string(u->sun_path + 1, n - 1);
+  return std::string(u->sun_path, ::strnlen(u->sun_path, n));
+}
+
 absl::StatusOr<SocketAddress> SocketAddress::parse(std::string_view text) {
+  if (text.substr(0, 5) == "unix:") {
+    std::string_view rest = text.substr(5);
+    if (!rest.empty() && rest.front() == '@') return unix_abstract(rest.substr(1));
+    return unix_path(rest);
+  }
   if (!text.empty() && text.front() == '[') {
     size_t close = text.find(']');
     if (close == std::string_view::npos || close + 1 >= text.size() || text[close + 1] != ':') {
@@ -94,6 +151,17 @@ SocketAddress SocketAddress::from_sockaddr(const sockaddr* sa, socklen_t len) {
     std::memcpy(&a.storage_, sa, sizeof(sockaddr_in));
   } else if (sa->sa_family == AF_INET6 && len >= static_cast<socklen_t>(sizeof(sockaddr_in6))) {
     std::memcpy(&a.storage_, sa, sizeof(sockaddr_in6));
+  } else if (sa->sa_family == AF_UNIX && len >= static_cast<socklen_t>(sizeof(sa_family_t)) &&
+             len <= static_cast<socklen_t>(sizeof(sockaddr_un))) {
+    std::memcpy(&a.storage_, sa, static_cast<size_t>(len));
+    a.unix_len_ = len;
+    const auto* u = reinterpret_cast<const sockaddr_un*>(&a.storage_);
+    const size_t off = offsetof(sockaddr_un, sun_path);
+    if (static_cast<size_t>(len) > off && u->sun_path[0] != '\0') {
+      // A path: the kernel may or may not count its NUL; normalize.
+      size_t n = ::strnlen(u->sun_path, static_cast<size_t>(len) - off);
+      a.unix_len_ = static_cast<socklen_t>(off + n + 1);
+    }
   }
   return a;
 }
@@ -128,6 +196,7 @@ std::string SocketAddress::ip() const {
 std::string SocketAddress::to_string() const {
   if (is_v6()) return "[" + ip() + "]:" + std::to_string(port());
   if (is_v4()) return ip() + ":" + std::to_string(port());
+  if (is_unix()) return is_unix_unnamed() ? "unix:<unnamed>" : "unix:" + unix_path();
   return "<unspecified>";
 }
 
@@ -143,6 +212,10 @@ bool operator==(const SocketAddress& a, const SocketAddress& b) {
     const auto* y = reinterpret_cast<const sockaddr_in6*>(&b.storage_);
     return x->sin6_port == y->sin6_port && x->sin6_scope_id == y->sin6_scope_id &&
            std::memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(in6_addr)) == 0;
+  }
+  if (a.is_unix()) {
+    return a.unix_len_ == b.unix_len_ &&
+           std::memcmp(&a.storage_, &b.storage_, static_cast<size_t>(a.unix_len_)) == 0;
   }
   return true;
 }

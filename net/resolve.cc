@@ -4,7 +4,9 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <memory>
 #include <string>
+#include <utility>
 
 #include "runtime/blocking.h"
 
@@ -18,8 +20,18 @@ absl::StatusOr<std::vector<SocketAddress>> resolve(std::string_view host, uint16
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
-  addrinfo* res = nullptr;
-  int rc = run_blocking([&] { return ::getaddrinfo(h.c_str(), nullptr, &hints, &res); });
+  // The result is owned by the call (not a local the pool writes to), so a
+  // fiber unwound by shutdown after getaddrinfo returned leaks nothing.
+  struct FreeAddrInfo {
+    void operator()(addrinfo* p) const { ::freeaddrinfo(p); }
+  };
+  using AddrInfoPtr = std::unique_ptr<addrinfo, FreeAddrInfo>;
+  auto [rc, owned] = run_blocking(BlockingLane::kResolve, [&] {
+    addrinfo* r = nullptr;
+    int code = ::getaddrinfo(h.c_str(), nullptr, &hints, &r);
+    return std::pair<int, AddrInfoPtr>(code, AddrInfoPtr(code == 0 ? r : nullptr));
+  });
+  addrinfo* res = owned.get();
   if (rc != 0) {
     std::string msg = "resolve(" + h + "): " + ::gai_strerror(rc);
     if (rc == EAI_NONAME || rc == EAI_NODATA) return absl::NotFoundError(msg);
@@ -34,7 +46,6 @@ absl::StatusOr<std::vector<SocketAddress>> resolve(std::string_view host, uint16
     a.set_port(port);
     if (std::find(out.begin(), out.end(), a) == out.end()) out.push_back(a);
   }
-  ::freeaddrinfo(res);
   if (out.empty()) return absl::NotFoundError("resolve(" + h + "): no IPv4 or IPv6 address");
   return out;
 }

@@ -1,78 +1,315 @@
 // runtime/blocking.h
 //
-// weft::run_blocking(): runs a call that blocks its thread (getaddrinfo, a
-// file read, a library without a non-blocking API) on a small pool of
-// plain threads, and parks the calling fiber until it returns. No worker
-// thread blocks.
+// The blocking pool: plain threads that run calls which block their thread
+// (a file read, getaddrinfo, a library without a non-blocking API) while
+// the calling fiber parks. No worker thread blocks.
 //
-//   auto rc = weft::run_blocking([&] { return ::getaddrinfo(...); });
+//   auto rc = weft::run_blocking([&] { return ::getaddrinfo(...); });   // waits
+//   auto h = weft::spawn_blocking([path] { return read_everything(path); });
+//   ...                                                                 // other work
+//   std::string data = h.join();                                        // parks
 //
-// The pool is shared by every runtime in the process. It starts threads on
-// demand up to kMaxBlockingThreads; calls beyond that queue. Exceptions
-// thrown by fn are rethrown in the caller.
+// The pool is process-wide: every runtime shares it (it would belong to the
+// Runtime, but RuntimeOptions has no field for it yet; see docs/fs.md).
+// configure_blocking_pool() sets its limits; blocking_pool_stats() reads its
+// counters.
+//
+// Lanes. The pool has two lanes, each with its own queue, its own threads
+// and its own thread limit, so a flood of calls in one cannot starve the
+// other:
+//   BlockingLane::kDefault   files, processes, user calls (default 64 threads)
+//   BlockingLane::kResolve   name resolution, net::resolve() (default 8)
+// Each lane starts a thread when a call arrives and no thread of the lane is
+// idle, up to its limit; calls beyond that queue (FIFO). A thread that has
+// been idle for `keep_alive` (default 10 s) exits.
+//
+// Why 64 and not tokio's 512: a weft blocking call is nearly always a
+// syscall that waits for a disk or the kernel, and a disk serves a few dozen
+// requests in parallel at best (an NVMe queue is ~32 deep per core, a SATA
+// disk 32, a page-cache hit needs a CPU, and this runtime targets machines
+// with a few cores). Beyond that, threads only add 8 MiB of reserved stack
+// and scheduler churn each. Raise it with configure_blocking_pool() for
+// slow network filesystems where calls mostly wait.
+//
+// # The rule for fn and its captures (shutdown safety)
+//
+// run_blocking(fn) may capture the calling fiber's locals by reference: the
+// caller's frame outlives every run of fn, always. If the runtime shuts down
+// while the fiber waits (its stack is unwound by weft::FiberCancelled
+// cancellation):
+//   - fn still queued: it is dropped and never runs;
+//   - fn running: the unwinding fiber blocks the thread that runs the
+//     shutdown until fn returns, then unwinds. Shutdown therefore takes as
+//     long as the longest running call; a call that never returns blocks
+//     shutdown forever (give such calls a timeout of their own).
+// The same holds when the waiter is a plain thread.
+//
+// spawn_blocking(fn) stores fn (moved) and its result in a heap block, so
+// fn must own everything it uses (capture by value): the handle may be
+// detached or destroyed, and the caller gone, while fn runs. A destroyed
+// handle never waits; the result is dropped when fn returns.
+//
+// Exceptions thrown by fn are rethrown by run_blocking()/join().
 #pragma once
 
+#include <condition_variable>
+#include <cstdint>
 #include <exception>
-#include <functional>
+#include <mutex>
 #include <optional>
 #include <type_traits>
 #include <utility>
 
+#include "absl/status/status.h"
+#include "absl/time/time.h"
 #include "runtime/internal/park.h"
+#include "runtime/platform/check.h"
 
 namespace weft {
 
-inline constexpr int kMaxBlockingThreads = 8;
+enum class BlockingLane : uint8_t {
+  kDefault = 0,
+  kResolve = 1,
+};
+inline constexpr int kNumBlockingLanes = 2;
+
+inline constexpr int kDefaultBlockingThreads = 64;
+inline constexpr int kDefaultResolveThreads = 8;
+
+struct BlockingPoolOptions {
+  // The most threads each lane runs at once (1..4096).
+  int max_threads = kDefaultBlockingThreads;
+  int max_resolve_threads = kDefaultResolveThreads;
+  // How long an idle thread waits for a call before it exits (>= 1 ms).
+  absl::Duration keep_alive = absl::Seconds(10);
+};
+
+// Counters of one lane. Gauges (queued, threads, busy) are a snapshot;
+// the others only grow.
+struct BlockingLaneStats {
+  int64_t queued = 0;           // calls waiting for a thread
+  int64_t threads = 0;          // threads alive now
+  int64_t busy = 0;             // threads running a call now
+  int64_t max_threads = 0;      // the lane's limit
+  uint64_t threads_started = 0;
+  uint64_t threads_exited = 0;  // after keep_alive idle
+  uint64_t calls_served = 0;    // calls that ran (or were run inline)
+  uint64_t calls_dropped = 0;   // queued calls whose waiter was cancelled
+};
+
+struct BlockingPoolStats {
+  BlockingLaneStats lanes[kNumBlockingLanes];
+  const BlockingLaneStats& lane(BlockingLane l) const { return lanes[static_cast<int>(l)]; }
+};
+
+// weft::configure_blocking_pool()
+//
+// Sets the pool's limits. May be called at any time, from any thread; a
+// lower limit lets running threads finish their call and exit, a shorter
+// keep_alive applies from each thread's next wait. kInvalidArgument for
+// limits out of range.
+absl::Status configure_blocking_pool(const BlockingPoolOptions& options);
+
+// weft::blocking_pool_options() returns the current limits.
+BlockingPoolOptions blocking_pool_options();
+
+// weft::blocking_pool_stats() returns the pool's counters. Any thread.
+BlockingPoolStats blocking_pool_stats();
 
 namespace internal {
 
-struct BlockingJob {
-  std::function<void()> fn;
-  Completion done;
-  BlockingJob* next = nullptr;
+// BlockingCall: one call on the pool, shared by the pool and its waiter
+// (or handle) through a reference count. States:
+//   kQueued     in a lane's queue; the pool holds a reference
+//   kRunning    a pool thread runs fn
+//   kDone       fn returned (result or exception stored), done is set
+//   kDropped    the waiter gave up while it was queued; fn never runs
+class BlockingCall {
+ public:
+  enum State : int { kQueued, kRunning, kDone, kDropped };
+
+  virtual ~BlockingCall() = default;
+  // invoke() runs fn and stores its result or exception. Pool thread.
+  virtual void invoke() = 0;
+
+  void ref() { refs_.fetch_add(1, std::memory_order_relaxed); }
+  void unref() {
+    if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
+  }
+
+  // A pool thread (or the submitter, inline) runs a call as start(),
+  // invoke(), finish().
+  // start() claims a queued call for running (kQueued -> kRunning); false
+  // if its waiter dropped it.
+  bool start();
+  // finish() publishes kDone and wakes the waiter. After invoke().
+  void finish();
+  // wait() waits until kDone: parks a fiber, blocks a plain thread. If the
+  // runtime unwinds the waiting fiber, it drops a queued call or waits
+  // (blocking the thread) for a running one, then rethrows the unwind.
+  // Suspends.
+  void wait();
+  // try_drop() drops the call if it is still queued. Returns true if so.
+  bool try_drop();
+  bool done() const { return state_.load(std::memory_order_acquire) == kDone; }
+
+  BlockingCall* next = nullptr;  // a lane's queue link, under the lane lock
+
+ protected:
+  std::exception_ptr error_;
+
+ private:
+  void wait_thread();
+
+  std::atomic<int> refs_{1};
+  std::atomic<int> state_{kQueued};
+  Completion completion_;          // fiber waiters
+  std::mutex mu_;                  // thread waiters
+  std::condition_variable cv_;
+  bool finished_ = false;          // guarded by mu_
 };
 
-// submit_blocking() queues job on the pool; job->done is set when it ran.
-void submit_blocking(BlockingJob* job);
-// blocking_threads() is the number of pool threads started so far.
-int blocking_threads();
+// BlockingCallResult<T>: a call's result slot, which handles know.
+template <class T>
+class BlockingCallResult : public BlockingCall {
+ public:
+  // take() returns the result or rethrows fn's exception. After done().
+  T take() {
+    if (error_) std::rethrow_exception(error_);
+    if constexpr (!std::is_void_v<T>) return std::move(*result_);
+  }
+
+ protected:
+  std::conditional_t<std::is_void_v<T>, char, std::optional<T>> result_;
+};
+
+template <class Fn, class T>
+class BlockingCallImpl final : public BlockingCallResult<T> {
+ public:
+  template <class F>
+  explicit BlockingCallImpl(F&& f) : fn_(std::forward<F>(f)) {}
+
+  void invoke() override {
+    try {
+      if constexpr (std::is_void_v<T>) {
+        fn_();
+      } else {
+        this->result_.emplace(fn_());
+      }
+    } catch (...) {
+      this->error_ = std::current_exception();
+    }
+  }
+
+ private:
+  Fn fn_;
+};
+
+// submit_blocking() queues call on lane, taking one more reference for the
+// pool. If no pool thread can be started for it (thread creation failed and
+// the lane has none), runs it inline on the calling thread.
+void submit_blocking(BlockingCall* call, BlockingLane lane);
 
 }  // namespace internal
 
 // weft::run_blocking()
 //
-// Runs fn on the blocking pool and returns its result. Suspends the fiber
-// (blocks the thread off a fiber) until fn returns.
+// Runs fn on the blocking pool (lane kDefault, or `lane`) and returns its
+// result; rethrows its exception. Suspends: parks the fiber (blocks a plain
+// thread) until fn returns. fn may use the caller's locals; see "The rule
+// for fn" above for what shutdown does.
+template <class Fn>
+std::invoke_result_t<Fn&> run_blocking(BlockingLane lane, Fn&& fn) {
+  using T = std::invoke_result_t<Fn&>;
+  // The call holds a reference to fn: the caller's frame outlives the call.
+  auto* call = new internal::BlockingCallImpl<Fn&, T>(fn);
+  internal::submit_blocking(call, lane);
+  struct Unref {
+    internal::BlockingCall* c;
+    ~Unref() { c->unref(); }
+  } unref{call};
+  call->wait();
+  return call->take();
+}
+
 template <class Fn>
 std::invoke_result_t<Fn&> run_blocking(Fn&& fn) {
-  using T = std::invoke_result_t<Fn&>;
-  internal::BlockingJob job;
-  std::exception_ptr error;
-  if constexpr (std::is_void_v<T>) {
-    job.fn = [&] {
-      try {
-        fn();
-      } catch (...) {
-        error = std::current_exception();
-      }
-    };
-    internal::submit_blocking(&job);
-    (void)job.done.wait();
-    if (error) std::rethrow_exception(error);
-  } else {
-    std::optional<T> out;
-    job.fn = [&] {
-      try {
-        out.emplace(fn());
-      } catch (...) {
-        error = std::current_exception();
-      }
-    };
-    internal::submit_blocking(&job);
-    (void)job.done.wait();
-    if (error) std::rethrow_exception(error);
-    return std::move(*out);
+  return run_blocking(BlockingLane::kDefault, std::forward<Fn>(fn));
+}
+
+// BlockingHandle<T>
+//
+// The result of a spawn_blocking() call. Movable, not copyable. Destroying
+// or detaching it never waits: fn runs on, and its result is dropped.
+template <class T>
+class BlockingHandle {
+ public:
+  BlockingHandle() = default;
+  BlockingHandle(BlockingHandle&& o) noexcept : call_(std::exchange(o.call_, nullptr)) {}
+  BlockingHandle& operator=(BlockingHandle&& o) noexcept {
+    if (this != &o) {
+      reset();
+      call_ = std::exchange(o.call_, nullptr);
+    }
+    return *this;
   }
+  ~BlockingHandle() { reset(); }
+
+  // BlockingHandle::join()
+  //
+  // Waits until fn returns and returns its result, or rethrows its
+  // exception. Suspends. Aborts on an empty handle (joined, detached or
+  // default-constructed). If the runtime unwinds the joining fiber, the
+  // call keeps running (fn owns its data) and the handle lets go of it.
+  T join() {
+    WEFT_CHECK(call_ != nullptr, "weft: BlockingHandle::join() on an empty handle "
+                                 "(already joined or detached)");
+    auto* c = std::exchange(call_, nullptr);
+    struct Unref {
+      internal::BlockingCallResult<T>* c;
+      ~Unref() { c->unref(); }
+    } unref{c};
+    c->wait();
+    return c->take();
+  }
+
+  // BlockingHandle::is_finished() is true once fn has returned.
+  bool is_finished() const { return call_ != nullptr && call_->done(); }
+
+  // BlockingHandle::detach() lets the call run on with nobody to join it.
+  void detach() { reset(); }
+
+  bool joinable() const { return call_ != nullptr; }
+
+ private:
+  template <class Fn>
+  friend BlockingHandle<std::invoke_result_t<std::decay_t<Fn>&>> spawn_blocking(BlockingLane, Fn&&);
+
+  explicit BlockingHandle(internal::BlockingCallResult<T>* c) : call_(c) {}
+  void reset() {
+    if (call_ != nullptr) std::exchange(call_, nullptr)->unref();
+  }
+
+  internal::BlockingCallResult<T>* call_ = nullptr;
+};
+
+// weft::spawn_blocking()
+//
+// Starts fn (moved into the pool; it must own its data) on the blocking
+// pool and returns a handle to join it. Never suspends. Callable from
+// fibers and plain threads.
+template <class Fn>
+BlockingHandle<std::invoke_result_t<std::decay_t<Fn>&>> spawn_blocking(BlockingLane lane, Fn&& fn) {
+  using F = std::decay_t<Fn>;
+  using T = std::invoke_result_t<F&>;
+  auto* call = new internal::BlockingCallImpl<F, T>(std::forward<Fn>(fn));
+  internal::submit_blocking(call, lane);
+  return BlockingHandle<T>(call);
+}
+
+template <class Fn>
+BlockingHandle<std::invoke_result_t<std::decay_t<Fn>&>> spawn_blocking(Fn&& fn) {
+  return spawn_blocking(BlockingLane::kDefault, std::forward<Fn>(fn));
 }
 
 }  // namespace weft

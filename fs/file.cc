@@ -1,0 +1,192 @@
+#include "fs/file.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <string>
+#include <utility>
+
+#include "fs/internal/fs_util.h"
+#include "runtime/blocking.h"
+
+namespace weft::fs {
+
+using internal::FsError;
+using internal::PathString;
+
+absl::StatusOr<File> File::open(std::string_view path, OpenOptions o) {
+  auto p = PathString("File::open", path);
+  if (!p.ok()) return p.status();
+  bool write = o.write || o.append;
+  if (o.truncate && !write) {
+    return absl::InvalidArgumentError("fs::File::open(\"" + *p + "\"): truncate needs write");
+  }
+  if (o.exclusive && !o.create) {
+    return absl::InvalidArgumentError("fs::File::open(\"" + *p + "\"): exclusive needs create");
+  }
+  int flags = O_CLOEXEC;
+  if (write) {
+    flags |= o.read ? O_RDWR : O_WRONLY;
+  } else {
+    flags |= O_RDONLY;
+  }
+  if (o.create) flags |= O_CREAT;
+  if (o.truncate) flags |= O_TRUNC;
+  if (o.append) flags |= O_APPEND;
+  if (o.exclusive) flags |= O_EXCL;
+  return run_blocking([&]() -> absl::StatusOr<File> {
+    int fd = weft::internal::RetryOnEintr([&] { return ::open(p->c_str(), flags, o.mode); });
+    if (fd < 0) return FsError(errno, "File::open", *p, "open");
+    return File(fd, *p);
+  });
+}
+
+absl::StatusOr<File> File::create(std::string_view path, mode_t mode) {
+  return open(path, {.write = true, .create = true, .truncate = true, .mode = mode});
+}
+
+File::File(File&& o) noexcept : fd_(std::exchange(o.fd_, -1)), path_(std::move(o.path_)) {}
+
+File& File::operator=(File&& o) noexcept {
+  if (this != &o) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = std::exchange(o.fd_, -1);
+    path_ = std::move(o.path_);
+  }
+  return *this;
+}
+
+File::~File() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+absl::Status File::closed_error(const char* op) const {
+  return absl::FailedPreconditionError(std::string("fs::File::") + op + "(\"" + path_ +
+                                       "\"): the file is closed");
+}
+
+absl::StatusOr<size_t> File::read(std::span<char> buf) {
+  if (fd_ < 0) return closed_error("read");
+  if (buf.empty()) return size_t{0};
+  return run_blocking([&]() -> absl::StatusOr<size_t> {
+    ssize_t n = weft::internal::RetryOnEintr([&] { return ::read(fd_, buf.data(), buf.size()); });
+    if (n < 0) return FsError(errno, "File::read", path_, "read");
+    return static_cast<size_t>(n);
+  });
+}
+
+absl::StatusOr<size_t> File::write(std::string_view data) {
+  if (fd_ < 0) return closed_error("write");
+  if (data.empty()) return size_t{0};
+  return run_blocking([&]() -> absl::StatusOr<size_t> {
+    ssize_t n =
+        weft::internal::RetryOnEintr([&] { return ::write(fd_, data.data(), data.size()); });
+    if (n < 0) return FsError(errno, "File::write", path_, "write");
+    return static_cast<size_t>(n);
+  });
+}
+
+absl::Status File::write_all(std::string_view data, uint64_t* written) {
+  if (written != nullptr) *written = 0;
+  if (fd_ < 0) return closed_error("write_all");
+  uint64_t done = 0;
+  absl::Status s = run_blocking([&] {
+    return internal::WriteAll(fd_, data, &done, "File::write_all", path_);
+  });
+  if (written != nullptr) *written = done;
+  return s;
+}
+
+absl::StatusOr<size_t> File::pread(std::span<char> buf, uint64_t offset) {
+  if (fd_ < 0) return closed_error("pread");
+  if (buf.empty()) return size_t{0};
+  return run_blocking([&]() -> absl::StatusOr<size_t> {
+    ssize_t n = weft::internal::RetryOnEintr(
+        [&] { return ::pread(fd_, buf.data(), buf.size(), static_cast<off_t>(offset)); });
+    if (n < 0) return FsError(errno, "File::pread", path_, "pread");
+    return static_cast<size_t>(n);
+  });
+}
+
+absl::Status File::pwrite(std::string_view data, uint64_t offset) {
+  if (fd_ < 0) return closed_error("pwrite");
+  return run_blocking([&]() -> absl::Status {
+    size_t done = 0;
+    while (done < data.size()) {
+      ssize_t n = weft::internal::RetryOnEintr([&] {
+        return ::pwrite(fd_, data.data() + done, data.size() - done,
+                        static_cast<off_t>(offset + done));
+      });
+      if (n < 0) {
+        return FsError(errno, "File::pwrite", path_,
+                       "pwrite (wrote " + std::to_string(done) + " of " +
+                           std::to_string(data.size()) + " bytes)");
+      }
+      done += static_cast<size_t>(n);
+    }
+    return absl::OkStatus();
+  });
+}
+
+absl::StatusOr<uint64_t> File::seek(int64_t offset, Whence whence) {
+  if (fd_ < 0) return closed_error("seek");
+  int w = whence == Whence::kStart ? SEEK_SET : whence == Whence::kCurrent ? SEEK_CUR : SEEK_END;
+  return run_blocking([&]() -> absl::StatusOr<uint64_t> {
+    off_t r = ::lseek(fd_, static_cast<off_t>(offset), w);
+    if (r < 0) return FsError(errno, "File::seek", path_, "lseek");
+    return static_cast<uint64_t>(r);
+  });
+}
+
+absl::Status File::sync() {
+  if (fd_ < 0) return closed_error("sync");
+  return run_blocking([&]() -> absl::Status {
+    if (weft::internal::RetryOnEintr([&] { return ::fsync(fd_); }) < 0) {
+      return FsError(errno, "File::sync", path_, "fsync");
+    }
+    return absl::OkStatus();
+  });
+}
+
+absl::Status File::datasync() {
+  if (fd_ < 0) return closed_error("datasync");
+  return run_blocking([&]() -> absl::Status {
+    if (weft::internal::RetryOnEintr([&] { return ::fdatasync(fd_); }) < 0) {
+      return FsError(errno, "File::datasync", path_, "fdatasync");
+    }
+    return absl::OkStatus();
+  });
+}
+
+absl::Status File::truncate(uint64_t size) {
+  if (fd_ < 0) return closed_error("truncate");
+  return run_blocking([&]() -> absl::Status {
+    if (weft::internal::RetryOnEintr(
+            [&] { return ::ftruncate(fd_, static_cast<off_t>(size)); }) < 0) {
+      return FsError(errno, "File::truncate", path_, "ftruncate");
+    }
+    return absl::OkStatus();
+  });
+}
+
+absl::StatusOr<uint64_t> File::size() {
+  if (fd_ < 0) return closed_error("size");
+  return run_blocking([&]() -> absl::StatusOr<uint64_t> {
+    struct stat st;
+    if (::fstat(fd_, &st) < 0) return FsError(errno, "File::size", path_, "fstat");
+    return static_cast<uint64_t>(st.st_size);
+  });
+}
+
+absl::Status File::close() {
+  if (fd_ < 0) return absl::OkStatus();
+  int fd = std::exchange(fd_, -1);
+  return run_blocking([&]() -> absl::Status {
+    // No retry on EINTR: the descriptor is gone either way on Linux.
+    if (::close(fd) < 0 && errno != EINTR) return FsError(errno, "File::close", path_, "close");
+    return absl::OkStatus();
+  });
+}
+
+}  // namespace weft::fs

@@ -1,0 +1,60 @@
+#include "fs/internal/fs_util.h"
+
+#include <unistd.h>
+
+#include <cerrno>
+
+namespace weft::fs::internal {
+
+absl::Status FsError(int err, std::string_view call, std::string_view path,
+                     std::string_view syscall) {
+  std::string op = "fs::";
+  op.append(call);
+  op += "(\"";
+  op.append(path);
+  op += "\"): ";
+  op.append(syscall);
+  return weft::internal::ErrnoStatus(err, op);
+}
+
+absl::Status FsError2(int err, std::string_view call, std::string_view from,
+                      std::string_view to, std::string_view syscall) {
+  std::string op = "fs::";
+  op.append(call);
+  op += "(\"";
+  op.append(from);
+  op += "\", \"";
+  op.append(to);
+  op += "\"): ";
+  op.append(syscall);
+  return weft::internal::ErrnoStatus(err, op);
+}
+
+absl::StatusOr<std::string> PathString(std::string_view call, std::string_view path) {
+  if (path.empty()) {
+    return absl::InvalidArgumentError("fs::" + std::string(call) + "(\"\"): empty path");
+  }
+  if (path.find('\0') != std::string_view::npos) {
+    return absl::InvalidArgumentError("fs::" + std::string(call) +
+                                      ": the path contains a NUL byte");
+  }
+  return std::string(path);
+}
+
+absl::Status WriteAll(int fd, std::string_view data, uint64_t* done, std::string_view call,
+                      std::string_view path) {
+  *done = 0;
+  while (*done < data.size()) {
+    ssize_t n = weft::internal::RetryOnEintr(
+        [&] { return ::write(fd, data.data() + *done, data.size() - *done); });
+    if (n < 0) {
+      return FsError(errno, call, path,
+                     "write (wrote " + std::to_string(*done) + " of " +
+                         std::to_string(data.size()) + " bytes)");
+    }
+    *done += static_cast<uint64_t>(n);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace weft::fs::internal

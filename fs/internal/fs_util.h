@@ -1,0 +1,33 @@
+// fs/internal/fs_util.h
+//
+// What fs.cc and file.cc share: the error format, path checks and a write
+// loop. Internal to weft::fs.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "runtime/platform/syscall.h"
+
+namespace weft::fs::internal {
+
+// FsError() is ErrnoStatus(err) with the message
+// `fs::CALL("PATH"): SYSCALL: strerror`.
+absl::Status FsError(int err, std::string_view call, std::string_view path,
+                     std::string_view syscall);
+// FsError2() names two paths: `fs::CALL("FROM", "TO"): SYSCALL: strerror`.
+absl::Status FsError2(int err, std::string_view call, std::string_view from,
+                      std::string_view to, std::string_view syscall);
+
+// PathString() copies a path for the kernel; kInvalidArgument if it is
+// empty or holds a NUL byte.
+absl::StatusOr<std::string> PathString(std::string_view call, std::string_view path);
+
+// WriteAll() writes all of data to fd, counting into *done. Blocking.
+absl::Status WriteAll(int fd, std::string_view data, uint64_t* done, std::string_view call,
+                      std::string_view path);
+
+}  // namespace weft::fs::internal

@@ -1,0 +1,290 @@
+#include "net/unix.h"
+
+#include <doctest/doctest.h>
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstddef>
+#include <cstdlib>
+#include <string>
+
+#include "net/io.h"
+#include "runtime/runtime.h"
+
+namespace weft::net {
+namespace {
+
+static_assert(Readable<UnixStream>);
+static_assert(Writable<UnixStream>);
+
+// A short directory for socket files (sun_path holds 107 bytes; Bazel's
+// TEST_TMPDIR can be longer).
+struct SockDir {
+  SockDir() {
+    std::string templ = "/tmp/weft_unix.XXXXXX";
+    REQUIRE(::mkdtemp(templ.data()) != nullptr);
+    path = templ;
+  }
+  ~SockDir() { std::system(("rm -rf " + path).c_str()); }
+  std::string operator/(const std::string& n) const { return path + "/" + n; }
+  std::string path;
+};
+
+bool exists(const std::string& p) {
+  struct stat st;
+  return ::lstat(p.c_str(), &st) == 0;
+}
+
+TEST_CASE("SocketAddress: UNIX paths and abstract names") {
+  auto p = SocketAddress::unix_path("/run/x.sock");
+  REQUIRE(p.ok());
+  CHECK(p->valid());
+  CHECK(p->is_unix());
+  CHECK_FALSE(p->is_unix_abstract());
+  CHECK(p->unix_path() == "/run/x.sock");
+  CHECK(p->to_string() == "unix:/run/x.sock");
+  CHECK(p->port() == 0);
+  CHECK(p->sockaddr_len() == offsetof(sockaddr_un, sun_path) + 12);
+  auto a = SocketAddress::unix_abstract("svc");
+  REQUIRE(a.ok());
+  CHECK(a->is_unix_abstract());
+  CHECK(a->unix_path() == "@svc");
+  CHECK(a->to_string() == "unix:@svc");
+  CHECK(a->sockaddr_len() == offsetof(sockaddr_un, sun_path) + 4);
+  CHECK(*SocketAddress::parse("unix:/run/x.sock") == *p);
+  CHECK(*SocketAddress::parse("unix:@svc") == *a);
+  CHECK_FALSE(*p == *a);
+  CHECK_FALSE(*p == *SocketAddress::unix_path("/run/y.sock"));
+  CHECK(SocketAddress::unix_path("").status().code() == absl::StatusCode::kInvalidArgument);
+  CHECK(SocketAddress::unix_path(std::string("a\0b", 3)).status().code() ==
+        absl::StatusCode::kInvalidArgument);
+  CHECK(SocketAddress::unix_path(std::string(108, 'x')).status().code() ==
+        absl::StatusCode::kInvalidArgument);
+  CHECK(SocketAddress::unix_path(std::string(107, 'x')).ok());
+  CHECK(SocketAddress::unix_abstract(std::string(108, 'x')).status().code() ==
+        absl::StatusCode::kInvalidArgument);
+  CHECK(SocketAddress::parse("unix:").status().code() == absl::StatusCode::kInvalidArgument);
+  // From the kernel: with or without the path's NUL counted; unnamed.
+  sockaddr_un un{};
+  un.sun_family = AF_UNIX;
+  std::strcpy(un.sun_path, "/run/x.sock");
+  auto k1 = SocketAddress::from_sockaddr(reinterpret_cast<sockaddr*>(&un),
+                                         offsetof(sockaddr_un, sun_path) + 11);
+  auto k2 = SocketAddress::from_sockaddr(reinterpret_cast<sockaddr*>(&un), sizeof un);
+  CHECK(k1 == *p);
+  CHECK(k2 == *p);
+  auto unnamed = SocketAddress::from_sockaddr(reinterpret_cast<sockaddr*>(&un), sizeof(sa_family_t));
+  CHECK(unnamed.valid());
+  CHECK(unnamed.is_unix_unnamed());
+  CHECK(unnamed.to_string() == "unix:<unnamed>");
+  // IP addresses are unchanged.
+  CHECK(SocketAddress::parse("127.0.0.1:80")->to_string() == "127.0.0.1:80");
+}
+
+TEST_CASE("UnixListener and UnixStream: echo, credentials, addresses") {
+  SockDir d;
+  const std::string path = d / "echo.sock";
+  auto rt = *Runtime::create({.workers = 2});
+  rt->block_on([&] {
+    auto l = UnixListener::bind(path);
+    REQUIRE(l.ok());
+    CHECK(exists(path));
+    CHECK(l->local_address()->unix_path() == path);
+    auto server = spawn([&] {
+      auto c = l->accept();
+      REQUIRE(c.ok());
+      CHECK(c->peer.is_unix());
+      auto cred = c->stream.peer_credentials();
+      REQUIRE(cred.ok());
+      CHECK(cred->pid == ::getpid());
+      CHECK(cred->uid == ::getuid());
+      CHECK(cred->gid == ::getgid());
+      char buf[4096];
+      for (;;) {
+        auto n = c->stream.read(buf);
+        REQUIRE(n.ok());
+        if (*n == 0) break;
+        REQUIRE(c->stream.write_all(std::string_view(buf, *n)).ok());
+      }
+    });
+    auto s = UnixStream::connect(path);
+    REQUIRE(s.ok());
+    CHECK(s->peer_address()->unix_path() == path);
+    std::string msg(100000, 'u');
+    auto writer = spawn([&] {
+      CHECK(s->write_all(msg).ok());
+      CHECK(s->shutdown(Shutdown::kWrite).ok());
+    });
+    BufferedReader r(*s);
+    std::string back(msg.size(), '\0');
+    REQUIRE(r.read_exact(std::span<char>(back.data(), back.size())).ok());
+    CHECK(back == msg);
+    writer.join();
+    server.join();
+    REQUIRE(l->close().ok());
+    CHECK_FALSE(exists(path));  // unlink_on_close
+  });
+}
+
+TEST_CASE("abstract names, deadlines, migration, into_stream") {
+  auto rt = *Runtime::create({.workers = 2});
+  rt->block_on([&] {
+    auto name = SocketAddress::unix_abstract("weft-unix-test-" + std::to_string(::getpid()));
+    REQUIRE(name.ok());
+    auto l = UnixListener::bind(*name);
+    REQUIRE(l.ok());
+    CHECK(l->local_address()->is_unix_abstract());
+    auto server = spawn([&] {
+      auto c = l->accept();
+      REQUIRE(c.ok());
+      TcpStream t = std::move(c->stream).into_stream();
+      char buf[64];
+      for (;;) {
+        auto n = t.read(buf);
+        if (!n.ok() || *n == 0) break;
+        if (!t.write_all(std::string_view(buf, *n)).ok()) break;
+      }
+    });
+    auto s = UnixStream::connect(*name);
+    REQUIRE(s.ok());
+    // A read deadline with nothing to read.
+    REQUIRE(s->set_read_deadline(absl::Now() + absl::Milliseconds(30)).ok());
+    char c;
+    CHECK(s->read(std::span<char>(&c, 1)).status().code() == absl::StatusCode::kDeadlineExceeded);
+    REQUIRE(s->set_read_deadline(absl::InfiniteFuture()).ok());
+    // Migrate between every round trip.
+    for (int i = 0; i < 20; ++i) {
+      REQUIRE(s->migrate_to(i % 2).ok());
+      std::string m = "m" + std::to_string(i);
+      REQUIRE(s->write_all(m).ok());
+      std::string back(m.size(), '\0');
+      REQUIRE(s->read_exact(std::span<char>(back.data(), back.size())).ok());
+      CHECK(back == m);
+    }
+    CHECK(s->migrations() >= 10);
+    REQUIRE(s->close().ok());
+    server.join();
+  });
+}
+
+TEST_CASE("socket files: stale ones are replaced, live ones and other files are not") {
+  SockDir d;
+  auto rt = *Runtime::create({.workers = 1});
+  rt->block_on([&] {
+    const std::string stale = d / "stale.sock";
+    {
+      // A socket bound but closed: its file stays, nobody listens.
+      int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      auto a = SocketAddress::unix_path(stale);
+      REQUIRE(::bind(fd, a->sockaddr_ptr(), a->sockaddr_len()) == 0);
+      ::close(fd);
+    }
+    REQUIRE(exists(stale));
+    auto refused = UnixStream::connect(stale);
+    CHECK(error_number(refused.status()) == ECONNREFUSED);
+    auto kept = UnixListener::bind(stale, {.remove_stale = false});
+    CHECK(error_number(kept.status()) == EADDRINUSE);
+    auto l = UnixListener::bind(stale);
+    REQUIRE(l.ok());
+    // Live: a second bind fails and leaves the first working.
+    auto second = UnixListener::bind(stale);
+    CHECK(error_number(second.status()) == EADDRINUSE);
+    auto conn = UnixStream::connect(stale);
+    REQUIRE(conn.ok());
+    REQUIRE(l->accept().ok());
+    // Not a socket: never removed.
+    const std::string plain = d / "plain";
+    REQUIRE(::close(::open(plain.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644)) == 0);
+    CHECK(error_number(UnixListener::bind(plain).status()) == EADDRINUSE);
+    CHECK(exists(plain));
+    // A listener does not remove a file that is no longer its socket.
+    const std::string moved = d / "moved.sock";
+    {
+      auto m = UnixListener::bind(moved);
+      REQUIRE(m.ok());
+      REQUIRE(::unlink(moved.c_str()) == 0);
+      REQUIRE(::close(::open(moved.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644)) == 0);
+    }
+    CHECK(exists(moved));
+    // unlink_on_close = false keeps the file.
+    const std::string keep = d / "keep.sock";
+    { REQUIRE(UnixListener::bind(keep, {.unlink_on_close = false}).ok()); }
+    CHECK(exists(keep));
+    // Errors.
+    CHECK(error_number(UnixStream::connect(d / "none.sock").status()) == ENOENT);
+    CHECK(UnixStream::connect(SocketAddress::loopback_v4(80)).status().code() ==
+          absl::StatusCode::kInvalidArgument);
+    CHECK(UnixListener::bind(SocketAddress::loopback_v4(0)).status().code() ==
+          absl::StatusCode::kInvalidArgument);
+    CHECK(error_number(UnixListener::bind("/weft/no/such/dir/x.sock").status()) == ENOENT);
+    CHECK(UnixStream().peer_credentials().status().code() ==
+          absl::StatusCode::kFailedPrecondition);
+  });
+}
+
+TEST_CASE("UnixDatagram: send_to, replies to an autobound peer, truncation, stale files") {
+  SockDir d;
+  auto rt = *Runtime::create({.workers = 2});
+  rt->block_on([&] {
+    const std::string path = d / "dgram.sock";
+    auto server = UnixDatagram::bind(path);
+    REQUIRE(server.ok());
+    CHECK(server->local_address()->unix_path() == path);
+    auto client = UnixDatagram::autobind();
+    REQUIRE(client.ok());
+    auto caddr = client->local_address();
+    REQUIRE(caddr.ok());
+    CHECK(caddr->is_unix_abstract());  // the kernel picked a name
+    auto echo = spawn([&] {
+      char buf[64];
+      for (int i = 0; i < 3; ++i) {
+        auto dg = server->recv_from(buf);
+        REQUIRE(dg.ok());
+        CHECK(dg->from == *caddr);
+        REQUIRE(server->send_to(std::string_view(buf, dg->size), dg->from).ok());
+      }
+    });
+    for (int i = 0; i < 3; ++i) {
+      std::string m = "datagram " + std::to_string(i);
+      REQUIRE(client->send_to(m, *SocketAddress::unix_path(path)).ok());
+      char buf[64];
+      auto back = client->recv_from(buf);
+      REQUIRE(back.ok());
+      CHECK(std::string(buf, back->size) == m);
+      CHECK(back->from.unix_path() == path);
+    }
+    echo.join();
+    // connect/send/recv, truncation.
+    REQUIRE(client->connect(*SocketAddress::unix_path(path)).ok());
+    REQUIRE(client->send(std::string(100, 't')).ok());
+    char small[10];
+    auto tr = server->recv_from(small);
+    REQUIRE(tr.ok());
+    CHECK(tr->truncated);
+    CHECK(tr->size == 10);
+    // Timeouts.
+    server->set_read_timeout(absl::Milliseconds(20));
+    CHECK(server->recv_from(small).status().code() == absl::StatusCode::kDeadlineExceeded);
+    // A live socket's file is not taken; a stale one is replaced.
+    CHECK(error_number(UnixDatagram::bind(path).status()) == EADDRINUSE);
+    REQUIRE(server->close().ok());
+    CHECK_FALSE(exists(path));
+    const std::string stale = d / "stale.dgram";
+    {
+      auto s = UnixDatagram::bind(stale, {.unlink_on_close = false});
+      REQUIRE(s.ok());
+    }
+    REQUIRE(exists(stale));
+    CHECK(error_number(UnixDatagram::bind(stale, {.remove_stale = false}).status()) == EADDRINUSE);
+    auto again = UnixDatagram::bind(stale);
+    REQUIRE(again.ok());
+    CHECK(UnixDatagram::bind(SocketAddress::loopback_v4(0)).status().code() ==
+          absl::StatusCode::kInvalidArgument);
+  });
+}
+
+}  // namespace
+}  // namespace weft::net
