@@ -34,6 +34,8 @@
 //   is never destroyed, so no thread is joined during static destruction).
 #include "runtime/blocking.h"
 
+#include "runtime/internal/fiber.h"
+
 #include <algorithm>
 #include <chrono>
 #include <system_error>
