@@ -12,11 +12,11 @@
 
 namespace weft::fs {
 
-using internal::FsError;
-using internal::PathString;
+using internal::fs_error;
+using internal::path_string;
 
 absl::StatusOr<File> File::open(std::string_view path, OpenOptions o) {
-  auto p = PathString("File::open", path);
+  auto p = path_string("File::open", path);
   if (!p.ok()) return p.status();
   bool write = o.write || o.append;
   if (o.truncate && !write) {
@@ -36,8 +36,8 @@ absl::StatusOr<File> File::open(std::string_view path, OpenOptions o) {
   if (o.append) flags |= O_APPEND;
   if (o.exclusive) flags |= O_EXCL;
   return run_blocking([&]() -> absl::StatusOr<File> {
-    int fd = weft::internal::RetryOnEintr([&] { return ::open(p->c_str(), flags, o.mode); });
-    if (fd < 0) return FsError(errno, "File::open", *p, "open");
+    int fd = weft::internal::retry_on_eintr([&] { return ::open(p->c_str(), flags, o.mode); });
+    if (fd < 0) return fs_error(errno, "File::open", *p, "open");
     return File(fd, *p);
   });
 }
@@ -70,8 +70,8 @@ absl::StatusOr<size_t> File::read(std::span<char> buf) {
   if (fd_ < 0) return closed_error("read");
   if (buf.empty()) return size_t{0};
   return run_blocking([&]() -> absl::StatusOr<size_t> {
-    ssize_t n = weft::internal::RetryOnEintr([&] { return ::read(fd_, buf.data(), buf.size()); });
-    if (n < 0) return FsError(errno, "File::read", path_, "read");
+    ssize_t n = weft::internal::retry_on_eintr([&] { return ::read(fd_, buf.data(), buf.size()); });
+    if (n < 0) return fs_error(errno, "File::read", path_, "read");
     return static_cast<size_t>(n);
   });
 }
@@ -81,8 +81,8 @@ absl::StatusOr<size_t> File::write(std::string_view data) {
   if (data.empty()) return size_t{0};
   return run_blocking([&]() -> absl::StatusOr<size_t> {
     ssize_t n =
-        weft::internal::RetryOnEintr([&] { return ::write(fd_, data.data(), data.size()); });
-    if (n < 0) return FsError(errno, "File::write", path_, "write");
+        weft::internal::retry_on_eintr([&] { return ::write(fd_, data.data(), data.size()); });
+    if (n < 0) return fs_error(errno, "File::write", path_, "write");
     return static_cast<size_t>(n);
   });
 }
@@ -92,7 +92,7 @@ absl::Status File::write_all(std::string_view data, uint64_t* written) {
   if (fd_ < 0) return closed_error("write_all");
   uint64_t done = 0;
   absl::Status s = run_blocking([&] {
-    return internal::WriteAll(fd_, data, &done, "File::write_all", path_);
+    return internal::write_all_fd(fd_, data, &done, "File::write_all", path_);
   });
   if (written != nullptr) *written = done;
   return s;
@@ -102,9 +102,9 @@ absl::StatusOr<size_t> File::pread(std::span<char> buf, uint64_t offset) {
   if (fd_ < 0) return closed_error("pread");
   if (buf.empty()) return size_t{0};
   return run_blocking([&]() -> absl::StatusOr<size_t> {
-    ssize_t n = weft::internal::RetryOnEintr(
+    ssize_t n = weft::internal::retry_on_eintr(
         [&] { return ::pread(fd_, buf.data(), buf.size(), static_cast<off_t>(offset)); });
-    if (n < 0) return FsError(errno, "File::pread", path_, "pread");
+    if (n < 0) return fs_error(errno, "File::pread", path_, "pread");
     return static_cast<size_t>(n);
   });
 }
@@ -114,12 +114,12 @@ absl::Status File::pwrite(std::string_view data, uint64_t offset) {
   return run_blocking([&]() -> absl::Status {
     size_t done = 0;
     while (done < data.size()) {
-      ssize_t n = weft::internal::RetryOnEintr([&] {
+      ssize_t n = weft::internal::retry_on_eintr([&] {
         return ::pwrite(fd_, data.data() + done, data.size() - done,
                         static_cast<off_t>(offset + done));
       });
       if (n < 0) {
-        return FsError(errno, "File::pwrite", path_,
+        return fs_error(errno, "File::pwrite", path_,
                        "pwrite (wrote " + std::to_string(done) + " of " +
                            std::to_string(data.size()) + " bytes)");
       }
@@ -134,7 +134,7 @@ absl::StatusOr<uint64_t> File::seek(int64_t offset, Whence whence) {
   int w = whence == Whence::kStart ? SEEK_SET : whence == Whence::kCurrent ? SEEK_CUR : SEEK_END;
   return run_blocking([&]() -> absl::StatusOr<uint64_t> {
     off_t r = ::lseek(fd_, static_cast<off_t>(offset), w);
-    if (r < 0) return FsError(errno, "File::seek", path_, "lseek");
+    if (r < 0) return fs_error(errno, "File::seek", path_, "lseek");
     return static_cast<uint64_t>(r);
   });
 }
@@ -142,8 +142,8 @@ absl::StatusOr<uint64_t> File::seek(int64_t offset, Whence whence) {
 absl::Status File::sync() {
   if (fd_ < 0) return closed_error("sync");
   return run_blocking([&]() -> absl::Status {
-    if (weft::internal::RetryOnEintr([&] { return ::fsync(fd_); }) < 0) {
-      return FsError(errno, "File::sync", path_, "fsync");
+    if (weft::internal::retry_on_eintr([&] { return ::fsync(fd_); }) < 0) {
+      return fs_error(errno, "File::sync", path_, "fsync");
     }
     return absl::OkStatus();
   });
@@ -152,8 +152,8 @@ absl::Status File::sync() {
 absl::Status File::datasync() {
   if (fd_ < 0) return closed_error("datasync");
   return run_blocking([&]() -> absl::Status {
-    if (weft::internal::RetryOnEintr([&] { return ::fdatasync(fd_); }) < 0) {
-      return FsError(errno, "File::datasync", path_, "fdatasync");
+    if (weft::internal::retry_on_eintr([&] { return ::fdatasync(fd_); }) < 0) {
+      return fs_error(errno, "File::datasync", path_, "fdatasync");
     }
     return absl::OkStatus();
   });
@@ -162,9 +162,9 @@ absl::Status File::datasync() {
 absl::Status File::truncate(uint64_t size) {
   if (fd_ < 0) return closed_error("truncate");
   return run_blocking([&]() -> absl::Status {
-    if (weft::internal::RetryOnEintr(
+    if (weft::internal::retry_on_eintr(
             [&] { return ::ftruncate(fd_, static_cast<off_t>(size)); }) < 0) {
-      return FsError(errno, "File::truncate", path_, "ftruncate");
+      return fs_error(errno, "File::truncate", path_, "ftruncate");
     }
     return absl::OkStatus();
   });
@@ -174,7 +174,7 @@ absl::StatusOr<uint64_t> File::size() {
   if (fd_ < 0) return closed_error("size");
   return run_blocking([&]() -> absl::StatusOr<uint64_t> {
     struct stat st;
-    if (::fstat(fd_, &st) < 0) return FsError(errno, "File::size", path_, "fstat");
+    if (::fstat(fd_, &st) < 0) return fs_error(errno, "File::size", path_, "fstat");
     return static_cast<uint64_t>(st.st_size);
   });
 }
@@ -184,7 +184,7 @@ absl::Status File::close() {
   int fd = std::exchange(fd_, -1);
   return run_blocking([&]() -> absl::Status {
     // No retry on EINTR: the descriptor is gone either way on Linux.
-    if (::close(fd) < 0 && errno != EINTR) return FsError(errno, "File::close", path_, "close");
+    if (::close(fd) < 0 && errno != EINTR) return fs_error(errno, "File::close", path_, "close");
     return absl::OkStatus();
   });
 }

@@ -20,9 +20,9 @@
 
 namespace weft::fs {
 
-using internal::FsError;
-using internal::FsError2;
-using internal::PathString;
+using internal::fs_error;
+using internal::fs_error2;
+using internal::path_string;
 
 namespace {
 
@@ -36,7 +36,7 @@ struct Fd {
   }
 };
 
-FileKind KindOfMode(mode_t m) {
+FileKind kind_of_mode(mode_t m) {
   switch (m & S_IFMT) {
     case S_IFREG: return FileKind::kRegular;
     case S_IFDIR: return FileKind::kDirectory;
@@ -49,7 +49,7 @@ FileKind KindOfMode(mode_t m) {
   }
 }
 
-FileKind KindOfDirent(unsigned char t) {
+FileKind kind_of_dirent(unsigned char t) {
   switch (t) {
     case DT_REG: return FileKind::kRegular;
     case DT_DIR: return FileKind::kDirectory;
@@ -62,9 +62,9 @@ FileKind KindOfDirent(unsigned char t) {
   }
 }
 
-FileStatus ToStatus(const struct stat& st) {
+FileStatus to_file_status(const struct stat& st) {
   FileStatus s;
-  s.kind = KindOfMode(st.st_mode);
+  s.kind = kind_of_mode(st.st_mode);
   s.size = static_cast<uint64_t>(st.st_size);
   s.permissions = st.st_mode & 07777;
   s.mtime = absl::TimeFromTimespec(st.st_mtim);
@@ -76,20 +76,20 @@ FileStatus ToStatus(const struct stat& st) {
   return s;
 }
 
-// ReadAll() reads an open file to its end into out. Blocking.
+// read_all_fd() reads an open file to its end into out. Blocking.
 template <class Out>
-absl::Status ReadAll(int fd, Out* out, std::string_view call, const std::string& path) {
+absl::Status read_all_fd(int fd, Out* out, std::string_view call, const std::string& path) {
   struct stat st;
-  if (::fstat(fd, &st) < 0) return FsError(errno, call, path, "fstat");
+  if (::fstat(fd, &st) < 0) return fs_error(errno, call, path, "fstat");
   // Files in /proc report size 0: grow as we go.
   size_t cap = S_ISREG(st.st_mode) && st.st_size > 0 ? static_cast<size_t>(st.st_size) + 1 : 4096;
   out->resize(cap);
   size_t len = 0;
   for (;;) {
     if (len == out->size()) out->resize(out->size() * 2);
-    ssize_t n = weft::internal::RetryOnEintr(
+    ssize_t n = weft::internal::retry_on_eintr(
         [&] { return ::read(fd, out->data() + len, out->size() - len); });
-    if (n < 0) return FsError(errno, call, path, "read");
+    if (n < 0) return fs_error(errno, call, path, "read");
     if (n == 0) break;
     len += static_cast<size_t>(n);
   }
@@ -98,32 +98,32 @@ absl::Status ReadAll(int fd, Out* out, std::string_view call, const std::string&
 }
 
 template <class Out>
-absl::StatusOr<Out> ReadFile(std::string_view call, std::string_view path) {
-  auto p = PathString(call, path);
+absl::StatusOr<Out> read_file_impl(std::string_view call, std::string_view path) {
+  auto p = path_string(call, path);
   if (!p.ok()) return p.status();
   return run_blocking([&]() -> absl::StatusOr<Out> {
-    Fd fd(weft::internal::RetryOnEintr([&] { return ::open(p->c_str(), O_RDONLY | O_CLOEXEC); }));
-    if (fd.fd < 0) return FsError(errno, call, *p, "open");
+    Fd fd(weft::internal::retry_on_eintr([&] { return ::open(p->c_str(), O_RDONLY | O_CLOEXEC); }));
+    if (fd.fd < 0) return fs_error(errno, call, *p, "open");
     Out out;
-    if (absl::Status s = ReadAll(fd.fd, &out, call, *p); !s.ok()) return s;
+    if (absl::Status s = read_all_fd(fd.fd, &out, call, *p); !s.ok()) return s;
     return out;
   });
 }
 
-// DirName() is the directory part of a path ("." for a bare name).
-std::string DirName(const std::string& p) {
+// dir_name() is the directory part of a path ("." for a bare name).
+std::string dir_name(const std::string& p) {
   size_t slash = p.find_last_of('/');
   if (slash == std::string::npos) return ".";
   if (slash == 0) return "/";
   return p.substr(0, slash);
 }
 
-std::string BaseName(const std::string& p) {
+std::string base_name(const std::string& p) {
   size_t slash = p.find_last_of('/');
   return slash == std::string::npos ? p : p.substr(slash + 1);
 }
 
-std::string TempSuffix() {
+std::string temp_suffix() {
   static std::atomic<uint64_t> counter{0};
   thread_local std::mt19937_64 rng(std::random_device{}());
   return "." + std::to_string(::getpid()) + "." +
@@ -131,50 +131,50 @@ std::string TempSuffix() {
          std::to_string(rng() & 0xffffff);
 }
 
-absl::Status WriteAtomic(const std::string& path, std::string_view data, mode_t mode) {
+absl::Status write_atomic(const std::string& path, std::string_view data, mode_t mode) {
   const char* call = "write_file";
-  std::string dir = DirName(path);
-  std::string tmp = dir + "/." + BaseName(path) + ".tmp" + TempSuffix();
-  int raw = weft::internal::RetryOnEintr(
+  std::string dir = dir_name(path);
+  std::string tmp = dir + "/." + base_name(path) + ".tmp" + temp_suffix();
+  int raw = weft::internal::retry_on_eintr(
       [&] { return ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode); });
-  if (raw < 0) return FsError(errno, call, path, "open temporary file " + tmp);
+  if (raw < 0) return fs_error(errno, call, path, "open temporary file " + tmp);
   Fd fd(raw);
   auto fail = [&](absl::Status s) {
     ::unlink(tmp.c_str());
     return s;
   };
   uint64_t done = 0;
-  if (absl::Status s = internal::WriteAll(fd.fd, data, &done, call, path); !s.ok()) return fail(s);
-  if (weft::internal::RetryOnEintr([&] { return ::fsync(fd.fd); }) < 0) {
-    return fail(FsError(errno, call, path, "fsync"));
+  if (absl::Status s = internal::write_all_fd(fd.fd, data, &done, call, path); !s.ok()) return fail(s);
+  if (weft::internal::retry_on_eintr([&] { return ::fsync(fd.fd); }) < 0) {
+    return fail(fs_error(errno, call, path, "fsync"));
   }
   if (::close(std::exchange(fd.fd, -1)) < 0 && errno != EINTR) {
-    return fail(FsError(errno, call, path, "close"));
+    return fail(fs_error(errno, call, path, "close"));
   }
-  if (::rename(tmp.c_str(), path.c_str()) < 0) return fail(FsError(errno, call, path, "rename"));
-  Fd dfd(weft::internal::RetryOnEintr(
+  if (::rename(tmp.c_str(), path.c_str()) < 0) return fail(fs_error(errno, call, path, "rename"));
+  Fd dfd(weft::internal::retry_on_eintr(
       [&] { return ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC); }));
-  if (dfd.fd < 0) return FsError(errno, call, path, "open directory " + dir);
-  if (weft::internal::RetryOnEintr([&] { return ::fsync(dfd.fd); }) < 0) {
-    return FsError(errno, call, path, "fsync directory " + dir);
+  if (dfd.fd < 0) return fs_error(errno, call, path, "open directory " + dir);
+  if (weft::internal::retry_on_eintr([&] { return ::fsync(dfd.fd); }) < 0) {
+    return fs_error(errno, call, path, "fsync directory " + dir);
   }
   return absl::OkStatus();
 }
 
-absl::StatusOr<FileStatus> StatImpl(std::string_view call, std::string_view path, bool follow) {
-  auto p = PathString(call, path);
+absl::StatusOr<FileStatus> stat_impl(std::string_view call, std::string_view path, bool follow) {
+  auto p = path_string(call, path);
   if (!p.ok()) return p.status();
   return run_blocking([&]() -> absl::StatusOr<FileStatus> {
     struct stat st;
     int rc = follow ? ::stat(p->c_str(), &st) : ::lstat(p->c_str(), &st);
-    if (rc < 0) return FsError(errno, call, *p, follow ? "stat" : "lstat");
-    return ToStatus(st);
+    if (rc < 0) return fs_error(errno, call, *p, follow ? "stat" : "lstat");
+    return to_file_status(st);
   });
 }
 
-// RemoveTree() removes the entry `name` in directory dirfd, recursively,
+// remove_tree() removes the entry `name` in directory dirfd, recursively,
 // never following symlinks. Counts removed entries. Blocking.
-absl::Status RemoveTree(int dirfd, const std::string& name, const std::string& shown,
+absl::Status remove_tree(int dirfd, const std::string& name, const std::string& shown,
                         uint64_t* count) {
   if (::unlinkat(dirfd, name.c_str(), 0) == 0) {
     ++*count;
@@ -182,20 +182,20 @@ absl::Status RemoveTree(int dirfd, const std::string& name, const std::string& s
   }
   int err = errno;
   if (err == ENOENT) return absl::OkStatus();
-  if (err != EISDIR && err != EPERM) return FsError(err, "remove_all", shown, "unlink");
+  if (err != EISDIR && err != EPERM) return fs_error(err, "remove_all", shown, "unlink");
   // A directory (EISDIR on Linux; EPERM on some filesystems).
-  int raw = weft::internal::RetryOnEintr([&] {
+  int raw = weft::internal::retry_on_eintr([&] {
     return ::openat(dirfd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
   });
   if (raw < 0) {
-    if (errno == ENOTDIR) return FsError(err, "remove_all", shown, "unlink");
-    return FsError(errno, "remove_all", shown, "open");
+    if (errno == ENOTDIR) return fs_error(err, "remove_all", shown, "unlink");
+    return fs_error(errno, "remove_all", shown, "open");
   }
   DIR* d = ::fdopendir(raw);
   if (d == nullptr) {
     int e = errno;
     ::close(raw);
-    return FsError(e, "remove_all", shown, "fdopendir");
+    return fs_error(e, "remove_all", shown, "fdopendir");
   }
   std::unique_ptr<DIR, int (*)(DIR*)> guard(d, ::closedir);
   std::vector<std::string> names;
@@ -203,18 +203,18 @@ absl::Status RemoveTree(int dirfd, const std::string& name, const std::string& s
     errno = 0;
     dirent* e = ::readdir(d);
     if (e == nullptr) {
-      if (errno != 0) return FsError(errno, "remove_all", shown, "readdir");
+      if (errno != 0) return fs_error(errno, "remove_all", shown, "readdir");
       break;
     }
     if (std::strcmp(e->d_name, ".") == 0 || std::strcmp(e->d_name, "..") == 0) continue;
     names.emplace_back(e->d_name);
   }
   for (const std::string& n : names) {
-    if (absl::Status s = RemoveTree(::dirfd(d), n, shown + "/" + n, count); !s.ok()) return s;
+    if (absl::Status s = remove_tree(::dirfd(d), n, shown + "/" + n, count); !s.ok()) return s;
   }
   if (::unlinkat(dirfd, name.c_str(), AT_REMOVEDIR) < 0) {
     if (errno == ENOENT) return absl::OkStatus();
-    return FsError(errno, "remove_all", shown, "rmdir");
+    return fs_error(errno, "remove_all", shown, "rmdir");
   }
   ++*count;
   return absl::OkStatus();
@@ -222,7 +222,7 @@ absl::Status RemoveTree(int dirfd, const std::string& name, const std::string& s
 
 }  // namespace
 
-std::optional<int> error_number(const absl::Status& s) { return weft::internal::ErrnoOf(s); }
+std::optional<int> error_number(const absl::Status& s) { return weft::internal::errno_of(s); }
 
 const char* FileKindName(FileKind k) {
   switch (k) {
@@ -239,75 +239,75 @@ const char* FileKindName(FileKind k) {
 }
 
 absl::StatusOr<std::vector<char>> read_file(std::string_view path) {
-  return ReadFile<std::vector<char>>("read_file", path);
+  return read_file_impl<std::vector<char>>("read_file", path);
 }
 
 absl::StatusOr<std::string> read_file_to_string(std::string_view path) {
-  return ReadFile<std::string>("read_file_to_string", path);
+  return read_file_impl<std::string>("read_file_to_string", path);
 }
 
 absl::Status write_file(std::string_view path, std::string_view data, WriteOptions options) {
-  auto p = PathString("write_file", path);
+  auto p = path_string("write_file", path);
   if (!p.ok()) return p.status();
   return run_blocking([&]() -> absl::Status {
-    if (options.atomic) return WriteAtomic(*p, data, options.mode);
-    Fd fd(weft::internal::RetryOnEintr([&] {
+    if (options.atomic) return write_atomic(*p, data, options.mode);
+    Fd fd(weft::internal::retry_on_eintr([&] {
       return ::open(p->c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, options.mode);
     }));
-    if (fd.fd < 0) return FsError(errno, "write_file", *p, "open");
+    if (fd.fd < 0) return fs_error(errno, "write_file", *p, "open");
     uint64_t done = 0;
-    if (absl::Status s = internal::WriteAll(fd.fd, data, &done, "write_file", *p); !s.ok()) {
+    if (absl::Status s = internal::write_all_fd(fd.fd, data, &done, "write_file", *p); !s.ok()) {
       return s;
     }
-    if (options.sync && weft::internal::RetryOnEintr([&] { return ::fsync(fd.fd); }) < 0) {
-      return FsError(errno, "write_file", *p, "fsync");
+    if (options.sync && weft::internal::retry_on_eintr([&] { return ::fsync(fd.fd); }) < 0) {
+      return fs_error(errno, "write_file", *p, "fsync");
     }
     if (::close(std::exchange(fd.fd, -1)) < 0 && errno != EINTR) {
-      return FsError(errno, "write_file", *p, "close");
+      return fs_error(errno, "write_file", *p, "close");
     }
     return absl::OkStatus();
   });
 }
 
 absl::Status append_file(std::string_view path, std::string_view data) {
-  auto p = PathString("append_file", path);
+  auto p = path_string("append_file", path);
   if (!p.ok()) return p.status();
   return run_blocking([&]() -> absl::Status {
-    Fd fd(weft::internal::RetryOnEintr([&] {
+    Fd fd(weft::internal::retry_on_eintr([&] {
       return ::open(p->c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     }));
-    if (fd.fd < 0) return FsError(errno, "append_file", *p, "open");
+    if (fd.fd < 0) return fs_error(errno, "append_file", *p, "open");
     uint64_t done = 0;
-    return internal::WriteAll(fd.fd, data, &done, "append_file", *p);
+    return internal::write_all_fd(fd.fd, data, &done, "append_file", *p);
   });
 }
 
-absl::StatusOr<FileStatus> stat(std::string_view path) { return StatImpl("stat", path, true); }
-absl::StatusOr<FileStatus> lstat(std::string_view path) { return StatImpl("lstat", path, false); }
+absl::StatusOr<FileStatus> stat(std::string_view path) { return stat_impl("stat", path, true); }
+absl::StatusOr<FileStatus> lstat(std::string_view path) { return stat_impl("lstat", path, false); }
 
 absl::StatusOr<bool> exists(std::string_view path) {
-  auto p = PathString("exists", path);
+  auto p = path_string("exists", path);
   if (!p.ok()) return p.status();
   return run_blocking([&]() -> absl::StatusOr<bool> {
     struct stat st;
     if (::stat(p->c_str(), &st) == 0) return true;
     if (errno == ENOENT) return false;
-    return FsError(errno, "exists", *p, "stat");
+    return fs_error(errno, "exists", *p, "stat");
   });
 }
 
 absl::StatusOr<std::vector<DirEntry>> read_dir(std::string_view path) {
-  auto p = PathString("read_dir", path);
+  auto p = path_string("read_dir", path);
   if (!p.ok()) return p.status();
   return run_blocking([&]() -> absl::StatusOr<std::vector<DirEntry>> {
-    int raw = weft::internal::RetryOnEintr(
+    int raw = weft::internal::retry_on_eintr(
         [&] { return ::open(p->c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC); });
-    if (raw < 0) return FsError(errno, "read_dir", *p, "open");
+    if (raw < 0) return fs_error(errno, "read_dir", *p, "open");
     DIR* d = ::fdopendir(raw);
     if (d == nullptr) {
       int e = errno;
       ::close(raw);
-      return FsError(e, "read_dir", *p, "fdopendir");
+      return fs_error(e, "read_dir", *p, "fdopendir");
     }
     std::unique_ptr<DIR, int (*)(DIR*)> guard(d, ::closedir);
     std::vector<DirEntry> out;
@@ -315,15 +315,15 @@ absl::StatusOr<std::vector<DirEntry>> read_dir(std::string_view path) {
       errno = 0;
       dirent* e = ::readdir(d);
       if (e == nullptr) {
-        if (errno != 0) return FsError(errno, "read_dir", *p, "readdir");
+        if (errno != 0) return fs_error(errno, "read_dir", *p, "readdir");
         break;
       }
       if (std::strcmp(e->d_name, ".") == 0 || std::strcmp(e->d_name, "..") == 0) continue;
-      DirEntry de{e->d_name, KindOfDirent(e->d_type)};
+      DirEntry de{e->d_name, kind_of_dirent(e->d_type)};
       if (de.kind == FileKind::kUnknown) {
         struct stat st;
         if (::fstatat(::dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
-          de.kind = KindOfMode(st.st_mode);
+          de.kind = kind_of_mode(st.st_mode);
         }
       }
       out.push_back(std::move(de));
@@ -335,16 +335,16 @@ absl::StatusOr<std::vector<DirEntry>> read_dir(std::string_view path) {
 }
 
 absl::Status create_dir(std::string_view path, mode_t mode) {
-  auto p = PathString("create_dir", path);
+  auto p = path_string("create_dir", path);
   if (!p.ok()) return p.status();
   return run_blocking([&]() -> absl::Status {
-    if (::mkdir(p->c_str(), mode) < 0) return FsError(errno, "create_dir", *p, "mkdir");
+    if (::mkdir(p->c_str(), mode) < 0) return fs_error(errno, "create_dir", *p, "mkdir");
     return absl::OkStatus();
   });
 }
 
 absl::Status create_dirs(std::string_view path, mode_t mode) {
-  auto p = PathString("create_dirs", path);
+  auto p = path_string("create_dirs", path);
   if (!p.ok()) return p.status();
   return run_blocking([&]() -> absl::Status {
     const std::string& full = *p;
@@ -355,86 +355,86 @@ absl::Status create_dirs(std::string_view path, mode_t mode) {
       std::string prefix = full.substr(0, i);
       if (::mkdir(prefix.c_str(), mode) == 0) continue;
       int err = errno;
-      if (err != EEXIST) return FsError(err, "create_dirs", prefix, "mkdir");
+      if (err != EEXIST) return fs_error(err, "create_dirs", prefix, "mkdir");
       struct stat st;
-      if (::stat(prefix.c_str(), &st) < 0) return FsError(errno, "create_dirs", prefix, "stat");
-      if (!S_ISDIR(st.st_mode)) return FsError(ENOTDIR, "create_dirs", prefix, "mkdir");
+      if (::stat(prefix.c_str(), &st) < 0) return fs_error(errno, "create_dirs", prefix, "stat");
+      if (!S_ISDIR(st.st_mode)) return fs_error(ENOTDIR, "create_dirs", prefix, "mkdir");
     }
     return absl::OkStatus();
   });
 }
 
 absl::Status remove(std::string_view path) {
-  auto p = PathString("remove", path);
+  auto p = path_string("remove", path);
   if (!p.ok()) return p.status();
   return run_blocking([&]() -> absl::Status {
     if (::unlink(p->c_str()) == 0) return absl::OkStatus();
     int err = errno;
-    if (err != EISDIR && err != EPERM) return FsError(err, "remove", *p, "unlink");
+    if (err != EISDIR && err != EPERM) return fs_error(err, "remove", *p, "unlink");
     struct stat st;
     if (::lstat(p->c_str(), &st) < 0 || !S_ISDIR(st.st_mode)) {
-      return FsError(err, "remove", *p, "unlink");
+      return fs_error(err, "remove", *p, "unlink");
     }
-    if (::rmdir(p->c_str()) < 0) return FsError(errno, "remove", *p, "rmdir");
+    if (::rmdir(p->c_str()) < 0) return fs_error(errno, "remove", *p, "rmdir");
     return absl::OkStatus();
   });
 }
 
 absl::StatusOr<uint64_t> remove_all(std::string_view path) {
-  auto p = PathString("remove_all", path);
+  auto p = path_string("remove_all", path);
   if (!p.ok()) return p.status();
   return run_blocking([&]() -> absl::StatusOr<uint64_t> {
     uint64_t count = 0;
     // The last component inside its parent, opened as a directory.
     std::string full = *p;
     while (full.size() > 1 && full.back() == '/') full.pop_back();
-    std::string dir = DirName(full);
-    std::string base = BaseName(full);
+    std::string dir = dir_name(full);
+    std::string base = base_name(full);
     if (base == "." || base == ".." || base.empty() || base == "/") {
       return absl::InvalidArgumentError("fs::remove_all(\"" + *p +
                                         "\"): refusing to remove '.', '..' or '/'");
     }
-    Fd dfd(weft::internal::RetryOnEintr(
+    Fd dfd(weft::internal::retry_on_eintr(
         [&] { return ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC); }));
     if (dfd.fd < 0) {
       if (errno == ENOENT) return uint64_t{0};
-      return FsError(errno, "remove_all", *p, "open parent directory");
+      return fs_error(errno, "remove_all", *p, "open parent directory");
     }
-    if (absl::Status s = RemoveTree(dfd.fd, base, full, &count); !s.ok()) return s;
+    if (absl::Status s = remove_tree(dfd.fd, base, full, &count); !s.ok()) return s;
     return count;
   });
 }
 
 absl::Status rename(std::string_view from, std::string_view to) {
-  auto f = PathString("rename", from);
+  auto f = path_string("rename", from);
   if (!f.ok()) return f.status();
-  auto t = PathString("rename", to);
+  auto t = path_string("rename", to);
   if (!t.ok()) return t.status();
   return run_blocking([&]() -> absl::Status {
-    if (::rename(f->c_str(), t->c_str()) < 0) return FsError2(errno, "rename", *f, *t, "rename");
+    if (::rename(f->c_str(), t->c_str()) < 0) return fs_error2(errno, "rename", *f, *t, "rename");
     return absl::OkStatus();
   });
 }
 
 absl::StatusOr<uint64_t> copy_file(std::string_view from, std::string_view to,
                                    CopyOptions options) {
-  auto f = PathString("copy_file", from);
+  auto f = path_string("copy_file", from);
   if (!f.ok()) return f.status();
-  auto t = PathString("copy_file", to);
+  auto t = path_string("copy_file", to);
   if (!t.ok()) return t.status();
   return run_blocking([&]() -> absl::StatusOr<uint64_t> {
-    Fd in(weft::internal::RetryOnEintr([&] { return ::open(f->c_str(), O_RDONLY | O_CLOEXEC); }));
-    if (in.fd < 0) return FsError2(errno, "copy_file", *f, *t, "open source");
+    Fd in(weft::internal::retry_on_eintr([&] { return ::open(f->c_str(), O_RDONLY | O_CLOEXEC); }));
+    if (in.fd < 0) return fs_error2(errno, "copy_file", *f, *t, "open source");
     struct stat st;
-    if (::fstat(in.fd, &st) < 0) return FsError2(errno, "copy_file", *f, *t, "fstat source");
-    if (S_ISDIR(st.st_mode)) return FsError2(EISDIR, "copy_file", *f, *t, "open source");
+    if (::fstat(in.fd, &st) < 0) return fs_error2(errno, "copy_file", *f, *t, "fstat source");
+    if (S_ISDIR(st.st_mode)) return fs_error2(EISDIR, "copy_file", *f, *t, "open source");
     int flags = O_WRONLY | O_CREAT | O_CLOEXEC | (options.overwrite ? O_TRUNC : O_EXCL);
-    Fd out(weft::internal::RetryOnEintr(
+    Fd out(weft::internal::retry_on_eintr(
         [&] { return ::open(t->c_str(), flags, st.st_mode & 07777); }));
-    if (out.fd < 0) return FsError2(errno, "copy_file", *f, *t, "open destination");
+    if (out.fd < 0) return fs_error2(errno, "copy_file", *f, *t, "open destination");
     // An existing destination keeps its own mode unless we set it.
     if (::fchmod(out.fd, st.st_mode & 07777) < 0) {
-      return FsError2(errno, "copy_file", *f, *t, "fchmod destination");
+      return fs_error2(errno, "copy_file", *f, *t, "fchmod destination");
     }
     uint64_t total = 0;
     bool use_cfr = true;
@@ -452,14 +452,14 @@ absl::StatusOr<uint64_t> copy_file(std::string_view from, std::string_view to,
           use_cfr = false;  // not for this pair of files: read/write
           continue;
         }
-        return FsError2(errno, "copy_file", *f, *t, "copy_file_range");
+        return fs_error2(errno, "copy_file", *f, *t, "copy_file_range");
       }
       char buf[64 * 1024];
-      ssize_t n = weft::internal::RetryOnEintr([&] { return ::read(in.fd, buf, sizeof buf); });
-      if (n < 0) return FsError2(errno, "copy_file", *f, *t, "read");
+      ssize_t n = weft::internal::retry_on_eintr([&] { return ::read(in.fd, buf, sizeof buf); });
+      if (n < 0) return fs_error2(errno, "copy_file", *f, *t, "read");
       if (n == 0) break;
       uint64_t done = 0;
-      if (absl::Status s = internal::WriteAll(out.fd, std::string_view(buf, static_cast<size_t>(n)),
+      if (absl::Status s = internal::write_all_fd(out.fd, std::string_view(buf, static_cast<size_t>(n)),
                                               &done, "copy_file", *t);
           !s.ok()) {
         return s;
@@ -467,33 +467,33 @@ absl::StatusOr<uint64_t> copy_file(std::string_view from, std::string_view to,
       total += static_cast<uint64_t>(n);
     }
     if (::close(std::exchange(out.fd, -1)) < 0 && errno != EINTR) {
-      return FsError2(errno, "copy_file", *f, *t, "close destination");
+      return fs_error2(errno, "copy_file", *f, *t, "close destination");
     }
     return total;
   });
 }
 
 absl::Status symlink(std::string_view target, std::string_view link) {
-  auto tg = PathString("symlink", target);
+  auto tg = path_string("symlink", target);
   if (!tg.ok()) return tg.status();
-  auto l = PathString("symlink", link);
+  auto l = path_string("symlink", link);
   if (!l.ok()) return l.status();
   return run_blocking([&]() -> absl::Status {
     if (::symlink(tg->c_str(), l->c_str()) < 0) {
-      return FsError2(errno, "symlink", *tg, *l, "symlink");
+      return fs_error2(errno, "symlink", *tg, *l, "symlink");
     }
     return absl::OkStatus();
   });
 }
 
 absl::StatusOr<std::string> read_link(std::string_view path) {
-  auto p = PathString("read_link", path);
+  auto p = path_string("read_link", path);
   if (!p.ok()) return p.status();
   return run_blocking([&]() -> absl::StatusOr<std::string> {
     std::string buf(256, '\0');
     for (;;) {
       ssize_t n = ::readlink(p->c_str(), buf.data(), buf.size());
-      if (n < 0) return FsError(errno, "read_link", *p, "readlink");
+      if (n < 0) return fs_error(errno, "read_link", *p, "readlink");
       if (static_cast<size_t>(n) < buf.size()) {
         buf.resize(static_cast<size_t>(n));
         return buf;
@@ -504,11 +504,11 @@ absl::StatusOr<std::string> read_link(std::string_view path) {
 }
 
 absl::StatusOr<std::string> canonical(std::string_view path) {
-  auto p = PathString("canonical", path);
+  auto p = path_string("canonical", path);
   if (!p.ok()) return p.status();
   return run_blocking([&]() -> absl::StatusOr<std::string> {
     char* r = ::realpath(p->c_str(), nullptr);
-    if (r == nullptr) return FsError(errno, "canonical", *p, "realpath");
+    if (r == nullptr) return fs_error(errno, "canonical", *p, "realpath");
     std::string out(r);
     ::free(r);
     return out;

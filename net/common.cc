@@ -4,6 +4,6 @@
 
 namespace weft::net {
 
-std::optional<int> error_number(const absl::Status& s) { return internal::ErrnoOf(s); }
+std::optional<int> error_number(const absl::Status& s) { return internal::errno_of(s); }
 
 }  // namespace weft::net

@@ -1,6 +1,6 @@
 // net/io.cc
 //
-// PrefixStatus() and the in-memory DuplexPipe. The other adapters are
+// prefix_status() and the in-memory DuplexPipe. The other adapters are
 // templates in io.h.
 //
 // Pipe protocol. A pipe is two directions; end `s` writes into dir_[s] and
@@ -37,7 +37,7 @@
 
 namespace weft::internal {
 
-absl::Status PrefixStatus(std::string_view prefix, const absl::Status& s) {
+absl::Status prefix_status(std::string_view prefix, const absl::Status& s) {
   if (s.ok()) return s;
   // absl::string_view may not be std::string_view (Debian's abseil).
   std::string message(prefix);

@@ -71,9 +71,9 @@
 
 namespace weft::internal {
 
-// PrefixStatus() returns `s` with `prefix` put before its message, keeping
+// prefix_status() returns `s` with `prefix` put before its message, keeping
 // its code and payloads. OK stays OK.
-absl::Status PrefixStatus(std::string_view prefix, const absl::Status& s);
+absl::Status prefix_status(std::string_view prefix, const absl::Status& s);
 
 // IoByteSpan: contiguous bytes that are not text (the same rule as
 // net::ByteSpan in net/tcp.h): std::span<const char>, std::vector<char>.
@@ -228,7 +228,7 @@ class BufferedReader {
     if (pos_ == end_) {
       if (buf.size() >= cap_) {
         absl::StatusOr<size_t> n = inner_->read(buf);
-        if (!n.ok()) return internal::PrefixStatus(prefix, n.status());
+        if (!n.ok()) return internal::prefix_status(prefix, n.status());
         return std::min(*n, buf.size());
       }
       absl::Status s = fill(prefix);
@@ -242,7 +242,7 @@ class BufferedReader {
   absl::Status fill(std::string_view prefix) {
     pos_ = end_ = 0;
     absl::StatusOr<size_t> n = inner_->read(std::span<char>(buf_.get(), cap_));
-    if (!n.ok()) return internal::PrefixStatus(prefix, n.status());
+    if (!n.ok()) return internal::prefix_status(prefix, n.status());
     end_ = std::min(*n, cap_);
     return absl::OkStatus();
   }
@@ -384,7 +384,7 @@ class BufferedWriter {
   }
   absl::Status fail(std::string_view prefix, const absl::Status& s) {
     len_ = 0;
-    error_ = internal::PrefixStatus(prefix, s);
+    error_ = internal::prefix_status(prefix, s);
     return error_;
   }
 
@@ -410,10 +410,10 @@ absl::StatusOr<uint64_t> copy(R& from, W& to, size_t chunk = kDefaultBufferSize)
   uint64_t total = 0;
   for (;;) {
     absl::StatusOr<size_t> n = from.read(std::span<char>(buf.get(), chunk));
-    if (!n.ok()) return internal::PrefixStatus("copy: read: ", n.status());
+    if (!n.ok()) return internal::prefix_status("copy: read: ", n.status());
     if (*n == 0) return total;
     absl::Status s = to.write_all(std::span<const char>(buf.get(), *n));
-    if (!s.ok()) return internal::PrefixStatus("copy: write: ", s);
+    if (!s.ok()) return internal::prefix_status("copy: write: ", s);
     total += *n;
   }
 }
@@ -546,9 +546,9 @@ concept ChunkTransform =
 
 namespace weft::internal {
 
-// ApplyTransform() calls fn and wraps a plain result in a StatusOr.
+// apply_transform() calls fn and wraps a plain result in a StatusOr.
 template <class Fn>
-absl::StatusOr<std::string> ApplyTransform(Fn& fn, std::string_view chunk) {
+absl::StatusOr<std::string> apply_transform(Fn& fn, std::string_view chunk) {
   using Result = std::remove_cvref_t<std::invoke_result_t<Fn&, std::string_view>>;
   if constexpr (std::is_same_v<Result, absl::StatusOr<std::string>>) {
     return fn(chunk);
@@ -586,14 +586,14 @@ class TransformWriter {
   // does.
   absl::Status write_all(std::string_view data) {
     if (!error_.ok()) return error_;
-    absl::StatusOr<std::string> out = internal::ApplyTransform(fn_, data);
+    absl::StatusOr<std::string> out = internal::apply_transform(fn_, data);
     if (!out.ok()) {
-      error_ = internal::PrefixStatus("TransformWriter::write_all: transform: ", out.status());
+      error_ = internal::prefix_status("TransformWriter::write_all: transform: ", out.status());
       return error_;
     }
     if (out->empty()) return absl::OkStatus();
     absl::Status s = inner_->write_all(std::span<const char>(out->data(), out->size()));
-    if (!s.ok()) error_ = internal::PrefixStatus("TransformWriter::write_all: ", s);
+    if (!s.ok()) error_ = internal::prefix_status("TransformWriter::write_all: ", s);
     return error_;
   }
   template <internal::IoByteSpan S>
@@ -611,7 +611,7 @@ class TransformWriter {
     if (!error_.ok()) return error_;
     if constexpr (requires(W& w) { { w.flush() } -> std::same_as<absl::Status>; }) {
       absl::Status s = inner_->flush();
-      if (!s.ok()) error_ = internal::PrefixStatus("TransformWriter::flush: ", s);
+      if (!s.ok()) error_ = internal::prefix_status("TransformWriter::flush: ", s);
     }
     return error_;
   }
@@ -674,14 +674,14 @@ class TransformReader {
       if (in_.size() != chunk_) in_.resize(chunk_);
       absl::StatusOr<size_t> n = inner_->read(std::span<char>(in_.data(), in_.size()));
       if (!n.ok()) {
-        error_ = internal::PrefixStatus("TransformReader::read: ", n.status());
+        error_ = internal::prefix_status("TransformReader::read: ", n.status());
         return error_;
       }
       if (*n == 0) return 0;
       absl::StatusOr<std::string> out =
-          internal::ApplyTransform(fn_, std::string_view(in_.data(), std::min(*n, in_.size())));
+          internal::apply_transform(fn_, std::string_view(in_.data(), std::min(*n, in_.size())));
       if (!out.ok()) {
-        error_ = internal::PrefixStatus("TransformReader::read: transform: ", out.status());
+        error_ = internal::prefix_status("TransformReader::read: transform: ", out.status());
         return error_;
       }
       pending_ = std::move(*out);

@@ -834,7 +834,7 @@ TEST_CASE("DuplexPipe between plain threads, no runtime") {
 }
 
 TEST_CASE("read_line over a pipe written one byte at a time from another fiber") {
-  testing::ForEachWorkerCount({1, 2}, [](int workers) {
+  testing::for_each_worker_count({1, 2}, [](int workers) {
     auto rt = *Runtime::create({.workers = workers});
     rt->block_on([] {
       auto [a, b] = DuplexPipe::create(3);
@@ -995,7 +995,7 @@ TEST_CASE("pipes under concurrency: 8 writers, exact frames, bytes and checksums
   constexpr int kPipes = 4;
   constexpr int kWritersPerPipe = 2;
   constexpr int kWriters = kPipes * kWritersPerPipe;
-  const uint32_t frames = static_cast<uint32_t>(1500 * testing::Scale());
+  const uint32_t frames = static_cast<uint32_t>(1500 * testing::scale());
 
   struct WriterResult {
     uint64_t bytes = 0;

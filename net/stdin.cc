@@ -16,7 +16,7 @@
 namespace weft::net {
 
 using internal::Dir;
-using internal::ErrnoStatus;
+using internal::errno_status;
 using internal::SocketCore;
 
 namespace {
@@ -73,22 +73,22 @@ absl::StatusOr<StdinStream> StdinStream::open(int fd) {
   int flags = ::fcntl(fd, F_GETFL);
   if (flags < 0) {
     int e = errno;
-    absl::Status s = ErrnoStatus(e, what + ": fcntl");
+    absl::Status s = errno_status(e, what + ": fcntl");
     return absl::FailedPreconditionError(s.message());
   }
   struct stat st;
-  if (::fstat(fd, &st) < 0) return ErrnoStatus(errno, what + ": fstat");
+  if (::fstat(fd, &st) < 0) return errno_status(errno, what + ": fstat");
   StdinStream out;
   out.fd_ = fd;
   if (S_ISREG(st.st_mode) || S_ISDIR(st.st_mode) || S_ISBLK(st.st_mode)) return out;  // pool
   // Poller: a dup shares the open file (and its O_NONBLOCK).
   int dup = ::fcntl(fd, F_DUPFD_CLOEXEC, 3);
-  if (dup < 0) return ErrnoStatus(errno, what + ": fcntl(F_DUPFD_CLOEXEC)");
+  if (dup < 0) return errno_status(errno, what + ": fcntl(F_DUPFD_CLOEXEC)");
   if ((flags & O_NONBLOCK) == 0) {
     if (::fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) {
       int e = errno;
       ::close(dup);
-      return ErrnoStatus(e, what + ": fcntl(O_NONBLOCK)");
+      return errno_status(e, what + ": fcntl(O_NONBLOCK)");
     }
     out.saved_flags_ = flags;
     remember_for_exit(fd, flags);
@@ -102,7 +102,7 @@ absl::StatusOr<StdinStream> StdinStream::open(int fd) {
       forget_for_exit(fd);
       out.saved_flags_ = -1;
     }
-    if (internal::ErrnoOf(core.status()) == EPERM ||
+    if (internal::errno_of(core.status()) == EPERM ||
         core.status().code() == absl::StatusCode::kPermissionDenied) {
       return out;
     }
@@ -122,8 +122,8 @@ absl::StatusOr<size_t> StdinStream::read(std::span<char> buf) {
   }
   const int fd = fd_;
   return run_blocking([&]() -> absl::StatusOr<size_t> {
-    ssize_t n = internal::RetryOnEintr([&] { return ::read(fd, buf.data(), buf.size()); });
-    if (n < 0) return ErrnoStatus(errno, "StdinStream::read");
+    ssize_t n = internal::retry_on_eintr([&] { return ::read(fd, buf.data(), buf.size()); });
+    if (n < 0) return errno_status(errno, "StdinStream::read");
     return static_cast<size_t>(n);
   });
 }

@@ -18,8 +18,8 @@
 namespace weft::net {
 
 using internal::Dir;
-using internal::ErrnoStatus;
-using internal::LastErrno;
+using internal::errno_status;
+using internal::last_errno;
 using internal::SocketCore;
 
 namespace {
@@ -35,7 +35,7 @@ int64_t to_timeout_ns(absl::Duration d) {
 }
 
 absl::Status setsockopt_int(int fd, int level, int opt, int v, const char* what) {
-  if (::setsockopt(fd, level, opt, &v, sizeof(v)) != 0) return ErrnoStatus(LastErrno(), what);
+  if (::setsockopt(fd, level, opt, &v, sizeof(v)) != 0) return errno_status(last_errno(), what);
   return absl::OkStatus();
 }
 
@@ -44,7 +44,7 @@ absl::StatusOr<SocketAddress> sock_name(int fd, bool peer, const char* what) {
   socklen_t len = sizeof(ss);
   int r = peer ? ::getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len)
                : ::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len);
-  if (r != 0) return ErrnoStatus(LastErrno(), what);
+  if (r != 0) return errno_status(last_errno(), what);
   return SocketAddress::from_sockaddr(reinterpret_cast<sockaddr*>(&ss), len);
 }
 
@@ -78,14 +78,14 @@ absl::StatusOr<TcpStream> TcpStream::connect(const SocketAddress& addr, absl::Du
                          ? -1
                          : internal::monotonic_now() + to_timeout_ns(timeout);
   int fd = ::socket(addr.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) return ErrnoStatus(LastErrno(), "TcpStream::connect: socket");
+  if (fd < 0) return errno_status(last_errno(), "TcpStream::connect: socket");
   auto core = SocketCore::open(sched, fd, -1, internal::kDuplexInterest, "TcpStream");
   if (!core.ok()) return core.status();
   const std::string what = "TcpStream::connect(" + addr.to_string() + ")";
-  int r = internal::RetryOnEintr([&] { return ::connect(fd, addr.sockaddr_ptr(), addr.sockaddr_len()); });
+  int r = internal::retry_on_eintr([&] { return ::connect(fd, addr.sockaddr_ptr(), addr.sockaddr_len()); });
   if (r != 0) {
-    int err = LastErrno();
-    if (err != EINPROGRESS) return ErrnoStatus(err, what);
+    int err = last_errno();
+    if (err != EINPROGRESS) return errno_status(err, what);
     for (;;) {
       absl::Status st = (*core)->wait(Dir::kWrite, deadline, "connect");
       if (!st.ok()) {
@@ -97,9 +97,9 @@ absl::StatusOr<TcpStream> TcpStream::connect(const SocketAddress& addr, absl::Du
       int soerr = 0;
       socklen_t len = sizeof(soerr);
       if (::getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len) != 0) {
-        return ErrnoStatus(LastErrno(), what + ": getsockopt(SO_ERROR)");
+        return errno_status(last_errno(), what + ": getsockopt(SO_ERROR)");
       }
-      if (soerr != 0) return ErrnoStatus(soerr, what);
+      if (soerr != 0) return errno_status(soerr, what);
       sockaddr_storage ss;
       socklen_t sl = sizeof(ss);
       if (::getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &sl) == 0) break;  // connected
@@ -212,7 +212,7 @@ absl::Status TcpStream::shutdown(Shutdown how) {
   SocketCore::Use use(core_.get());
   if (!use.ok()) return not_open("TcpStream", "shutdown");
   int h = how == Shutdown::kRead ? SHUT_RD : how == Shutdown::kWrite ? SHUT_WR : SHUT_RDWR;
-  if (::shutdown(core_->fd(), h) != 0) return ErrnoStatus(LastErrno(), "TcpStream::shutdown");
+  if (::shutdown(core_->fd(), h) != 0) return errno_status(last_errno(), "TcpStream::shutdown");
   if (how != Shutdown::kWrite) core_->forget_drained();
   return absl::OkStatus();
 }
@@ -305,9 +305,9 @@ absl::StatusOr<TcpListener> TcpListener::bind(const SocketAddress& addr, ListenO
   if (opts.backlog < 1) return absl::InvalidArgumentError("TcpListener::bind: backlog must be >= 1");
   const std::string what = "TcpListener::bind(" + addr.to_string() + ")";
   int fd = ::socket(addr.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) return ErrnoStatus(LastErrno(), what + ": socket");
+  if (fd < 0) return errno_status(last_errno(), what + ": socket");
   auto fail = [&](const std::string& op) {
-    absl::Status st = ErrnoStatus(LastErrno(), what + ": " + op);
+    absl::Status st = errno_status(last_errno(), what + ": " + op);
     ::close(fd);
     return st;
   };
@@ -379,7 +379,7 @@ absl::StatusOr<Accepted> TcpListener::accept_for(absl::Duration timeout) {
     return ::accept4(lfd, reinterpret_cast<sockaddr*>(&ss), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
   });
   if (!fd.ok()) {
-    std::optional<int> err = internal::ErrnoOf(fd.status());
+    std::optional<int> err = internal::errno_of(fd.status());
     if (err && (*err == EMFILE || *err == ENFILE || *err == ENOBUFS || *err == ENOMEM)) {
       int64_t b = counters_->backoff_ns.load(std::memory_order_relaxed);
       counters_->backoff_ns.store(b == 0 ? 5'000'000 : std::min<int64_t>(b * 2, 1'000'000'000),

@@ -24,7 +24,7 @@
 namespace weft::net {
 namespace {
 
-using testing::OpenFds;
+using testing::open_fds;
 
 TcpListener listen_loopback(ListenOptions opts = {}) {
   auto l = TcpListener::bind(SocketAddress::loopback_v4(0), opts);
@@ -49,8 +49,8 @@ std::pair<TcpStream, TcpStream> connected_pair() {
 }
 
 TEST_CASE("echo over loopback on every worker count, no descriptor leaked") {
-  int fds_before = OpenFds();
-  testing::ForEachWorkerCount({1, 2, 4}, [](int n) {
+  int fds_before = open_fds();
+  testing::for_each_worker_count({1, 2, 4}, [](int n) {
     auto rt = *Runtime::create({.workers = n});
     rt->block_on([] {
       TcpListener l = listen_loopback();
@@ -92,7 +92,7 @@ TEST_CASE("echo over loopback on every worker count, no descriptor leaked") {
       CHECK(*eof == 0);
     });
   });
-  CHECK(OpenFds() == fds_before);
+  CHECK(open_fds() == fds_before);
 }
 
 TEST_CASE("IPv6 loopback, SO_REUSEPORT and accept_for timeouts") {
@@ -656,7 +656,7 @@ TEST_CASE("EMFILE on accept: a status, a back-off, and the connection is served 
     // Use up every descriptor below a lowered limit.
     std::vector<int> hog;
     rlimit low = old;
-    low.rlim_cur = static_cast<rlim_t>(testing::OpenFds() + 16);
+    low.rlim_cur = static_cast<rlim_t>(testing::open_fds() + 16);
     REQUIRE(::setrlimit(RLIMIT_NOFILE, &low) == 0);
     for (;;) {
       int fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
@@ -693,12 +693,12 @@ TEST_CASE("socket calls from plain threads work; creating one off a runtime dies
   CHECK(std::string(buf, 6) == "thread");
   CHECK(p.first.close().ok());
   CHECK(p.second.close().ok());
-  testing::ExpectDeath([] { (void)TcpListener::bind(SocketAddress::loopback_v4(0)); },
+  testing::expect_death([] { (void)TcpListener::bind(SocketAddress::loopback_v4(0)); },
                        "called outside a weft runtime");
 }
 
 TEST_CASE("shutdown cancels fibers parked on sockets and closes them") {
-  int fds_before = OpenFds();
+  int fds_before = open_fds();
   {
     auto rt = *Runtime::create({.workers = 2});
     std::atomic<int> cancelled{0};
@@ -715,12 +715,12 @@ TEST_CASE("shutdown cancels fibers parked on sockets and closes them") {
       char b;
       (void)a->stream.read({&b, 1});
     }).detach();
-    testing::Eventually([&] { return rt->stats().total(&WorkerStats::parks) >= 1; });
+    testing::eventually([&] { return rt->stats().total(&WorkerStats::parks) >= 1; });
     std::this_thread::sleep_for(std::chrono::milliseconds(30));
     rt->shutdown();
     CHECK(cancelled.load() == 1);
   }
-  CHECK(OpenFds() == fds_before);
+  CHECK(open_fds() == fds_before);
 }
 
 TEST_CASE("close races with writers that fill the buffer for the first time") {
@@ -754,7 +754,7 @@ TEST_CASE("a worker woken by its own poller wakes nobody for one fiber, and poll
   // costs one poll (the worker used to poll without blocking before
   // blocking: two epoll_wait calls per wake-up).
   constexpr int kRounds = 300;
-  testing::ForEachWorkerCount({1, 2}, [](int n) {
+  testing::for_each_worker_count({1, 2}, [](int n) {
     auto rt = *Runtime::create({.workers = n});
     TcpListener l = rt->block_on([] { return listen_loopback(); });
     const uint16_t port = addr_of(l).port();

@@ -12,8 +12,8 @@
 namespace weft::net {
 
 using internal::Dir;
-using internal::ErrnoStatus;
-using internal::LastErrno;
+using internal::errno_status;
+using internal::last_errno;
 using internal::SocketCore;
 
 namespace {
@@ -48,9 +48,9 @@ absl::StatusOr<UdpSocket> UdpSocket::bind(const SocketAddress& addr, UdpOptions 
   if (!addr.valid()) return absl::InvalidArgumentError("UdpSocket::bind: invalid address");
   const std::string what = "UdpSocket::bind(" + addr.to_string() + ")";
   int fd = ::socket(addr.family(), SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) return ErrnoStatus(LastErrno(), what + ": socket");
+  if (fd < 0) return errno_status(last_errno(), what + ": socket");
   auto fail = [&](const std::string& op) {
-    absl::Status st = ErrnoStatus(LastErrno(), what + ": " + op);
+    absl::Status st = errno_status(last_errno(), what + ": " + op);
     ::close(fd);
     return st;
   };
@@ -111,7 +111,7 @@ absl::Status UdpSocket::connect(const SocketAddress& peer) {
   if (!use.ok()) return not_open("connect");
   if (!peer.valid()) return absl::InvalidArgumentError("UdpSocket::connect: invalid address");
   if (::connect(core_->fd(), peer.sockaddr_ptr(), peer.sockaddr_len()) != 0) {
-    return ErrnoStatus(LastErrno(), "UdpSocket::connect(" + peer.to_string() + ")");
+    return errno_status(last_errno(), "UdpSocket::connect(" + peer.to_string() + ")");
   }
   return absl::OkStatus();
 }
@@ -147,7 +147,7 @@ absl::StatusOr<SocketAddress> UdpSocket::local_address() const {
   sockaddr_storage ss{};
   socklen_t len = sizeof(ss);
   if (::getsockname(core_->fd(), reinterpret_cast<sockaddr*>(&ss), &len) != 0) {
-    return ErrnoStatus(LastErrno(), "UdpSocket::local_address");
+    return errno_status(last_errno(), "UdpSocket::local_address");
   }
   return SocketAddress::from_sockaddr(reinterpret_cast<sockaddr*>(&ss), len);
 }

@@ -21,7 +21,7 @@ UdpSocket bind_loopback(bool v6 = false) {
 }
 
 TEST_CASE("send_to and recv_from, IPv4 and IPv6, with truncation reported") {
-  int fds_before = testing::OpenFds();
+  int fds_before = testing::open_fds();
   {
     auto rt = *Runtime::create({.workers = 2});
     rt->block_on([] {
@@ -54,7 +54,7 @@ TEST_CASE("send_to and recv_from, IPv4 and IPv6, with truncation reported") {
       }
     });
   }
-  CHECK(testing::OpenFds() == fds_before);
+  CHECK(testing::open_fds() == fds_before);
 }
 
 TEST_CASE("connected UDP: send, recv, refused, timeouts, deadlines, close") {

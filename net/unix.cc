@@ -13,8 +13,8 @@
 
 namespace weft::net {
 
-using internal::ErrnoOf;
-using internal::ErrnoStatus;
+using internal::errno_of;
+using internal::errno_status;
 
 namespace {
 
@@ -81,7 +81,7 @@ absl::StatusOr<PeerCredentials> UnixStream::peer_credentials() const {
   ucred cred{};
   socklen_t len = sizeof cred;
   if (::getsockopt(native_handle(), SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
-    return ErrnoStatus(errno, "UnixStream::peer_credentials: getsockopt(SO_PEERCRED)");
+    return errno_status(errno, "UnixStream::peer_credentials: getsockopt(SO_PEERCRED)");
   }
   return PeerCredentials{cred.pid, cred.uid, cred.gid};
 }
@@ -140,7 +140,7 @@ absl::StatusOr<UnixListener> UnixListener::bind(const SocketAddress& addr,
   auto l = TcpListener::bind(addr, lo);
   const bool has_file = !addr.is_unix_abstract();
   const std::string path = addr.unix_path();
-  if (!l.ok() && has_file && opts.remove_stale && ErrnoOf(l.status()) == EADDRINUSE) {
+  if (!l.ok() && has_file && opts.remove_stale && errno_of(l.status()) == EADDRINUSE) {
     bool stale = run_blocking([&] { return is_stale(path, SOCK_STREAM); });
     if (stale && run_blocking([&] { return ::unlink(path.c_str()); }) == 0) {
       l = TcpListener::bind(addr, lo);
@@ -226,7 +226,7 @@ absl::StatusOr<UnixDatagram> UnixDatagram::bind(const SocketAddress& addr,
   auto s = UdpSocket::bind(addr);
   const bool has_file = !addr.is_unix_abstract() && !addr.is_unix_unnamed();
   const std::string path = has_file ? addr.unix_path() : std::string();
-  if (!s.ok() && has_file && opts.remove_stale && ErrnoOf(s.status()) == EADDRINUSE) {
+  if (!s.ok() && has_file && opts.remove_stale && errno_of(s.status()) == EADDRINUSE) {
     bool stale = run_blocking([&] { return is_stale(path, SOCK_DGRAM); });
     if (stale && run_blocking([&] { return ::unlink(path.c_str()); }) == 0) {
       s = UdpSocket::bind(addr);

@@ -56,7 +56,7 @@ extern char** environ;
 namespace weft::process {
 
 using weft::internal::Dir;
-using weft::internal::ErrnoStatus;
+using weft::internal::errno_status;
 using weft::internal::SocketCore;
 
 namespace {
@@ -132,7 +132,7 @@ ExitStatus from_siginfo(const siginfo_t& info) {
 
 }  // namespace
 
-std::optional<int> error_number(const absl::Status& s) { return weft::internal::ErrnoOf(s); }
+std::optional<int> error_number(const absl::Status& s) { return weft::internal::errno_of(s); }
 
 std::string ExitStatus::to_string() const {
   if (exited) return "exit code " + std::to_string(code);
@@ -299,7 +299,7 @@ absl::Status Child::kill(int sig) {
   weft::internal::SocketCore::Use use(pidfd_.get());
   if (!use.ok()) return absl::FailedPreconditionError("Child::kill: closed");
   if (pidfd_send_signal(pidfd_->fd(), sig) < 0) {
-    return ErrnoStatus(errno, "Child::kill(" + std::to_string(pid_) + ", " + std::to_string(sig) +
+    return errno_status(errno, "Child::kill(" + std::to_string(pid_) + ", " + std::to_string(sig) +
                                   "): pidfd_send_signal");
   }
   return absl::OkStatus();
@@ -340,9 +340,9 @@ absl::StatusOr<Child> spawn(const std::vector<std::string>& argv, const Options&
         break;
       case Stdio::Kind::kNull: {
         int fd = ::open("/dev/null", O_RDWR | O_CLOEXEC);
-        if (fd < 0) return ErrnoStatus(errno, what + ": open /dev/null");
+        if (fd < 0) return errno_status(errno, what + ": open /dev/null");
         fd = above_stdio(fd);
-        if (fd < 0) return ErrnoStatus(errno, what + ": fcntl");
+        if (fd < 0) return errno_status(errno, what + ": fcntl");
         child_fd[i] = child_side.add(fd);
         break;
       }
@@ -358,30 +358,30 @@ absl::StatusOr<Child> spawn(const std::vector<std::string>& argv, const Options&
           return r >= 0 ? r : -errno;
         });
         if (fd < 0) {
-          return ErrnoStatus(-fd, what + ": open " + kNames[i] + " file \"" + s.path + "\"");
+          return errno_status(-fd, what + ": open " + kNames[i] + " file \"" + s.path + "\"");
         }
         fd = above_stdio(fd);
-        if (fd < 0) return ErrnoStatus(errno, what + ": fcntl");
+        if (fd < 0) return errno_status(errno, what + ": fcntl");
         child_fd[i] = child_side.add(fd);
         break;
       }
       case Stdio::Kind::kPipe: {
         int p[2];
-        if (::pipe2(p, O_CLOEXEC) < 0) return ErrnoStatus(errno, what + ": pipe2");
+        if (::pipe2(p, O_CLOEXEC) < 0) return errno_status(errno, what + ": pipe2");
         int c = i == 0 ? p[0] : p[1];
         int par = i == 0 ? p[1] : p[0];
         par = above_stdio(par);
         if (par < 0) {
           int e = errno;
           ::close(c);
-          return ErrnoStatus(e, what + ": fcntl");
+          return errno_status(e, what + ": fcntl");
         }
         parent_fd[i] = parent_side.add(par);
         c = above_stdio(c);
-        if (c < 0) return ErrnoStatus(errno, what + ": fcntl");
+        if (c < 0) return errno_status(errno, what + ": fcntl");
         child_fd[i] = child_side.add(c);
         if (::fcntl(par, F_SETFL, ::fcntl(par, F_GETFL) | O_NONBLOCK) < 0) {
-          return ErrnoStatus(errno, what + ": fcntl O_NONBLOCK");
+          return errno_status(errno, what + ": fcntl O_NONBLOCK");
         }
         break;
       }
@@ -433,7 +433,7 @@ absl::StatusOr<Child> spawn(const std::vector<std::string>& argv, const Options&
     ::posix_spawnattr_destroy(&attr);
     return r;
   });
-  if (rc != 0) return ErrnoStatus(rc, what + ": posix_spawn");
+  if (rc != 0) return errno_status(rc, what + ": posix_spawn");
 
   Child child;
   child.pid_ = pid;
@@ -443,7 +443,7 @@ absl::StatusOr<Child> spawn(const std::vector<std::string>& argv, const Options&
     ::kill(pid, SIGKILL);
     run_blocking([&] { ::waitpid(pid, nullptr, 0); });
     child.pid_ = -1;
-    return ErrnoStatus(e, what + ": pidfd_open (Linux 5.3 or later is required)");
+    return errno_status(e, what + ": pidfd_open (Linux 5.3 or later is required)");
   }
   auto core = register_fd(pidfd, weft::internal::kReadInterest, "Child");
   if (!core.ok()) {

@@ -18,7 +18,7 @@
 namespace weft {
 namespace {
 
-using weft::testing::ForEachWorkerCount;
+using weft::testing::for_each_worker_count;
 
 std::unique_ptr<Runtime> make(int workers, RuntimeOptions o = {}) {
   o.workers = workers;
@@ -28,7 +28,7 @@ std::unique_ptr<Runtime> make(int workers, RuntimeOptions o = {}) {
 }
 
 TEST_CASE("block_on returns the fiber's value") {
-  ForEachWorkerCount({1, 2, 4}, [](int n) {
+  for_each_worker_count({1, 2, 4}, [](int n) {
     auto rt = make(n);
     CHECK(rt->num_workers() == n);
     CHECK(rt->block_on([] { return 6 * 7; }) == 42);
@@ -49,7 +49,7 @@ TEST_CASE("invalid options are a status") {
 }
 
 TEST_CASE("spawn and join, from fibers and from outside") {
-  ForEachWorkerCount({1, 2, 4}, [](int n) {
+  for_each_worker_count({1, 2, 4}, [](int n) {
     auto rt = make(n);
     int sum = rt->block_on([] {
       std::vector<JoinHandle<int>> hs;
@@ -213,7 +213,7 @@ TEST_CASE("work spreads across workers") {
   CHECK(b > 0);
   RuntimeStats st = rt->stats();
   CHECK(st.total(&WorkerStats::steal_successes) + st.total(&WorkerStats::inject_taken) > 1);
-  CHECK(weft::testing::Eventually(
+  CHECK(weft::testing::eventually(
       [&] { return rt->stats().total(&WorkerStats::completed) == 2001; }));
 }
 
@@ -263,10 +263,10 @@ TEST_CASE("stack overflow is reported with the fiber id, then aborts") {
 #if defined(__SANITIZE_ADDRESS__)
   // ASan owns SIGSEGV; it cannot always report a fault on a fiber stack it
   // did not map, so only the death itself is checked here.
-  weft::testing::ExpectDeath(overflow, "");
+  weft::testing::expect_death(overflow, "");
 #else
-  weft::testing::ExpectDeath(overflow, "weft: fiber stack overflow (fiber ");
-  weft::testing::ExpectDeath(overflow, "stack size 65536 bytes)");
+  weft::testing::expect_death(overflow, "weft: fiber stack overflow (fiber ");
+  weft::testing::expect_death(overflow, "stack size 65536 bytes)");
 #endif
 }
 
@@ -433,7 +433,7 @@ TEST_CASE("stats count spawns, runs and completions") {
     for (int i = 0; i < 300; ++i) hs.push_back(spawn([] { this_fiber::yield(); }));
     for (auto& h : hs) h.join();
   });
-  CHECK(weft::testing::Eventually([&] { return rt->stats().live_fibers == 0; }));
+  CHECK(weft::testing::eventually([&] { return rt->stats().live_fibers == 0; }));
   RuntimeStats st = rt->stats();
   CHECK(st.workers.size() == 2);
   CHECK(st.total(&WorkerStats::spawned) >= 300);
@@ -443,11 +443,11 @@ TEST_CASE("stats count spawns, runs and completions") {
 }
 
 TEST_CASE("misuse fails loudly with a message that names it") {
-  using weft::testing::ExpectDeath;
-  ExpectDeath([] { this_fiber::yield(); }, "this_fiber::yield() called outside a fiber");
-  ExpectDeath([] { this_fiber::sleep_for(absl::Milliseconds(1)); }, "sleep_for() called outside a fiber");
-  ExpectDeath([] { spawn([] {}); }, "weft::spawn called outside a weft runtime");
-  ExpectDeath(
+  using weft::testing::expect_death;
+  expect_death([] { this_fiber::yield(); }, "this_fiber::yield() called outside a fiber");
+  expect_death([] { this_fiber::sleep_for(absl::Milliseconds(1)); }, "sleep_for() called outside a fiber");
+  expect_death([] { spawn([] {}); }, "weft::spawn called outside a weft runtime");
+  expect_death(
       [] {
         JoinHandle<int> h;
         h.join();
@@ -456,9 +456,9 @@ TEST_CASE("misuse fails loudly with a message that names it") {
   auto rt = make(1);
   auto h = rt->spawn([] { return 1; });
   CHECK(h.join() == 1);
-  ExpectDeath([&] { h.join(); }, "already joined");
+  expect_death([&] { h.join(); }, "already joined");
 #if !defined(__SANITIZE_THREAD__)  // the child would start threads after fork
-  ExpectDeath(
+  expect_death(
       [] {
         auto inner = Runtime::create({.workers = 1});
         (*inner)->block_on([&] { (*inner)->block_on([] {}); });

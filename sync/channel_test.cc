@@ -95,12 +95,12 @@ TEST_CASE("a waiting sender's value enters the buffer in order") {
 }
 
 TEST_CASE("MPMC stress: every value is received exactly once") {
-  weft::testing::ForEachWorkerCount({1, 2, 4}, [](int workers) {
+  weft::testing::for_each_worker_count({1, 2, 4}, [](int workers) {
     for (size_t cap : {size_t{1}, size_t{16}, Channel<int>::kUnbounded}) {
       CAPTURE(cap);
       auto rt = *Runtime::create({.workers = workers});
       const int kProducers = 8, kConsumers = 8;
-      const int kPer = 2000 * static_cast<int>(weft::testing::Scale());
+      const int kPer = 2000 * static_cast<int>(weft::testing::scale());
       std::vector<std::atomic<int>> seen(static_cast<size_t>(kProducers * kPer));
       rt->block_on([&] {
         Channel<int> ch(cap);

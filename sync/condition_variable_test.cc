@@ -28,10 +28,10 @@ TEST_CASE("wait_for times out without a notification") {
 }
 
 TEST_CASE("producer/consumer over a condition variable delivers every item once") {
-  weft::testing::ForEachWorkerCount({1, 2, 4}, [](int workers) {
+  weft::testing::for_each_worker_count({1, 2, 4}, [](int workers) {
     auto rt = *Runtime::create({.workers = workers});
     const int kProducers = 8, kConsumers = 8;
-    const int kPer = 2000 * static_cast<int>(weft::testing::Scale());
+    const int kPer = 2000 * static_cast<int>(weft::testing::scale());
     int64_t sum = rt->block_on([&] {
       Mutex m;
       ConditionVariable not_empty;

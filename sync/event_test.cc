@@ -12,7 +12,7 @@ namespace weft {
 namespace {
 
 TEST_CASE("set releases every waiter, reset re-arms") {
-  weft::testing::ForEachWorkerCount({1, 2}, [](int workers) {
+  weft::testing::for_each_worker_count({1, 2}, [](int workers) {
     auto rt = *Runtime::create({.workers = workers});
     rt->block_on([] {
       Event e;
@@ -42,7 +42,7 @@ TEST_CASE("a wakeup storm loses no waiter") {
   // Many rounds of: N fibers wait on a fresh event, a fiber on another
   // worker sets it. A lost wakeup would hang the join (the test times out).
   auto rt = *Runtime::create({.workers = 2});
-  const int kRounds = 300 * static_cast<int>(weft::testing::Scale());
+  const int kRounds = 300 * static_cast<int>(weft::testing::scale());
   int64_t woken = rt->block_on([&] {
     int64_t total = 0;
     for (int r = 0; r < kRounds; ++r) {

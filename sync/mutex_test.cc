@@ -24,11 +24,11 @@ TEST_CASE("try_lock fails while held and succeeds after unlock") {
 }
 
 TEST_CASE("Mutex gives exact counts under contention from fibers and threads") {
-  weft::testing::ForEachWorkerCount({1, 2, 4}, [](int workers) {
+  weft::testing::for_each_worker_count({1, 2, 4}, [](int workers) {
     auto rt = *Runtime::create({.workers = workers});
     Mutex m;
     int64_t counter = 0;  // guarded by m; a plain int, so races would lose updates
-    const int kFibers = 64, kIters = 500 * static_cast<int>(weft::testing::Scale());
+    const int kFibers = 64, kIters = 500 * static_cast<int>(weft::testing::scale());
     std::thread outsider([&] {
       for (int i = 0; i < kIters; ++i) {
         std::lock_guard<Mutex> g(m);
@@ -79,14 +79,14 @@ TEST_CASE("unlock by a non-owner aborts with a message") {
   Mutex m;
   std::thread t([&] { m.lock(); });  // held by a thread that is gone
   t.join();
-  weft::testing::ExpectDeath([&] { m.unlock(); },
+  weft::testing::expect_death([&] { m.unlock(); },
                              "Mutex::unlock() by a fiber or thread that does not hold the mutex");
 }
 
 TEST_CASE("locking a mutex twice from the same fiber aborts") {
   Mutex m;
   m.lock();
-  weft::testing::ExpectDeath([&] { m.lock(); }, "already holds it");
+  weft::testing::expect_death([&] { m.lock(); }, "already holds it");
   m.unlock();
 }
 

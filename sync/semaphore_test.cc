@@ -36,10 +36,10 @@ TEST_CASE("acquire_for times out, then succeeds after a release") {
 }
 
 TEST_CASE("a semaphore bounds concurrency exactly") {
-  weft::testing::ForEachWorkerCount({1, 2, 4}, [](int workers) {
+  weft::testing::for_each_worker_count({1, 2, 4}, [](int workers) {
     auto rt = *Runtime::create({.workers = workers});
     const int kLimit = 3;
-    const int kFibers = 200 * static_cast<int>(weft::testing::Scale());
+    const int kFibers = 200 * static_cast<int>(weft::testing::scale());
     std::atomic<int> inside{0}, max_inside{0}, done{0};
     rt->block_on([&] {
       Semaphore s(kLimit);

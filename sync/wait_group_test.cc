@@ -14,10 +14,10 @@ namespace weft {
 namespace {
 
 TEST_CASE("wait returns once every fiber called done") {
-  weft::testing::ForEachWorkerCount({1, 2, 4}, [](int workers) {
+  weft::testing::for_each_worker_count({1, 2, 4}, [](int workers) {
     auto rt = *Runtime::create({.workers = workers});
     // Under TSan every live fiber takes one of its 8128 thread slots.
-    const int kFibers = static_cast<int>(weft::testing::StressSize(10000));
+    const int kFibers = static_cast<int>(weft::testing::stress_size(10000));
     std::atomic<int> ran{0};
     rt->block_on([&] {
       WaitGroup wg;
@@ -49,7 +49,7 @@ TEST_CASE("wait_for times out while work is outstanding; a thread can wait") {
 }
 
 TEST_CASE("a negative count aborts") {
-  weft::testing::ExpectDeath(
+  weft::testing::expect_death(
       [] {
         WaitGroup wg;
         wg.done();

@@ -6,7 +6,7 @@
 #include <vector>
 namespace weft::testing {
 namespace { int64_t g_scale = 1; }
-int64_t Scale() { return g_scale; }
+int64_t scale() { return g_scale; }
 }
 int main(int argc, char** argv) {
   std::vector<char*> args;

@@ -11,8 +11,8 @@
 
 namespace weft::testing {
 
-// OpenFds() counts the entries of /proc/self/fd (minus the directory's own).
-inline int OpenFds() {
+// open_fds() counts the entries of /proc/self/fd (minus the directory's own).
+inline int open_fds() {
   DIR* d = ::opendir("/proc/self/fd");
   if (d == nullptr) return -1;
   int n = 0;
@@ -21,9 +21,9 @@ inline int OpenFds() {
   return n - 3;  // ".", ".." and the directory's own descriptor
 }
 
-// RaiseFdLimit() raises RLIMIT_NOFILE towards `want` (the hard limit too,
+// raise_fd_limit() raises RLIMIT_NOFILE towards `want` (the hard limit too,
 // where the process may) and returns the soft limit in force.
-inline uint64_t RaiseFdLimit(uint64_t want) {
+inline uint64_t raise_fd_limit(uint64_t want) {
   rlimit rl{};
   ::getrlimit(RLIMIT_NOFILE, &rl);
   if (rl.rlim_max < want) {

@@ -10,13 +10,13 @@
 
 namespace weft::testing {
 
-inline int64_t StressSize(int64_t full) {
+inline int64_t stress_size(int64_t full) {
 #if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
   constexpr int64_t kSanitizerDivisor = 20;
 #else
   constexpr int64_t kSanitizerDivisor = 1;
 #endif
-  int64_t n = full * Scale() / kSanitizerDivisor;
+  int64_t n = full * scale() / kSanitizerDivisor;
   return n < 1 ? 1 : n;
 }
 

@@ -9,15 +9,15 @@
 
 namespace weft::testing {
 
-// Scale() multiplies the size of stress and randomized tests. 1 by default;
+// scale() multiplies the size of stress and randomized tests. 1 by default;
 // set with --scale=N (bazel test --test_arg=--scale=N) or the environment
 // variable WEFT_STRESS_SCALE.
-int64_t Scale();
+int64_t scale();
 
-// ForEachWorkerCount() runs fn(n) for each worker count, with the count
+// for_each_worker_count() runs fn(n) for each worker count, with the count
 // captured in doctest's failure messages.
 template <class Fn>
-void ForEachWorkerCount(std::initializer_list<int> counts, Fn&& fn);
+void for_each_worker_count(std::initializer_list<int> counts, Fn&& fn);
 
 }  // namespace weft::testing
 
@@ -25,7 +25,7 @@ void ForEachWorkerCount(std::initializer_list<int> counts, Fn&& fn);
 
 namespace weft::testing {
 template <class Fn>
-void ForEachWorkerCount(std::initializer_list<int> counts, Fn&& fn) {
+void for_each_worker_count(std::initializer_list<int> counts, Fn&& fn) {
   for (int n : counts) {
     CAPTURE(n);
     fn(n);
@@ -41,11 +41,11 @@ void ForEachWorkerCount(std::initializer_list<int> counts, Fn&& fn) {
 
 namespace weft::testing {
 
-// Eventually() polls pred for up to 10 s; true once it holds. For state
+// eventually() polls pred for up to 10 s; true once it holds. For state
 // that settles just after the event a test waits for, such as a fiber's
 // exit after its join completed.
 template <class Pred>
-bool Eventually(Pred pred) {
+bool eventually(Pred pred) {
   for (int i = 0; i < 10000; ++i) {
     if (pred()) return true;
     ::usleep(1000);
@@ -53,11 +53,11 @@ bool Eventually(Pred pred) {
   return pred();
 }
 
-// ExpectDeath() runs fn in a forked child and checks that the child dies
+// expect_death() runs fn in a forked child and checks that the child dies
 // (a signal or a non-zero exit) after writing `message` to stderr. fn must
 // not start threads (not supported after fork under TSan).
 template <class Fn>
-void ExpectDeath(Fn&& fn, const std::string& message) {
+void expect_death(Fn&& fn, const std::string& message) {
   int fds[2];
   REQUIRE(::pipe(fds) == 0);
   pid_t pid = ::fork();

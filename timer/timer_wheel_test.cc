@@ -405,7 +405,7 @@ TEST_CASE("TimerEntry copies are unlinked") {
 }
 
 TEST_CASE("misuse is caught") {
-  weft::testing::ExpectDeath(
+  weft::testing::expect_death(
       [] {
         TimerWheel w(0);
         Rec a;
@@ -413,7 +413,7 @@ TEST_CASE("misuse is caught") {
         w.insert(&a.e, 6);
       },
       "already linked");
-  weft::testing::ExpectDeath(
+  weft::testing::expect_death(
       [] {
         TimerWheel w(0);
         Rec a;
@@ -614,7 +614,7 @@ void run_differential(uint64_t seed, uint64_t start, int64_t ops) {
 }
 
 TEST_CASE("differential test against a std::multimap model") {
-  const int64_t ops = 20000 * weft::testing::Scale();
+  const int64_t ops = 20000 * weft::testing::scale();
   SUBCASE("from tick 0") { run_differential(12345, 0, ops); }
   SUBCASE("across a 64^6 block boundary") { run_differential(777, kRange - 3000, ops); }
   SUBCASE("from an unaligned tick") { run_differential(4242, 0x0123456789abcull, ops); }

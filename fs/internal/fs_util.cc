@@ -6,7 +6,7 @@
 
 namespace weft::fs::internal {
 
-absl::Status FsError(int err, std::string_view call, std::string_view path,
+absl::Status fs_error(int err, std::string_view call, std::string_view path,
                      std::string_view syscall) {
   std::string op = "fs::";
   op.append(call);
@@ -14,10 +14,10 @@ absl::Status FsError(int err, std::string_view call, std::string_view path,
   op.append(path);
   op += "\"): ";
   op.append(syscall);
-  return weft::internal::ErrnoStatus(err, op);
+  return weft::internal::errno_status(err, op);
 }
 
-absl::Status FsError2(int err, std::string_view call, std::string_view from,
+absl::Status fs_error2(int err, std::string_view call, std::string_view from,
                       std::string_view to, std::string_view syscall) {
   std::string op = "fs::";
   op.append(call);
@@ -27,10 +27,10 @@ absl::Status FsError2(int err, std::string_view call, std::string_view from,
   op.append(to);
   op += "\"): ";
   op.append(syscall);
-  return weft::internal::ErrnoStatus(err, op);
+  return weft::internal::errno_status(err, op);
 }
 
-absl::StatusOr<std::string> PathString(std::string_view call, std::string_view path) {
+absl::StatusOr<std::string> path_string(std::string_view call, std::string_view path) {
   if (path.empty()) {
     return absl::InvalidArgumentError("fs::" + std::string(call) + "(\"\"): empty path");
   }
@@ -41,14 +41,14 @@ absl::StatusOr<std::string> PathString(std::string_view call, std::string_view p
   return std::string(path);
 }
 
-absl::Status WriteAll(int fd, std::string_view data, uint64_t* done, std::string_view call,
+absl::Status write_all_fd(int fd, std::string_view data, uint64_t* done, std::string_view call,
                       std::string_view path) {
   *done = 0;
   while (*done < data.size()) {
-    ssize_t n = weft::internal::RetryOnEintr(
+    ssize_t n = weft::internal::retry_on_eintr(
         [&] { return ::write(fd, data.data() + *done, data.size() - *done); });
     if (n < 0) {
-      return FsError(errno, call, path,
+      return fs_error(errno, call, path,
                      "write (wrote " + std::to_string(*done) + " of " +
                          std::to_string(data.size()) + " bytes)");
     }

@@ -14,20 +14,20 @@
 
 namespace weft::fs::internal {
 
-// FsError() is ErrnoStatus(err) with the message
+// fs_error() is errno_status(err) with the message
 // `fs::CALL("PATH"): SYSCALL: strerror`.
-absl::Status FsError(int err, std::string_view call, std::string_view path,
+absl::Status fs_error(int err, std::string_view call, std::string_view path,
                      std::string_view syscall);
-// FsError2() names two paths: `fs::CALL("FROM", "TO"): SYSCALL: strerror`.
-absl::Status FsError2(int err, std::string_view call, std::string_view from,
+// fs_error2() names two paths: `fs::CALL("FROM", "TO"): SYSCALL: strerror`.
+absl::Status fs_error2(int err, std::string_view call, std::string_view from,
                       std::string_view to, std::string_view syscall);
 
-// PathString() copies a path for the kernel; kInvalidArgument if it is
+// path_string() copies a path for the kernel; kInvalidArgument if it is
 // empty or holds a NUL byte.
-absl::StatusOr<std::string> PathString(std::string_view call, std::string_view path);
+absl::StatusOr<std::string> path_string(std::string_view call, std::string_view path);
 
-// WriteAll() writes all of data to fd, counting into *done. Blocking.
-absl::Status WriteAll(int fd, std::string_view data, uint64_t* done, std::string_view call,
+// write_all_fd() writes all of data to fd, counting into *done. Blocking.
+absl::Status write_all_fd(int fd, std::string_view data, uint64_t* done, std::string_view call,
                       std::string_view path);
 
 }  // namespace weft::fs::internal

@@ -25,9 +25,9 @@ namespace {
 namespace bhttp = boost::beast::http;
 
 TEST_CASE("keep-alive connections x requests, every response checked") {
-  const int64_t connections = testing::StressSize(1000);
+  const int64_t connections = testing::stress_size(1000);
   const int requests = 100;
-  testing::RaiseFdLimit(static_cast<uint64_t>(2 * connections + 256));
+  testing::raise_fd_limit(static_cast<uint64_t>(2 * connections + 256));
   auto rt = *Runtime::create({.workers = 2});
   rt->block_on([&] {
     Server server([](const Request& req) {

@@ -363,7 +363,7 @@ absl::Status SocketCore::close() {
     // After shutdown the pollers are gone with the workers: nothing to do.
     if (st.code() == absl::StatusCode::kCancelled) st = absl::OkStatus();
   }
-  if (::close(fd_) != 0 && st.ok()) st = ErrnoStatus(LastErrno(), std::string(kind_) + "::close");
+  if (::close(fd_) != 0 && st.ok()) st = errno_status(last_errno(), std::string(kind_) + "::close");
   fd_closed_ = true;
   close_status_ = st;
   ctl_.unlock();

@@ -66,7 +66,7 @@ class SocketCore final : public IoSource {
   // the caller parks on direction `d`. `timeout_nanos` (<0: none) bounds
   // the time this call waits; the socket's own deadline for `d` (see
   // set_deadline) bounds every call. Statuses: the errno of the call
-  // (ErrnoStatus, naming `what`), kDeadlineExceeded, kFailedPrecondition
+  // (errno_status, naming `what`), kDeadlineExceeded, kFailedPrecondition
   // once closed, kCancelled when a close() wakes the caller. Suspends.
   //
   // `stream_read` is the buffer size of a stream-socket read (0 for
@@ -239,10 +239,10 @@ absl::StatusOr<size_t> SocketCore::io(Dir d, const char* what, int64_t timeout_n
         }
         return static_cast<size_t>(n);
       }
-      int err = LastErrno();
+      int err = last_errno();
       if (err == EINTR) continue;
       if (err != EAGAIN && err != EWOULDBLOCK) {
-        return ErrnoStatus(err, std::string(kind_) + "::" + what);
+        return errno_status(err, std::string(kind_) + "::" + what);
       }
     }
     try_first = true;
@@ -260,9 +260,9 @@ absl::StatusOr<size_t> SocketCore::io(Dir d, const char* what, int64_t timeout_n
         skipped = false;
         ssize_t n = op();
         if (n >= 0) return static_cast<size_t>(n);  // not a new short-read mark: a deadline run
-        int err = LastErrno();
+        int err = last_errno();
         if (err != EAGAIN && err != EWOULDBLOCK && err != EINTR) {
-          return ErrnoStatus(err, std::string(kind_) + "::" + what);
+          return errno_status(err, std::string(kind_) + "::" + what);
         }
       }
       return st;

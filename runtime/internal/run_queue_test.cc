@@ -73,7 +73,7 @@ TEST_CASE("steal_into takes half, rounded up, and returns one to run") {
 // The owner pushes and pops while thieves steal: every item must be taken
 // exactly once.
 TEST_CASE("RunQueue under concurrent stealers loses and duplicates nothing") {
-  const int kItems = 200000 * static_cast<int>(weft::testing::Scale());
+  const int kItems = 200000 * static_cast<int>(weft::testing::scale());
   const int kThieves = 3;
   std::vector<Item> items(static_cast<size_t>(kItems));
   std::vector<std::atomic<int>> seen(static_cast<size_t>(kItems));
@@ -138,7 +138,7 @@ TEST_CASE("InjectQueue keeps FIFO order across batches") {
 }
 
 TEST_CASE("MpscInbox delivers every message from many producers") {
-  const int kPerProducer = 50000 * static_cast<int>(weft::testing::Scale());
+  const int kPerProducer = 50000 * static_cast<int>(weft::testing::scale());
   const int kProducers = 4;
   std::vector<Item> items(static_cast<size_t>(kPerProducer * kProducers));
   MpscInbox<Item> inbox;

@@ -23,10 +23,10 @@ void JoinStateBase::complete(std::exception_ptr error, bool cancelled, uint64_t 
       std::rethrow_exception(error);
     } catch (const std::exception& e) {
       what = e.what();
-      Fatal(__FILE__, __LINE__, "exception escaped detached fiber %llu: %s",
+      fatal(__FILE__, __LINE__, "exception escaped detached fiber %llu: %s",
             static_cast<unsigned long long>(fiber_id), what);
     } catch (...) {
-      Fatal(__FILE__, __LINE__, "exception escaped detached fiber %llu: %s",
+      fatal(__FILE__, __LINE__, "exception escaped detached fiber %llu: %s",
             static_cast<unsigned long long>(fiber_id), what);
     }
   }

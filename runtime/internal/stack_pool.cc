@@ -23,11 +23,11 @@ absl::StatusOr<Stack> allocate_stack(size_t size) {
   // Map everything inaccessible, then open the usable part: two VMAs per
   // stack (see docs/runtime.md on vm.max_map_count).
   void* p = ::mmap(nullptr, total, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  if (p == MAP_FAILED) return ErrnoStatus(errno, "mmap(fiber stack)");
+  if (p == MAP_FAILED) return errno_status(errno, "mmap(fiber stack)");
   if (::mprotect(static_cast<char*>(p) + kGuardSize, size, PROT_READ | PROT_WRITE) != 0) {
     int err = errno;
     ::munmap(p, total);
-    return ErrnoStatus(err, "mprotect(fiber stack)");
+    return errno_status(err, "mprotect(fiber stack)");
   }
   g_mapped.fetch_add(1, std::memory_order_relaxed);
   return Stack{p, size};

@@ -8,7 +8,7 @@
 
 namespace weft::internal {
 
-void Fatal(const char* file, int line, const char* fmt, ...) {
+void fatal(const char* file, int line, const char* fmt, ...) {
   char buf[1024];
   int n = std::snprintf(buf, sizeof(buf), "weft: ");
   va_list ap;

@@ -7,7 +7,7 @@
 
 namespace weft::internal {
 
-[[noreturn]] void Fatal(const char* file, int line, const char* fmt, ...)
+[[noreturn]] void fatal(const char* file, int line, const char* fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 }  // namespace weft::internal
@@ -15,7 +15,7 @@ namespace weft::internal {
 #define WEFT_CHECK(cond, ...)                                   \
   do {                                                          \
     if (__builtin_expect(!(cond), 0)) {                         \
-      ::weft::internal::Fatal(__FILE__, __LINE__, __VA_ARGS__); \
+      ::weft::internal::fatal(__FILE__, __LINE__, __VA_ARGS__); \
     }                                                           \
   } while (0)
 

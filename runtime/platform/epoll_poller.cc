@@ -10,7 +10,7 @@ namespace weft::internal {
 
 absl::StatusOr<Poller> Poller::create() {
   int fd = ::epoll_create1(EPOLL_CLOEXEC);
-  if (fd < 0) return ErrnoStatus(errno, "epoll_create1");
+  if (fd < 0) return errno_status(errno, "epoll_create1");
   return Poller(fd);
 }
 
@@ -22,7 +22,7 @@ absl::Status Poller::add(int fd, uint32_t events, uint64_t data) {
   epoll_event ev{};
   ev.events = events;
   ev.data.u64 = data;
-  if (::epoll_ctl(fd_, EPOLL_CTL_ADD, fd, &ev) != 0) return ErrnoStatus(errno, "epoll_ctl(ADD)");
+  if (::epoll_ctl(fd_, EPOLL_CTL_ADD, fd, &ev) != 0) return errno_status(errno, "epoll_ctl(ADD)");
   return absl::OkStatus();
 }
 
@@ -30,12 +30,12 @@ absl::Status Poller::modify(int fd, uint32_t events, uint64_t data) {
   epoll_event ev{};
   ev.events = events;
   ev.data.u64 = data;
-  if (::epoll_ctl(fd_, EPOLL_CTL_MOD, fd, &ev) != 0) return ErrnoStatus(errno, "epoll_ctl(MOD)");
+  if (::epoll_ctl(fd_, EPOLL_CTL_MOD, fd, &ev) != 0) return errno_status(errno, "epoll_ctl(MOD)");
   return absl::OkStatus();
 }
 
 absl::Status Poller::remove(int fd) {
-  if (::epoll_ctl(fd_, EPOLL_CTL_DEL, fd, nullptr) != 0) return ErrnoStatus(errno, "epoll_ctl(DEL)");
+  if (::epoll_ctl(fd_, EPOLL_CTL_DEL, fd, nullptr) != 0) return errno_status(errno, "epoll_ctl(DEL)");
   return absl::OkStatus();
 }
 

@@ -11,7 +11,7 @@ namespace weft::internal {
 
 absl::StatusOr<Wakeup> Wakeup::create() {
   int fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  if (fd < 0) return ErrnoStatus(errno, "eventfd");
+  if (fd < 0) return errno_status(errno, "eventfd");
   return Wakeup(fd);
 }
 
@@ -23,12 +23,12 @@ void Wakeup::signal() {
   if (pending_.exchange(true, std::memory_order_seq_cst)) return;
   uint64_t one = 1;
   // EAGAIN means the counter is saturated, which is still "readable".
-  (void)!RetryOnEintr([&] { return ::write(fd_, &one, sizeof(one)); });
+  (void)!retry_on_eintr([&] { return ::write(fd_, &one, sizeof(one)); });
 }
 
 void Wakeup::drain() {
   uint64_t v;
-  (void)!RetryOnEintr([&] { return ::read(fd_, &v, sizeof(v)); });
+  (void)!retry_on_eintr([&] { return ::read(fd_, &v, sizeof(v)); });
   pending_.store(false, std::memory_order_seq_cst);
 }
 

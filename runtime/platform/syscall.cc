@@ -13,7 +13,7 @@ namespace {
 constexpr char kErrnoPayload[] = "weft.errno";
 }  // namespace
 
-absl::Status ErrnoStatus(int err, std::string_view op) {
+absl::Status errno_status(int err, std::string_view op) {
   // The same code and message as absl::ErrnoToStatus ("op: strerror"), but
   // with glibc's strerror_r: abseil's own table is built lazily behind a
   // guard inside an uninstrumented system library, which ThreadSanitizer
@@ -28,7 +28,7 @@ absl::Status ErrnoStatus(int err, std::string_view op) {
   return s;
 }
 
-std::optional<int> ErrnoOf(const absl::Status& s) {
+std::optional<int> errno_of(const absl::Status& s) {
   auto p = s.GetPayload(kErrnoPayload);
   if (!p) return std::nullopt;
   std::string text(*p);
@@ -38,7 +38,7 @@ std::optional<int> ErrnoOf(const absl::Status& s) {
   return v;
 }
 
-__attribute__((noinline, noipa)) int LastErrno() {
+__attribute__((noinline, noipa)) int last_errno() {
   int e = errno;
   asm volatile("" ::: "memory");
   return e;

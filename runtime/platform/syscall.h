@@ -12,32 +12,32 @@
 
 namespace weft::internal {
 
-// ErrnoStatus()
+// errno_status()
 //
 // Returns a status for `err` (an errno value) whose message names the
 // operation and the errno text, e.g. "accept4: Too many open files".
-absl::Status ErrnoStatus(int err, std::string_view op);
+absl::Status errno_status(int err, std::string_view op);
 
-// ErrnoOf()
+// errno_of()
 //
-// The errno value a status from ErrnoStatus() carries (as a payload), or
+// The errno value a status from errno_status() carries (as a payload), or
 // nullopt for any other status.
-std::optional<int> ErrnoOf(const absl::Status& s);
+std::optional<int> errno_of(const absl::Status& s);
 
-// LastErrno()
+// last_errno()
 //
 // errno of the calling thread, read through a call the compiler cannot
 // inline or fold. errno is a thread-local behind a `const` function
 // (__errno_location), so in a loop that suspends a fiber between system
 // calls the compiler may reuse the address from the previous thread. Code
 // on fibers reads errno only through this, right after the failing call.
-int LastErrno();
+int last_errno();
 
-// RetryOnEintr()
+// retry_on_eintr()
 //
 // Calls `fn` until it does not fail with EINTR and returns its result.
 template <class Fn>
-auto RetryOnEintr(Fn&& fn) {
+auto retry_on_eintr(Fn&& fn) {
   for (;;) {
     auto r = fn();
     if (!(r == -1 && errno == EINTR)) return r;

@@ -50,7 +50,7 @@ Sizes sizes() {
 #else
   Sizes s{1000, 100};
 #endif
-  int64_t k = testing::Scale();
+  int64_t k = testing::scale();
   s.connections = std::min<int64_t>(s.connections * k, 10000);
   s.round_trips = std::min<int64_t>(s.round_trips * k, 1000);
   return s;
@@ -120,11 +120,11 @@ bool decode(const char* text, ClientPlan* p) {
 // run_clients() is the child's side: connect everything, then every
 // connection does its round trips at once, checking each echo.
 void run_clients(const ClientPlan& plan) {
-  uint64_t limit = testing::RaiseFdLimit(static_cast<uint64_t>(plan.connections) + 256);
+  uint64_t limit = testing::raise_fd_limit(static_cast<uint64_t>(plan.connections) + 256);
   std::atomic<int64_t> errors{0}, round_trips{0};
   std::atomic<uint64_t> sum{0};
   if (limit < static_cast<uint64_t>(plan.connections) + 64) errors.fetch_add(1);
-  const int fds_before = testing::OpenFds();
+  const int fds_before = testing::open_fds();
   if (errors.load() == 0) {
     auto rt = *Runtime::create({.workers = 2, .seed = 11});
     rt->block_on([&] {
@@ -170,7 +170,7 @@ void run_clients(const ClientPlan& plan) {
   const std::string line = "errors=" + std::to_string(errors.load()) +
                            " round_trips=" + std::to_string(round_trips.load()) +
                            " sum=" + std::to_string(sum.load()) +
-                           " fds_leaked=" + std::to_string(testing::OpenFds() - fds_before) + "\n";
+                           " fds_leaked=" + std::to_string(testing::open_fds() - fds_before) + "\n";
   CHECK(::write(plan.result_fd, line.data(), line.size()) == static_cast<ssize_t>(line.size()));
   ::close(plan.result_fd);
 }
@@ -225,10 +225,10 @@ void run(bool migrate) {
   const Sizes sz = sizes();
   CAPTURE(sz.connections);
   CAPTURE(sz.round_trips);
-  uint64_t limit = testing::RaiseFdLimit(static_cast<uint64_t>(sz.connections) + 256);
+  uint64_t limit = testing::raise_fd_limit(static_cast<uint64_t>(sz.connections) + 256);
   REQUIRE_MESSAGE(limit >= static_cast<uint64_t>(sz.connections) + 64,
                   "RLIMIT_NOFILE too low for this many connections");
-  const int fds_before = testing::OpenFds();
+  const int fds_before = testing::open_fds();
   // Migrations per connection: at least 10, spread over the stream.
   const int64_t migrate_every = std::max<int64_t>(1, sz.round_trips / 12);
   Totals t;
@@ -324,7 +324,7 @@ void run(bool migrate) {
     CHECK(t.min_migrations.load() >= 10);
     MESSAGE("server-side migrations: " << t.migrations.load());
   }
-  CHECK(testing::OpenFds() == fds_before);
+  CHECK(testing::open_fds() == fds_before);
 }
 
 // The client side, in its own process; see ClientPlan. Skipped unless the

@@ -42,7 +42,7 @@ uint64_t checksum(std::string_view s) {
 }
 
 TEST_CASE("1,000 cat children, 50 at a time, 64 KiB each, checksummed") {
-  const int64_t children = testing::StressSize(1000);
+  const int64_t children = testing::stress_size(1000);
   constexpr int kConcurrent = 50;
   constexpr size_t kBytes = 64 * 1024;
   auto rt = *Runtime::create({.workers = 2});

@@ -36,11 +36,11 @@ void spin_us(int64_t us) {
 
 TEST_CASE("stuck workers hand over and take back their drivers without losing anything") {
   const int kConns = 20;
-  const int64_t kTrips = testing::StressSize(2000);  // per connection
+  const int64_t kTrips = testing::stress_size(2000);  // per connection
   const int kSleepers = 20;
-  const int64_t kSleeps = testing::StressSize(200);  // per sleeper
-  const int64_t kDeadlineWaits = testing::StressSize(300);
-  const int64_t kSpawnMessages = testing::StressSize(2000);
+  const int64_t kSleeps = testing::stress_size(200);  // per sleeper
+  const int64_t kDeadlineWaits = testing::stress_size(300);
+  const int64_t kSpawnMessages = testing::stress_size(2000);
   RuntimeOptions opts;
   opts.workers = 3;
   opts.stall_threshold = absl::Milliseconds(1);

@@ -16,9 +16,9 @@ namespace weft {
 namespace {
 
 TEST_CASE("mixed workload on 100,000 fibers keeps exact counts") {
-  const int64_t kFibers = weft::testing::StressSize(100000);
+  const int64_t kFibers = weft::testing::stress_size(100000);
   const int kOpsPerFiber = 8;
-  weft::testing::ForEachWorkerCount({2, 4}, [&](int workers) {
+  weft::testing::for_each_worker_count({2, 4}, [&](int workers) {
     auto rt = *Runtime::create({.workers = workers, .seed = 42});
     struct Shared {
       Mutex mu;
@@ -91,7 +91,7 @@ TEST_CASE("mixed workload on 100,000 fibers keeps exact counts") {
     CHECK(sh.recv_sum.load() == sh.sent_sum.load());
     // block_on() returns once the fiber's result is published; the fiber
     // itself exits a moment later.
-    CHECK(weft::testing::Eventually([&] { return rt->stats().live_fibers == 0; }));
+    CHECK(weft::testing::eventually([&] { return rt->stats().live_fibers == 0; }));
     RuntimeStats st = rt->stats();
     CHECK(st.total(&WorkerStats::completed) == static_cast<uint64_t>(kFibers + 4 + 1));
   });

@@ -11,7 +11,7 @@ namespace weft {
 namespace {
 
 TEST_CASE("a million fibers are spawned and joined exactly once each") {
-  const int64_t kTotal = weft::testing::StressSize(1000000);
+  const int64_t kTotal = weft::testing::stress_size(1000000);
   const int64_t kSpawners = 4;
   const int64_t kWave = 1000;
   auto rt = *Runtime::create({.workers = 2});
@@ -43,7 +43,7 @@ TEST_CASE("a million fibers are spawned and joined exactly once each") {
   });
   CHECK(ran.load() == kTotal);
   CHECK(sum == kTotal * (kTotal - 1) / 2);
-  CHECK(weft::testing::Eventually([&] { return rt->stats().live_fibers == 0; }));
+  CHECK(weft::testing::eventually([&] { return rt->stats().live_fibers == 0; }));
   RuntimeStats st = rt->stats();
   CHECK(st.total(&WorkerStats::spawned) == static_cast<uint64_t>(kTotal + kSpawners));
   CHECK(st.total(&WorkerStats::completed) == static_cast<uint64_t>(kTotal + kSpawners + 1));

@@ -14,7 +14,7 @@ namespace weft {
 namespace {
 
 TEST_CASE("repeated start/stop with fibers running, parked and queued") {
-  const int64_t kCycles = weft::testing::StressSize(200);
+  const int64_t kCycles = weft::testing::stress_size(200);
   const int64_t stacks_before = internal::mapped_stack_count();
   int64_t completed = 0, cancelled = 0;
   for (int64_t c = 0; c < kCycles; ++c) {

@@ -15,7 +15,7 @@ namespace {
 
 TEST_CASE("pairs of fibers bounce tokens across workers") {
   const int64_t kPairs = 200;
-  const int64_t kRounds = weft::testing::StressSize(2000);
+  const int64_t kRounds = weft::testing::stress_size(2000);
   auto rt = *Runtime::create({.workers = 4});
   int64_t total = rt->block_on([&] {
     std::vector<JoinHandle<int64_t>> hs;
@@ -48,7 +48,7 @@ TEST_CASE("pairs of fibers bounce tokens across workers") {
 }
 
 TEST_CASE("plain threads wake parked fibers through the injection queue") {
-  const int64_t kRounds = weft::testing::StressSize(20000);
+  const int64_t kRounds = weft::testing::stress_size(20000);
   auto rt = *Runtime::create({.workers = 2});
   Channel<int64_t> to_fiber(1), to_thread(1);
   auto fiber = rt->spawn([&] {
@@ -72,7 +72,7 @@ TEST_CASE("plain threads wake parked fibers through the injection queue") {
 TEST_CASE("sleepers and notifiers race on the same waiters") {
   // Every waiter waits with a short timeout while notifiers fire at it, so
   // timer wakeups and notifications race for the same park.
-  const int64_t kWaiters = weft::testing::StressSize(20000);
+  const int64_t kWaiters = weft::testing::stress_size(20000);
   auto rt = *Runtime::create({.workers = 2});
   std::atomic<int64_t> acquired{0}, timed_out{0};
   rt->block_on([&] {

@@ -120,14 +120,14 @@ absl::StatusOr<Report> run_against_fn(std::function<void(TcpStream&)> fn, Option
 }
 
 TEST_CASE("echo: clean runs on 1 and 2 workers, no descriptor leaked") {
-  int fds_before = testing::OpenFds();
-  testing::ForEachWorkerCount({1, 2}, [](int n) {
+  int fds_before = testing::open_fds();
+  testing::for_each_worker_count({1, 2}, [](int n) {
     Options o = quick(Mode::kEcho, 20);
     auto r = run_against({.mode = Mode::kEcho}, o, n);
     check_clean(r, o);
     CHECK(r->bytes == r->requests * 2 * o.message_size);
   });
-  CHECK(testing::OpenFds() == fds_before);
+  CHECK(testing::open_fds() == fds_before);
 }
 
 TEST_CASE("echo: pipelined batches, and batches too large to write before reading") {
