@@ -216,7 +216,9 @@ struct RequestStream {
 // and Date unless the handler set them, Content-Length (not for 1xx, 204
 // and 304) and Connection.
 // A handler's "Connection: close" (res.keep_alive(false)) clears `keep`.
-void append_head(std::string& out, const Response& res, bool& keep, bool http10, const std::string& server_name) {
+// Returns false, having appended part of a head, if a field name or value
+// holds CR, LF or NUL (a handler bug that would split the response).
+bool append_head(std::string& out, const Response& res, bool& keep, bool http10, const std::string& server_name) {
   char num[24];
   const unsigned status = res.result_int();
   out.append("HTTP/1.1 ");
@@ -248,6 +250,10 @@ void append_head(std::string& out, const Response& res, bool& keep, bool http10,
     }
     std::string_view name = f.name_string();
     std::string_view value = f.value();
+    if (name.find_first_of(std::string_view("\r\n\0", 3)) != std::string_view::npos ||
+        value.find_first_of(std::string_view("\r\n\0", 3)) != std::string_view::npos) {
+      return false;
+    }
     out.append(name.data(), name.size());
     out.append(": ");
     out.append(value.data(), value.size());
@@ -275,6 +281,7 @@ void append_head(std::string& out, const Response& res, bool& keep, bool http10,
     out.append("Connection: keep-alive\r\n");
   }
   out.append("\r\n");
+  return true;
 }
 
 }  // namespace
@@ -491,7 +498,12 @@ void Server::serve_requests(Conn& conn, S& stream, net::TcpStream& tcp) {
       // The common case: we write the head ourselves, in one pass over the
       // handler's fields (Beast's serializer and four set() calls cost
       // about a tenth of a hello-world server's CPU).
-      append_head(out, res, keep, req.version() < 11, opts_.server_name);
+      const size_t before = out.size();
+      if (!append_head(out, res, keep, req.version() < 11, opts_.server_name)) {
+        out.resize(before);
+        refuse(500);
+        break;
+      }
       if (!head_only && !res.body().empty()) {
         if (res.body().size() >= kDirectBody) {
           if (!flush()) break;

@@ -42,7 +42,9 @@
 //     request timeout); HTTP/1.1 without Host, or two Host fields (400);
 //     a transfer coding other than chunked (501), chunked not last (400);
 //     a method Beast does not know (501, unless allowed);
-//   - a handler that throws gets a 500 and the connection closes.
+//   - a handler that throws, or sets a field whose name or value holds CR,
+//     LF or NUL (which would split the response), gets a 500 and the
+//     connection closes.
 //
 // Threads: every method may be called from any fiber. The handler runs on
 // the connection's fiber, concurrently for different connections.

@@ -26,6 +26,8 @@ Response hello(const Request& req) {
   } else if (req.target() == "/chunked") {
     res.body() = "streamed body";
     res.chunked(true);
+  } else if (req.target() == "/inject") {
+    res.set("X-Injected", "a\r\nSet-Cookie: evil=1");
   } else if (req.target() == "/throw") {
     throw std::runtime_error("handler failed");
   } else if (req.target() == "/slow") {
@@ -209,6 +211,10 @@ TEST_CASE("501 for unknown methods and codings, 500 when the handler throws") {
                       "HTTP/1.1 501 Not Implemented\r\n"));
     CHECK(starts_with(send_recv(ts, "GET /throw HTTP/1.1\r\nHost: x\r\n\r\n"),
                       "HTTP/1.1 500 Internal Server Error\r\n"));
+    // A field value with CR LF from the handler never reaches the wire.
+    std::string r = send_recv(ts, "GET /inject HTTP/1.1\r\nHost: x\r\n\r\n");
+    CHECK(starts_with(r, "HTTP/1.1 500 Internal Server Error\r\n"));
+    CHECK(count(r, "evil") == 0);
   });
   rt->block_on([] {
     TestServer ts({.allow_unknown_methods = true});
