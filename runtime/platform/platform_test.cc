@@ -11,7 +11,7 @@
 
 namespace weft::internal {
 
-TEST_CASE("ErrnoStatus names the operation and the errno") {
+TEST_CASE("errno_status names the operation and the errno") {
   absl::Status s = errno_status(EMFILE, "accept4");
   CHECK(s.message().find("Too many open files") != std::string_view::npos);
   CHECK(s.message().find("accept4") != std::string_view::npos);
