@@ -148,13 +148,17 @@ TEST_CASE("verification failures are kUnauthenticated and say why") {
         {"self-signed", pki().self_signed.get(), "localhost", "self-signed certificate"},
     };
     for (const Case& c : cases) {
-      CAPTURE(c.name);
+      // No CAPTURE here: doctest keeps it in a thread-local list, and this
+      // fiber may resume on another worker thread after any suspension.
       OneShotServer srv(server_ctx(*c.cert), [](Stream&) {});
       auto s = dial(srv.port, client_ctx(), c.host);
-      CHECK(s.status().code() == absl::StatusCode::kUnauthenticated);
-      CHECK_MESSAGE(std::string(s.status().message()).find(c.why) != std::string::npos, s.status().ToString());
-      // The server sees the client's alert.
-      CHECK(srv.wait().code() == absl::StatusCode::kUnavailable);
+      CHECK_MESSAGE(s.status().code() == absl::StatusCode::kUnauthenticated, c.name);
+      CHECK_MESSAGE(std::string(s.status().message()).find(c.why) != std::string::npos,
+                    c.name << ": " << s.status().ToString());
+      // The server sees the client's alert. (Waited for outside the macro:
+      // CHECK_MESSAGE keeps its message in doctest's thread-local list too.)
+      absl::StatusCode server_code = srv.wait().code();
+      CHECK_MESSAGE(server_code == absl::StatusCode::kUnavailable, c.name);
     }
     // The system store does not trust our CA.
     auto sys = Context::client();
