@@ -114,7 +114,7 @@ int main(int argc, char** argv) {
     (void)in->close();  // restores stdin's flags
     (void)conn->shutdown(weft::net::Shutdown::kWrite);
     for (int64_t waited = 0; waited < linger_ms && !server_closed.load(); waited += 10) {
-      weft::this_fiber::sleep_for(absl::Milliseconds(10));
+      (void)weft::this_fiber::sleep_for(absl::Milliseconds(10));
     }
     (void)conn->close();  // wakes the printer
     printer.join();

@@ -78,7 +78,7 @@ bool socket_demo(weft::Runtime& rt, int connections, double seconds, int migrate
           // descriptors, accept() itself backs off before the next try.
           std::printf("accept: %s\n", c.status().ToString().c_str());
           ++out.accept_errors;
-          if (code != absl::StatusCode::kResourceExhausted) weft::this_fiber::sleep_for(absl::Milliseconds(10));
+          if (code != absl::StatusCode::kResourceExhausted) (void)weft::this_fiber::sleep_for(absl::Milliseconds(10));
           continue;
         }
         ++out.served;
@@ -104,7 +104,7 @@ bool socket_demo(weft::Runtime& rt, int connections, double seconds, int migrate
     auto migrator = weft::spawn([&] {
       const int n = rt.num_workers();
       while (!stop.load()) {
-        weft::this_fiber::sleep_for(absl::Milliseconds(migrate_ms));
+        (void)weft::this_fiber::sleep_for(absl::Milliseconds(migrate_ms));
         std::lock_guard<weft::Mutex> g(mu);
         for (weft::net::TcpStream* s : live) {
           if (absl::Status st = s->migrate_to((s->owner_worker() + 1) % n); st.ok()) {
@@ -127,7 +127,7 @@ bool socket_demo(weft::Runtime& rt, int connections, double seconds, int migrate
     migrator.join();
     (void)listener->close();
     acceptor.join();
-    conns.wait();
+    (void)conns.wait();
     return out;
   });
   if (!r.report.ok()) {
@@ -196,19 +196,19 @@ int main(int argc, char** argv) {
     weft::Semaphore slots(in_flight);
     weft::WaitGroup done;
     for (int64_t i = 0; i < fibers; ++i) {
-      slots.acquire();
+      (void)slots.acquire();
       done.add();
       weft::Channel<int64_t>* ch = chans[static_cast<size_t>(i % kCollectors)].get();
       weft::spawn([&, ch, i] {
         weft::this_fiber::yield();
-        weft::this_fiber::sleep_for(absl::Milliseconds(1 + i % 4));
+        (void)weft::this_fiber::sleep_for(absl::Milliseconds(1 + i % 4));
         weft::this_fiber::yield();
         if (!ch->send(i).ok()) std::abort();
         slots.release();
         done.done();
       }).detach();
     }
-    done.wait();
+    (void)done.wait();
     for (auto& ch : chans) ch->close();
     Totals all;
     for (auto& c : collectors) {

@@ -238,7 +238,7 @@ absl::Status accept_loop(Listener& listener, Event& stop, const ConnectionHandle
   // The closer fiber is the only one that closes the listener; it is
   // joined below, before the listener leaves this stack.
   auto closer = spawn([&] {
-    stop.wait();
+    (void)stop.wait();
     (void)listener.close();
   });
   for (;;) {
@@ -249,7 +249,7 @@ absl::Status accept_loop(Listener& listener, Event& stop, const ConnectionHandle
       // kResourceExhausted: accept() itself backs off before the next try.
       if (code != absl::StatusCode::kResourceExhausted) {
         std::fprintf(stderr, "accept: %s\n", conn.status().ToString().c_str());
-        this_fiber::sleep_for(absl::Milliseconds(10));
+        (void)this_fiber::sleep_for(absl::Milliseconds(10));
       }
       continue;
     }

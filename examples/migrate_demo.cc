@@ -137,7 +137,7 @@ struct Demo {
       ByteStream gen(static_cast<uint64_t>(index));
       std::string msg;
       while (!stop_clients.load(std::memory_order_relaxed) && !failed.load()) {
-        window.acquire();
+        (void)window.acquire();
         if (failed.load()) break;
         msg.resize(1 + gen.next() % static_cast<uint64_t>(cfg.max_message));
         for (char& c : msg) c = gen.byte();
@@ -244,13 +244,13 @@ int main(int argc, char** argv) {
       bound.set();  // also when bind failed
       return st;
     });
-    bound.wait();
+    (void)bound.wait();
     if (!addr.valid()) return srv.join();
 
     std::atomic<bool> stop_migrating{false};
     auto migrator = weft::spawn([&] {
       while (!stop_migrating.load()) {
-        weft::this_fiber::sleep_for(absl::Milliseconds(cfg.interval_ms));
+        (void)weft::this_fiber::sleep_for(absl::Milliseconds(cfg.interval_ms));
         demo.migrate_all(workers);
       }
     });
@@ -259,7 +259,7 @@ int main(int argc, char** argv) {
 
     int64_t last_m = 0, last_r = 0;
     for (int64_t t = 1; t <= cfg.seconds; ++t) {
-      if (signal.requested().wait_until(start + absl::Seconds(t))) break;
+      if (signal.requested().wait_until(start + absl::Seconds(t)).ok()) break;
       int64_t m = demo.migrations.load(), r = demo.roundtrips.load();
       std::printf("t=%llds migrations=%lld roundtrips=%lld errors=%lld\n", static_cast<long long>(t),
                   static_cast<long long>(m - last_m), static_cast<long long>(r - last_r),
@@ -272,7 +272,7 @@ int main(int argc, char** argv) {
     for (auto& c : clients) c.join();
     stop_migrating.store(true);
     migrator.join();
-    demo.conns_running.wait();  // every server connection has seen its client's end
+    (void)demo.conns_running.wait();  // every server connection has seen its client's end
     server_stop.set();
     return srv.join();
   });

@@ -336,7 +336,7 @@ TEST_CASE("fs calls park fibers, not the worker") {
     auto ticker = spawn([&] {
       auto last = std::chrono::steady_clock::now();
       while (!stop.load()) {
-        this_fiber::sleep_for(absl::Milliseconds(1));
+        (void)this_fiber::sleep_for(absl::Milliseconds(1));
         auto now = std::chrono::steady_clock::now();
         max_gap_us = std::max<int64_t>(
             max_gap_us, std::chrono::duration_cast<std::chrono::microseconds>(now - last).count());

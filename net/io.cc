@@ -107,13 +107,17 @@ absl::Status not_connected(const char* call) {
   return absl::FailedPreconditionError(absl::StrCat(call, ": pipe end is not connected"));
 }
 
-// wait_on() parks on cv until notified or `deadline`; false on timeout.
-bool wait_on(weft::ConditionVariable& cv, std::unique_lock<weft::Mutex>& lk, absl::Time deadline) {
-  if (deadline == absl::InfiniteFuture()) {
-    cv.wait(lk);
-    return true;
-  }
-  return cv.wait_until(lk, deadline) == CvStatus::kNoTimeout;
+// wait_on() parks on cv until notified (OK), `deadline` (kDeadlineExceeded)
+// or the fiber's cancellation (kCancelled).
+absl::Status wait_on(weft::ConditionVariable& cv, std::unique_lock<weft::Mutex>& lk, absl::Time deadline) {
+  if (deadline == absl::InfiniteFuture()) return cv.wait(lk);
+  return cv.wait_until(lk, deadline);
+}
+
+// wait_failure() is the status a pipe call returns after a failed wait.
+absl::Status wait_failure(const absl::Status& waited, const char* call, const char* op) {
+  if (absl::IsDeadlineExceeded(waited)) return absl::DeadlineExceededError(absl::StrCat(call, ": ", op, " timed out"));
+  return absl::CancelledError(absl::StrCat(call, ": the waiting fiber was cancelled"));
 }
 
 // write_some() writes what fits of data into d, waiting for room until
@@ -121,7 +125,7 @@ bool wait_on(weft::ConditionVariable& cv, std::unique_lock<weft::Mutex>& lk, abs
 absl::StatusOr<size_t> write_some(PipeDirection& d, std::string_view data, absl::Time deadline,
                                   const char* call) {
   std::unique_lock<weft::Mutex> lk(d.mu);
-  bool timed_out = false;
+  absl::Status waited;
   for (;;) {
     if (d.writer_closed) {
       return absl::FailedPreconditionError(absl::StrCat(call, ": pipe end is closed"));
@@ -145,9 +149,9 @@ absl::StatusOr<size_t> write_some(PipeDirection& d, std::string_view data, absl:
       if (wake) d.can_read.notify_all();
       return n;
     }
-    if (timed_out) return absl::DeadlineExceededError(absl::StrCat(call, ": write timed out"));
+    if (!waited.ok()) return wait_failure(waited, call, "write");
     ++d.writers_waiting;
-    timed_out = !wait_on(d.can_write, lk, deadline);
+    waited = wait_on(d.can_write, lk, deadline);
     --d.writers_waiting;
   }
 }
@@ -180,7 +184,7 @@ absl::StatusOr<size_t> PipeEnd::read(std::span<char> buf) {
   const absl::Time deadline =
       deadline_after(state_->read_timeout_ns[side_].load(std::memory_order_relaxed));
   std::unique_lock<weft::Mutex> lk(d.mu);
-  bool timed_out = false;
+  absl::Status waited;
   for (;;) {
     if (d.reader_closed) return absl::FailedPreconditionError("PipeEnd::read: pipe end is closed");
     if (buf.empty()) return 0;
@@ -197,9 +201,9 @@ absl::StatusOr<size_t> PipeEnd::read(std::span<char> buf) {
       return n;
     }
     if (d.write_shut) return 0;  // end of stream
-    if (timed_out) return absl::DeadlineExceededError("PipeEnd::read: read timed out");
+    if (!waited.ok()) return wait_failure(waited, "PipeEnd::read", "read");
     ++d.readers_waiting;
-    timed_out = !wait_on(d.can_read, lk, deadline);
+    waited = wait_on(d.can_read, lk, deadline);
     --d.readers_waiting;
   }
 }

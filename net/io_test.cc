@@ -694,7 +694,7 @@ TEST_CASE("DuplexPipe: backpressure parks the writer until the reader makes room
     std::string data(100, '\0');
     for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>(i);
     auto writer = spawn([&a = a, &data] { return a.write_all(data).code(); });
-    this_fiber::sleep_for(absl::Milliseconds(10));
+    (void)this_fiber::sleep_for(absl::Milliseconds(10));
     CHECK(!writer.is_finished());
     CHECK(b.readable() == 16);  // full, the writer parked
     std::string got;
@@ -717,7 +717,7 @@ TEST_CASE("DuplexPipe: close wakes fibers parked on either end") {
     {  // A reader parked on b; the peer a closes: EOF.
       auto [a, b] = DuplexPipe::create(8);
       auto r = spawn([&b = b, &buf] { return b.read(buf); });
-      this_fiber::sleep_for(absl::Milliseconds(5));
+      (void)this_fiber::sleep_for(absl::Milliseconds(5));
       CHECK(!r.is_finished());
       a.close();
       auto n = r.join();
@@ -727,7 +727,7 @@ TEST_CASE("DuplexPipe: close wakes fibers parked on either end") {
     {  // A reader parked on b; b itself is closed by another fiber.
       auto [a, b] = DuplexPipe::create(8);
       auto r = spawn([&b = b, &buf] { return b.read(buf).status(); });
-      this_fiber::sleep_for(absl::Milliseconds(5));
+      (void)this_fiber::sleep_for(absl::Milliseconds(5));
       b.close();
       absl::Status s = r.join();
       CHECK(s.code() == StatusCode::kFailedPrecondition);
@@ -736,7 +736,7 @@ TEST_CASE("DuplexPipe: close wakes fibers parked on either end") {
     {  // A writer parked on a full a; the peer b closes: broken pipe.
       auto [a, b] = DuplexPipe::create(8);
       auto w = spawn([&a = a] { return a.write_all("0123456789abcdef"); });
-      this_fiber::sleep_for(absl::Milliseconds(5));
+      (void)this_fiber::sleep_for(absl::Milliseconds(5));
       CHECK(!w.is_finished());
       b.close();
       absl::Status s = w.join();
@@ -747,9 +747,9 @@ TEST_CASE("DuplexPipe: close wakes fibers parked on either end") {
        // lock); a itself is closed.
       auto [a, b] = DuplexPipe::create(8);
       auto w1 = spawn([&a = a] { return a.write_all("0123456789abcdef"); });
-      while (b.readable() < 8) this_fiber::sleep_for(absl::Milliseconds(1));
+      while (b.readable() < 8) (void)this_fiber::sleep_for(absl::Milliseconds(1));
       auto w2 = spawn([&a = a] { return a.write_all("xyz"); });
-      this_fiber::sleep_for(absl::Milliseconds(5));
+      (void)this_fiber::sleep_for(absl::Milliseconds(5));
       CHECK(!w1.is_finished());
       CHECK(!w2.is_finished());
       a.close();
@@ -782,7 +782,7 @@ TEST_CASE("PipeEnd: read and write timeouts give kDeadlineExceeded; the end stay
     CHECK(b.read(buf).status().code() == StatusCode::kDeadlineExceeded);
     b.set_read_timeout(absl::InfiniteDuration());
     auto late = spawn([&a = a] {
-      this_fiber::sleep_for(absl::Milliseconds(10));
+      (void)this_fiber::sleep_for(absl::Milliseconds(10));
       return a.write_all("late");
     });
     n = b.read(buf);  // waits as long as it takes

@@ -20,17 +20,22 @@ absl::StatusOr<std::vector<SocketAddress>> resolve(std::string_view host, uint16
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
-  // The result is owned by the call (not a local the pool writes to), so a
-  // fiber unwound by shutdown after getaddrinfo returned leaks nothing.
+  // fn owns its inputs and its result (spawn_blocking), so a waiting fiber
+  // that is cancelled returns at once: getaddrinfo finishes on its thread
+  // and the result is freed with the call. Unwound by shutdown, nothing
+  // leaks either.
   struct FreeAddrInfo {
     void operator()(addrinfo* p) const { ::freeaddrinfo(p); }
   };
   using AddrInfoPtr = std::unique_ptr<addrinfo, FreeAddrInfo>;
-  auto [rc, owned] = run_blocking(BlockingLane::kResolve, [&] {
+  auto handle = spawn_blocking(BlockingLane::kResolve, [h, hints] {
     addrinfo* r = nullptr;
     int code = ::getaddrinfo(h.c_str(), nullptr, &hints, &r);
     return std::pair<int, AddrInfoPtr>(code, AddrInfoPtr(code == 0 ? r : nullptr));
   });
+  auto joined = handle.try_join();
+  if (!joined.ok()) return absl::CancelledError("resolve(" + h + "): the waiting fiber was cancelled");
+  auto& [rc, owned] = *joined;
   addrinfo* res = owned.get();
   if (rc != 0) {
     std::string msg = "resolve(" + h + "): " + ::gai_strerror(rc);

@@ -32,7 +32,7 @@ TEST_CASE("StdinStream over a pipe: poller, read_line, flags restored") {
       for (int i = 0; i < 20; ++i) {
         std::string line = "line " + std::to_string(i) + "\n";
         CHECK(::write(p[1], line.data(), line.size()) == static_cast<ssize_t>(line.size()));
-        this_fiber::sleep_for(absl::Milliseconds(1));
+        (void)this_fiber::sleep_for(absl::Milliseconds(1));
       }
       ::close(p[1]);
     });
@@ -74,7 +74,7 @@ TEST_CASE("StdinStream: the destructor restores flags; close wakes a parked read
       char c;
       return in->read(std::span<char>(&c, 1)).status();
     });
-    this_fiber::sleep_for(absl::Milliseconds(20));
+    (void)this_fiber::sleep_for(absl::Milliseconds(20));
     REQUIRE(in->close().ok());
     absl::Status s = reader.join();
     CHECK_FALSE(s.ok());

@@ -368,7 +368,7 @@ absl::StatusOr<Accepted> TcpListener::accept_for(absl::Duration timeout) {
     // process time to release some before trying again.
     int64_t wake = internal::monotonic_now() + backoff;
     if (deadline >= 0 && deadline < wake) wake = deadline;
-    this_fiber::sleep_for(absl::Nanoseconds(wake - internal::monotonic_now()));
+    (void)this_fiber::sleep_for(absl::Nanoseconds(wake - internal::monotonic_now()));
   }
   const int lfd = core_->fd();
   sockaddr_storage ss{};

@@ -285,7 +285,7 @@ TEST_CASE("after a short read: later bytes, EOF and reset in the same edge all a
           CHECK(error_number(next.status()) == ECONNRESET);
         }
       });
-      this_fiber::sleep_for(absl::Microseconds(200 * (round % 4)));
+      (void)this_fiber::sleep_for(absl::Microseconds(200 * (round % 4)));
       const absl::Time start = absl::Now();
       if (ending == 2) {
         linger lg{1, 0};
@@ -293,8 +293,8 @@ TEST_CASE("after a short read: later bytes, EOF and reset in the same edge all a
       }
       REQUIRE(c.write_all("hello").ok());
       if (ending == 0) {
-        read_first.wait();
-        this_fiber::sleep_for(absl::Microseconds(100 * (round % 4)));  // reader parked, or not yet
+        (void)read_first.wait();
+        (void)this_fiber::sleep_for(absl::Microseconds(100 * (round % 4)));  // reader parked, or not yet
         REQUIRE(c.write_all("world").ok());
       } else if (ending == 1) {
         REQUIRE(c.shutdown(Shutdown::kWrite).ok());  // FIN right behind the bytes
@@ -329,7 +329,7 @@ TEST_CASE("after a short read by one reader, another reader still gets every byt
       }
       return total;
     });
-    this_fiber::sleep_for(absl::Milliseconds(5));  // Y is parked in read()
+    (void)this_fiber::sleep_for(absl::Milliseconds(5));  // Y is parked in read()
     REQUIRE(c.write_all("x").ok());
     char big[4096];
     auto first = s.read(big);  // loopback delivered it already
@@ -364,7 +364,7 @@ TEST_CASE("after a short read: urgent data, a zero timeout") {
         }
         return got;
       });
-      this_fiber::sleep_for(absl::Milliseconds(5));  // the reader is parked
+      (void)this_fiber::sleep_for(absl::Milliseconds(5));  // the reader is parked
       const absl::Time start = absl::Now();
       REQUIRE(c.write_all("hello").ok());
       REQUIRE(::send(c.native_handle(), "!", 1, MSG_OOB) == 1);
@@ -380,7 +380,7 @@ TEST_CASE("after a short read: urgent data, a zero timeout") {
       auto first = s.read(buf);
       REQUIRE(first.ok());
       REQUIRE(c.write_all("b").ok());
-      this_fiber::sleep_for(absl::Milliseconds(5));
+      (void)this_fiber::sleep_for(absl::Milliseconds(5));
       s.set_read_timeout(absl::ZeroDuration());
       auto second = s.read(buf);
       REQUIRE(second.ok());
@@ -444,7 +444,7 @@ TEST_CASE("per-call timeouts and absolute deadlines") {
     CHECK(r.status().code() == absl::StatusCode::kDeadlineExceeded);
     // Expired deadlines stay expired, even with data waiting...
     CHECK(s.write_all("zz").ok());
-    this_fiber::sleep_for(absl::Milliseconds(5));
+    (void)this_fiber::sleep_for(absl::Milliseconds(5));
     CHECK(c.read(buf).status().code() == absl::StatusCode::kDeadlineExceeded);
     // ...until cleared.
     CHECK(c.set_read_deadline(absl::InfiniteFuture()).ok());
@@ -458,7 +458,7 @@ TEST_CASE("per-call timeouts and absolute deadlines") {
     CHECK(c.set_read_deadline(absl::Now() + absl::Milliseconds(10)).ok());
     CHECK(c.set_read_deadline(absl::Now() + absl::Seconds(30)).ok());
     auto later = spawn([&] {
-      this_fiber::sleep_for(absl::Milliseconds(60));
+      (void)this_fiber::sleep_for(absl::Milliseconds(60));
       CHECK(s.write_all("late").ok());
     });
     r = c.read(buf);
@@ -501,7 +501,7 @@ TEST_CASE("close wakes every fiber parked on the socket with kCancelled") {
              st.code() == absl::StatusCode::kFailedPrecondition));
       woke.fetch_add(1);
     });
-    this_fiber::sleep_for(absl::Milliseconds(50));
+    (void)this_fiber::sleep_for(absl::Milliseconds(50));
     CHECK(c.close().ok());
     reader.join();
     writer.join();
@@ -510,7 +510,7 @@ TEST_CASE("close wakes every fiber parked on the socket with kCancelled") {
     // The same for accept().
     TcpListener l = listen_loopback();
     auto acceptor = spawn([&] { return l.accept().status().code(); });
-    this_fiber::sleep_for(absl::Milliseconds(20));
+    (void)this_fiber::sleep_for(absl::Milliseconds(20));
     CHECK(l.close().ok());
     CHECK(acceptor.join() == absl::StatusCode::kCancelled);
     CHECK(l.accept().status().code() == absl::StatusCode::kFailedPrecondition);
@@ -607,7 +607,7 @@ TEST_CASE("migration keeps bytes, readiness and parked fibers") {
       CHECK(s.read_exact(buf).ok());
       return std::string(buf, 5);
     });
-    this_fiber::sleep_for(absl::Milliseconds(20));
+    (void)this_fiber::sleep_for(absl::Milliseconds(20));
     int from = s.owner_worker();
     CHECK(s.migrate_to((from + 1) % 3).ok());
     CHECK(s.owner_worker() == (from + 1) % 3);
@@ -619,7 +619,7 @@ TEST_CASE("migration keeps bytes, readiness and parked fibers") {
 
     // Bytes that arrive while nobody waits, before and during a move.
     CHECK(c.write_all("abc").ok());
-    this_fiber::sleep_for(absl::Milliseconds(5));
+    (void)this_fiber::sleep_for(absl::Milliseconds(5));
     CHECK(s.migrate_to(0).ok());
     char buf[3];
     CHECK(s.read_exact(buf).ok());
@@ -637,7 +637,7 @@ TEST_CASE("migration keeps bytes, readiness and parked fibers") {
     // A listener moves with a fiber parked in accept().
     TcpListener l = listen_loopback();
     auto acceptor = spawn([&] { return l.accept().ok(); });
-    this_fiber::sleep_for(absl::Milliseconds(10));
+    (void)this_fiber::sleep_for(absl::Milliseconds(10));
     CHECK(l.migrate_to((l.owner_worker() + 1) % 3).ok());
     auto c2 = TcpStream::connect(addr_of(l));
     CHECK(c2.ok());
@@ -737,7 +737,7 @@ TEST_CASE("close races with writers that fill the buffer for the first time") {
         while (st.ok()) st = c.write_all(chunk);
         return st.code();
       });
-      if (round % 2 == 0) this_fiber::sleep_for(absl::Microseconds(200 * (round % 7)));
+      if (round % 2 == 0) (void)this_fiber::sleep_for(absl::Microseconds(200 * (round % 7)));
       CHECK(c.close().ok());
       absl::StatusCode code = writer.join();
       CHECK((code == absl::StatusCode::kCancelled || code == absl::StatusCode::kFailedPrecondition));

@@ -39,7 +39,7 @@ TEST_CASE("send_to and recv_from, IPv4 and IPv6, with truncation reported") {
           CHECK(!d->truncated);
           return std::string(buf, d->size);
         });
-        this_fiber::sleep_for(absl::Milliseconds(5));
+        (void)this_fiber::sleep_for(absl::Milliseconds(5));
         auto n = a.send_to("datagram", to);
         REQUIRE(n.ok());
         CHECK(*n == 8);
@@ -96,7 +96,7 @@ TEST_CASE("connected UDP: send, recv, refused, timeouts, deadlines, close") {
 
     // Close wakes a parked receiver; later calls fail.
     auto parked = spawn([&] { return a.recv(buf).status().code(); });
-    this_fiber::sleep_for(absl::Milliseconds(10));
+    (void)this_fiber::sleep_for(absl::Milliseconds(10));
     CHECK(a.close().ok());
     CHECK(parked.join() == absl::StatusCode::kCancelled);
     CHECK(a.send("x").status().code() == absl::StatusCode::kFailedPrecondition);
@@ -136,7 +136,7 @@ TEST_CASE("datagrams across workers and migrations arrive exactly once") {
       while (acked.load() < kSenders * kEach) {
         CHECK(server.migrate_to((server.owner_worker() + 1) % 3).ok());
         ++moves;
-        this_fiber::sleep_for(absl::Milliseconds(1));
+        (void)this_fiber::sleep_for(absl::Milliseconds(1));
       }
       return moves;
     });

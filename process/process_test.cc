@@ -220,7 +220,7 @@ TEST_CASE("wait_for, try_wait, kill, signals") {
       auto r = q->try_wait();
       REQUIRE(r.ok());
       got = *r;
-      if (!got) this_fiber::sleep_for(absl::Milliseconds(1));
+      if (!got) (void)this_fiber::sleep_for(absl::Milliseconds(1));
     }
     REQUIRE(got.has_value());
     CHECK(got->success());

@@ -256,17 +256,22 @@ void BlockingCall::wait_thread() {
   cv_.wait(l, [&] { return finished_; });
 }
 
-void BlockingCall::wait() {
+bool BlockingCall::wait(bool abandon_running) {
   Fiber* f = current_fiber();
   if (f == nullptr || f->unwinding) {
     wait_thread();
-    return;
+    return true;
   }
   try {
-    absl::Status s = completion_.wait();
-    // Not set (a wait ended without a notification): the call may still
-    // run, and fn may use our frame.
+    absl::Status s = completion_.wait(Cancellable::kYes);
+    if (s.ok() && done()) return true;
+    // The waiting fiber was cancelled.
+    if (try_drop()) return false;  // never runs
+    if (abandon_running) return false;
+    // Running, and fn may use our frame: wait for it.
+    s = completion_.wait(Cancellable::kNo);
     if (!s.ok() || !done()) wait_thread();
+    return true;
   } catch (const FiberUnwind&) {
     // Shutdown unwinds this fiber. fn must not outlive our frame.
     if (!try_drop()) wait_thread();

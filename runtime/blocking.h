@@ -61,7 +61,9 @@
 #include <utility>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "runtime/cancel.h"
 #include "runtime/internal/park.h"
 #include "runtime/platform/check.h"
 
@@ -118,6 +120,11 @@ BlockingPoolStats blocking_pool_stats();
 
 namespace internal {
 
+template <class T>
+struct is_status_or : std::false_type {};
+template <class T>
+struct is_status_or<absl::StatusOr<T>> : std::true_type {};
+
 // BlockingCall: one call on the pool, shared by the pool and its waiter
 // (or handle) through a reference count. States:
 //   kQueued     in a lane's queue; the pool holds a reference
@@ -144,11 +151,15 @@ class BlockingCall {
   bool start();
   // finish() publishes kDone and wakes the waiter. After invoke().
   void finish();
-  // wait() waits until kDone: parks a fiber, blocks a plain thread. If the
+  // wait() waits until kDone: parks a fiber, blocks a plain thread, and
+  // returns true. If the waiting fiber is cancelled first, a queued call
+  // is dropped (it never runs) and wait() returns false; a running call is
+  // waited for (it may use the caller's frame) unless `abandon_running`
+  // (the call owns its data): then wait() returns false at once. If the
   // runtime unwinds the waiting fiber, it drops a queued call or waits
   // (blocking the thread) for a running one, then rethrows the unwind.
   // Suspends.
-  void wait();
+  bool wait(bool abandon_running);
   // try_drop() drops the call if it is still queued. Returns true if so.
   bool try_drop();
   bool done() const { return state_.load(std::memory_order_acquire) == kDone; }
@@ -221,6 +232,13 @@ void submit_blocking(BlockingCall* call, BlockingLane lane);
 // result; rethrows its exception. Suspends: parks the fiber (blocks a plain
 // thread) until fn returns. fn may use the caller's locals; see "The rule
 // for fn" above for what shutdown does.
+//
+// Cancellation of the waiting fiber: a call that has not started is
+// dropped and run_blocking() returns kCancelled (fn returning absl::Status
+// or absl::StatusOr) or throws WaitCancelled (any other result). A call
+// that has started runs to completion and its result is returned, because
+// fn may use the caller's frame. To give up on a running call, use
+// spawn_blocking() (fn owns its data) and try_join().
 template <class Fn>
 std::invoke_result_t<Fn&> run_blocking(BlockingLane lane, Fn&& fn) {
   using T = std::invoke_result_t<Fn&>;
@@ -231,7 +249,13 @@ std::invoke_result_t<Fn&> run_blocking(BlockingLane lane, Fn&& fn) {
     internal::BlockingCall* c;
     ~Unref() { c->unref(); }
   } unref{call};
-  call->wait();
+  if (!call->wait(false)) {
+    if constexpr (std::is_same_v<T, absl::Status> || internal::is_status_or<T>::value) {
+      return absl::CancelledError("run_blocking: the waiting fiber was cancelled before the call started");
+    } else {
+      throw WaitCancelled("weft: run_blocking cancelled before the call started");
+    }
+  }
   return call->take();
 }
 
@@ -264,6 +288,10 @@ class BlockingHandle {
   // exception. Suspends. Aborts on an empty handle (joined, detached or
   // default-constructed). If the runtime unwinds the joining fiber, the
   // call keeps running (fn owns its data) and the handle lets go of it.
+  //
+  // If the joining fiber is cancelled, join() throws WaitCancelled at once
+  // and the handle lets go of the call (a queued call is dropped; a running
+  // one finishes on its thread and its result is dropped).
   T join() {
     WEFT_CHECK(call_ != nullptr, "weft: BlockingHandle::join() on an empty handle "
                                  "(already joined or detached)");
@@ -272,8 +300,30 @@ class BlockingHandle {
       internal::BlockingCallResult<T>* c;
       ~Unref() { c->unref(); }
     } unref{c};
-    c->wait();
+    if (!c->wait(true)) throw WaitCancelled("weft: BlockingHandle::join() cancelled");
     return c->take();
+  }
+
+  // BlockingHandle::try_join() is join() with kCancelled instead of
+  // WaitCancelled (for a T that is absl::Status or absl::StatusOr, the
+  // status is returned as is).
+  std::conditional_t<std::is_same_v<T, absl::Status> || internal::is_status_or<T>::value, T,
+                     std::conditional_t<std::is_void_v<T>, absl::Status, absl::StatusOr<T>>>
+  try_join() {
+    WEFT_CHECK(call_ != nullptr, "weft: BlockingHandle::try_join() on an empty handle "
+                                 "(already joined or detached)");
+    auto* c = std::exchange(call_, nullptr);
+    struct Unref {
+      internal::BlockingCallResult<T>* c;
+      ~Unref() { c->unref(); }
+    } unref{c};
+    if (!c->wait(true)) return absl::CancelledError("BlockingHandle::try_join: the waiting fiber was cancelled");
+    if constexpr (std::is_void_v<T>) {
+      c->take();
+      return absl::OkStatus();
+    } else {
+      return c->take();
+    }
   }
 
   // BlockingHandle::is_finished() is true once fn has returned.

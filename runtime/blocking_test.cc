@@ -130,7 +130,7 @@ TEST_CASE("shutdown while a fiber waits in run_blocking waits for the running ca
       fn_done.store(true);
     });
     returned_normally.store(true);
-    this_fiber::sleep_for(absl::Seconds(30));  // cancelled here if not before
+    (void)this_fiber::sleep_for(absl::Seconds(30));  // cancelled here if not before
   });
   REQUIRE(eventually([&] { return started.load(); }));
   auto t0 = Clock::now();
@@ -210,7 +210,7 @@ TEST_CASE("spawn_blocking: join, exceptions, detach, move-only functions") {
     auto d = spawn_blocking([ran] { ran->store(true); });
     d.detach();
     CHECK_FALSE(d.joinable());
-    while (!ran->load()) this_fiber::sleep_for(absl::Milliseconds(1));
+    while (!ran->load()) (void)this_fiber::sleep_for(absl::Milliseconds(1));
     delete ran;
     {
       auto dropped = spawn_blocking([] {
@@ -321,7 +321,7 @@ TEST_CASE("a ticker keeps ticking through a storm of 10,000 blocking calls") {
     auto ticker = spawn([&] {
       auto last = Clock::now();
       while (!stop.load()) {
-        this_fiber::sleep_for(absl::Milliseconds(1));
+        (void)this_fiber::sleep_for(absl::Milliseconds(1));
         max_gap_ms = std::max<int64_t>(max_gap_ms, ms_since(last));
         last = Clock::now();
         ++ticks;

@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "absl/time/time.h"
@@ -63,6 +64,15 @@ struct RuntimeStats {
     for (const auto& w : workers) s += w.*field;
     return s;
   }
+};
+
+// What Runtime::shutdown(grace) found.
+struct ShutdownReport {
+  int64_t cancelled = 0;  // fibers alive when the shutdown began
+  int64_t left = 0;       // of those (and of what they spawned), still alive at the deadline: unwound
+  absl::Duration took;    // from the call to the end of the unwind
+  // "fiber <id> (spawned at <file>:<line>)" for up to 16 of the fibers left.
+  std::vector<std::string> left_fibers;
 };
 
 }  // namespace weft

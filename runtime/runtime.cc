@@ -33,6 +33,15 @@ int Runtime::num_workers() const { return sched_->num_workers(); }
 
 void Runtime::shutdown() { sched_->stop(); }
 
+ShutdownReport Runtime::shutdown(absl::Duration grace) {
+  ShutdownReport report;
+  const absl::Time start = absl::Now();
+  sched_->drain(grace, &report);
+  sched_->stop();
+  report.took = absl::Now() - start;
+  return report;
+}
+
 RuntimeStats Runtime::stats() const {
   RuntimeStats out;
   sched_->fill_stats(&out);
@@ -47,26 +56,51 @@ void yield() {
   internal::unwind_if_cancelled(self);
 }
 
-void sleep_until(absl::Time deadline) {
-  internal::Fiber* self = fiber_or_die("weft::this_fiber::sleep_until()");
-  int64_t d = internal::to_monotonic(deadline);
+namespace {
+absl::Status sleep_to(internal::Fiber* self, int64_t deadline) {
   uint64_t seq = internal::prepare_park(self);
-  internal::park(self, seq, d);
+  internal::park(self, seq, deadline, internal::Cancellable::kYes);
   internal::unwind_if_cancelled(self);
+  // Woken early only by a cancellation: nothing else claims a sleep.
+  if (internal::fiber_cancelled(self) && (deadline < 0 || internal::monotonic_now() < deadline)) {
+    return absl::CancelledError("sleep cancelled");
+  }
+  return absl::OkStatus();
+}
+}  // namespace
+
+absl::Status sleep_until(absl::Time deadline) {
+  internal::Fiber* self = fiber_or_die("weft::this_fiber::sleep_until()");
+  return sleep_to(self, internal::to_monotonic(deadline));
 }
 
-void sleep_for(absl::Duration d) {
+absl::Status sleep_for(absl::Duration d) {
   internal::Fiber* self = fiber_or_die("weft::this_fiber::sleep_for()");
   if (d <= absl::ZeroDuration()) {
+    if (internal::fiber_cancelled(self)) return absl::CancelledError("sleep cancelled");
     yield();
-    return;
+    return absl::OkStatus();
   }
   int64_t deadline = d == absl::InfiniteDuration()
                          ? -1
                          : internal::monotonic_now() + absl::ToInt64Nanoseconds(d);
-  uint64_t seq = internal::prepare_park(self);
-  internal::park(self, seq, deadline);
-  internal::unwind_if_cancelled(self);
+  return sleep_to(self, deadline);
+}
+
+CancellationToken cancellation() {
+  internal::Fiber* self = internal::current_fiber();
+  if (self == nullptr) return CancellationToken();
+  return CancellationToken::from_state(internal::fiber_current_token(self));
+}
+
+bool cancelled() { return internal::current_fiber_cancelled(); }
+
+CancellationShield::CancellationShield() : fiber_(internal::current_fiber()) {
+  if (fiber_ != nullptr) ++fiber_->cancel_shield;
+}
+
+CancellationShield::~CancellationShield() {
+  if (fiber_ != nullptr) --fiber_->cancel_shield;
 }
 
 uint64_t id() { return internal::current_fiber_id(); }

@@ -14,11 +14,18 @@
 // say so. Thread-locals of your own are therefore per-thread, not
 // per-fiber: do not keep their addresses across a suspension.
 //
-// Shutdown: Runtime::shutdown() (and the destructor) cancels every fiber
-// that has not finished: a fiber that never ran is dropped; a suspended one
-// is resumed once more and its stack unwound (the suspension point throws
-// an internal exception that is not a std::exception: `catch (...)` must
-// rethrow). join() on a cancelled fiber throws weft::FiberCancelled.
+// Cancellation (runtime/cancel.h, docs/cancellation.md): every fiber has a
+// current token; once it is cancelled, the fiber's waits return kCancelled.
+// JoinHandle::abort() cancels one fiber; a fiber cancelled before it
+// started never runs.
+//
+// Shutdown: Runtime::shutdown(grace) cancels every fiber and lets them
+// finish for up to `grace`; then, like shutdown() and the destructor, it
+// unwinds every fiber that has not finished: a fiber that never ran is
+// dropped; a suspended one is resumed once more and its stack unwound (the
+// suspension point throws an internal exception that is not a
+// std::exception: `catch (...)` must rethrow). join() on a fiber that was
+// cancelled without producing a result throws weft::FiberCancelled.
 #pragma once
 
 #include <atomic>
@@ -39,6 +46,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "runtime/cancel.h"
 #include "runtime/internal/park.h"
 #include "runtime/options.h"
 #include "runtime/internal/spawn.h"
@@ -46,11 +54,14 @@
 
 namespace weft {
 
-// Thrown by JoinHandle::join() when the runtime cancelled the fiber.
+// Thrown by JoinHandle::join() when the fiber was cancelled without
+// producing a result: aborted (or its token cancelled) before it started,
+// or unwound by runtime shutdown.
 class FiberCancelled : public std::runtime_error {
  public:
-  FiberCancelled() : std::runtime_error("weft: fiber was cancelled by runtime shutdown") {}
+  FiberCancelled() : std::runtime_error("weft: fiber was cancelled before it produced a result") {}
 };
+
 
 // Thrown by JoinHandle::join() when the fiber could not start because no
 // stack could be mapped (ENOMEM: memory or vm.max_map_count exhausted).
@@ -62,7 +73,15 @@ class SpawnError : public std::runtime_error {
 struct SpawnOptions {
   // Usable stack size; 0 means the runtime's default.
   size_t stack_size = 0;
+  // The fiber's cancellation token: this_fiber::cancellation() is a child
+  // of it. None: only abort() and Runtime::shutdown(grace) cancel it.
+  std::optional<CancellationToken> token = std::nullopt;
 };
+
+// What JoinHandle::try_join() returns: absl::Status for a void fiber,
+// absl::StatusOr<T> otherwise.
+template <class T>
+using JoinResult = std::conditional_t<std::is_void_v<T>, absl::Status, absl::StatusOr<T>>;
 
 namespace internal {
 
@@ -119,8 +138,11 @@ template <class Fn>
 using SpawnResult = std::invoke_result_t<std::decay_t<Fn>&>;
 
 template <class Fn>
-absl::StatusOr<JoinState<SpawnResult<Fn>>*> start_fiber(Scheduler* sched, size_t stack_size, const std::source_location& loc,
-                                                        int target_worker, Fn&& fn) {
+absl::StatusOr<JoinState<SpawnResult<Fn>>*> start_fiber(Scheduler* sched, const SpawnOptions& opts,
+                                                        const std::source_location& loc, int target_worker,
+                                                        Fn&& fn) {
+  const size_t stack_size = opts.stack_size;
+  CancelState* token = opts.token ? opts.token->state() : nullptr;
   using T = SpawnResult<Fn>;
   using TaskT = Task<std::decay_t<Fn>, T>;
   using StateT = JoinState<T>;
@@ -133,7 +155,8 @@ absl::StatusOr<JoinState<SpawnResult<Fn>>*> start_fiber(Scheduler* sched, size_t
   Fiber* f = *fiber;
   auto* state = new (mem) StateT(f);
   auto* task = new (static_cast<char*>(mem) + kStateSize) TaskT(std::decay_t<Fn>(std::forward<Fn>(fn)), state);
-  start_new_fiber(sched, f, state, task, target_worker, loc.file_name(), static_cast<int>(loc.line()));
+  start_new_fiber(sched, f, state, task, target_worker, loc.file_name(), static_cast<int>(loc.line()),
+                  token);
   return state;
 }
 
@@ -158,20 +181,39 @@ class JoinHandle {
 
   // JoinHandle::join()
   //
-  // Waits for the fiber and returns its value, or rethrows its exception
-  // (FiberCancelled if the runtime cancelled it). Suspends when called on a
-  // fiber; blocks the thread otherwise. Joining twice, or joining a
-  // detached or empty handle, is a programming error and aborts.
+  // Waits for the fiber and returns its value, or rethrows its exception;
+  // throws FiberCancelled if it was cancelled before producing a result,
+  // and WaitCancelled if the caller is cancelled while it waits (then the
+  // handle stays joinable). Suspends when called on a fiber; blocks the
+  // thread otherwise. Joining twice, or joining a detached or empty
+  // handle, is a programming error and aborts.
   T join() {
     WEFT_CHECK(state_ != nullptr,
                "JoinHandle::join() on an empty handle (already joined, detached or moved from)");
-    internal::JoinState<T>* s = std::exchange(state_, nullptr);
-    struct Release {
-      internal::JoinState<T>* s;
-      ~Release() { s->release(); }
-    } release{s};
-    if (s->wait()) throw FiberCancelled();
-    if constexpr (!std::is_void_v<T>) return std::move(*s->value);
+    if (state_->wait(-1) != internal::WakeReason::kNotified) throw WaitCancelled();
+    return take();
+  }
+
+  // JoinHandle::try_join() / join_for() / join_until()
+  //
+  // As join(), with statuses instead of the cancellation exceptions:
+  //   kCancelled          the caller was cancelled while it waited
+  //   kDeadlineExceeded   join_for()/join_until() timed out
+  //   kAborted            the fiber was cancelled before producing a result
+  // After kCancelled or kDeadlineExceeded the handle stays joinable. An
+  // exception thrown by the fiber is rethrown.
+  JoinResult<T> try_join() { return join_impl(-1); }
+  JoinResult<T> join_until(absl::Time deadline) { return join_impl(internal::to_monotonic(deadline)); }
+  JoinResult<T> join_for(absl::Duration d) { return join_until(absl::Now() + d); }
+
+  // JoinHandle::abort()
+  //
+  // Cancels the fiber: its waits return kCancelled from now on (it decides
+  // how to finish), and if it has not started it never runs. No effect on
+  // a finished fiber. Any thread; the handle stays joinable.
+  void abort() {
+    WEFT_CHECK(state_ != nullptr, "JoinHandle::abort() on an empty handle");
+    state_->abort();
   }
 
   // JoinHandle::detach()
@@ -190,6 +232,32 @@ class JoinHandle {
  private:
   void reset() {
     if (state_ != nullptr) std::exchange(state_, nullptr)->release();
+  }
+  // take() consumes a completed handle.
+  T take() {
+    internal::JoinState<T>* s = std::exchange(state_, nullptr);
+    struct Release {
+      internal::JoinState<T>* s;
+      ~Release() { s->release(); }
+    } release{s};
+    if (s->take_outcome()) throw FiberCancelled();
+    if constexpr (!std::is_void_v<T>) return std::move(*s->value);
+  }
+  JoinResult<T> join_impl(int64_t deadline_nanos) {
+    WEFT_CHECK(state_ != nullptr,
+               "JoinHandle::try_join() on an empty handle (already joined, detached or moved from)");
+    internal::WakeReason r = state_->wait(deadline_nanos);
+    if (r != internal::WakeReason::kNotified) return internal::wake_status(r, "join");
+    try {
+      if constexpr (std::is_void_v<T>) {
+        take();
+        return absl::OkStatus();
+      } else {
+        return take();
+      }
+    } catch (const FiberCancelled&) {
+      return absl::AbortedError("join: the fiber was cancelled before it produced a result");
+    }
   }
   internal::JoinState<T>* state_ = nullptr;
 };
@@ -226,7 +294,7 @@ class Runtime {
   template <class Fn>
   absl::StatusOr<JoinHandle<internal::SpawnResult<Fn>>> try_spawn(
       Fn&& fn, SpawnOptions opts = {}, std::source_location loc = std::source_location::current()) {
-    auto s = internal::start_fiber(sched_.get(), opts.stack_size, loc, -1, std::forward<Fn>(fn));
+    auto s = internal::start_fiber(sched_.get(), opts, loc, -1, std::forward<Fn>(fn));
     if (!s.ok()) return s.status();
     return JoinHandle<internal::SpawnResult<Fn>>(*s);
   }
@@ -237,7 +305,7 @@ class Runtime {
                                                  std::source_location loc = std::source_location::current()) {
     WEFT_CHECK(worker >= 0 && worker < num_workers(), "spawn_on: no worker %d (runtime has %d)",
                worker, num_workers());
-    auto s = internal::start_fiber(sched_.get(), opts.stack_size, loc, worker, std::forward<Fn>(fn));
+    auto s = internal::start_fiber(sched_.get(), opts, loc, worker, std::forward<Fn>(fn));
     WEFT_CHECK(s.ok(), "spawn failed: %s", std::string(s.status().message()).c_str());
     return JoinHandle<internal::SpawnResult<Fn>>(*s);
   }
@@ -262,6 +330,14 @@ class Runtime {
   // Idempotent. Must not be called from one of this runtime's fibers.
   void shutdown();
 
+  // Runtime::shutdown(grace)
+  //
+  // A graceful shutdown: stops taking spawns from other threads (they are
+  // cancelled at once), cancels every fiber (their waits return
+  // kCancelled; fibers they spawn start cancelled), waits up to `grace` for
+  // all of them to finish, then does shutdown(). Returns what was left.
+  ShutdownReport shutdown(absl::Duration grace);
+
   RuntimeStats stats() const;
 
  private:
@@ -279,7 +355,7 @@ template <class Fn>
 JoinHandle<internal::SpawnResult<Fn>> spawn(Fn&& fn, SpawnOptions opts = {},
                                             std::source_location loc = std::source_location::current()) {
   internal::Scheduler* s = internal::current_scheduler_or_die("weft::spawn");
-  auto st = internal::start_fiber(s, opts.stack_size, loc, -1, std::forward<Fn>(fn));
+  auto st = internal::start_fiber(s, opts, loc, -1, std::forward<Fn>(fn));
   WEFT_CHECK(st.ok(), "spawn failed: %s", std::string(st.status().message()).c_str());
   return JoinHandle<internal::SpawnResult<Fn>>(*st);
 }
@@ -296,9 +372,31 @@ namespace this_fiber {
 // of its worker's queue. Suspends. Must be called on a fiber.
 void yield();
 // sleep_for()/sleep_until() suspend the fiber for at least the duration
-// (1 ms timer resolution). Must be called on a fiber.
-void sleep_for(absl::Duration d);
-void sleep_until(absl::Time deadline);
+// (1 ms timer resolution). kCancelled if the fiber is cancelled first (or
+// already was). Must be called on a fiber.
+absl::Status sleep_for(absl::Duration d);
+absl::Status sleep_until(absl::Time deadline);
+// cancellation() is the fiber's current token (see runtime/cancel.h); off
+// a fiber, a new token that nothing else cancels.
+CancellationToken cancellation();
+// cancelled() is whether the current fiber is cancelled (false off a fiber
+// or under a CancellationShield).
+bool cancelled();
+
+// CancellationShield: while one lives on a fiber, its waits ignore
+// cancellation, for cleanup that must finish (a final flush, waiting for
+// what depends on this frame). Nests. Keep shielded sections short and
+// bounded: a shielded fiber cannot be stopped except by shutdown's unwind.
+class CancellationShield {
+ public:
+  CancellationShield();
+  ~CancellationShield();
+  CancellationShield(const CancellationShield&) = delete;
+  CancellationShield& operator=(const CancellationShield&) = delete;
+
+ private:
+  internal::Fiber* fiber_;
+};
 // id() is the running fiber's id (unique within the process), 0 off a fiber.
 uint64_t id();
 // worker_id() is the index of the worker running the caller, -1 off a

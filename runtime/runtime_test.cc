@@ -140,16 +140,16 @@ TEST_CASE("sleep_for waits at least the duration") {
   auto rt = make(2);
   absl::Duration slept = rt->block_on([] {
     absl::Time t0 = absl::Now();
-    this_fiber::sleep_for(absl::Milliseconds(20));
+    (void)this_fiber::sleep_for(absl::Milliseconds(20));
     return absl::Now() - t0;
   });
   CHECK(slept >= absl::Milliseconds(20));
   CHECK(slept < absl::Seconds(5));
   rt->block_on([] {
     absl::Time d = absl::Now() + absl::Milliseconds(10);
-    this_fiber::sleep_until(d);
+    (void)this_fiber::sleep_until(d);
     CHECK(absl::Now() >= d);
-    this_fiber::sleep_until(absl::Now() - absl::Seconds(1));  // past: returns
+    (void)this_fiber::sleep_until(absl::Now() - absl::Seconds(1));  // past: returns
   });
 }
 
@@ -160,7 +160,7 @@ TEST_CASE("many sleepers wake in deadline order buckets") {
     std::vector<JoinHandle<void>> hs;
     for (int i = 0; i < 1000; ++i) {
       hs.push_back(spawn([&, i] {
-        this_fiber::sleep_for(absl::Milliseconds(1 + i % 20));
+        (void)this_fiber::sleep_for(absl::Milliseconds(1 + i % 20));
         woke.fetch_add(1);
       }));
     }
@@ -281,7 +281,7 @@ TEST_CASE("shutdown cancels parked and unstarted fibers and leaks nothing") {
         std::atomic<int>* n;
         ~Guard() { n->fetch_add(1); }
       } g{&unwound};
-      this_fiber::sleep_for(absl::Hours(1));
+      (void)this_fiber::sleep_for(absl::Hours(1));
       return 1;
     });
     while (rt->stats().total(&WorkerStats::parks) == 0) std::this_thread::yield();
@@ -308,7 +308,7 @@ TEST_CASE("shutdown with thousands of sleeping and queued fibers") {
           std::atomic<int>* n;
           ~Guard() { n->fetch_add(1); }
         } g{&unwound};
-        this_fiber::sleep_for(absl::Hours(1));
+        (void)this_fiber::sleep_for(absl::Hours(1));
       }));
     }
     while (rt->stats().total(&WorkerStats::parks) < 3000) std::this_thread::yield();
@@ -337,7 +337,7 @@ TEST_CASE("a fiber of one runtime can shut down another and carry on") {
           std::atomic<int>* n;
           ~Guard() { n->fetch_add(1); }
         } g{&unwound};
-        this_fiber::sleep_for(absl::Hours(1));
+        (void)this_fiber::sleep_for(absl::Hours(1));
       }).detach();
       while (inner->stats().total(&WorkerStats::parks) == 0) this_fiber::yield();
     }  // shut down from this fiber, on the outer runtime's worker
@@ -383,7 +383,7 @@ TEST_CASE("a worker busy with more yielding fibers than its queue holds still fi
     int64_t during = 0;
     auto sleeper = spawn([&] {
       int64_t before = yields.load();
-      this_fiber::sleep_for(absl::Milliseconds(20));
+      (void)this_fiber::sleep_for(absl::Milliseconds(20));
       during = yields.load() - before;
       stop.store(true);
     });
@@ -414,9 +414,9 @@ TEST_CASE("a fiber woken by its timer wakes no idle peer") {
   constexpr int kSleeps = 200;
   auto rt = *Runtime::create({.workers = 2});
   auto [wakeups, sleeps] = rt->block_on([&rt] {
-    for (int i = 0; i < 5; ++i) this_fiber::sleep_for(absl::Microseconds(200));
+    for (int i = 0; i < 5; ++i) (void)this_fiber::sleep_for(absl::Microseconds(200));
     RuntimeStats before = rt->stats();
-    for (int i = 0; i < kSleeps; ++i) this_fiber::sleep_for(absl::Microseconds(200));
+    for (int i = 0; i < kSleeps; ++i) (void)this_fiber::sleep_for(absl::Microseconds(200));
     RuntimeStats after = rt->stats();
     auto delta = [&](uint64_t WorkerStats::*f) { return after.total(f) - before.total(f); };
     return std::pair{delta(&WorkerStats::wakeups), delta(&WorkerStats::idle_sleeps)};
@@ -445,7 +445,7 @@ TEST_CASE("stats count spawns, runs and completions") {
 TEST_CASE("misuse fails loudly with a message that names it") {
   using weft::testing::expect_death;
   expect_death([] { this_fiber::yield(); }, "this_fiber::yield() called outside a fiber");
-  expect_death([] { this_fiber::sleep_for(absl::Milliseconds(1)); }, "sleep_for() called outside a fiber");
+  expect_death([] { (void)this_fiber::sleep_for(absl::Milliseconds(1)); }, "sleep_for() called outside a fiber");
   expect_death([] { spawn([] {}); }, "weft::spawn called outside a weft runtime");
   expect_death(
       [] {

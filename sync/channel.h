@@ -12,10 +12,15 @@
 //   send*     kFailedPrecondition  the channel is closed
 //             kResourceExhausted   full, with FullPolicy::kFail or try_send()
 //             kDeadlineExceeded    send_for()/send_until() timed out
+//             kCancelled           the sending fiber was cancelled while it waited
 //   recv*     kOutOfRange          closed and drained (end of stream)
 //             kUnavailable         try_recv() on an empty open channel
 //             kDeadlineExceeded    recv_for()/recv_until() timed out
-// A send that fails leaves its argument untouched, so nothing is lost.
+//             kCancelled           the receiving fiber was cancelled while it waited
+// A send that fails leaves its argument untouched, so nothing is lost. A
+// cancellation that races with a hand-over never loses the value: either
+// the value was handed over and the call returns it (OK), or it was not
+// and stays where it was (in the channel, or the sender's argument).
 //
 // Ordering: a value is received at most once, in the order sends
 // completed. A receiver waiting on an empty channel gets the value handed
@@ -173,9 +178,8 @@ class Channel {
     w.payload = &v;
     send_waiters_.push_back(&w);
     lock_.unlock();
-    if (!internal::settle_wait(w, send_waiters_, lock_, w.wait(deadline))) {
-      return absl::DeadlineExceededError("channel send timed out");
-    }
+    internal::WakeReason r = internal::settle_wait(w, send_waiters_, lock_, w.wait(deadline));
+    if (r != internal::WakeReason::kNotified) return internal::wake_status(r, "channel send");
     if (w.signal == kClosedSignal) return absl::FailedPreconditionError("send on a closed channel");
     return absl::OkStatus();  // a receiver moved v into the buffer
   }
@@ -214,9 +218,8 @@ class Channel {
     w.payload = &slot;
     recv_waiters_.push_back(&w);
     lock_.unlock();
-    if (!internal::settle_wait(w, recv_waiters_, lock_, w.wait(deadline))) {
-      return absl::DeadlineExceededError("channel recv timed out");
-    }
+    internal::WakeReason r = internal::settle_wait(w, recv_waiters_, lock_, w.wait(deadline));
+    if (r != internal::WakeReason::kNotified) return internal::wake_status(r, "channel recv");
     if (w.signal == kClosedSignal) return absl::OutOfRangeError("channel closed");
     return std::move(*slot);
   }

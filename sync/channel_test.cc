@@ -59,7 +59,7 @@ TEST_CASE("close wakes parked receivers and senders") {
     CHECK(full.send(0).ok());
     auto r = spawn([&] { return empty.recv().status().code(); });
     auto s = spawn([&] { return full.send(1).code(); });
-    this_fiber::sleep_for(absl::Milliseconds(5));
+    (void)this_fiber::sleep_for(absl::Milliseconds(5));
     empty.close();
     full.close();
     CHECK(r.join() == absl::StatusCode::kOutOfRange);

@@ -6,13 +6,13 @@
 
 namespace weft {
 
-void ConditionVariable::wait(std::unique_lock<Mutex>& lock) { wait_impl(lock, -1); }
+absl::Status ConditionVariable::wait(std::unique_lock<Mutex>& lock) { return wait_impl(lock, -1); }
 
-CvStatus ConditionVariable::wait_until(std::unique_lock<Mutex>& lock, absl::Time deadline) {
+absl::Status ConditionVariable::wait_until(std::unique_lock<Mutex>& lock, absl::Time deadline) {
   return wait_impl(lock, internal::to_monotonic(deadline));
 }
 
-CvStatus ConditionVariable::wait_impl(std::unique_lock<Mutex>& lock, int64_t deadline_nanos) {
+absl::Status ConditionVariable::wait_impl(std::unique_lock<Mutex>& lock, int64_t deadline_nanos) {
   WEFT_CHECK(lock.owns_lock(), "ConditionVariable::wait() with a lock that does not hold its mutex");
   internal::Waiter w;
   lock_.lock();
@@ -27,10 +27,12 @@ CvStatus ConditionVariable::wait_impl(std::unique_lock<Mutex>& lock, int64_t dea
     if (!notified) waiters_.remove(&w);
   }
   lock.lock();
-  if (r == internal::WakeReason::kCancelled && !notified) {
+  if (r == internal::WakeReason::kShutdown && !notified) {
     internal::unwind_if_cancelled(internal::current_fiber());
   }
-  return notified ? CvStatus::kNoTimeout : CvStatus::kTimeout;
+  if (notified) return absl::OkStatus();
+  return internal::wake_status(r == internal::WakeReason::kNotified ? internal::WakeReason::kTimeout : r,
+                               "ConditionVariable::wait");
 }
 
 void ConditionVariable::notify_one() {

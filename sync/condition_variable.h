@@ -8,14 +8,13 @@
 
 #include <mutex>
 
+#include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "runtime/internal/park.h"
 #include "runtime/internal/spin_lock.h"
 #include "sync/mutex.h"
 
 namespace weft {
-
-enum class CvStatus { kNoTimeout, kTimeout };
 
 class ConditionVariable {
  public:
@@ -26,31 +25,39 @@ class ConditionVariable {
   // ConditionVariable::wait()
   //
   // Atomically releases `lock` and waits for a notification, then
-  // re-acquires `lock`. Suspends. `lock` must hold the mutex.
-  void wait(std::unique_lock<Mutex>& lock);
-
+  // re-acquires `lock` (always, whatever the status). Suspends. `lock`
+  // must hold the mutex. OK when notified; kCancelled if the waiting fiber
+  // is cancelled first. The predicate form waits until pred() holds: OK,
+  // or kCancelled with pred() still false.
+  absl::Status wait(std::unique_lock<Mutex>& lock);
   template <class Pred>
-  void wait(std::unique_lock<Mutex>& lock, Pred pred) {
-    while (!pred()) wait(lock);
+  absl::Status wait(std::unique_lock<Mutex>& lock, Pred pred) {
+    while (!pred()) {
+      absl::Status s = wait(lock);
+      if (!s.ok()) return pred() ? absl::OkStatus() : s;
+    }
+    return absl::OkStatus();
   }
 
   // ConditionVariable::wait_for() / wait_until()
   //
-  // As wait(), but gives up at the deadline. Returns kTimeout if no
-  // notification arrived; the predicate forms return pred() at the end.
-  CvStatus wait_until(std::unique_lock<Mutex>& lock, absl::Time deadline);
-  CvStatus wait_for(std::unique_lock<Mutex>& lock, absl::Duration d) {
+  // As wait(), but also gives up at the deadline with kDeadlineExceeded;
+  // the predicate forms return OK as soon as pred() holds, even at the
+  // deadline.
+  absl::Status wait_until(std::unique_lock<Mutex>& lock, absl::Time deadline);
+  absl::Status wait_for(std::unique_lock<Mutex>& lock, absl::Duration d) {
     return wait_until(lock, absl::Now() + d);
   }
   template <class Pred>
-  bool wait_until(std::unique_lock<Mutex>& lock, absl::Time deadline, Pred pred) {
+  absl::Status wait_until(std::unique_lock<Mutex>& lock, absl::Time deadline, Pred pred) {
     while (!pred()) {
-      if (wait_until(lock, deadline) == CvStatus::kTimeout) return pred();
+      absl::Status s = wait_until(lock, deadline);
+      if (!s.ok()) return pred() ? absl::OkStatus() : s;
     }
-    return true;
+    return absl::OkStatus();
   }
   template <class Pred>
-  bool wait_for(std::unique_lock<Mutex>& lock, absl::Duration d, Pred pred) {
+  absl::Status wait_for(std::unique_lock<Mutex>& lock, absl::Duration d, Pred pred) {
     return wait_until(lock, absl::Now() + d, std::move(pred));
   }
 
@@ -60,7 +67,7 @@ class ConditionVariable {
   void notify_all();
 
  private:
-  CvStatus wait_impl(std::unique_lock<Mutex>& lock, int64_t deadline_nanos);
+  absl::Status wait_impl(std::unique_lock<Mutex>& lock, int64_t deadline_nanos);
   internal::SpinLock lock_;
   internal::WaitList waiters_ ABSL_GUARDED_BY(lock_);
 };

@@ -27,11 +27,11 @@ bool Event::is_set() const {
   return set_;
 }
 
-void Event::wait() { wait_impl(-1); }
-bool Event::wait_until(absl::Time deadline) { return wait_impl(internal::to_monotonic(deadline)); }
+absl::Status Event::wait() { return wait_impl(-1); }
+absl::Status Event::wait_until(absl::Time deadline) { return wait_impl(internal::to_monotonic(deadline)); }
 
-bool Event::wait_impl(int64_t deadline_nanos) {
-  return internal::wait_until_notified(lock_, waiters_, deadline_nanos,
+absl::Status Event::wait_impl(int64_t deadline_nanos) {
+  return internal::wait_until_notified(lock_, waiters_, deadline_nanos, "Event::wait",
                                        [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return set_; });
 }
 

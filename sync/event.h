@@ -3,8 +3,12 @@
 // weft::Event: a manual-reset event. set() releases every current and
 // future waiter until reset(). Memory ordering: everything done before
 // set() is visible after a wait() that returns because of it.
+//
+// Statuses of the waits: OK (set), kDeadlineExceeded (wait_for/until timed
+// out), kCancelled (the waiting fiber was cancelled first).
 #pragma once
 
+#include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "runtime/internal/park.h"
 #include "runtime/internal/spin_lock.h"
@@ -22,13 +26,13 @@ class Event {
   void reset();
   bool is_set() const;
   // wait() suspends until the event is set.
-  void wait();
-  // wait_for()/wait_until() give up at the deadline; true if set.
-  bool wait_until(absl::Time deadline);
-  bool wait_for(absl::Duration d) { return wait_until(absl::Now() + d); }
+  absl::Status wait();
+  // wait_for()/wait_until() give up at the deadline.
+  absl::Status wait_until(absl::Time deadline);
+  absl::Status wait_for(absl::Duration d) { return wait_until(absl::Now() + d); }
 
  private:
-  bool wait_impl(int64_t deadline_nanos);
+  absl::Status wait_impl(int64_t deadline_nanos);
   mutable internal::SpinLock lock_;
   bool set_ ABSL_GUARDED_BY(lock_) = false;
   internal::WaitList waiters_ ABSL_GUARDED_BY(lock_);

@@ -38,7 +38,7 @@ void Mutex::lock() {
     return;
   }
   WEFT_CHECK(owner_ != me, "Mutex::lock() by the fiber or thread that already holds it");
-  internal::Waiter w;
+  internal::Waiter w(internal::Cancellable::kNo);  // lock() ignores cancellation
   w.payload = reinterpret_cast<void*>(me);
   waiters_.push_back(&w);
   lock_.unlock();
@@ -51,7 +51,7 @@ void Mutex::lock() {
     owned = w.notified();
     if (!owned) waiters_.remove(&w);
   }
-  if (r == internal::WakeReason::kCancelled) {
+  if (r == internal::WakeReason::kShutdown) {
     if (owned) unlock();  // pass it on before unwinding
     internal::unwind_if_cancelled(internal::current_fiber());
   }

@@ -7,8 +7,10 @@
 //   weft::spawn([tx = std::move(tx)]() mutable { (void)tx.send(42); });
 //   absl::StatusOr<int> v = rx.recv();   // 42
 //
-// Statuses: recv() returns kCancelled if the sender was destroyed without
-// sending, kDeadlineExceeded when recv_for() times out, and
+// Statuses: recv() returns kAborted if the sender was destroyed without
+// sending, kDeadlineExceeded when recv_for()/recv_until() time out,
+// kCancelled if the receiving fiber is cancelled first (a value sent at the
+// same moment stays in the oneshot for the next recv), and
 // kFailedPrecondition if the value was already received. send() returns
 // kFailedPrecondition if a value was already sent and kCancelled if the
 // receiver is gone (the value is then left in the argument).
@@ -105,9 +107,8 @@ class OneshotReceiver {
 
   // recv() suspends until the value arrives or the sender is gone.
   absl::StatusOr<T> recv() { return recv_impl(-1); }
-  absl::StatusOr<T> recv_for(absl::Duration d) {
-    return recv_impl(internal::to_monotonic(absl::Now() + d));
-  }
+  absl::StatusOr<T> recv_for(absl::Duration d) { return recv_until(absl::Now() + d); }
+  absl::StatusOr<T> recv_until(absl::Time deadline) { return recv_impl(internal::to_monotonic(deadline)); }
   // try_recv() never waits: kUnavailable if nothing was sent yet.
   absl::StatusOr<T> try_recv() { return recv_impl(-2); }
 
@@ -126,15 +127,17 @@ class OneshotReceiver {
           s_->value.reset();
           return v;
         }
-        if (s_->sender_gone) return absl::CancelledError("Oneshot: sender dropped without sending");
+        if (s_->sender_gone) return absl::AbortedError("Oneshot: sender dropped without sending");
         if (deadline == -2) return absl::UnavailableError("Oneshot: nothing sent yet");
         if (deadline >= 0 && deadline <= internal::monotonic_now()) {
           return absl::DeadlineExceededError("Oneshot: recv timed out");
         }
         s_->waiters.push_back(&w);
       }
-      // Either way, look at the state again: sent, sender gone, or timed out.
-      internal::settle_wait(w, s_->waiters, s_->lock, w.wait(deadline));
+      // Notified or timed out, look at the state again: sent, sender gone,
+      // or timed out. Cancelled: the value (if any) stays for a later recv.
+      internal::WakeReason r = internal::settle_wait(w, s_->waiters, s_->lock, w.wait(deadline));
+      if (r == internal::WakeReason::kCancelled) return internal::wake_status(r, "Oneshot::recv");
     }
   }
   std::shared_ptr<internal::OneshotState<T>> s_;

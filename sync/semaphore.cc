@@ -20,28 +20,30 @@ bool Semaphore::try_acquire() {
   return true;
 }
 
-void Semaphore::acquire() { acquire_impl(-1); }
+absl::Status Semaphore::acquire() { return acquire_impl(-1); }
 
-bool Semaphore::acquire_until(absl::Time deadline) {
+absl::Status Semaphore::acquire_until(absl::Time deadline) {
   return acquire_impl(internal::to_monotonic(deadline));
 }
 
-bool Semaphore::acquire_impl(int64_t deadline_nanos) {
+absl::Status Semaphore::acquire_impl(int64_t deadline_nanos) {
   internal::Waiter w;
   lock_.lock();
   if (permits_ > 0 && waiters_.empty()) {
     --permits_;
     lock_.unlock();
-    return true;
+    return absl::OkStatus();
   }
   if (deadline_nanos >= 0 && deadline_nanos <= internal::monotonic_now()) {
     lock_.unlock();
-    return false;
+    return absl::DeadlineExceededError("Semaphore::acquire timed out");
   }
   waiters_.push_back(&w);
   lock_.unlock();
-  // Notified: release() handed us a permit.
-  return internal::settle_wait(w, waiters_, lock_, w.wait(deadline_nanos));
+  // Notified: release() handed us a permit, even if a timeout or a
+  // cancellation raced with it.
+  return internal::wake_status(internal::settle_wait(w, waiters_, lock_, w.wait(deadline_nanos)),
+                               "Semaphore::acquire");
 }
 
 void Semaphore::release(int64_t n) {

@@ -22,11 +22,12 @@ void WaitGroup::add(int64_t n) {
   if (count_ == 0) wake.add_all(waiters_);
 }
 
-void WaitGroup::wait() { wait_impl(-1); }
-bool WaitGroup::wait_for(absl::Duration d) { return wait_impl(internal::to_monotonic(absl::Now() + d)); }
+absl::Status WaitGroup::wait() { return wait_impl(-1); }
+absl::Status WaitGroup::wait_until(absl::Time deadline) { return wait_impl(internal::to_monotonic(deadline)); }
 
-bool WaitGroup::wait_impl(int64_t deadline_nanos) {
-  return internal::wait_until_notified(lock_, waiters_, deadline_nanos, [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+absl::Status WaitGroup::wait_impl(int64_t deadline_nanos) {
+  return internal::wait_until_notified(lock_, waiters_, deadline_nanos, "WaitGroup::wait",
+                                       [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
     return count_ == 0;
   });
 }

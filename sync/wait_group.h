@@ -7,6 +7,7 @@
 
 #include <cstdint>
 
+#include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "runtime/internal/park.h"
 #include "runtime/internal/spin_lock.h"
@@ -22,14 +23,17 @@ class WaitGroup {
 
   void add(int64_t n = 1);
   void done() { add(-1); }
-  // wait() suspends until the count is zero.
-  void wait();
-  // wait_for() gives up after d; true if the count reached zero.
-  bool wait_for(absl::Duration d);
+  // wait() suspends until the count is zero: OK, or kCancelled if the
+  // waiting fiber is cancelled first.
+  absl::Status wait();
+  // wait_for()/wait_until() also give up at the deadline with
+  // kDeadlineExceeded.
+  absl::Status wait_until(absl::Time deadline);
+  absl::Status wait_for(absl::Duration d) { return wait_until(absl::Now() + d); }
   int64_t count() const;
 
  private:
-  bool wait_impl(int64_t deadline_nanos);
+  absl::Status wait_impl(int64_t deadline_nanos);
   mutable internal::SpinLock lock_;
   int64_t count_ ABSL_GUARDED_BY(lock_);
   internal::WaitList waiters_ ABSL_GUARDED_BY(lock_);

@@ -60,7 +60,7 @@ TEST_CASE("a request and a chunked response through Beast over TCP, split in sma
         "5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n";
     for (size_t i = 0; i < raw.size(); i += 7) {
       REQUIRE(client.write_all(std::string_view(raw).substr(i, 7)).ok());
-      this_fiber::sleep_for(absl::Milliseconds(1));
+      (void)this_fiber::sleep_for(absl::Milliseconds(1));
     }
     BeastStream c(client);
     boost::beast::flat_buffer buf;
@@ -132,7 +132,7 @@ TEST_CASE("end of stream, mid-message end, reset and timeout map to Asio errors"
     SUBCASE("close from another fiber is operation_aborted") {
       auto [client, server] = connected_pair();
       auto closer = spawn([&, &server = server] {
-        this_fiber::sleep_for(absl::Milliseconds(20));
+        (void)this_fiber::sleep_for(absl::Milliseconds(20));
         (void)server.close();
       });
       BeastStream s(server);

@@ -57,7 +57,7 @@ Response handle(const Request& req) {
     res.result(bhttp::status::moved_permanently);
     res.set(bhttp::field::location, "loop");
   } else if (t == "/slow") {
-    this_fiber::sleep_for(absl::Milliseconds(500));
+    (void)this_fiber::sleep_for(absl::Milliseconds(500));
     res.body() = "slow";
   } else {
     res.body() = "hello " + std::string(t);
@@ -136,7 +136,7 @@ TEST_CASE("a pooled connection the server closed is replaced transparently") {
     auto loop = spawn([&] { return server.serve(); });
     Client client;
     REQUIRE(client.get(url).ok());
-    this_fiber::sleep_for(absl::Milliseconds(200));  // the server closes it
+    (void)this_fiber::sleep_for(absl::Milliseconds(200));  // the server closes it
     auto r = client.get(url);
     REQUIRE(r.ok());
     CHECK(r->body() == "hello /x");
@@ -185,7 +185,7 @@ struct RawServer {
         got.append(buf, *n);
       }
       (void)c->stream.write_all(reply);
-      if (stall > absl::ZeroDuration()) this_fiber::sleep_for(stall);
+      if (stall > absl::ZeroDuration()) (void)this_fiber::sleep_for(stall);
       (void)c->stream.close();
     });
   }

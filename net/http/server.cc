@@ -327,7 +327,7 @@ absl::Status Server::serve() {
       if (code == absl::StatusCode::kCancelled || code == absl::StatusCode::kFailedPrecondition) break;
       // kResourceExhausted: accept() backs off by itself. Anything else:
       // do not spin on a lasting error.
-      if (code != absl::StatusCode::kResourceExhausted) this_fiber::sleep_for(absl::Milliseconds(10));
+      if (code != absl::StatusCode::kResourceExhausted) (void)this_fiber::sleep_for(absl::Milliseconds(10));
       continue;
     }
     spawn([this, s = std::move(conn->stream)]() mutable { serve_connection(std::move(s)); }).detach();
@@ -580,19 +580,22 @@ absl::Status Server::shutdown(absl::Duration grace) {
   const absl::Time deadline = absl::Now() + grace;
   draining_.store(true);
   if (listener_.has_value()) (void)listener_->close();
+  // The connections' fibers use this server: wait for them even if the
+  // caller is cancelled.
+  this_fiber::CancellationShield shield;
   std::unique_lock lock(mu_);
   // Idle connections close now; busy ones close after their response.
   for (Conn* c : conns_) {
     int expected = kIdle;
     if (c->stream != nullptr && c->state.compare_exchange_strong(expected, kClosing)) (void)c->stream->close();
   }
-  if (drained_.wait_until(lock, deadline, [&] { return conns_.empty(); })) return absl::OkStatus();
+  if (drained_.wait_until(lock, deadline, [&] { return conns_.empty(); }).ok()) return absl::OkStatus();
   size_t cut = conns_.size();
   for (Conn* c : conns_) {
     c->state.store(kClosing);
     if (c->stream != nullptr) (void)c->stream->close();  // null: in a TLS handshake (bounded by its timeout)
   }
-  drained_.wait(lock, [&] { return conns_.empty(); });
+  (void)drained_.wait(lock, [&] { return conns_.empty(); });  // shielded: returns when empty
   return absl::DeadlineExceededError("http::Server::shutdown: " + std::to_string(cut) +
                                      " connections still busy after the grace period were closed");
 }

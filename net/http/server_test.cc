@@ -31,7 +31,7 @@ Response hello(const Request& req) {
   } else if (req.target() == "/throw") {
     throw std::runtime_error("handler failed");
   } else if (req.target() == "/slow") {
-    this_fiber::sleep_for(absl::Milliseconds(300));
+    (void)this_fiber::sleep_for(absl::Milliseconds(300));
     res.body() = "slow";
   } else {
     res.body() = "hi";
@@ -279,10 +279,10 @@ TEST_CASE("shutdown: in-flight requests finish, idle connections close, new ones
     // The busy connection may still be in the accept queue: wait for the
     // server to take it (an answer on one connection says nothing of the other).
     for (int i = 0; i < 5000 && server.stats().active_connections < 2; ++i) {
-      this_fiber::sleep_for(absl::Milliseconds(1));
+      (void)this_fiber::sleep_for(absl::Milliseconds(1));
     }
     CHECK(server.stats().active_connections == 2);
-    this_fiber::sleep_for(absl::Milliseconds(50));  // /slow is in its handler
+    (void)this_fiber::sleep_for(absl::Milliseconds(50));  // /slow is in its handler
     CHECK(server.shutdown(absl::Seconds(5)).ok());
     CHECK(loop.join().ok());
     CHECK(server.stats().active_connections == 0);
@@ -304,7 +304,7 @@ TEST_CASE("shutdown: in-flight requests finish, idle connections close, new ones
     auto busy = net::TcpStream::connect(addr);
     REQUIRE(busy.ok());
     REQUIRE(busy->write_all("GET /slow HTTP/1.1\r\nHost: x\r\n\r\n").ok());
-    this_fiber::sleep_for(absl::Milliseconds(50));
+    (void)this_fiber::sleep_for(absl::Milliseconds(50));
     absl::Status s = server.shutdown(absl::Milliseconds(50));
     CHECK(s.code() == absl::StatusCode::kDeadlineExceeded);
     CHECK(loop.join().ok());

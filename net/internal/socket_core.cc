@@ -102,8 +102,11 @@ absl::Status SocketCore::wait(Dir d, int64_t op_deadline, const char* what) {
   }
   waiters_[i].push_back(&w);
   lock_.unlock();
-  WakeReason r = w.wait(op_deadline);
-  if (settle_wait(w, waiters_[i], lock_, r)) return absl::OkStatus();  // retry the call
+  WakeReason r = settle_wait(w, waiters_[i], lock_, w.wait(op_deadline));
+  if (r == WakeReason::kNotified) return absl::OkStatus();  // retry the call
+  if (r == WakeReason::kCancelled) {
+    return absl::CancelledError(std::string(kind_) + "::" + what + ": the waiting fiber was cancelled");
+  }
   return absl::DeadlineExceededError(std::string(kind_) + "::" + what + ": timed out");
 }
 
@@ -327,7 +330,7 @@ absl::Status SocketCore::close() {
   ctl_.unlock();
   // 3. Wait for the calls in flight. Never throws.
   for (;;) {
-    Waiter w;
+    Waiter w(Cancellable::kNo);  // close() finishes even for a cancelled fiber
     lock_.lock();
     if (users_.load(std::memory_order_acquire) == 1) {
       lock_.unlock();
@@ -340,7 +343,7 @@ absl::Status SocketCore::close() {
       std::lock_guard<SpinLock> g(lock_);
       if (!w.notified()) drain_waiters_.remove(&w);
     }
-    if (r == WakeReason::kCancelled) {
+    if (r == WakeReason::kShutdown) {
       // This fiber is being cancelled but must not unwind from here: let
       // the fibers still inside the socket run (and leave) first.
       Worker::suspend(Worker::SwitchAction::kYield);

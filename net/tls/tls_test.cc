@@ -297,7 +297,7 @@ TEST_CASE("weft client against openssl s_server") {
     for (int i = 0; i < 200; ++i) {  // until s_server listens
       s = dial(port, client_ctx(), "localhost");
       if (s.ok() || s.status().code() != absl::StatusCode::kUnavailable) break;
-      this_fiber::sleep_for(absl::Milliseconds(25));
+      (void)this_fiber::sleep_for(absl::Milliseconds(25));
     }
     REQUIRE_MESSAGE(s.ok(), s.status().ToString());
     REQUIRE(s->write_all("hello\n").ok());

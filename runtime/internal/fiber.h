@@ -18,9 +18,11 @@
 #include <cstdint>
 
 #include "absl/status/status.h"
+#include "runtime/internal/cancel.h"
 #include "runtime/internal/fiber_context.h"
 #include "runtime/internal/io_messages.h"
 #include "runtime/internal/spawn.h"
+#include "runtime/internal/spin_lock.h"
 #include "runtime/internal/stack_pool.h"
 #include "timer/timer_wheel.h"
 
@@ -36,6 +38,13 @@ enum ParkState : uint64_t {
   kParking = 1,   // announced a park; its context may not be saved yet
   kParked = 2,    // context saved; whoever claims it must schedule it
   kNotified = 3,  // claimed by a waker for this sequence
+};
+
+// FiberCancelNode: a fiber registered on its innermost token; firing it
+// claims the fiber's cancellable park, if it is in one (park.cc).
+struct FiberCancelNode final : CancelNode {
+  Fiber* fiber = nullptr;
+  void on_cancel(CancelCause cause) noexcept override;
 };
 
 struct Fiber {
@@ -73,6 +82,24 @@ struct Fiber {
 
   bool unwind_requested = false;  // set at shutdown, when no worker runs
   bool unwinding = false;
+
+  // Cancellation (park.cc "Cancellable parks", cancel.cc "A fiber's
+  // tokens"). The fiber is cancelled when cancel_requested is set (abort(),
+  // Runtime::shutdown(deadline); sticky) or its innermost token is.
+  std::atomic<bool> cancel_requested{false};
+  std::atomic<uint64_t> cancel_park{0};  // seq of the cancellable park in progress, 0: none
+  // The token the fiber was spawned with (a reference; set before it first
+  // runs), and its own token, made on first use: a child of `token` that
+  // abort() cancels. Under cancel_lock (abort() reads own_token).
+  CancelState* token = nullptr;
+  SpinLock cancel_lock;
+  CancelState* own_token = nullptr;
+  // The innermost token in effect: own_token, or a with_timeout() child
+  // pushed on it; null: `token`. cancel_node is linked in it. Fiber-only.
+  CancelState* cancel_top = nullptr;
+  FiberCancelNode cancel_node;
+  // While > 0 (this_fiber::CancellationShield), parks ignore cancellation.
+  int cancel_shield = 0;
 };
 
 }  // namespace weft::internal

@@ -127,6 +127,7 @@ void Worker::serve_rescued() {
     if (s->driver_lock_.try_lock()) {  // step 4
       s->serve_driver(this, 0, true);
       s->driver_lock_.unlock();
+      if (!deferred_cancels_.empty()) run_deferred_cancels();
     }
     ++i;
   }

@@ -21,13 +21,32 @@
 //   2. A waker pops it under the lock and calls notify_locked(): it claims
 //      the park first and only then publishes notified_, because a waiter
 //      that sees notified_ may return and end its frame at once.
-//   3. A waiter woken by its deadline (or by shutdown) finds notified_
-//      false, takes the lock, and re-checks: still false means it removes
-//      itself (settle_wait); true means the waker won and completed the
-//      operation, which the waiter must honour.
+//   3. A waiter woken by its deadline, its cancellation or shutdown finds
+//      notified_ false, takes the lock, and re-checks: still false means it
+//      removes itself (settle_wait); true means the waker won and completed
+//      the operation, which the waiter must honour. So a cancellation that
+//      races with a completion never loses the completion.
+//
+// # Cancellable parks (a fiber's cancellation reaching its wait)
+//   A fiber is cancelled when its sticky cancel_requested flag is set
+//   (abort, shutdown) or its innermost token is cancelled.
+//   1. The parking fiber stores its sequence in cancel_park (seq_cst), then
+//      loads both (seq_cst). Either set: it claims its own park
+//      (kParking -> kNotified) and does not suspend.
+//   2. A canceller stores the flag or the token's cause (seq_cst), then
+//      loads cancel_park (seq_cst: request_cancel, or the fiber's
+//      FiberCancelNode firing) and, if non-zero, claims that sequence with
+//      try_claim, scheduling the fiber if it was kParked. By the store-load
+//      order, either the fiber sees the cancellation (step 1) or the
+//      canceller sees the sequence: a cancellation is never missed.
+//   3. A stale sequence (the fiber moved on) fails try_claim's check; an
+//      uncancellable park never publishes its sequence. After the park the
+//      fiber clears cancel_park.
 #include "runtime/internal/park.h"
 
 #include <time.h>
+
+#include <string>
 
 #include "runtime/internal/fiber.h"
 #include "runtime/internal/scheduler.h"
@@ -42,12 +61,70 @@ uint64_t prepare_park(Fiber* self) {
   return seq;
 }
 
-void park(Fiber* self, uint64_t seq, int64_t deadline_nanos) {
+void park(Fiber* self, uint64_t seq, int64_t deadline_nanos, Cancellable c) {
+  if (self->cancel_shield > 0) c = Cancellable::kNo;
+  if (c == Cancellable::kYes) {
+    self->cancel_park.store(seq, std::memory_order_seq_cst);  // cancellable step 1
+    if (fiber_cancelled(self)) {
+      uint64_t expect = (seq << 2) | kParking;
+      // Won or lost to a waker, the fiber is claimed and keeps running.
+      self->wake_word.compare_exchange_strong(expect, (seq << 2) | kNotified, std::memory_order_acq_rel);
+      self->cancel_park.store(0, std::memory_order_relaxed);
+      return;
+    }
+  }
   Worker* w = current_worker();
   if (deadline_nanos >= 0) w->arm_timer(self, seq, deadline_nanos);
   w->count_park();
   Worker::suspend(Worker::SwitchAction::kPark);  // step 2 runs in after_switch
   if (self->timer_worker != nullptr) Worker::disarm_timer(self);
+  if (c == Cancellable::kYes) self->cancel_park.store(0, std::memory_order_relaxed);  // cancellable step 3
+}
+
+namespace {
+Fiber* claim_cancellable_park(Fiber* f) {
+  uint64_t seq = f->cancel_park.load(std::memory_order_seq_cst);  // cancellable step 2
+  if (seq != 0 && try_claim(f, seq)) return f;
+  return nullptr;
+}
+}  // namespace
+
+Fiber* request_cancel(Fiber* f) {
+  f->cancel_requested.store(true, std::memory_order_seq_cst);
+  return claim_cancellable_park(f);
+}
+
+void FiberCancelNode::on_cancel(CancelCause) noexcept {
+  if (Fiber* f = claim_cancellable_park(fiber)) schedule(f);
+}
+
+const CancelState* fiber_top_token(const Fiber* f) {
+  return f->cancel_top != nullptr ? f->cancel_top : f->token;
+}
+
+bool fiber_cancelled(const Fiber* f) {
+  if (f->cancel_shield > 0) return false;
+  if (f->cancel_requested.load(std::memory_order_seq_cst)) return true;
+  const CancelState* t = fiber_top_token(f);
+  return t != nullptr && t->cancelled_for_park();
+}
+
+bool current_fiber_cancelled() {
+  Fiber* f = current_fiber();
+  return f != nullptr && fiber_cancelled(f);
+}
+
+absl::Status wake_status(WakeReason r, const char* what) {
+  switch (r) {
+    case WakeReason::kNotified:
+      return absl::OkStatus();
+    case WakeReason::kTimeout:
+      return absl::DeadlineExceededError(std::string(what) + " timed out");
+    case WakeReason::kCancelled:
+    case WakeReason::kShutdown:
+      break;
+  }
+  return absl::CancelledError(std::string(what) + " cancelled");
 }
 
 bool publish_parked(Fiber* f, uint64_t seq) {
@@ -87,15 +164,16 @@ void unwind_if_cancelled(Fiber* self) {
 
 // --- Waiter ---------------------------------------------------------------
 
-Waiter::Waiter() : fiber_(current_fiber()) {
+Waiter::Waiter(Cancellable c) : fiber_(current_fiber()), cancellable_(c) {
   if (fiber_ != nullptr) seq_ = prepare_park(fiber_);
 }
 
 WakeReason Waiter::wait(int64_t deadline_nanos) {
   if (fiber_ != nullptr) {
-    park(fiber_, seq_, deadline_nanos);
+    park(fiber_, seq_, deadline_nanos, cancellable_);
     if (notified()) return WakeReason::kNotified;
-    if (fiber_->unwind_requested && !fiber_->unwinding) return WakeReason::kCancelled;
+    if (fiber_->unwind_requested && !fiber_->unwinding) return WakeReason::kShutdown;
+    if (cancellable_ == Cancellable::kYes && fiber_cancelled(fiber_)) return WakeReason::kCancelled;
     return WakeReason::kTimeout;
   }
   for (;;) {
@@ -132,15 +210,15 @@ Fiber* Waiter::notify_locked() {
   return nullptr;
 }
 
-bool settle_wait(Waiter& w, WaitList& list, SpinLock& lock, WakeReason r) {
-  if (w.notified()) return true;
+WakeReason settle_wait(Waiter& w, WaitList& list, SpinLock& lock, WakeReason r) {
+  if (w.notified()) return WakeReason::kNotified;
   {
     std::lock_guard<SpinLock> g(lock);  // Waiter step 3
-    if (w.notified()) return true;      // the waker won the race with the timer
+    if (w.notified()) return WakeReason::kNotified;  // the waker won the race
     list.remove(&w);
   }
-  if (r == WakeReason::kCancelled) unwind_if_cancelled(current_fiber());
-  return false;
+  if (r == WakeReason::kShutdown) unwind_if_cancelled(current_fiber());
+  return r == WakeReason::kNotified ? WakeReason::kTimeout : r;
 }
 
 // --- WaitList ---------------------------------------------------------------
@@ -198,18 +276,20 @@ void Completion::set(absl::Status s, IoToken t) {
   wake.add_all(waiters);
 }
 
-absl::Status Completion::wait() {
+absl::Status Completion::wait(Cancellable c) {
   lock.lock();
   if (done) {
     lock.unlock();
     return status;
   }
-  Waiter w;
+  Waiter w(c);
   waiters.push_back(&w);
   lock.unlock();
-  settle_wait(w, waiters, lock, w.wait());
+  WakeReason r = settle_wait(w, waiters, lock, w.wait());
   std::lock_guard<SpinLock> g(lock);
-  return done ? status : absl::CancelledError("runtime shut down");
+  if (done) return status;
+  return r == WakeReason::kCancelled ? absl::CancelledError("wait cancelled")
+                                     : absl::CancelledError("runtime shut down");
 }
 
 }  // namespace weft::internal

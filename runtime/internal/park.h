@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "runtime/internal/cancel.h"
 #include "runtime/internal/io_messages.h"
 #include "runtime/internal/spin_lock.h"
 #include "runtime/platform/monotonic.h"
@@ -41,9 +42,14 @@ Fiber* current_fiber();
 // prepare_park() starts a park of the running fiber (step 1) and returns
 // its sequence. Wakers that know the sequence may claim it from now on.
 uint64_t prepare_park(Fiber* self);
+// Whether a park ends early when the fiber is cancelled (its token, its
+// JoinHandle's abort(), or Runtime::shutdown(deadline)).
+enum class Cancellable : bool { kNo = false, kYes = true };
+
 // park() suspends the fiber until a waker claims `seq` or `deadline_nanos`
-// (monotonic; <0: none) passes. Suspends. Never throws.
-void park(Fiber* self, uint64_t seq, int64_t deadline_nanos);
+// (monotonic; <0: none) passes, or, for a cancellable park, the fiber is
+// cancelled (at once if it already is). Suspends. Never throws.
+void park(Fiber* self, uint64_t seq, int64_t deadline_nanos, Cancellable c = Cancellable::kNo);
 // publish_parked() is step 2, run by the worker once the parking fiber's
 // context is saved: true if the fiber is now kParked, false if a waker
 // claimed it in between, in which case the caller must schedule it.
@@ -60,8 +66,32 @@ void schedule(Fiber* f);
 // running fiber (shutdown) and it is not unwinding yet.
 void unwind_if_cancelled(Fiber* self);
 
-// Returned by Waiter::wait().
-enum class WakeReason { kNotified, kTimeout, kCancelled };
+// request_cancel() marks f cancelled (sticky) and claims its cancellable
+// park, if it is in one. Returns the fiber for the caller to schedule(),
+// or null. f must stay alive for the call (its join state's lock or its
+// registry shard's lock keeps it).
+[[nodiscard]] Fiber* request_cancel(Fiber* f);
+// fiber_cancelled() is whether f is cancelled: its sticky flag, or its
+// innermost token. Read by the fiber itself.
+bool fiber_cancelled(const Fiber* f);
+// fiber_top_token() is f's innermost token, or null. Fiber-only.
+const CancelState* fiber_top_token(const Fiber* f);
+// current_fiber_cancelled() is fiber_cancelled(current_fiber()), false off
+// a fiber.
+bool current_fiber_cancelled();
+
+// Returned by Waiter::wait() and settle_wait().
+enum class WakeReason {
+  kNotified,   // a waker completed the operation
+  kTimeout,    // the deadline passed
+  kCancelled,  // the fiber was cancelled (a cancellable wait)
+  kShutdown,   // the runtime is unwinding the fiber (settle_wait throws)
+};
+
+// wake_status() turns a wait's end into the status every weft wait
+// returns: OK, kDeadlineExceeded "<what> timed out", kCancelled "<what>
+// cancelled".
+absl::Status wake_status(WakeReason r, const char* what);
 
 // Waiter: one waiting fiber or thread in a wait list of a sync primitive.
 // Lives on the waiter's stack. Protocol:
@@ -74,15 +104,18 @@ enum class WakeReason { kNotified, kTimeout, kCancelled };
 //          wake.schedule_all();
 //
 // Nothing may suspend between constructing a Waiter and calling wait().
+// A Waiter is cancellable unless constructed with Cancellable::kNo; only
+// fiber waiters are (a plain thread has no token).
 class Waiter {
  public:
-  Waiter();
+  explicit Waiter(Cancellable c = Cancellable::kYes);
   Waiter(const Waiter&) = delete;
   Waiter& operator=(const Waiter&) = delete;
 
-  // wait() blocks until notify_locked() or the deadline (monotonic nanos,
-  // <0: none). kCancelled: the runtime is cancelling this fiber; clean up,
-  // then call unwind_if_cancelled(). Suspends.
+  // wait() blocks until notify_locked(), the deadline (monotonic nanos,
+  // <0: none) or the fiber's cancellation. kShutdown: the runtime is
+  // unwinding this fiber; clean up, then call unwind_if_cancelled().
+  // Suspends.
   WakeReason wait(int64_t deadline_nanos = -1);
 
   // notify_locked() claims the waiter; call under the lock of the list it
@@ -100,6 +133,7 @@ class Waiter {
  private:
   Fiber* fiber_;
   uint64_t seq_ = 0;
+  Cancellable cancellable_;
   std::atomic<uint32_t> futex_{0};  // thread waiters: 1 once notified
   std::atomic<bool> notified_{false};
 };
@@ -119,10 +153,12 @@ class WaitList {
 };
 
 // settle_wait() finishes a wait that Waiter::wait() ended with `r`. Returns
-// true if the waiter was notified (the waker completed its operation).
-// Otherwise it removes the waiter from `list` under `lock` and returns
-// false, or throws FiberUnwind if the runtime is cancelling the fiber.
-bool settle_wait(Waiter& w, WaitList& list, SpinLock& lock, WakeReason r);
+// kNotified if the waiter was notified (the waker completed its operation,
+// even if a timeout or cancellation raced with it: the operation's result
+// is honoured, never lost). Otherwise it removes the waiter from `list`
+// under `lock` and returns kTimeout or kCancelled, or throws FiberUnwind if
+// the runtime is unwinding the fiber.
+WakeReason settle_wait(Waiter& w, WaitList& list, SpinLock& lock, WakeReason r);
 
 // WakeSet: the fibers a waker claimed under a lock, scheduled after the
 // lock is dropped (scheduling under it would make a woken fiber spin on
@@ -168,8 +204,10 @@ class WakeSet {
 struct Completion {
   void set(absl::Status s, IoToken token = kNoIoToken);
   // wait() suspends (or blocks the thread) until set(); kCancelled if the
-  // runtime cancels the waiting fiber first.
-  absl::Status wait();
+  // runtime unwinds the waiting fiber first, or, with Cancellable::kYes,
+  // if the fiber is cancelled first (then the setter may still run: the
+  // Completion must outlive it).
+  absl::Status wait(Cancellable c = Cancellable::kNo);
   SpinLock lock;
   bool done = false;
   absl::Status status;

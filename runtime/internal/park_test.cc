@@ -118,7 +118,7 @@ TEST_CASE("Waiter on a plain thread: notify wakes it, the deadline ends it") {
     WakeReason r = w.wait(monotonic_now() + 20'000'000);
     CHECK(r == WakeReason::kTimeout);
     CHECK(monotonic_now() - start >= 20'000'000);
-    CHECK_FALSE(settle_wait(w, list, lock, r));
+    CHECK(settle_wait(w, list, lock, r) != WakeReason::kNotified);
     CHECK(list.empty());
   }
   {
@@ -133,7 +133,7 @@ TEST_CASE("Waiter on a plain thread: notify wakes it, the deadline ends it") {
     });
     WakeReason r = w.wait();
     CHECK(r == WakeReason::kNotified);
-    CHECK(settle_wait(w, list, lock, r));
+    CHECK(settle_wait(w, list, lock, r) == WakeReason::kNotified);
     waker.join();
   }
 }
@@ -163,7 +163,7 @@ TEST_CASE("Waiter: a notify racing a deadline is honoured exactly once") {
     lock.unlock();
     queued.store(true);
     WakeReason reason = w.wait(monotonic_now() + (r % 3) * 10'000);
-    if (settle_wait(w, list, lock, reason)) {
+    if (settle_wait(w, list, lock, reason) == WakeReason::kNotified) {
       ++notified;
     } else {
       ++timed_out;

@@ -136,6 +136,9 @@ absl::StatusOr<Fiber*> Scheduler::new_fiber(size_t stack_size, size_t extra, voi
   *extra_mem = static_cast<char*>(mem) + kFiberHeader;
   f->reg_shard = w != nullptr ? w->id() : num_workers();
   register_fiber(f);
+  // After registering: drain() sets draining_ before it walks the registry,
+  // so a fiber it does not find sees the flag (shutdown.cc, draining step 2).
+  if (draining_.load(std::memory_order_seq_cst)) f->cancel_requested.store(true, std::memory_order_relaxed);
   return f;
 }
 
@@ -191,6 +194,7 @@ void Scheduler::discard_unstarted(Fiber* f, const absl::Status* why) {
     f->task->cancel();
   }
   f->task->~TaskBase();
+  release_fiber_tokens(f);
   unregister_fiber(f);
   free_control_block(f);
 }
@@ -203,7 +207,7 @@ void Scheduler::submit(Fiber* f) {
     return;
   }
   std::lock_guard<std::mutex> g(submit_mu_);
-  if (stopped_.load(std::memory_order_relaxed)) {
+  if (stopped_.load(std::memory_order_relaxed) || draining_.load(std::memory_order_relaxed)) {
     discard_unstarted(f);
     return;
   }
@@ -211,8 +215,10 @@ void Scheduler::submit(Fiber* f) {
 }
 
 void Scheduler::submit_to(Fiber* f, int target) {
+  Worker* cw = current_worker();
+  const bool outside = cw == nullptr || cw->scheduler() != this;
   std::lock_guard<std::mutex> g(submit_mu_);
-  if (stopped_.load(std::memory_order_relaxed)) {
+  if (stopped_.load(std::memory_order_relaxed) || (outside && draining_.load(std::memory_order_relaxed))) {
     discard_unstarted(f);
     return;
   }

@@ -22,12 +22,14 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "runtime/internal/fiber.h"
 #include "runtime/internal/inject_queue.h"
 #include "runtime/internal/io_messages.h"
 #include "runtime/internal/monitor.h"
 #include "runtime/internal/spin_lock.h"
 #include "runtime/internal/worker.h"
+#include "runtime/options.h"
 
 namespace weft {
 struct RuntimeOptions;
@@ -92,6 +94,9 @@ class Scheduler {
   // stop() cancels everything and joins the workers; idempotent. Must not
   // be called from one of this runtime's workers.
   void stop();
+  // drain() is Runtime::shutdown(grace)'s first half (shutdown.cc,
+  // "Draining"): cancel every fiber, wait up to `grace` for them to finish.
+  void drain(absl::Duration grace, ShutdownReport* report);
 
   void fill_stats(RuntimeStats* out) const;
   int64_t live_fibers() const;
@@ -153,6 +158,9 @@ class Scheduler {
   // other threads are cancelled at once instead of queued.
   std::mutex submit_mu_;
   std::atomic<bool> stopped_{false};
+  // Set by drain(): submissions from other threads are cancelled at once,
+  // and fibers spawned from now on start cancelled.
+  std::atomic<bool> draining_{false};
 };
 
 }  // namespace weft::internal

@@ -19,10 +19,24 @@
 //      (expire_all_timers_for_shutdown), releasing sleepers.
 //   5. A fiber that blocks forever while unwinding is reported and its
 //      stack released. No fiber or stack remains afterwards.
+//
+// # Draining (Runtime::shutdown(grace), before the above)
+//   1. drain() sets draining_ under submit_mu_: from then on, submissions
+//      from other threads are cancelled at once.
+//   2. It walks the registry and cancels every live fiber (request_cancel,
+//      and its own token, under the fiber's cancel_lock). A fiber created
+//      concurrently registers before it reads draining_, so the walk finds
+//      it or it starts cancelled.
+//   3. It polls live_fibers() every millisecond until zero or the grace
+//      period ends, and records what is left.
+#include <time.h>
+
 #include <cstdio>
+#include <string>
 #include <mutex>
 #include <utility>
 
+#include "runtime/internal/cancel.h"
 #include "runtime/internal/park.h"
 #include "runtime/internal/scheduler.h"
 #include "runtime/internal/worker.h"
@@ -52,10 +66,18 @@ void Worker::take_all_for_shutdown(std::vector<Fiber*>* out) {
 
 bool Worker::expire_all_timers_for_shutdown(std::vector<Fiber*>* out) {
   bool fired = false;
+  {
   std::lock_guard<SpinLock> g(timer_lock_);
   wheel_.advance(~uint64_t{0} >> 8, [&](TimerEntry* e) {
     timers_armed_.fetch_sub(1, std::memory_order_relaxed);
     auto tag = reinterpret_cast<uintptr_t>(e->owner);
+    if ((tag & 3) == 2) {
+      // A token's deadline (ptr|2): the runtime is going, so cancel it now.
+      auto* cs = reinterpret_cast<CancelState*>(tag & ~uintptr_t{3});
+      cs->timer_worker_.store(nullptr, std::memory_order_release);
+      if (cs->try_ref_from_timer()) deferred_cancels_.push_back(cs);
+      return;
+    }
     if (tag & 1) return;  // a socket timer: its socket is being closed
     Fiber* fb = static_cast<Fiber*>(e->owner);
     if (try_claim(fb, fb->timer_seq)) {
@@ -63,6 +85,11 @@ bool Worker::expire_all_timers_for_shutdown(std::vector<Fiber*>* out) {
       fired = true;
     }
   });
+  }
+  if (!deferred_cancels_.empty()) {
+    run_deferred_cancels();
+    fired = true;
+  }
   return fired;
 }
 
@@ -70,6 +97,54 @@ void Worker::adopt_thread_for_shutdown() {
   WEFT_CHECK(!thread_.joinable(), "adopt_thread_for_shutdown() on a running worker");
   set_current_worker(this);
   init_thread_context(&thread_ctx_);
+}
+
+// --- drain -------------------------------------------------------------------
+
+void Scheduler::drain(absl::Duration grace, ShutdownReport* report) {
+  Worker* cw = current_worker();
+  WEFT_CHECK(cw == nullptr || cw->scheduler() != this,
+             "Runtime::shutdown(grace) called from one of the runtime's own fibers or workers");
+  const int64_t deadline = monotonic_now() + absl::ToInt64Nanoseconds(grace);
+  {
+    std::lock_guard<std::mutex> g(submit_mu_);  // step 1
+    draining_.store(true, std::memory_order_seq_cst);
+  }
+  if (stopped_.load(std::memory_order_acquire)) return;
+  std::vector<Fiber*> claimed;  // step 2
+  std::vector<CancelState*> owns;
+  for (int i = 0; i <= num_workers(); ++i) {
+    RegistryShard& s = registry_[static_cast<size_t>(i)];
+    std::lock_guard<SpinLock> g(s.lock);
+    report->cancelled += s.count;
+    for (Fiber* f = s.head; f != nullptr; f = f->reg_next) {
+      if (Fiber* c = request_cancel(f)) claimed.push_back(c);
+      std::lock_guard<SpinLock> cg(f->cancel_lock);
+      if (f->own_token != nullptr) {
+        f->own_token->ref();
+        owns.push_back(f->own_token);
+      }
+    }
+  }
+  for (Fiber* f : claimed) schedule(f);
+  for (CancelState* s : owns) {
+    s->cancel(CancelCause::kCancelled);
+    s->unref();
+  }
+  while (live_fibers() > 0 && monotonic_now() < deadline) {  // step 3
+    timespec ts{0, 1000000};
+    nanosleep(&ts, nullptr);
+  }
+  report->left = live_fibers();
+  for (int i = 0; i <= num_workers() && report->left_fibers.size() < 16; ++i) {
+    RegistryShard& s = registry_[static_cast<size_t>(i)];
+    std::lock_guard<SpinLock> g(s.lock);
+    for (Fiber* f = s.head; f != nullptr && report->left_fibers.size() < 16; f = f->reg_next) {
+      report->left_fibers.push_back("fiber " + std::to_string(f->id) + " (spawned at " +
+                                    (f->spawn_file != nullptr ? f->spawn_file : "?") + ":" +
+                                    std::to_string(f->spawn_line) + ")");
+    }
+  }
 }
 
 // --- stop and reap ------------------------------------------------------------
@@ -150,6 +225,7 @@ void Scheduler::reap() {
       release_context(&f->ctx);
       free_stack(f->stack);
       cancel_join_state(f->join, f->id);  // its joiner must not wait forever
+      release_fiber_tokens(f);
       free_control_block(f);
     }
   }

@@ -42,16 +42,46 @@ void release_join_state(JoinStateBase* s) { s->release(); }
 
 void cancel_join_state(JoinStateBase* s, uint64_t fiber_id) { s->complete(nullptr, true, fiber_id); }
 
-bool JoinStateBase::wait() {
+WakeReason JoinStateBase::wait(int64_t deadline_nanos) {
   for (;;) {
     lock_.lock();
     if (done_.load(std::memory_order_relaxed)) break;
+    if (deadline_nanos >= 0 && deadline_nanos <= monotonic_now()) {
+      lock_.unlock();
+      return WakeReason::kTimeout;
+    }
     Waiter w;
     waiters_.push_back(&w);
     lock_.unlock();
-    settle_wait(w, waiters_, lock_, w.wait());
+    WakeReason r = settle_wait(w, waiters_, lock_, w.wait(deadline_nanos));
+    if (r != WakeReason::kNotified) return r;
   }
   lock_.unlock();
+  return WakeReason::kNotified;
+}
+
+void JoinStateBase::abort() {
+  Fiber* claimed = nullptr;
+  CancelState* own = nullptr;
+  {
+    // Under lock_ and not done, the fiber has not completed, so its control
+    // block (block_ is its Fiber) is alive.
+    std::lock_guard<SpinLock> g(lock_);
+    if (done_.load(std::memory_order_relaxed)) return;
+    auto* f = static_cast<Fiber*>(block_);
+    claimed = request_cancel(f);
+    std::lock_guard<SpinLock> cg(f->cancel_lock);
+    own = f->own_token;
+    if (own != nullptr) own->ref();
+  }
+  if (claimed != nullptr) schedule(claimed);
+  if (own != nullptr) {
+    own->cancel(CancelCause::kCancelled);
+    own->unref();
+  }
+}
+
+bool JoinStateBase::take_outcome() {
   if (cancelled_) return true;
   // The one joiner takes the exception: the join state may be freed by the
   // fiber's worker while the caller still handles it, and the exception's
@@ -72,7 +102,8 @@ absl::StatusOr<Fiber*> new_fiber(Scheduler* s, size_t stack_size, size_t extra, 
 }
 
 void start_new_fiber(Scheduler* s, Fiber* f, JoinStateBase* join, TaskBase* task, int target_worker,
-                     const char* file, int line) {
+                     const char* file, int line, CancelState* token) {
+  if (token != nullptr) bind_fiber_token(f, token);
   f->join = join;
   f->task = task;
   f->spawn_file = file;

@@ -50,11 +50,18 @@ class JoinStateBase {
   // complete() publishes the outcome and wakes the joiner. Called once, by
   // the fiber (or the runtime when it cancels a fiber that never ran).
   void complete(std::exception_ptr error, bool cancelled, uint64_t fiber_id);
-  // wait() suspends (or blocks the thread) until complete(), then
-  // rethrows the fiber's exception, if any; returns true if the fiber was
-  // cancelled. Called once, by the one joiner. Suspends.
-  bool wait();
+  // wait() suspends (or blocks the thread) until complete() (kNotified),
+  // the deadline (monotonic nanos, <0: none; kTimeout) or the joiner's
+  // cancellation (kCancelled). Called by the one joiner. Suspends.
+  WakeReason wait(int64_t deadline_nanos);
+  // take_outcome() rethrows the fiber's exception, if any; returns true if
+  // the fiber was cancelled before it produced a result. After wait()
+  // returned kNotified; once.
+  bool take_outcome();
   bool done() const { return done_.load(std::memory_order_acquire); }
+  // abort() cancels the fiber (its waits return kCancelled; if it has not
+  // started, it never runs). No effect once it has completed. Any thread.
+  void abort();
 
  private:
   void* const block_;
@@ -69,12 +76,13 @@ class JoinStateBase {
 // new_fiber() allocates a registered, not yet runnable fiber with `extra`
 // bytes for its join state and task at *extra_mem (Scheduler::new_fiber).
 absl::StatusOr<Fiber*> new_fiber(Scheduler* s, size_t stack_size, size_t extra, void** extra_mem);
-// start_new_fiber() binds the join state, the task and the spawn site
-// (file must be a static string), then submits the fiber: to
+// start_new_fiber() binds the join state, the task, the spawn site (file
+// must be a static string) and the token (may be null), then submits the
+// fiber: to
 // `target_worker` (a kSpawn message), or, for -1, to the calling worker or
 // the injection queue.
 void start_new_fiber(Scheduler* s, Fiber* f, JoinStateBase* join, TaskBase* task, int target_worker,
-                     const char* file, int line);
+                     const char* file, int line, CancelState* token);
 // current_fiber_id() is the running fiber's id (0 off a fiber).
 uint64_t current_fiber_id();
 // on_worker_thread() is true on any runtime's worker thread or fiber.

@@ -15,6 +15,7 @@
 //   tells ASan and TSan about it.
 #include <cstdio>
 
+#include "runtime/internal/cancel.h"
 #include "runtime/internal/fiber.h"
 #include "runtime/internal/park.h"
 #include "runtime/internal/scheduler.h"
@@ -116,12 +117,15 @@ void fiber_entry(Transfer t) {
   Fiber* self = current_worker()->current_;
   on_context_start(&self->ctx);
   Worker::after_switch(t);
-  if (self->unwind_requested) {
+  // A fiber cancelled before it started never runs (its join reports it
+  // as cancelled).
+  if (self->unwind_requested || fiber_cancelled(self)) {
     self->task->cancel();
   } else {
     self->task->run();
   }
   self->task->~TaskBase();
+  release_fiber_tokens(self);  // may yield: a canceller may be firing it
   Worker* w = current_worker();
   w->counters_.bump(w->counters_.completed);
   Fiber* next = w->next_local();

@@ -45,6 +45,7 @@
 
 namespace weft::internal {
 
+class CancelState;
 class Scheduler;
 
 // Per-worker counters. Written by the owner only (relaxed load+store, no
@@ -118,6 +119,11 @@ class Worker {
   // worker of the runtime, under that wheel's lock).
   void arm_timer(Fiber* f, uint64_t seq, int64_t deadline_nanos);
   static void disarm_timer(Fiber* f);
+  // arm_cancel_timer() puts a CancelState's deadline on this worker's
+  // wheel (cancel.h step 5); disarm_cancel_timer() takes it off, if `s`
+  // still names w as its timer's worker.
+  void arm_cancel_timer(CancelState* s, int64_t deadline_nanos);
+  static void disarm_cancel_timer(CancelState* s);
   // handle_io_message_direct() carries out a socket message on this
   // worker's poller and slot table from its own thread (io_call's direct
   // path), taking the driver lock.
@@ -201,6 +207,10 @@ class Worker {
   void handle_io_message(IoMessage* m) ABSL_EXCLUSIVE_LOCKS_REQUIRED(driver_lock_);
   void dispatch_io(uint64_t data, uint32_t events) ABSL_EXCLUSIVE_LOCKS_REQUIRED(driver_lock_);
   void fire_timers(Worker* runner) ABSL_EXCLUSIVE_LOCKS_REQUIRED(driver_lock_);
+  // run_deferred_cancels() cancels the states whose deadlines fire_timers()
+  // found due, after the driver lock is dropped: their callbacks may touch
+  // sockets, whose direct path takes that lock.
+  void run_deferred_cancels();
   int timeout_until_next_timer();
   // monitor.cc: the rescuer's side (owner of the rescuer).
   bool serves_others() const {
@@ -240,6 +250,7 @@ class Worker {
   } pending_{nullptr, SwitchAction::kNone};
   uint64_t tick_ = 0;
   std::vector<Worker*> serving_;  // drivers this worker serves as a rescuer
+  std::vector<CancelState*> deferred_cancels_;  // each holds a reference
   uint64_t rng_;
   uint64_t id_next_ = 0, id_end_ = 0;  // block of fiber ids (Scheduler::new_fiber)
   static constexpr int kMaxEvents = 256;

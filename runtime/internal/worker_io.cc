@@ -25,6 +25,7 @@
 #include <mutex>
 #include <optional>
 
+#include "runtime/internal/cancel.h"
 #include "runtime/internal/park.h"
 #include "runtime/internal/scheduler.h"
 #include "runtime/internal/worker.h"
@@ -61,6 +62,16 @@ void Worker::poll_once(int timeout_ms, bool use_poller) {
   }
   serve_driver(this, timeout_ms, use_poller);
   driver_lock_.unlock();
+  if (!deferred_cancels_.empty()) run_deferred_cancels();
+}
+
+void Worker::run_deferred_cancels() {
+  std::vector<CancelState*> due;
+  due.swap(deferred_cancels_);
+  for (CancelState* s : due) {
+    s->cancel(CancelCause::kDeadline);
+    s->unref();
+  }
 }
 
 void Worker::handle_io_message_direct(IoMessage* m) {
@@ -251,6 +262,12 @@ void Worker::fire_timers(Worker* runner) {
         timers_armed_.fetch_sub(1, std::memory_order_relaxed);
         runner->counters_.bump(runner->counters_.timers_fired);
         auto tag = reinterpret_cast<uintptr_t>(e->owner);
+        if ((tag & 3) == 2) {  // a CancelState's deadline (ptr|2): cancel.h step 5
+          auto* cs = reinterpret_cast<CancelState*>(tag & ~uintptr_t{3});
+          cs->timer_worker_.store(nullptr, std::memory_order_release);
+          if (cs->try_ref_from_timer()) runner->deferred_cancels_.push_back(cs);
+          return;
+        }
         if (tag & 1) {
           if (n_io < 64) {
             io_fired[n_io++] = tag >> 1;
@@ -302,6 +319,27 @@ void Worker::arm_timer(Fiber* f, uint64_t seq, int64_t deadline_nanos) {
   std::lock_guard<SpinLock> g(timer_lock_);
   wheel_.insert(&f->timer, tick);
   timers_armed_.fetch_add(1, std::memory_order_relaxed);
+}
+
+void Worker::arm_cancel_timer(CancelState* s, int64_t deadline_nanos) {
+  uint64_t tick = sched_->deadline_tick(deadline_nanos);
+  s->timer_.owner = reinterpret_cast<void*>(reinterpret_cast<uintptr_t>(s) | 2);
+  std::lock_guard<SpinLock> g(timer_lock_);
+  s->timer_worker_.store(this, std::memory_order_release);
+  wheel_.insert(&s->timer_, tick);
+  timers_armed_.fetch_add(1, std::memory_order_relaxed);
+}
+
+void Worker::disarm_cancel_timer(CancelState* s) {
+  for (;;) {
+    Worker* w = s->timer_worker_.load(std::memory_order_acquire);
+    if (w == nullptr) return;
+    std::lock_guard<SpinLock> g(w->timer_lock_);
+    if (s->timer_worker_.load(std::memory_order_relaxed) != w) continue;
+    if (w->wheel_.cancel(&s->timer_)) w->timers_armed_.fetch_sub(1, std::memory_order_relaxed);
+    s->timer_worker_.store(nullptr, std::memory_order_relaxed);
+    return;
+  }
 }
 
 void Worker::disarm_timer(Fiber* f) {

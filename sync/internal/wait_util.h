@@ -13,24 +13,26 @@
 
 namespace weft::internal {
 
-// wait_until_notified() returns true once ready() (evaluated under `lock`)
-// holds or a notification arrives, false at the deadline (monotonic nanos,
-// <0: none). Suspends.
+// wait_until_notified() returns OK once ready() (evaluated under `lock`)
+// holds or a notification arrives, kDeadlineExceeded at the deadline
+// (monotonic nanos, <0: none), kCancelled if the fiber is cancelled first.
+// `what` names the call in the status. Suspends.
 template <class Ready>
-bool wait_until_notified(SpinLock& lock, WaitList& list, int64_t deadline_nanos, Ready ready) {
+absl::Status wait_until_notified(SpinLock& lock, WaitList& list, int64_t deadline_nanos, const char* what,
+                                 Ready ready) {
   Waiter w;
   lock.lock();
   if (ready()) {
     lock.unlock();
-    return true;
+    return absl::OkStatus();
   }
   if (deadline_nanos >= 0 && deadline_nanos <= monotonic_now()) {
     lock.unlock();
-    return false;
+    return wake_status(WakeReason::kTimeout, what);
   }
   list.push_back(&w);
   lock.unlock();
-  return settle_wait(w, list, lock, w.wait(deadline_nanos));
+  return wake_status(settle_wait(w, list, lock, w.wait(deadline_nanos)), what);
 }
 
 }  // namespace weft::internal

@@ -223,7 +223,7 @@ void run_hog_case(Hog kind) {
   stop_client.store(true);
   client.join();
   stop_ticker.store(true);
-  (*rt)->block_on([&] { ticker_done.wait(); });
+  (*rt)->block_on([&] { (void)ticker_done.wait(); });
   std::string report = err.text();
   MESSAGE("stderr during the hog:\n" << report);
   RuntimeStats st = (*rt)->stats();

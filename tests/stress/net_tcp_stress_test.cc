@@ -139,7 +139,7 @@ void run_clients(const ClientPlan& plan) {
             errors.fetch_add(1);
             return;
           }
-          go.wait();
+          (void)go.wait();
           char out[kMsg], in[kMsg];
           for (int64_t k = 0; k < plan.round_trips; ++k) {
             fill(out, static_cast<uint32_t>(c), static_cast<uint32_t>(k));
@@ -302,7 +302,7 @@ void run(bool migrate) {
       exit_status = reaped == child.pid ? status : -1;
       for (auto& l : listeners) (void)l.close();
       for (auto& h : acceptors) h.join();
-      served.wait();
+      (void)served.wait();
       char buf[256];
       ssize_t n;
       while ((n = ::read(child.result_fd, buf, sizeof buf)) > 0) result.append(buf, static_cast<size_t>(n));

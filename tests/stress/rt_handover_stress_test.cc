@@ -107,7 +107,7 @@ TEST_CASE("stuck workers hand over and take back their drivers without losing an
   for (int i = 0; i < kSleepers; ++i) {
     fibers.push_back((*rt)->spawn([&, i] {
       for (int64_t k = 0; k < kSleeps; ++k) {
-        this_fiber::sleep_for(absl::Microseconds(500 + 500 * ((i + k) % 4)));
+        (void)this_fiber::sleep_for(absl::Microseconds(500 + 500 * ((i + k) % 4)));
         woken.fetch_add(1);
       }
     }));
@@ -119,7 +119,7 @@ TEST_CASE("stuck workers hand over and take back their drivers without losing an
       auto& s = streams[rng() % streams.size()];
       REQUIRE(s->migrate_to(static_cast<int>(rng() % static_cast<unsigned>(nw))).ok());
       migrations.fetch_add(1);
-      this_fiber::sleep_for(absl::Microseconds(300));
+      (void)this_fiber::sleep_for(absl::Microseconds(300));
     }
   }));
   // Hogs: spinning 2-6 ms, and blocking the thread 2-4 ms, on whatever
@@ -133,7 +133,7 @@ TEST_CASE("stuck workers hand over and take back their drivers without losing an
         } else {
           ::usleep(2000 + rng() % 2000);
         }
-        this_fiber::sleep_for(absl::Milliseconds(1));
+        (void)this_fiber::sleep_for(absl::Milliseconds(1));
       }
     }));
   }

@@ -53,7 +53,7 @@ TEST_CASE("mixed workload on 100,000 fibers keeps exact counts") {
                 break;
               case 1:
                 if (rng() % 16 == 0) {
-                  this_fiber::sleep_for(absl::Milliseconds(rng() % 3));
+                  (void)this_fiber::sleep_for(absl::Milliseconds(rng() % 3));
                   sh.sleeps.fetch_add(1, std::memory_order_relaxed);
                 } else {
                   this_fiber::yield();
@@ -76,7 +76,7 @@ TEST_CASE("mixed workload on 100,000 fibers keeps exact counts") {
           wg.done();
         }).detach();
       }
-      wg.wait();
+      (void)wg.wait();
       sh.ch.close();
       int64_t n = 0;
       for (auto& c : consumers) n += c.join();

@@ -25,7 +25,7 @@ TEST_CASE("repeated start/stop with fibers running, parked and queued") {
       for (int i = 0; i < 50; ++i) {
         hs.push_back(rt->spawn([ch, i] {
           if (i % 3 == 0) (void)ch->recv();            // parks until cancelled
-          if (i % 3 == 1) this_fiber::sleep_for(absl::Milliseconds(i));
+          if (i % 3 == 1) (void)this_fiber::sleep_for(absl::Milliseconds(i));
           return i;
         }));
       }

@@ -33,7 +33,7 @@ int main(int argc, char** argv) {
   if (!rt.ok()) return 1;
   int rc = (*rt)->block_on([&] {
     weft::http::Server server([&](const weft::http::Request& req) {
-      weft::this_fiber::sleep_for(sleep);
+      (void)weft::this_fiber::sleep_for(sleep);
       weft::http::Response res{boost::beast::http::status::ok, req.version()};
       res.body() = "done";
       return res;

@@ -27,7 +27,7 @@ int main(int argc, char** argv) {
         (void)ch.recv();
       }));
     }
-    started.wait();
+    (void)started.wait();
   }
   int64_t parked = bench::rss_bytes();
   bench::report("parked on a channel", static_cast<double>(parked - before) / n / 1024.0, "KiB/f",
@@ -37,10 +37,10 @@ int main(int argc, char** argv) {
     for (int64_t i = 0; i < n; ++i) {
       hs.push_back(rt->spawn([&] {
         started.done();
-        this_fiber::sleep_for(absl::Seconds(3600));
+        (void)this_fiber::sleep_for(absl::Seconds(3600));
       }));
     }
-    started.wait();
+    (void)started.wait();
   }
   int64_t sleeping = bench::rss_bytes();
   bench::report("sleeping", static_cast<double>(sleeping - parked) / n / 1024.0, "KiB/f", "raw fcontext parked",

@@ -24,7 +24,7 @@ int main(int argc, char** argv) {
         wg.done();
       }).detach();
     }
-    wg.wait();
+    (void)wg.wait();
     return bench::now_ns() - t0;
   });
   if (sum.load() != n) {

@@ -504,7 +504,7 @@ void run_connection(const Plan& plan, int conn, ConnState& st) {
     if (err.ok()) break;
     st.error(err);
     absl::Time wake = std::min(absl::Now() + plan.opts.reconnect_delay, plan.to_time(plan.end_ns));
-    this_fiber::sleep_until(wake);
+    (void)this_fiber::sleep_until(wake);
   }
 }
 
@@ -516,7 +516,7 @@ void run_progress(const Plan& plan, const std::vector<std::unique_ptr<ConnState>
   int64_t last_ns = plan.start_ns;
   uint64_t last_requests = 0;
   for (int64_t next = plan.start_ns + interval; next <= plan.end_ns; next += interval) {
-    this_fiber::sleep_until(plan.to_time(next));
+    (void)this_fiber::sleep_until(plan.to_time(next));
     int64_t now = now_ns();
     uint64_t requests = 0, errors = 0;
     for (const auto& c : conns) {

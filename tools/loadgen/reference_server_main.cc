@@ -76,9 +76,9 @@ int main(int argc, char** argv) {
                 weft::loadgen::mode_name(o.mode));
     std::fflush(stdout);
     if (duration > 0) {
-      weft::this_fiber::sleep_for(absl::Seconds(duration));
+      (void)weft::this_fiber::sleep_for(absl::Seconds(duration));
     } else {
-      for (;;) weft::this_fiber::sleep_for(absl::Hours(1));
+      for (;;) (void)weft::this_fiber::sleep_for(absl::Hours(1));
     }
     (*server)->stop();
     std::printf("served %llu connections\n",
