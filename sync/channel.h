@@ -136,7 +136,7 @@ class Channel {
 
   // deadline: -1 none, kNoWait, else monotonic nanos.
   absl::Status send_impl(T& v, int64_t deadline) {
-    internal::Fiber* wake = nullptr;
+    internal::WakeSet wake;  // declared first: wakes after unlock
     lock_.lock();
     if (closed_) {
       lock_.unlock();
@@ -147,9 +147,8 @@ class Channel {
       static_cast<std::optional<T>*>(rw->payload)->emplace(std::move(v));
       ++sent_;
       ++received_;
-      wake = rw->notify_locked();
+      wake.add(rw);
       lock_.unlock();
-      if (wake != nullptr) internal::schedule(wake);
       return absl::OkStatus();
     }
     if (buf_.size() < capacity_) {
@@ -185,7 +184,7 @@ class Channel {
   }
 
   absl::StatusOr<T> recv_impl(int64_t deadline) {
-    internal::Fiber* wake = nullptr;
+    internal::WakeSet wake;  // declared first: wakes after unlock
     lock_.lock();
     if (!buf_.empty()) {
       T v = std::move(buf_.front());
@@ -195,10 +194,9 @@ class Channel {
         // Room was made: move the longest-waiting sender's value in.
         buf_.push_back(std::move(*static_cast<T*>(sw->payload)));
         ++sent_;
-        wake = sw->notify_locked();
+        wake.add(sw);
       }
       lock_.unlock();
-      if (wake != nullptr) internal::schedule(wake);
       return v;
     }
     if (closed_) {

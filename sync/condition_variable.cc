@@ -22,10 +22,13 @@ absl::Status ConditionVariable::wait_impl(std::unique_lock<Mutex>& lock, int64_t
   internal::WakeReason r = w.wait(deadline_nanos);
   bool notified = w.notified();
   if (!notified) {
-    std::lock_guard<internal::SpinLock> g(lock_);
-    notified = w.notified();
-    if (!notified) waiters_.remove(&w);
+    {
+      std::lock_guard<internal::SpinLock> g(lock_);
+      notified = w.notified();
+      if (!notified) waiters_.remove(&w);
+    }
   }
+  if (notified) w.await_signal();
   lock.lock();
   if (r == internal::WakeReason::kShutdown && !notified) {
     internal::unwind_if_cancelled(internal::current_fiber());
@@ -36,12 +39,9 @@ absl::Status ConditionVariable::wait_impl(std::unique_lock<Mutex>& lock, int64_t
 }
 
 void ConditionVariable::notify_one() {
-  internal::Fiber* f = nullptr;
-  {
-    std::lock_guard<internal::SpinLock> g(lock_);
-    if (internal::Waiter* w = waiters_.pop_front()) f = w->notify_locked();
-  }
-  if (f != nullptr) internal::schedule(f);
+  internal::WakeSet wake;
+  std::lock_guard<internal::SpinLock> g(lock_);
+  wake.add(waiters_.pop_front());
 }
 
 void ConditionVariable::notify_all() {

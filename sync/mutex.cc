@@ -47,9 +47,12 @@ void Mutex::lock() {
   if (!owned) {
     // Woken before the hand-off was published, or cancelled: decide under
     // the lock.
-    std::lock_guard<internal::SpinLock> g(lock_);
-    owned = w.notified();
-    if (!owned) waiters_.remove(&w);
+    {
+      std::lock_guard<internal::SpinLock> g(lock_);
+      owned = w.notified();
+      if (!owned) waiters_.remove(&w);
+    }
+    if (owned) w.await_signal();
   }
   if (r == internal::WakeReason::kShutdown) {
     if (owned) unlock();  // pass it on before unwinding
@@ -59,7 +62,7 @@ void Mutex::lock() {
 }
 
 void Mutex::unlock() {
-  internal::Fiber* wake = nullptr;
+  internal::WakeSet wake;
   {
     std::lock_guard<internal::SpinLock> g(lock_);
     WEFT_CHECK(owner_ == internal::caller_id(),
@@ -69,10 +72,9 @@ void Mutex::unlock() {
       owner_ = 0;
     } else {
       owner_ = reinterpret_cast<uint64_t>(w->payload);
-      wake = w->notify_locked();
+      wake.add(w);
     }
   }
-  if (wake != nullptr) internal::schedule(wake);
 }
 
 }  // namespace weft

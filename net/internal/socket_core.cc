@@ -280,16 +280,13 @@ absl::Status SocketCore::migrate_to(int w) {
 }
 
 void SocketCore::release_closed() {
-  Fiber* f = nullptr;
-  {
-    std::lock_guard<SpinLock> g(lock_);
-    if (users_.fetch_sub(2, std::memory_order_acq_rel) == 3) {
-      if (Waiter* w = drain_waiters_.pop_front()) f = w->notify_locked();
-    }
+  WakeSet wake;  // declared first: wakes after the unlock
+  std::lock_guard<SpinLock> g(lock_);
+  if (users_.fetch_sub(2, std::memory_order_acq_rel) == 3) {
+    // The socket is not touched after the unlock; the waiter is close()'s,
+    // claimed here, so it cannot return before it is woken.
+    wake.add(drain_waiters_.pop_front());
   }
-  // The socket is not touched after the unlock; f is close()'s fiber,
-  // claimed here, so it cannot run before it is scheduled.
-  if (f != nullptr) schedule(f);
 }
 
 void SocketCore::lock_control_no_throw() {
@@ -339,10 +336,13 @@ absl::Status SocketCore::close() {
     drain_waiters_.push_back(&w);
     lock_.unlock();
     WakeReason r = w.wait();
-    if (!w.notified()) {
+    bool notified = w.notified();
+    if (!notified) {
       std::lock_guard<SpinLock> g(lock_);
-      if (!w.notified()) drain_waiters_.remove(&w);
+      notified = w.notified();
+      if (!notified) drain_waiters_.remove(&w);
     }
+    if (notified) w.await_signal();
     if (r == WakeReason::kShutdown) {
       // This fiber is being cancelled but must not unwind from here: let
       // the fibers still inside the socket run (and leave) first.

@@ -191,31 +191,50 @@ WakeReason Waiter::wait(int64_t deadline_nanos) {
   }
 }
 
-Fiber* Waiter::notify_locked() {
-  // Waiter step 2: claim before publishing notified_: a waiter that sees
-  // notified() may return without the lock and end its frame, so *this
-  // must not be read after the store.
+Waiter::Claim Waiter::notify_locked() {
+  // Waiter step 2: claim before publishing notified_: a fiber waiter that
+  // sees notified() may return without the lock and end its frame, so
+  // *this must not be read after the store. A thread waiter that sees it
+  // waits for signal_thread() (await_signal), which comes after the
+  // waker has dropped the lock: so a thread that returns may destroy the
+  // primitive at once.
   if (Fiber* f = fiber_) {
     bool mine = try_claim(f, seq_);
     notified_.store(true, std::memory_order_release);
-    return mine ? f : nullptr;
+    return {mine ? f : nullptr, nullptr};
   }
   std::atomic<uint32_t>* word = &futex_;
   notified_.store(true, std::memory_order_release);
+  return {nullptr, word};
+}
+
+void Waiter::signal_thread(std::atomic<uint32_t>* word) {
   word->store(1, std::memory_order_release);
   // The thread may already have seen the store and returned; a wake on its
   // dead frame's address is at worst a spurious wake for a futex user that
   // re-checks its condition, as every futex user must.
   futex_wake(word);
-  return nullptr;
+}
+
+void Waiter::await_signal() {
+  if (fiber_ != nullptr) return;
+  while (futex_.load(std::memory_order_acquire) != 1) futex_wait(&futex_, 0, nullptr);
 }
 
 WakeReason settle_wait(Waiter& w, WaitList& list, SpinLock& lock, WakeReason r) {
-  if (w.notified()) return WakeReason::kNotified;
+  if (w.notified()) {
+    w.await_signal();
+    return WakeReason::kNotified;
+  }
+  bool notified;
   {
     std::lock_guard<SpinLock> g(lock);  // Waiter step 3
-    if (w.notified()) return WakeReason::kNotified;  // the waker won the race
-    list.remove(&w);
+    notified = w.notified();            // true: the waker won the race
+    if (!notified) list.remove(&w);
+  }
+  if (notified) {
+    w.await_signal();
+    return WakeReason::kNotified;
   }
   if (r == WakeReason::kShutdown) unwind_if_cancelled(current_fiber());
   return r == WakeReason::kNotified ? WakeReason::kTimeout : r;
@@ -264,6 +283,11 @@ void WakeSet::schedule_all() {
     std::vector<Fiber*> more = std::move(more_);
     more_.clear();
     for (Fiber* f : more) schedule(f);
+  }
+  if (!threads_.empty()) {
+    std::vector<std::atomic<uint32_t>*> threads = std::move(threads_);
+    threads_.clear();
+    for (std::atomic<uint32_t>* word : threads) Waiter::signal_thread(word);
   }
 }
 

@@ -119,8 +119,20 @@ class Waiter {
   WakeReason wait(int64_t deadline_nanos = -1);
 
   // notify_locked() claims the waiter; call under the lock of the list it
-  // is on. Returns a fiber for the caller to schedule() after unlocking.
-  [[nodiscard]] Fiber* notify_locked();
+  // is on. The wake-up itself comes after the lock is dropped: a fiber to
+  // schedule(), or a thread's word to signal_thread(). Use WakeSet, which
+  // does both.
+  struct Claim {
+    Fiber* fiber = nullptr;
+    std::atomic<uint32_t>* word = nullptr;
+  };
+  [[nodiscard]] Claim notify_locked();
+  // signal_thread() wakes a thread waiter claimed by notify_locked().
+  static void signal_thread(std::atomic<uint32_t>* word);
+  // await_signal(): a notified thread waiter blocks until its waker has
+  // signalled it (and so is done with the primitive's lock); no-op on a
+  // fiber.
+  void await_signal();
 
   bool notified() const { return notified_.load(std::memory_order_acquire); }
   bool on_fiber() const { return fiber_ != nullptr; }
@@ -173,7 +185,10 @@ class WakeSet {
 
   // add() claims w (call under the lock of its list); null is ignored.
   void add(Waiter* w) {
-    if (w != nullptr) add_fiber(w->notify_locked());
+    if (w == nullptr) return;
+    Waiter::Claim c = w->notify_locked();
+    if (c.fiber != nullptr) add_fiber(c.fiber);
+    if (c.word != nullptr) threads_.push_back(c.word);
   }
   // add_all() claims every waiter of `list` (under its lock).
   void add_all(WaitList& list) {
@@ -197,6 +212,7 @@ class WakeSet {
   Fiber* inline_[kInline];
   size_t n_ = 0;
   std::vector<Fiber*> more_;
+  std::vector<std::atomic<uint32_t>*> threads_;  // thread waiters to signal
 };
 
 // Completion: a one-shot result that a worker hands back to the fiber or
