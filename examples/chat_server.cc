@@ -186,5 +186,8 @@ int main(int argc, char** argv) {
   weft::examples::ShutdownSignal signal;
   return weft::examples::run_server("chat_server", server, signal,
                                     [&](weft::net::TcpStream s) { room.serve(std::move(s)); },
-                                    [&] { room.close_all(); });
+                                    [&](absl::Time) {
+                                      room.close_all();  // chat clients never leave by themselves
+                                      return absl::OkStatus();
+                                    });
 }

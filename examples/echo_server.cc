@@ -5,8 +5,8 @@
 //   bazel run -c opt //examples:echo_server -- --port 7000 --workers 2
 //   bazel run -c opt //examples:echo_client -- --port 7000
 //
-// Shows: TcpListener/TcpStream, one fiber per connection, clean shutdown on
-// SIGINT/SIGTERM (examples/example_util.h).
+// Shows: TcpListener/TcpStream, one fiber per connection, a graceful drain
+// on SIGINT/SIGTERM (examples/example_util.h, docs/signal.md).
 #include <vector>
 
 #include "examples/example_util.h"

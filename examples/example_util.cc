@@ -14,6 +14,8 @@
 #include <optional>
 #include <string>
 
+#include "absl/time/time.h"
+
 #include "net/unix.h"
 #include "runtime/runtime.h"
 
@@ -41,6 +43,9 @@ void Flags::add(std::string name, int* value, std::string help) {
 void Flags::add(std::string name, bool* value, std::string help) {
   add_flag(std::move(name), Kind::kBool, value, std::move(help), *value ? "true" : "false");
 }
+void Flags::add(std::string name, absl::Duration* value, std::string help) {
+  add_flag(std::move(name), Kind::kDuration, value, std::move(help), absl::FormatDuration(*value));
+}
 
 bool Flags::set(const Flag& f, std::string_view text) const {
   switch (f.kind) {
@@ -56,6 +61,12 @@ bool Flags::set(const Flag& f, std::string_view text) const {
         return false;
       }
       return true;
+    case Kind::kDuration: {
+      absl::Duration d;
+      if (!absl::ParseDuration(std::string(text), &d) || d < absl::ZeroDuration()) return false;
+      *static_cast<absl::Duration*>(f.value) = d;
+      return true;
+    }
     case Kind::kInt64:
     case Kind::kInt: {
       int64_t v = 0;
@@ -129,6 +140,8 @@ void ServerFlags::add_to(Flags& flags) {
             "which worker owns an accepted connection: round_robin, least_loaded or same");
   flags.add("unix", &unix_path,
             "listen on this UNIX socket path (or @NAME, an abstract name) instead of host:port");
+  flags.add("drain-timeout", &drain_timeout,
+            "after SIGINT/SIGTERM, how long connections may take to finish (e.g. 5s, 500ms)");
 }
 
 absl::StatusOr<std::pair<std::string, uint16_t>> parse_host_port(std::string_view text) {
@@ -158,56 +171,23 @@ absl::StatusOr<net::SocketAddress> resolve_one(const std::string& host, uint16_t
 // ShutdownSignal
 // ---------------------------------------------------------------------------
 
-namespace {
-
-sigset_t shutdown_signals() {
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGTERM);
-  return set;
-}
-
-}  // namespace
-
 ShutdownSignal::ShutdownSignal() {
-  sigset_t set = shutdown_signals();
-  // Threads inherit the mask of the thread that creates them: every thread
-  // made from now on (workers, the blocking pool) leaves these signals to
-  // run() below.
-  int err = pthread_sigmask(SIG_BLOCK, &set, nullptr);
-  if (err != 0) {
-    std::fprintf(stderr, "pthread_sigmask: %s\n", std::strerror(err));
-    std::abort();
+  auto set = signal::SignalSet::open({SIGINT, SIGTERM});
+  if (!set.ok()) {
+    std::fprintf(stderr, "cannot receive SIGINT/SIGTERM: %s\n", set.status().ToString().c_str());
+    std::exit(1);
   }
-  thread_ = std::thread([this] { run(); });
+  set_ = std::move(*set);
 }
 
-ShutdownSignal::~ShutdownSignal() {
-  quitting_.store(true, std::memory_order_release);
-  // Wake the sigwait() with a signal aimed at that thread alone.
-  if (thread_.joinable()) {
-    pthread_kill(thread_.native_handle(), SIGTERM);
-    thread_.join();
-  }
-}
-
-void ShutdownSignal::quiesce() {
-  std::lock_guard<std::mutex> g(set_mu_);
-  quiesced_ = true;
-}
-
-void ShutdownSignal::run() {
-  sigset_t set = shutdown_signals();
+void ShutdownSignal::watch() {
   bool first = true;
   for (;;) {
-    int sig = 0;
-    if (sigwait(&set, &sig) != 0) continue;
-    if (quitting_.load(std::memory_order_acquire)) return;
+    auto sig = set_.recv();
+    if (!sig.ok()) return;  // closed
     if (first) {
       first = false;
-      std::lock_guard<std::mutex> g(set_mu_);
-      if (!quiesced_) requested_.set();
+      requested_.set();
       continue;
     }
     // A second signal while shutting down: give up at once.
@@ -228,7 +208,7 @@ namespace {
 template <class Listener, class ToTcp>
 absl::Status accept_loop(Listener& listener, Event& stop, const ConnectionHandler& on_conn,
                          const std::function<void(const net::SocketAddress&)>& on_listening,
-                         ToTcp to_tcp) {
+                         WaitGroup* connections, ToTcp to_tcp) {
   auto local = listener.local_address();
   if (!local.ok()) return local.status();
   std::printf("listening on %s\n", local->to_string().c_str());
@@ -253,8 +233,16 @@ absl::Status accept_loop(Listener& listener, Event& stop, const ConnectionHandle
       }
       continue;
     }
-    spawn([&on_conn, s = to_tcp(std::move(conn->stream))]() mutable { on_conn(std::move(s)); })
-        .detach();
+    if (connections != nullptr) connections->add(1);  // before the fiber runs: drained counts it
+    spawn([&on_conn, connections, s = to_tcp(std::move(conn->stream))]() mutable {
+      struct Done {
+        WaitGroup* wg;
+        ~Done() {  // also when the runtime cancels the fiber
+          if (wg != nullptr) wg->done();
+        }
+      } done{connections};
+      on_conn(std::move(s));
+    }).detach();
   }
   stop.set();  // in case the loop ended for another reason
   closer.join();
@@ -265,7 +253,8 @@ absl::Status accept_loop(Listener& listener, Event& stop, const ConnectionHandle
 
 absl::Status serve(const ServerFlags& flags, Event& stop, const ConnectionHandler& on_conn,
                    net::ListenOptions opts,
-                   const std::function<void(const net::SocketAddress&)>& on_listening) {
+                   const std::function<void(const net::SocketAddress&)>& on_listening,
+                   WaitGroup* connections) {
   if (flags.port < 0 || flags.port > 65535) return absl::InvalidArgumentError("--port must be 0..65535");
   if (flags.placement == "round_robin") {
     opts.placement = net::AcceptPlacement::kRoundRobin;
@@ -282,30 +271,49 @@ absl::Status serve(const ServerFlags& flags, Event& stop, const ConnectionHandle
     if (!addr.ok()) return addr.status();
     auto listener = net::UnixListener::bind(*addr, {.backlog = opts.backlog, .placement = opts.placement});
     if (!listener.ok()) return listener.status();
-    return accept_loop(*listener, stop, on_conn, on_listening,
+    return accept_loop(*listener, stop, on_conn, on_listening, connections,
                        [](net::UnixStream s) { return std::move(s).into_stream(); });
   }
   auto addr = resolve_one(flags.host, static_cast<uint16_t>(flags.port));
   if (!addr.ok()) return addr.status();
   auto listener = net::TcpListener::bind(*addr, opts);
   if (!listener.ok()) return listener.status();
-  return accept_loop(*listener, stop, on_conn, on_listening, [](net::TcpStream s) { return s; });
+  return accept_loop(*listener, stop, on_conn, on_listening, connections,
+                     [](net::TcpStream s) { return s; });
 }
 
 int run_server(const char* program, const ServerFlags& flags, ShutdownSignal& signal,
-               const ConnectionHandler& on_conn, const std::function<void()>& after_stop,
+               const ConnectionHandler& on_conn,
+               const std::function<absl::Status(absl::Time drain_deadline)>& after_stop,
                net::ListenOptions opts) {
+  // Declared before the runtime, which is destroyed first: connection
+  // fibers it cancels still count themselves out.
+  WaitGroup connections;
   auto rt = Runtime::create({.workers = flags.workers});
   if (!rt.ok()) {
     std::fprintf(stderr, "%s: cannot start the runtime: %s\n", program, rt.status().ToString().c_str());
     return 1;
   }
   absl::Status st = (*rt)->block_on([&] {
-    absl::Status served = serve(flags, signal.requested(), on_conn, opts);
-    if (after_stop) after_stop();
-    return served;
+    spawn([&] { signal.watch(); }).detach();  // step 2
+    absl::Status served = serve(flags, signal.requested(), on_conn, opts, nullptr, &connections);
+    if (!served.ok()) return served;
+    // Step 4: the listener is closed; drain.
+    const absl::Time deadline = absl::Now() + flags.drain_timeout;
+    std::fprintf(stderr, "%s: stopping: listener closed, draining %lld connections for up to %s\n", program,
+                 static_cast<long long>(connections.count()), absl::FormatDuration(flags.drain_timeout).c_str());
+    if (after_stop) {
+      absl::Status s = after_stop(deadline);
+      if (!s.ok()) std::fprintf(stderr, "%s: drain timeout: %s\n", program, std::string(s.message()).c_str());
+    }
+    if (!connections.wait_for(deadline - absl::Now())) {
+      std::fprintf(stderr, "%s: drain timeout: closing %lld connections still open\n", program,
+                   static_cast<long long>(connections.count()));
+    } else {
+      std::fprintf(stderr, "%s: drained\n", program);
+    }
+    return absl::OkStatus();
   });
-  signal.quiesce();
   if (!st.ok()) {
     std::fprintf(stderr, "%s: %s\n", program, st.ToString().c_str());
     return 1;

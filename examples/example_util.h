@@ -1,8 +1,8 @@
 // examples/example_util.h
 //
 // What every example program shares: a tiny flag parser, the --host/--port/
-// --workers flags of a server, clean shutdown on SIGINT/SIGTERM and the
-// accept loop.
+// --workers/--drain-timeout flags of a server, graceful shutdown on
+// SIGINT/SIGTERM and the accept loop.
 //
 //   int main(int argc, char** argv) {
 //     weft::examples::ServerFlags server;
@@ -15,20 +15,29 @@
 //   }
 //
 // Shutdown, step by step:
-//   1. ShutdownSignal blocks SIGINT and SIGTERM in the calling thread before
-//      the runtime exists, so every worker thread inherits the mask and only
-//      its own sigwait() thread ever sees them.
-//   2. On a signal that thread sets an Event (Event works from plain
-//      threads). A second signal exits at once (_exit(130)).
-//   3. serve() runs a closer fiber that waits for the Event and closes the
-//      listener; closing wakes the fiber parked in accept() with kCancelled,
-//      so the accept loop ends. The listener lives on the accepting fiber's
-//      stack, which joins the closer before the listener goes away.
-//   4. run_server() returns from block_on() and calls quiesce(), so the
-//      signal thread is out of Event::set() (which touches the runtime)
-//      before the runtime goes; destroying the Runtime cancels
-//      the connection fibers still running (their streams close as their
-//      stacks unwind), and main returns 0.
+//   1. ShutdownSignal opens a weft::signal::SignalSet for SIGINT and SIGTERM
+//      in main, before the runtime exists, so the main thread and every
+//      thread started afterwards block them and they reach the set's
+//      signalfd (signal/signal.h says why this order matters).
+//   2. run_server() starts ShutdownSignal::watch() on a fiber. The first
+//      signal sets requested(); a second one prints a line and exits at
+//      once (_exit(130)).
+//   3. serve() runs a closer fiber that waits for requested() and closes
+//      the listener, so new connections are refused; closing wakes the fiber
+//      parked in accept() with kCancelled and the accept loop ends. The
+//      listener lives on the accepting fiber's stack, which joins the closer
+//      before the listener goes away.
+//   4. Draining: run_server() calls `after_stop` with the drain deadline
+//      (--drain-timeout after the signal; http_hello shuts its http::Server
+//      down there) and waits until every connection handler has returned or
+//      the deadline passes. Connections still open then are counted in a
+//      line on stderr ("echo_server: drain timeout: closing 3 connections
+//      still open").
+//   5. run_server() returns 0 from block_on(); destroying the Runtime
+//      cancels the fibers still running (the watcher, connections cut at
+//      the deadline: their streams close as their stacks unwind), and
+//      main's ShutdownSignal closes the set last, which restores SIGINT's
+//      and SIGTERM's dispositions.
 #pragma once
 
 #include <atomic>
@@ -45,7 +54,9 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "net/net.h"
+#include "signal/signal.h"
 #include "sync/sync.h"
 
 namespace weft::examples {
@@ -61,6 +72,8 @@ class Flags {
   void add(std::string name, int64_t* value, std::string help);
   void add(std::string name, int* value, std::string help);
   void add(std::string name, bool* value, std::string help);
+  // A duration in absl's syntax: "5s", "250ms", "1m30s".
+  void add(std::string name, absl::Duration* value, std::string help);
 
   // parse() sets the registered variables from argv or exits.
   void parse(int argc, char** argv);
@@ -68,7 +81,7 @@ class Flags {
   [[noreturn]] void usage_error(std::string_view message) const;
 
  private:
-  enum class Kind { kString, kInt64, kInt, kBool };
+  enum class Kind { kString, kInt64, kInt, kBool, kDuration };
   struct Flag {
     std::string name;
     Kind kind;
@@ -98,6 +111,9 @@ struct ServerFlags {
   // of host:port. A stale socket file is replaced; the file is removed on a
   // clean stop.
   std::string unix_path;
+  // How long connections may take to finish after SIGINT/SIGTERM before
+  // the server closes them and exits (run_server, shutdown step 4).
+  absl::Duration drain_timeout = absl::Seconds(5);
   void add_to(Flags& flags);
 };
 
@@ -109,12 +125,12 @@ absl::StatusOr<std::pair<std::string, uint16_t>> parse_host_port(std::string_vie
 absl::StatusOr<net::SocketAddress> resolve_one(const std::string& host, uint16_t port);
 
 // ShutdownSignal: SIGINT/SIGTERM turned into a weft::Event (see the file
-// comment). Construct it in main before Runtime::create(), and keep it
-// alive longer than the runtime. One per process.
+// comment). Construct it in main before Runtime::create() (it exits 1 if
+// the signals cannot be reserved), and keep it alive longer than the
+// runtime. One per process.
 class ShutdownSignal {
  public:
   ShutdownSignal();
-  ~ShutdownSignal();
   ShutdownSignal(const ShutdownSignal&) = delete;
   ShutdownSignal& operator=(const ShutdownSignal&) = delete;
 
@@ -122,23 +138,17 @@ class ShutdownSignal {
   // stop the server from inside.
   Event& requested() { return requested_; }
 
-  // ShutdownSignal::quiesce()
+  // ShutdownSignal::watch()
   //
-  // Waits until the signal thread is not inside requested().set(), and
-  // stops it from touching the Event again. Call it before destroying the
-  // runtime whose fibers wait on requested(): waking a fiber from a plain
-  // thread touches that fiber's runtime (the wake-up goes through its
-  // inject queue and idle workers), and the woken fiber may otherwise
-  // finish, and the runtime be destroyed, while the set() is still running.
-  void quiesce();
+  // Receives the signals for as long as the runtime runs: the first sets
+  // requested(), the second exits the process at once (_exit(130)).
+  // run_server() runs it on a detached fiber; the runtime's destruction
+  // ends it. Must be called on a fiber. Suspends.
+  void watch();
 
  private:
-  void run();
+  signal::SignalSet set_;
   Event requested_;
-  std::mutex set_mu_;
-  bool quiesced_ ABSL_GUARDED_BY(set_mu_) = false;
-  std::atomic<bool> quitting_{false};
-  std::thread thread_;
 };
 
 using ConnectionHandler = std::function<void(net::TcpStream)>;
@@ -152,23 +162,30 @@ using ConnectionHandler = std::function<void(net::TcpStream)>;
 // uses `opts` with the placement that flags.placement names. `on_conn` must
 // outlive the runtime (connection fibers may still run when serve()
 // returns). `on_listening`, if given, gets the bound address before the
-// first accept. Returns the bind error, or OK once stopped. Must run on a
+// first accept. `connections`, if given, counts the handlers still
+// running (add(1) at accept, done() when on_conn returns or its fiber is
+// cancelled). Returns the bind error, or OK once stopped. Must run on a
 // fiber. Suspends.
 absl::Status serve(const ServerFlags& flags, Event& stop, const ConnectionHandler& on_conn,
                    net::ListenOptions opts = {},
-                   const std::function<void(const net::SocketAddress&)>& on_listening = nullptr);
+                   const std::function<void(const net::SocketAddress&)>& on_listening = nullptr,
+                   WaitGroup* connections = nullptr);
 
 // run_server()
 //
 // The whole life of a simple server: creates the runtime with
-// flags.workers, runs serve() on it until `signal` fires, destroys the
-// runtime and returns main's exit code (0 after a clean stop, 1 if the
-// runtime or the listener could not start). `after_stop`, if given, runs on
-// a fiber once the listener is closed, while the runtime still runs: the
-// place to close sockets that shared state holds, since every socket must
-// be closed before its runtime is destroyed.
+// flags.workers, watches `signal` on a fiber, runs serve() until the first
+// signal, then drains (shutdown step 4): `after_stop`, if given, runs on a
+// fiber with the drain deadline, while the runtime still runs: the place to
+// close sockets that shared state holds (every socket must be closed before
+// its runtime is destroyed) and to shut down a server that tracks its own
+// connections; it returns OK, or a status naming what it had to cut at the
+// deadline. Then run_server() waits for the connection handlers until the
+// deadline, destroys the runtime and returns main's exit code: 0 after a
+// stop (drained or not), 1 if the runtime or the listener could not start.
 int run_server(const char* program, const ServerFlags& flags, ShutdownSignal& signal,
-               const ConnectionHandler& on_conn, const std::function<void()>& after_stop = nullptr,
+               const ConnectionHandler& on_conn,
+               const std::function<absl::Status(absl::Time drain_deadline)>& after_stop = nullptr,
                net::ListenOptions opts = {});
 
 }  // namespace weft::examples

@@ -8,8 +8,9 @@
 // Shows: a whole HTTP server in one handler. http::Server brings
 // keep-alive, pipelining, chunked request bodies, HEAD, Date, the limits
 // and the rejections (400 for malformed requests, 431, 413, 408, 501),
-// each followed by a close; see net/http/server.h. On SIGINT/SIGTERM the
-// listener closes and requests in flight get up to 5 s to finish.
+// each followed by a close; see net/http/server.h. On SIGTERM (or SIGINT)
+// the listener closes, idle connections close, and requests in flight get
+// --drain-timeout (5 s) to finish; a second signal exits at once.
 //
 // The hand-written server this example used to be is kept as a benchmark
 // baseline: tools/bench/http_hello_handwritten.cc.
@@ -60,8 +61,7 @@ int main(int argc, char** argv) {
   return weft::examples::run_server(
       "http_hello", server_flags, signal,
       [&server](weft::net::TcpStream s) { server.serve_connection(std::move(s)); },
-      [&server] {
-        absl::Status s = server.shutdown(absl::Seconds(5));
-        if (!s.ok()) std::fprintf(stderr, "http_hello: %s\n", s.ToString().c_str());
-      });
+      // Idle keep-alive connections close at once, requests in flight finish
+      // (answered with "Connection: close") until the drain deadline.
+      [&server](absl::Time deadline) { return server.shutdown(deadline - absl::Now()); });
 }

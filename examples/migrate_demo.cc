@@ -227,6 +227,7 @@ int main(int argc, char** argv) {
 
   const absl::Time start = absl::Now();
   absl::Status served = (*rt)->block_on([&]() -> absl::Status {
+    weft::spawn([&] { signal.watch(); }).detach();
     weft::Event server_stop;
     weft::Event bound;
     weft::net::SocketAddress addr;
@@ -277,7 +278,6 @@ int main(int argc, char** argv) {
     return srv.join();
   });
   const double secs = absl::ToDoubleSeconds(absl::Now() - start);
-  signal.quiesce();  // the signal thread must be done with the runtime
   rt->reset();       // every socket is closed; stop the workers
   if (!served.ok()) {
     std::fprintf(stderr, "migrate_demo: %s\n", served.ToString().c_str());

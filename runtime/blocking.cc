@@ -35,6 +35,7 @@
 #include "runtime/blocking.h"
 
 #include "runtime/internal/fiber.h"
+#include "runtime/platform/signal_mask.h"
 
 #include <algorithm>
 #include <chrono>
@@ -71,7 +72,7 @@ class Lane {
       return true;
     }
     try {
-      std::thread([this] { run(); }).detach();
+      internal::start_runtime_thread([this] { run(); }).detach();
       return true;
     } catch (const std::system_error&) {
       std::lock_guard<std::mutex> g(mu_);
@@ -151,6 +152,7 @@ class Lane {
       --queued_;
       ++busy_;
       l.unlock();
+      internal::sync_thread_signal_mask();
       // Counted before the waiter wakes, so a caller that sees its call
       // done also sees it in the counters.
       if (call->start()) {

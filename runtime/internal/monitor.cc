@@ -69,6 +69,7 @@
 #include "runtime/platform/fault.h"
 #include "runtime/platform/futex.h"
 #include "runtime/platform/monotonic.h"
+#include "runtime/platform/signal_mask.h"
 
 namespace weft::internal {
 
@@ -142,7 +143,7 @@ Monitor::~Monitor() { stop(); }
 
 void Monitor::start() {
   if (opts_.stall_nanos <= 0) return;
-  thread_ = std::thread([this] { run(); });
+  thread_ = start_runtime_thread([this] { run(); });
 }
 
 void Monitor::stop() {
@@ -169,6 +170,7 @@ void Monitor::run() {
   const int64_t interval = std::max<int64_t>(opts_.stall_nanos / 2, 500'000);
   while (stop_.load(std::memory_order_acquire) == 0) {
     wakeups_.fetch_add(1, std::memory_order_relaxed);
+    sync_thread_signal_mask();
     if (!check(monotonic_now())) {
       parked_.store(1, std::memory_order_seq_cst);  // step 3
       if (all_idle() && stop_.load(std::memory_order_acquire) == 0) futex_wait(&parked_, 1, nullptr);

@@ -32,6 +32,7 @@
 
 #include "runtime/internal/scheduler.h"
 #include "runtime/platform/fault.h"
+#include "runtime/platform/signal_mask.h"
 
 namespace weft::internal {
 
@@ -69,7 +70,7 @@ Worker::Worker(Scheduler* sched, int id, Poller poller, Wakeup wakeup)
 Worker::~Worker() = default;
 
 void Worker::start_thread() {
-  thread_ = std::thread([this] { run_loop(); });
+  thread_ = start_runtime_thread([this] { run_loop(); });
 }
 
 void Worker::join_thread() {
@@ -94,6 +95,7 @@ void Worker::run_loop() {
   init_thread_context(&thread_ctx_);
   AltSignalStack alt;
   while (!sched_->stopping()) {
+    sync_thread_signal_mask();  // signals reserved or released since the last turn
     Fiber* f = find_runnable();
     if (f != nullptr) resume(f);
   }
