@@ -34,7 +34,7 @@ TEST_CASE("set_value from a plain thread: the callback runs on a fiber of the ru
   Promise<int> p(*rt);
   Channel<Place> ran(1);
   Channel<int> got(1);
-  std::move(p.get_future()).on_success([&](const int& v) {
+  auto end = std::move(p.get_future()).on_success([&](const int& v) {
     (void)got.send(v);
     (void)ran.send(here());
   });
@@ -43,6 +43,7 @@ TEST_CASE("set_value from a plain thread: the callback runs on a fiber of the ru
   setter.join();
   CHECK(*got.recv() == 7);
   Place pl = *ran.recv();
+  end.wait();  // the callback has returned: the channels may go
   CHECK(pl.on_fiber);
   CHECK(pl.worker >= 0);
   CHECK(pl.thread != setter_id);
@@ -233,18 +234,21 @@ TEST_CASE("get_for() and get_until() time out with kDeadlineExceeded and leave t
 TEST_CASE("a future dropped with callbacks pending: the callbacks still run") {
   auto rt = make(2);
   Promise<int> p(*rt);
-  WaitGroup ran(2);
+  // Shared with the callbacks, so it outlives the last done() (a thread
+  // that returns from wait() may otherwise destroy it while done() still
+  // holds its lock).
+  auto ran = std::make_shared<WaitGroup>(2);
   {
     auto f = std::move(p.get_future())
-                 .then([&](int v) {
-                   ran.done();
+                 .then([ran](int v) {
+                   ran->done();
                    return v;
                  })
-                 .on_success([&](const int&) { ran.done(); });
+                 .on_success([ran](const int&) { ran->done(); });
     // f, the end of the chain, is dropped here, before the value exists.
   }
   p.set_value(1);
-  ran.wait();
+  ran->wait();
 }
 
 TEST_CASE("a promise dropped unfulfilled is a broken promise: kCancelled to the future and its callbacks") {
@@ -283,14 +287,10 @@ TEST_CASE("a callback registered after completion runs promptly") {
   auto f = p.get_future();
   p.set_value(8);
   REQUIRE(f.ready());
-  WaitGroup ran(1);
   std::atomic<int> got{0};
   auto t0 = absl::Now();
-  std::move(f).on_success([&](const int& v) {
-    got = v;
-    ran.done();
-  });
-  ran.wait();
+  auto end = std::move(f).on_success([&](const int& v) { got = v; });
+  end.wait();
   CHECK(got.load() == 8);
   CHECK(absl::Now() - t0 < absl::Seconds(1));
 }
@@ -347,7 +347,7 @@ TEST_CASE("race: set_value and callback registration on different threads; every
     }
     std::vector<std::atomic<int>> hits(kN);
     std::atomic<int64_t> sum{0};
-    WaitGroup done(kN);
+    auto done = std::make_shared<WaitGroup>(kN);  // outlives the callbacks' done()
     std::atomic<bool> go{false};
     std::thread setter([&] {
       while (!go.load()) {
@@ -358,17 +358,17 @@ TEST_CASE("race: set_value and callback registration on different threads; every
       while (!go.load()) {
       }
       for (int i = 0; i < kN; ++i) {
-        std::move(fs[static_cast<size_t>(i)]).on_success([&, i](const int& v) {
+        std::move(fs[static_cast<size_t>(i)]).on_success([&hits, &sum, done, i](const int& v) {
           hits[static_cast<size_t>(i)].fetch_add(1);
           sum.fetch_add(v);
-          done.done();
+          done->done();
         });
       }
     });
     go = true;
     setter.join();
     registrar.join();
-    done.wait();
+    done->wait();
     int64_t expect = int64_t{kN} * (kN - 1) / 2;
     CHECK(sum.load() == expect);
     int wrong = 0;
