@@ -139,8 +139,7 @@ std::pair<Future<U>, Producer<U>> new_linked(const Executor& exec, const char* b
   return {FutureAccess::make(s), Producer<U>(s, broken_what)};
 }
 
-inline constexpr const char* kCallbackDropped =
-    "future callback dropped: its runtime stopped before it ran";
+inline constexpr const char* kCallbackDropped = "future callback dropped: its runtime stopped";
 
 // Forward<U>: moves a result into another state (flattening a Future
 // returned by then()'s function). Runs inline.

@@ -335,6 +335,31 @@ TEST_CASE("after the runtime stopped, callbacks are dropped and their futures fa
   CHECK(ran.load() == 0);
 }
 
+TEST_CASE("a callback parked when the runtime stops is unwound; the rest of its chain fails with kCancelled") {
+  auto rt = make(2);
+  Promise<int> p(*rt);
+  Channel<int> never(1);
+  Channel<int> entered(1);
+  std::atomic<int> later{0};
+  auto f = std::move(p.get_future())
+               .then([&](int v) {
+                 (void)entered.send(1);
+                 return v + *never.recv();  // parks until shutdown unwinds it
+               })
+               .then([&](int v) {
+                 later.fetch_add(1);
+                 return v;
+               })
+               .on_failure([&](const absl::Status&) { later.fetch_add(1); });
+  p.set_value(1);
+  CHECK(*entered.recv() == 1);
+  rt->shutdown();
+  auto r = f.get();
+  CHECK(r.status().code() == absl::StatusCode::kCancelled);
+  CHECK(r.status().message() == "future callback dropped: its runtime stopped (broken promise)");
+  CHECK(later.load() == 0);
+}
+
 TEST_CASE("race: set_value and callback registration on different threads; every callback runs exactly once") {
   auto rt = make(2);
   const int kN = 2000;
