@@ -46,14 +46,12 @@ int64_t uniform(Rng& rng, int64_t lo, int64_t hi) {
   return lo + static_cast<int64_t>(rng() % static_cast<uint64_t>(hi - lo + 1));
 }
 
-const char* status_text(const absl::Status& s) {
-  thread_local std::string text;  // used at once, before any suspension
-  text = s.ToString();
-  return text.c_str();
-}
+// status_text(s).c_str() goes into a SOAK_CHECK message; the temporary
+// lives until the check has printed it.
+std::string status_text(const absl::Status& s) { return s.ToString(); }
 template <class T>
-const char* status_text(const absl::StatusOr<T>& s) {
-  return status_text(s.status());
+std::string status_text(const absl::StatusOr<T>& s) {
+  return s.status().ToString();
 }
 
 int64_t micros_since(SteadyClock::time_point t0) {
@@ -191,7 +189,7 @@ void run_channel(WorkloadContext& ctx) {
             default:
               s = ch.send(v);
           }
-          SOAK_CHECK(ctx, s.ok(), "send: %s", status_text(s));
+          SOAK_CHECK(ctx, s.ok(), "send: %s", status_text(s).c_str());
           sum += v;
         }
         return sum;
@@ -206,7 +204,7 @@ void run_channel(WorkloadContext& ctx) {
           absl::StatusOr<uint64_t> v = timed ? ch.recv_for(absl::Milliseconds(1)) : ch.recv();
           if (v.status().code() == absl::StatusCode::kDeadlineExceeded) continue;
           if (v.status().code() == absl::StatusCode::kOutOfRange) return t;
-          SOAK_CHECK(ctx, v.ok(), "recv: %s", status_text(v));
+          SOAK_CHECK(ctx, v.ok(), "recv: %s", status_text(v).c_str());
           ++t.count;
           t.sum += *v;
         }
@@ -234,7 +232,7 @@ void run_channel(WorkloadContext& ctx) {
                st.size, st.closed);
     absl::Status after = ch.send(1);
     SOAK_CHECK(ctx, after.code() == absl::StatusCode::kFailedPrecondition, "send after close: %s",
-               status_text(after));
+               status_text(after).c_str());
     SOAK_CHECK(ctx, ch.recv().status().code() == absl::StatusCode::kOutOfRange, "recv after close and drain");
 
     // Drop-oldest keeps the newest `cap` values, in order.
@@ -413,9 +411,9 @@ void run_sync(WorkloadContext& ctx) {
       uint64_t v = rng();
       auto h = spawn([tx = std::move(tx), v]() mutable { return tx.send(v); });
       absl::StatusOr<uint64_t> got = rx.recv();
-      SOAK_CHECK(ctx, got.ok() && *got == v, "oneshot recv: %s", status_text(got));
+      SOAK_CHECK(ctx, got.ok() && *got == v, "oneshot recv: %s", status_text(got).c_str());
       absl::Status sent = h.join();
-      SOAK_CHECK(ctx, sent.ok(), "oneshot send: %s", status_text(sent));
+      SOAK_CHECK(ctx, sent.ok(), "oneshot send: %s", status_text(sent).c_str());
 
       auto [tx2, rx2] = make_oneshot<uint64_t>();
       SOAK_CHECK(ctx, rx2.recv_for(absl::Milliseconds(1)).status().code() == absl::StatusCode::kDeadlineExceeded,
@@ -444,9 +442,9 @@ void run_tcp(WorkloadContext& ctx) {
   Rng rng(ctx.seed());
   auto listener = net::TcpListener::bind(net::SocketAddress::loopback_v4(0),
                                          {.placement = net::AcceptPlacement::kRoundRobin});
-  SOAK_CHECK(ctx, listener.ok(), "bind: %s", status_text(listener));
+  SOAK_CHECK(ctx, listener.ok(), "bind: %s", status_text(listener).c_str());
   auto addr = listener->local_address();
-  SOAK_CHECK(ctx, addr.ok(), "local_address: %s", status_text(addr));
+  SOAK_CHECK(ctx, addr.ok(), "local_address: %s", status_text(addr).c_str());
   Channel<uint64_t> echoed(Channel<uint64_t>::kUnbounded);  // bytes, one value per finished connection
   std::atomic<int64_t> servers{0};
   const int workers = ctx.workers();
@@ -455,7 +453,7 @@ void run_tcp(WorkloadContext& ctx) {
     for (;;) {
       auto conn = listener->accept();
       if (conn.status().code() == absl::StatusCode::kCancelled) return;
-      SOAK_CHECK(ctx, conn.ok(), "accept: %s", status_text(conn));
+      SOAK_CHECK(ctx, conn.ok(), "accept: %s", status_text(conn).c_str());
       servers.fetch_add(1);
       uint64_t seed = arng();
       spawn([&ctx, &echoed, workers, seed, s = std::move(conn->stream)]() mutable {
@@ -464,14 +462,14 @@ void run_tcp(WorkloadContext& ctx) {
         uint64_t n = 0;
         for (;;) {
           auto r = s.read(buf);
-          SOAK_CHECK(ctx, r.ok(), "server read: %s", status_text(r));
+          SOAK_CHECK(ctx, r.ok(), "server read: %s", status_text(r).c_str());
           if (*r == 0) break;
           absl::Status w = s.write_all(std::string_view(buf, *r));
-          SOAK_CHECK(ctx, w.ok(), "server write: %s", status_text(w));
+          SOAK_CHECK(ctx, w.ok(), "server write: %s", status_text(w).c_str());
           n += *r;
           if (srng() % 16 == 0) {
             absl::Status m = s.migrate_to(static_cast<int>(srng() % static_cast<uint64_t>(workers)));
-            SOAK_CHECK(ctx, m.ok(), "server migrate_to: %s", status_text(m));
+            SOAK_CHECK(ctx, m.ok(), "server migrate_to: %s", status_text(m).c_str());
           }
         }
         (void)s.close();
@@ -484,7 +482,7 @@ void run_tcp(WorkloadContext& ctx) {
   while (!ctx.stopping()) {
     if (rng() % 4 == 0) {
       absl::Status m = listener->migrate_to(static_cast<int>(uniform(rng, 0, workers - 1)));
-      SOAK_CHECK(ctx, m.ok(), "listener migrate_to: %s", status_text(m));
+      SOAK_CHECK(ctx, m.ok(), "listener migrate_to: %s", status_text(m).c_str());
     }
     const int64_t clients = uniform(rng, 1, 8);
     std::vector<JoinHandle<uint64_t>> hs;
@@ -493,14 +491,14 @@ void run_tcp(WorkloadContext& ctx) {
       hs.push_back(spawn([&ctx, &addr, workers, seed] {
         Rng crng(seed);
         auto s = net::TcpStream::connect(*addr, absl::Seconds(30));
-        SOAK_CHECK(ctx, s.ok(), "connect: %s", status_text(s));
+        SOAK_CHECK(ctx, s.ok(), "connect: %s", status_text(s).c_str());
         if (crng() % 2 == 0) (void)s->set_nodelay(true);
         if (crng() % 8 == 0) {  // a read with nothing to read times out, and the stream stays usable
           s->set_read_timeout(absl::Milliseconds(2));
           char b;
           auto r = s->read({&b, 1});
           SOAK_CHECK(ctx, r.status().code() == absl::StatusCode::kDeadlineExceeded,
-                     "read with nothing sent did not time out: %s", status_text(r));
+                     "read with nothing sent did not time out: %s", status_text(r).c_str());
           s->set_read_timeout(absl::InfiniteDuration());
         }
         const int64_t messages = uniform(crng, 1, 20);
@@ -518,7 +516,7 @@ void run_tcp(WorkloadContext& ctx) {
           while (!done.load()) {
             this_fiber::sleep_for(absl::Milliseconds(static_cast<int64_t>(mrng() % 4)));
             absl::Status m = s->migrate_to(static_cast<int>(mrng() % static_cast<uint64_t>(workers)));
-            SOAK_CHECK(ctx, m.ok(), "client migrate_to: %s", status_text(m));
+            SOAK_CHECK(ctx, m.ok(), "client migrate_to: %s", status_text(m).c_str());
             ++moves;
           }
           return moves;
@@ -530,18 +528,18 @@ void run_tcp(WorkloadContext& ctx) {
             msg.resize(size);
             for (size_t i = 0; i < size; ++i) msg[i] = pattern_byte(seed, off + i);
             absl::Status w = s->write_all(msg);
-            SOAK_CHECK(ctx, w.ok(), "client write: %s", status_text(w));
+            SOAK_CHECK(ctx, w.ok(), "client write: %s", status_text(w).c_str());
             off += size;
           }
           absl::Status sh = s->shutdown(net::Shutdown::kWrite);
-          SOAK_CHECK(ctx, sh.ok(), "client shutdown: %s", status_text(sh));
+          SOAK_CHECK(ctx, sh.ok(), "client shutdown: %s", status_text(sh).c_str());
           return off;
         });
         char buf[16384];
         uint64_t got = 0;
         for (;;) {
           auto r = s->read(buf);
-          SOAK_CHECK(ctx, r.ok(), "client read: %s", status_text(r));
+          SOAK_CHECK(ctx, r.ok(), "client read: %s", status_text(r).c_str());
           if (*r == 0) break;
           for (size_t i = 0; i < *r; ++i) {
             SOAK_CHECK(ctx, buf[i] == pattern_byte(seed, got + i), "echo differs at byte %llu of %llu",
@@ -565,7 +563,7 @@ void run_tcp(WorkloadContext& ctx) {
     for (int64_t c = 0; c < clients; ++c) {
       auto n = echoed.recv_for(absl::Seconds(60));
       SOAK_CHECK(ctx, n.ok(), "server %lld of %lld did not report: %s", static_cast<long long>(c + 1),
-                 static_cast<long long>(clients), status_text(n));
+                 static_cast<long long>(clients), status_text(n).c_str());
       server_bytes += *n;
     }
     connections += clients;
@@ -590,9 +588,9 @@ void run_udp(WorkloadContext& ctx) {
   Rng rng(ctx.seed());
   auto a = net::UdpSocket::bind(net::SocketAddress::loopback_v4(0));
   auto b = net::UdpSocket::bind(net::SocketAddress::loopback_v4(0));
-  SOAK_CHECK(ctx, a.ok() && b.ok(), "udp bind: %s %s", status_text(a), status_text(b));
+  SOAK_CHECK(ctx, a.ok() && b.ok(), "udp bind: %s %s", status_text(a).c_str(), status_text(b).c_str());
   auto b_addr = b->local_address();
-  SOAK_CHECK(ctx, b_addr.ok(), "udp local_address: %s", status_text(b_addr));
+  SOAK_CHECK(ctx, b_addr.ok(), "udp local_address: %s", status_text(b_addr).c_str());
   const int workers = ctx.workers();
   auto echo = spawn([&] {
     Rng erng(ctx.seed() ^ 0xec40);
@@ -601,14 +599,14 @@ void run_udp(WorkloadContext& ctx) {
     for (;;) {
       auto d = b->recv_from(buf);
       if (d.status().code() == absl::StatusCode::kCancelled) return n;
-      SOAK_CHECK(ctx, d.ok(), "udp echo recv_from: %s", status_text(d));
+      SOAK_CHECK(ctx, d.ok(), "udp echo recv_from: %s", status_text(d).c_str());
       SOAK_CHECK(ctx, !d->truncated, "udp echo: datagram truncated");
       auto w = b->send_to(std::string_view(buf.data(), d->size), d->from);
-      SOAK_CHECK(ctx, w.ok() && *w == d->size, "udp echo send_to: %s", status_text(w));
+      SOAK_CHECK(ctx, w.ok() && *w == d->size, "udp echo send_to: %s", status_text(w).c_str());
       ++n;
       if (erng() % 16 == 0) {
         absl::Status m = b->migrate_to(static_cast<int>(erng() % static_cast<uint64_t>(workers)));
-        SOAK_CHECK(ctx, m.ok(), "udp echo migrate_to: %s", status_text(m));
+        SOAK_CHECK(ctx, m.ok(), "udp echo migrate_to: %s", status_text(m).c_str());
       }
     }
   });
@@ -620,7 +618,7 @@ void run_udp(WorkloadContext& ctx) {
     a->set_read_timeout(absl::Milliseconds(1));
     auto idle = a->recv_from(buf);
     SOAK_CHECK(ctx, idle.status().code() == absl::StatusCode::kDeadlineExceeded,
-               "udp recv with nothing sent did not time out: %s", status_text(idle));
+               "udp recv with nothing sent did not time out: %s", status_text(idle).c_str());
     a->set_read_timeout(absl::Seconds(30));
     const int64_t n = uniform(rng, 1, 100);
     for (int64_t i = 0; i < n; ++i) {
@@ -628,16 +626,16 @@ void run_udp(WorkloadContext& ctx) {
       msg.resize(static_cast<size_t>(uniform(rng, 1, 8192)));
       for (size_t j = 0; j < msg.size(); ++j) msg[j] = pattern_byte(key, j);
       auto w = a->send_to(msg, *b_addr);
-      SOAK_CHECK(ctx, w.ok() && *w == msg.size(), "udp send_to: %s", status_text(w));
+      SOAK_CHECK(ctx, w.ok() && *w == msg.size(), "udp send_to: %s", status_text(w).c_str());
       ++sent;
       auto d = a->recv_from(buf);
       SOAK_CHECK(ctx, d.ok(), "udp datagram %llu not echoed: %s", static_cast<unsigned long long>(sent),
-                 status_text(d));
+                 status_text(d).c_str());
       SOAK_CHECK(ctx, d->size == msg.size() && std::string_view(buf.data(), d->size) == msg,
                  "udp echo differs: %zu bytes back, %zu sent", d->size, msg.size());
       if (rng() % 16 == 0) {
         absl::Status m = a->migrate_to(static_cast<int>(uniform(rng, 0, workers - 1)));
-        SOAK_CHECK(ctx, m.ok(), "udp migrate_to: %s", status_text(m));
+        SOAK_CHECK(ctx, m.ok(), "udp migrate_to: %s", status_text(m).c_str());
       }
     }
     ctx.count(static_cast<uint64_t>(n));
@@ -676,7 +674,7 @@ void run_timers(WorkloadContext& ctx) {
             Channel<int> empty(1);
             auto r = empty.recv_for(d);
             SOAK_CHECK(ctx, r.status().code() == absl::StatusCode::kDeadlineExceeded,
-                       "recv_for on an empty channel: %s", status_text(r));
+                       "recv_for on an empty channel: %s", status_text(r).c_str());
             break;
           }
           default: {  // an event set at a random moment, against the timeout
@@ -716,7 +714,7 @@ void run_blocking_calls(WorkloadContext& ctx) {
   const char* tmp = std::getenv("TEST_TMPDIR");
   const std::string dir = absl::StrCat(tmp != nullptr ? tmp : "/tmp", "/weft_soak.", ::getpid(), ".", rng() % 1000000);
   absl::Status made = fs::create_dirs(dir);
-  SOAK_CHECK(ctx, made.ok(), "create_dirs: %s", status_text(made));
+  SOAK_CHECK(ctx, made.ok(), "create_dirs: %s", status_text(made).c_str());
   uint64_t round = 0;
   while (!ctx.stopping()) {
     ++round;
@@ -752,28 +750,28 @@ void run_blocking_calls(WorkloadContext& ctx) {
         std::string data(size, '\0');
         for (size_t i = 0; i < size; ++i) data[i] = pattern_byte(key, i);
         absl::Status w = fs::write_file(path, data, {.atomic = atomic});
-        SOAK_CHECK(ctx, w.ok(), "write_file: %s", status_text(w));
+        SOAK_CHECK(ctx, w.ok(), "write_file: %s", status_text(w).c_str());
         auto r = fs::read_file_to_string(path);
         SOAK_CHECK(ctx, r.ok() && *r == data, "read_file_to_string %s: %s, %zu bytes, wrote %zu", path.c_str(),
-                   status_text(r), r.ok() ? r->size() : 0, size);
+                   status_text(r).c_str(), r.ok() ? r->size() : 0, size);
         absl::Status a = fs::append_file(path, "tail");
-        SOAK_CHECK(ctx, a.ok(), "append_file: %s", status_text(a));
+        SOAK_CHECK(ctx, a.ok(), "append_file: %s", status_text(a).c_str());
         auto st = fs::stat(path);
         SOAK_CHECK(ctx, st.ok() && st->size == size + 4, "stat %s: %s, size %llu, expected %zu", path.c_str(),
-                   status_text(st), st.ok() ? static_cast<unsigned long long>(st->size) : 0ull, size + 4);
+                   status_text(st).c_str(), st.ok() ? static_cast<unsigned long long>(st->size) : 0ull, size + 4);
         absl::Status rm = fs::remove(path);
-        SOAK_CHECK(ctx, rm.ok(), "remove: %s", status_text(rm));
+        SOAK_CHECK(ctx, rm.ok(), "remove: %s", status_text(rm).c_str());
       }));
     }
     for (auto& h : hs) h.join();
     auto left = fs::read_dir(dir);
     SOAK_CHECK(ctx, left.ok() && left->empty(), "after round %llu the directory holds %zu entries (%s)",
-               static_cast<unsigned long long>(round), left.ok() ? left->size() : 0, status_text(left));
+               static_cast<unsigned long long>(round), left.ok() ? left->size() : 0, status_text(left).c_str());
     ctx.count(static_cast<uint64_t>(1 + calls + files));
     ctx.round_done();
   }
   auto removed = fs::remove_all(dir);
-  SOAK_CHECK(ctx, removed.ok(), "remove_all: %s", status_text(removed));
+  SOAK_CHECK(ctx, removed.ok(), "remove_all: %s", status_text(removed).c_str());
 }
 
 }  // namespace
