@@ -1,0 +1,801 @@
+// tools/soak/workloads.cc
+//
+// The soak workloads. Each runs rounds until ctx.stopping(); a round does a
+// random mix of its operations and ends with exact accounting (every value
+// sent was received once, every byte echoed, every fiber joined), so a
+// round that passes leaves nothing behind. A failed check ends the process
+// (SOAK_CHECK). Randomness comes from ctx.seed(); the interleavings do not
+// repeat between runs, the choices of sizes and counts do.
+//
+// To add a workload: write `void run_NAME(WorkloadContext& ctx)` with the
+// same shape (setup, rounds, teardown with final checks) and add it to the
+// registry at the bottom of this file.
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <mutex>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "fs/fs.h"
+#include "net/address.h"
+#include "net/tcp.h"
+#include "net/udp.h"
+#include "runtime/blocking.h"
+#include "runtime/runtime.h"
+#include "sync/sync.h"
+#include "tools/soak/soak.h"
+
+namespace weft::soak {
+namespace {
+
+using Rng = std::mt19937_64;
+using SteadyClock = std::chrono::steady_clock;
+
+// uniform(rng, lo, hi) is in [lo, hi].
+int64_t uniform(Rng& rng, int64_t lo, int64_t hi) {
+  return lo + static_cast<int64_t>(rng() % static_cast<uint64_t>(hi - lo + 1));
+}
+
+// status_text(s).c_str() goes into a SOAK_CHECK message; the temporary
+// lives until the check has printed it.
+std::string status_text(const absl::Status& s) { return s.ToString(); }
+template <class T>
+std::string status_text(const absl::StatusOr<T>& s) {
+  return s.status().ToString();
+}
+
+int64_t micros_since(SteadyClock::time_point t0) {
+  return std::chrono::duration_cast<std::chrono::microseconds>(SteadyClock::now() - t0).count();
+}
+
+// The byte at offset i of a stream keyed by `key`: senders write it,
+// receivers check it, with nothing stored.
+char pattern_byte(uint64_t key, uint64_t i) {
+  uint64_t x = (key + i) * 0x9E3779B97F4A7C15ull;
+  return static_cast<char>(x >> 56);
+}
+
+// ---------------------------------------------------------------------------
+// spawn: trees of nested spawns joined bottom-up, spawn_on every worker,
+// an exception through join(), detached fibers counted by a WaitGroup.
+
+struct SpawnCounters {
+  std::atomic<int64_t> started{0}, finished{0};
+};
+
+// spawn_tree() returns the number of fibers in its subtree (itself
+// included); children are spawned, then joined, at each level.
+int64_t spawn_tree(int depth, uint64_t seed, SpawnCounters* c) {
+  c->started.fetch_add(1, std::memory_order_relaxed);
+  Rng rng(seed);
+  int64_t n = 1;
+  if (depth > 0) {
+    std::vector<JoinHandle<int64_t>> kids;
+    const int64_t k = uniform(rng, 0, 4);
+    for (int64_t i = 0; i < k; ++i) {
+      uint64_t s = rng();
+      kids.push_back(spawn([depth, s, c] { return spawn_tree(depth - 1, s, c); }));
+    }
+    if (rng() % 4 == 0) this_fiber::yield();
+    for (auto& h : kids) n += h.join();
+  }
+  c->finished.fetch_add(1, std::memory_order_relaxed);
+  return n;
+}
+
+void run_spawn(WorkloadContext& ctx) {
+  Rng rng(ctx.seed());
+  while (!ctx.stopping()) {
+    SpawnCounters c;
+    // Trees: roots on chosen workers, nested to depth 3.
+    const int64_t roots = uniform(rng, 4, 32);
+    std::vector<JoinHandle<int64_t>> hs;
+    for (int64_t i = 0; i < roots; ++i) {
+      uint64_t s = rng();
+      int depth = static_cast<int>(uniform(rng, 0, 3));
+      int worker = static_cast<int>(uniform(rng, 0, ctx.workers() - 1));
+      hs.push_back(ctx.runtime()->spawn_on(worker, [depth, s, &c] { return spawn_tree(depth, s, &c); }));
+    }
+    int64_t joined = 0;
+    for (auto& h : hs) joined += h.join();
+    int64_t expected = c.started.load();
+    if (ctx.inject_check_failure() && ctx.rounds() == 2) ++expected;  // test-only miscount
+    SOAK_CHECK(ctx, joined == expected, "spawn trees: joined %lld fibers, %lld started",
+               static_cast<long long>(joined), static_cast<long long>(expected));
+    SOAK_CHECK(ctx, c.finished.load() == c.started.load(), "spawn trees: %lld finished, %lld started",
+               static_cast<long long>(c.finished.load()), static_cast<long long>(c.started.load()));
+
+    // An exception crosses join().
+    auto thrower = spawn([]() -> int { throw std::runtime_error("soak: thrown on purpose"); });
+    bool caught = false;
+    try {
+      (void)thrower.join();
+    } catch (const std::runtime_error& e) {
+      caught = std::string(e.what()) == "soak: thrown on purpose";
+    }
+    SOAK_CHECK(ctx, caught, "join() did not rethrow the fiber's exception");
+
+    // Detached fibers, counted by a WaitGroup.
+    const int64_t detached = uniform(rng, 1, 64);
+    WaitGroup wg;
+    std::atomic<int64_t> ran{0};
+    for (int64_t i = 0; i < detached; ++i) {
+      wg.add();
+      bool sleep = rng() % 8 == 0;
+      spawn([&wg, &ran, sleep] {
+        if (sleep) {
+          this_fiber::sleep_for(absl::Milliseconds(1));
+        } else {
+          this_fiber::yield();
+        }
+        ran.fetch_add(1, std::memory_order_relaxed);
+        wg.done();
+      }).detach();
+    }
+    SOAK_CHECK(ctx, wg.wait_for(absl::Seconds(60)), "detached fibers: %lld of %lld done after 60 s",
+               static_cast<long long>(ran.load()), static_cast<long long>(detached));
+    SOAK_CHECK(ctx, ran.load() == detached, "detached fibers: %lld ran, %lld spawned",
+               static_cast<long long>(ran.load()), static_cast<long long>(detached));
+    ctx.count(static_cast<uint64_t>(joined + 1 + detached));
+    ctx.round_done();
+  }
+}
+
+// ---------------------------------------------------------------------------
+// channel: producers and consumers on a bounded or unbounded channel with
+// every kind of send and recv, then close; drop-oldest and fail policies;
+// the statuses of a closed and of an empty channel.
+
+struct Tally {
+  int64_t count = 0;
+  uint64_t sum = 0;
+};
+
+void run_channel(WorkloadContext& ctx) {
+  Rng rng(ctx.seed());
+  using Ch = Channel<uint64_t>;
+  while (!ctx.stopping()) {
+    const bool bounded = rng() % 2 == 0;
+    const size_t cap = bounded ? static_cast<size_t>(uniform(rng, 1, 64)) : Ch::kUnbounded;
+    Ch ch(cap);
+    const int64_t producers = uniform(rng, 1, 4), consumers = uniform(rng, 1, 4);
+    const int64_t per_producer = uniform(rng, 1, 500);
+    std::vector<JoinHandle<uint64_t>> ps;
+    for (int64_t p = 0; p < producers; ++p) {
+      ps.push_back(spawn([&ctx, &ch, p, per_producer] {
+        uint64_t sum = 0;
+        for (int64_t i = 0; i < per_producer; ++i) {
+          uint64_t v = (static_cast<uint64_t>(p) << 32) | static_cast<uint64_t>(i);
+          absl::Status s;
+          switch (i % 3) {
+            case 0:  // try_send, yielding while full
+              while ((s = ch.try_send(v)).code() == absl::StatusCode::kResourceExhausted) this_fiber::yield();
+              break;
+            case 1:  // send_for, retrying on timeout
+              while ((s = ch.send_for(uint64_t{v}, absl::Milliseconds(2))).code() ==
+                     absl::StatusCode::kDeadlineExceeded) {
+              }
+              break;
+            default:
+              s = ch.send(v);
+          }
+          SOAK_CHECK(ctx, s.ok(), "send: %s", status_text(s).c_str());
+          sum += v;
+        }
+        return sum;
+      }));
+    }
+    std::vector<JoinHandle<Tally>> cs;
+    for (int64_t c = 0; c < consumers; ++c) {
+      bool timed = rng() % 2 == 0;
+      cs.push_back(spawn([&ctx, &ch, timed] {
+        Tally t;
+        for (;;) {
+          absl::StatusOr<uint64_t> v = timed ? ch.recv_for(absl::Milliseconds(1)) : ch.recv();
+          if (v.status().code() == absl::StatusCode::kDeadlineExceeded) continue;
+          if (v.status().code() == absl::StatusCode::kOutOfRange) return t;
+          SOAK_CHECK(ctx, v.ok(), "recv: %s", status_text(v).c_str());
+          ++t.count;
+          t.sum += *v;
+        }
+      }));
+    }
+    uint64_t sent_sum = 0;
+    for (auto& h : ps) sent_sum += h.join();
+    ch.close();
+    Tally got;
+    for (auto& h : cs) {
+      Tally t = h.join();
+      got.count += t.count;
+      got.sum += t.sum;
+    }
+    const int64_t sent = producers * per_producer;
+    SOAK_CHECK(ctx, got.count == sent && got.sum == sent_sum,
+               "%s channel: received %lld values (sum %llu), sent %lld (sum %llu)",
+               bounded ? "bounded" : "unbounded", static_cast<long long>(got.count),
+               static_cast<unsigned long long>(got.sum), static_cast<long long>(sent),
+               static_cast<unsigned long long>(sent_sum));
+    ChannelStats st = ch.stats();
+    SOAK_CHECK(ctx, st.sent == static_cast<uint64_t>(sent) && st.received == st.sent && st.size == 0 && st.closed,
+               "channel stats: sent %llu received %llu size %zu closed %d",
+               static_cast<unsigned long long>(st.sent), static_cast<unsigned long long>(st.received),
+               st.size, st.closed);
+    absl::Status after = ch.send(1);
+    SOAK_CHECK(ctx, after.code() == absl::StatusCode::kFailedPrecondition, "send after close: %s",
+               status_text(after).c_str());
+    SOAK_CHECK(ctx, ch.recv().status().code() == absl::StatusCode::kOutOfRange, "recv after close and drain");
+
+    // Drop-oldest keeps the newest `cap` values, in order.
+    {
+      const int64_t k = uniform(rng, 1, 16), n = uniform(rng, 1, 64);
+      Ch d(static_cast<size_t>(k), FullPolicy::kDropOldest);
+      for (int64_t i = 0; i < n; ++i) SOAK_CHECK(ctx, d.send(static_cast<uint64_t>(i)).ok(), "drop-oldest send");
+      d.close();
+      int64_t next = n > k ? n - k : 0;
+      for (auto v = d.recv(); v.ok(); v = d.recv()) {
+        SOAK_CHECK(ctx, *v == static_cast<uint64_t>(next), "drop-oldest: got %llu, expected %lld",
+                   static_cast<unsigned long long>(*v), static_cast<long long>(next));
+        ++next;
+      }
+      SOAK_CHECK(ctx, next == n && d.stats().dropped == static_cast<uint64_t>(n > k ? n - k : 0),
+                 "drop-oldest: drained to %lld of %lld, dropped %llu", static_cast<long long>(next),
+                 static_cast<long long>(n), static_cast<unsigned long long>(d.stats().dropped));
+    }
+    // kFail refuses the value past capacity; an empty channel times out.
+    {
+      const int64_t k = uniform(rng, 1, 8);
+      Ch f(static_cast<size_t>(k), FullPolicy::kFail);
+      for (int64_t i = 0; i < k; ++i) SOAK_CHECK(ctx, f.send(1).ok(), "fail-policy send within capacity");
+      SOAK_CHECK(ctx, f.send(1).code() == absl::StatusCode::kResourceExhausted, "fail-policy send past capacity");
+      Ch e(4);
+      SOAK_CHECK(ctx, e.try_recv().status().code() == absl::StatusCode::kUnavailable, "try_recv on empty");
+      SOAK_CHECK(ctx, e.recv_for(absl::Milliseconds(1)).status().code() == absl::StatusCode::kDeadlineExceeded,
+                 "recv_for on empty");
+    }
+    ctx.count(static_cast<uint64_t>(sent));
+    ctx.round_done();
+  }
+}
+
+// ---------------------------------------------------------------------------
+// sync: Mutex, Semaphore, ConditionVariable, Event, WaitGroup and Oneshot,
+// each with timed waits that must time out and timed waits that must not.
+
+void run_sync(WorkloadContext& ctx) {
+  Rng rng(ctx.seed());
+  while (!ctx.stopping()) {
+    uint64_t ops = 0;
+    // Mutex: a plain counter loses increments if exclusion breaks.
+    {
+      Mutex mu;
+      int64_t guarded = 0;
+      const int64_t fibers = uniform(rng, 2, 16), each = uniform(rng, 1, 200);
+      std::vector<JoinHandle<void>> hs;
+      for (int64_t f = 0; f < fibers; ++f) {
+        bool use_try = f % 2 == 0;
+        hs.push_back(spawn([&mu, &guarded, each, use_try] {
+          for (int64_t i = 0; i < each; ++i) {
+            if (use_try) {
+              while (!mu.try_lock()) this_fiber::yield();
+            } else {
+              mu.lock();
+            }
+            int64_t v = guarded;
+            if (i % 16 == 0) this_fiber::yield();  // hold the lock across a switch
+            guarded = v + 1;
+            mu.unlock();
+          }
+        }));
+      }
+      for (auto& h : hs) h.join();
+      SOAK_CHECK(ctx, guarded == fibers * each, "mutex: counter %lld, expected %lld",
+                 static_cast<long long>(guarded), static_cast<long long>(fibers * each));
+      ops += static_cast<uint64_t>(fibers * each);
+    }
+    // Semaphore: never more holders than permits; all permits come back.
+    {
+      const int64_t permits = uniform(rng, 1, 4), fibers = uniform(rng, 2, 16);
+      Semaphore sem(permits);
+      std::atomic<int64_t> inside{0}, most{0};
+      std::vector<JoinHandle<void>> hs;
+      for (int64_t f = 0; f < fibers; ++f) {
+        bool timed = f % 2 == 0;
+        hs.push_back(spawn([&, timed] {
+          for (int i = 0; i < 8; ++i) {
+            if (timed) {
+              while (!sem.acquire_for(absl::Microseconds(500))) {
+              }
+            } else {
+              sem.acquire();
+            }
+            int64_t now = inside.fetch_add(1) + 1;
+            int64_t m = most.load();
+            while (now > m && !most.compare_exchange_weak(m, now)) {
+            }
+            this_fiber::yield();
+            inside.fetch_sub(1);
+            sem.release();
+          }
+        }));
+      }
+      for (auto& h : hs) h.join();
+      SOAK_CHECK(ctx, most.load() <= permits, "semaphore: %lld holders at once, %lld permits",
+                 static_cast<long long>(most.load()), static_cast<long long>(permits));
+      SOAK_CHECK(ctx, sem.available() == permits, "semaphore: %lld available after, %lld permits",
+                 static_cast<long long>(sem.available()), static_cast<long long>(permits));
+      Semaphore none(0);
+      SOAK_CHECK(ctx, !none.try_acquire() && !none.acquire_for(absl::Milliseconds(1)),
+                 "semaphore without permits was acquired");
+      ops += static_cast<uint64_t>(fibers * 8);
+    }
+    // ConditionVariable: a bounded queue with timed waits on both sides.
+    {
+      Mutex mu;
+      ConditionVariable not_empty, not_full;
+      std::vector<int64_t> q;
+      const size_t cap = static_cast<size_t>(uniform(rng, 1, 8));
+      const int64_t n = uniform(rng, 1, 300);
+      auto producer = spawn([&] {
+        for (int64_t i = 1; i <= n; ++i) {
+          std::unique_lock<Mutex> l(mu);
+          while (!not_full.wait_for(l, absl::Milliseconds(1), [&] { return q.size() < cap; })) {
+          }
+          q.push_back(i);
+          if (i % 2 == 0) {
+            not_empty.notify_one();
+          } else {
+            not_empty.notify_all();
+          }
+        }
+      });
+      int64_t sum = 0, got = 0;
+      while (got < n) {
+        std::unique_lock<Mutex> l(mu);
+        if (!not_empty.wait_for(l, absl::Milliseconds(1), [&] { return !q.empty(); })) continue;
+        sum += q.front();
+        q.erase(q.begin());
+        ++got;
+        not_full.notify_one();
+      }
+      producer.join();
+      SOAK_CHECK(ctx, sum == n * (n + 1) / 2 && q.empty(), "condvar queue: sum %lld, expected %lld",
+                 static_cast<long long>(sum), static_cast<long long>(n * (n + 1) / 2));
+      std::unique_lock<Mutex> l(mu);
+      SOAK_CHECK(ctx, not_empty.wait_for(l, absl::Milliseconds(1)) == CvStatus::kTimeout,
+                 "condvar wait_for without a notify did not time out");
+      ops += static_cast<uint64_t>(n);
+    }
+    // Event: waiters released by set(); an unset event times out.
+    {
+      Event ev;
+      const int64_t waiters = uniform(rng, 1, 16);
+      std::atomic<int64_t> released{0};
+      std::vector<JoinHandle<void>> hs;
+      for (int64_t w = 0; w < waiters; ++w) {
+        hs.push_back(spawn([&] {
+          if (ev.wait_for(absl::Seconds(60))) released.fetch_add(1);
+        }));
+      }
+      if (rng() % 2 == 0) this_fiber::sleep_for(absl::Milliseconds(1));
+      ev.set();
+      for (auto& h : hs) h.join();
+      SOAK_CHECK(ctx, released.load() == waiters, "event: %lld of %lld waiters released",
+                 static_cast<long long>(released.load()), static_cast<long long>(waiters));
+      ev.reset();
+      SOAK_CHECK(ctx, !ev.is_set() && !ev.wait_for(absl::Milliseconds(1)), "reset event did not time out");
+      ops += static_cast<uint64_t>(waiters);
+    }
+    // WaitGroup: a timed wait before the count reaches zero fails, after succeeds.
+    {
+      WaitGroup wg(1);
+      SOAK_CHECK(ctx, !wg.wait_for(absl::Milliseconds(1)), "wait group with count 1 did not time out");
+      auto h = spawn([&wg] { wg.done(); });
+      SOAK_CHECK(ctx, wg.wait_for(absl::Seconds(60)) && wg.count() == 0, "wait group did not reach zero");
+      h.join();
+      ops += 1;
+    }
+    // Oneshot: a value from another fiber; a dropped sender; a timeout;
+    // a send to a receiver that is gone.
+    {
+      auto [tx, rx] = make_oneshot<uint64_t>();
+      uint64_t v = rng();
+      auto h = spawn([tx = std::move(tx), v]() mutable { return tx.send(v); });
+      absl::StatusOr<uint64_t> got = rx.recv();
+      SOAK_CHECK(ctx, got.ok() && *got == v, "oneshot recv: %s", status_text(got).c_str());
+      absl::Status sent = h.join();
+      SOAK_CHECK(ctx, sent.ok(), "oneshot send: %s", status_text(sent).c_str());
+
+      auto [tx2, rx2] = make_oneshot<uint64_t>();
+      SOAK_CHECK(ctx, rx2.recv_for(absl::Milliseconds(1)).status().code() == absl::StatusCode::kDeadlineExceeded,
+                 "oneshot recv_for without a send did not time out");
+      spawn([tx2 = std::move(tx2)]() mutable { this_fiber::yield(); }).join();  // dropped unsent
+      SOAK_CHECK(ctx, rx2.recv().status().code() == absl::StatusCode::kCancelled,
+                 "oneshot with a dropped sender is not kCancelled");
+
+      auto [tx3, rx3] = make_oneshot<uint64_t>();
+      { auto gone = std::move(rx3); }
+      SOAK_CHECK(ctx, tx3.send(1).code() == absl::StatusCode::kCancelled, "oneshot send to a dropped receiver");
+      ops += 3;
+    }
+    ctx.count(ops);
+    ctx.round_done();
+  }
+}
+
+// ---------------------------------------------------------------------------
+// tcp: a loopback echo server (accepted sockets placed round-robin, each
+// echo fiber moving its socket between workers now and then) and clients
+// that write and read full duplex while a third fiber keeps migrating the
+// client socket. Bytes echoed == bytes sent, per connection and per round.
+
+void run_tcp(WorkloadContext& ctx) {
+  Rng rng(ctx.seed());
+  auto listener = net::TcpListener::bind(net::SocketAddress::loopback_v4(0),
+                                         {.placement = net::AcceptPlacement::kRoundRobin});
+  SOAK_CHECK(ctx, listener.ok(), "bind: %s", status_text(listener).c_str());
+  auto addr = listener->local_address();
+  SOAK_CHECK(ctx, addr.ok(), "local_address: %s", status_text(addr).c_str());
+  Channel<uint64_t> echoed(Channel<uint64_t>::kUnbounded);  // bytes, one value per finished connection
+  std::atomic<int64_t> servers{0};
+  const int workers = ctx.workers();
+  auto acceptor = spawn([&] {
+    Rng arng(ctx.seed() ^ 0xacce);
+    for (;;) {
+      auto conn = listener->accept();
+      if (conn.status().code() == absl::StatusCode::kCancelled) return;
+      SOAK_CHECK(ctx, conn.ok(), "accept: %s", status_text(conn).c_str());
+      servers.fetch_add(1);
+      uint64_t seed = arng();
+      spawn([&ctx, &echoed, workers, seed, s = std::move(conn->stream)]() mutable {
+        Rng srng(seed);
+        char buf[16384];
+        uint64_t n = 0;
+        for (;;) {
+          auto r = s.read(buf);
+          SOAK_CHECK(ctx, r.ok(), "server read: %s", status_text(r).c_str());
+          if (*r == 0) break;
+          absl::Status w = s.write_all(std::string_view(buf, *r));
+          SOAK_CHECK(ctx, w.ok(), "server write: %s", status_text(w).c_str());
+          n += *r;
+          if (srng() % 16 == 0) {
+            absl::Status m = s.migrate_to(static_cast<int>(srng() % static_cast<uint64_t>(workers)));
+            SOAK_CHECK(ctx, m.ok(), "server migrate_to: %s", status_text(m).c_str());
+          }
+        }
+        (void)s.close();
+        SOAK_CHECK(ctx, echoed.send(n).ok(), "echoed channel closed");
+      }).detach();
+    }
+  });
+
+  int64_t connections = 0;
+  while (!ctx.stopping()) {
+    if (rng() % 4 == 0) {
+      absl::Status m = listener->migrate_to(static_cast<int>(uniform(rng, 0, workers - 1)));
+      SOAK_CHECK(ctx, m.ok(), "listener migrate_to: %s", status_text(m).c_str());
+    }
+    const int64_t clients = uniform(rng, 1, 8);
+    std::vector<JoinHandle<uint64_t>> hs;
+    for (int64_t c = 0; c < clients; ++c) {
+      uint64_t seed = rng();
+      hs.push_back(spawn([&ctx, &addr, workers, seed] {
+        Rng crng(seed);
+        auto s = net::TcpStream::connect(*addr, absl::Seconds(30));
+        SOAK_CHECK(ctx, s.ok(), "connect: %s", status_text(s).c_str());
+        if (crng() % 2 == 0) (void)s->set_nodelay(true);
+        if (crng() % 8 == 0) {  // a read with nothing to read times out, and the stream stays usable
+          s->set_read_timeout(absl::Milliseconds(2));
+          char b;
+          auto r = s->read({&b, 1});
+          SOAK_CHECK(ctx, r.status().code() == absl::StatusCode::kDeadlineExceeded,
+                     "read with nothing sent did not time out: %s", status_text(r).c_str());
+          s->set_read_timeout(absl::InfiniteDuration());
+        }
+        const int64_t messages = uniform(crng, 1, 20);
+        std::vector<size_t> sizes;
+        uint64_t total = 0;
+        for (int64_t i = 0; i < messages; ++i) {
+          sizes.push_back(static_cast<size_t>(uniform(crng, 1, 64 * 1024)));
+          total += sizes.back();
+        }
+        std::atomic<bool> done{false};
+        // The migrator moves the socket while the writer and reader use it.
+        auto migrator = spawn([&ctx, &s, &done, workers, mseed = crng()] {
+          Rng mrng(mseed);
+          uint64_t moves = 0;
+          while (!done.load()) {
+            this_fiber::sleep_for(absl::Milliseconds(static_cast<int64_t>(mrng() % 4)));
+            absl::Status m = s->migrate_to(static_cast<int>(mrng() % static_cast<uint64_t>(workers)));
+            SOAK_CHECK(ctx, m.ok(), "client migrate_to: %s", status_text(m).c_str());
+            ++moves;
+          }
+          return moves;
+        });
+        auto writer = spawn([&ctx, &s, &sizes, seed] {
+          std::string msg;
+          uint64_t off = 0;
+          for (size_t size : sizes) {
+            msg.resize(size);
+            for (size_t i = 0; i < size; ++i) msg[i] = pattern_byte(seed, off + i);
+            absl::Status w = s->write_all(msg);
+            SOAK_CHECK(ctx, w.ok(), "client write: %s", status_text(w).c_str());
+            off += size;
+          }
+          absl::Status sh = s->shutdown(net::Shutdown::kWrite);
+          SOAK_CHECK(ctx, sh.ok(), "client shutdown: %s", status_text(sh).c_str());
+          return off;
+        });
+        char buf[16384];
+        uint64_t got = 0;
+        for (;;) {
+          auto r = s->read(buf);
+          SOAK_CHECK(ctx, r.ok(), "client read: %s", status_text(r).c_str());
+          if (*r == 0) break;
+          for (size_t i = 0; i < *r; ++i) {
+            SOAK_CHECK(ctx, buf[i] == pattern_byte(seed, got + i), "echo differs at byte %llu of %llu",
+                       static_cast<unsigned long long>(got + i), static_cast<unsigned long long>(total));
+          }
+          got += *r;
+        }
+        uint64_t wrote = writer.join();
+        done.store(true);
+        (void)migrator.join();
+        SOAK_CHECK(ctx, wrote == total && got == total, "client: wrote %llu, read back %llu, meant %llu",
+                   static_cast<unsigned long long>(wrote), static_cast<unsigned long long>(got),
+                   static_cast<unsigned long long>(total));
+        (void)s->close();
+        return total;
+      }));
+    }
+    uint64_t sent = 0;
+    for (auto& h : hs) sent += h.join();
+    uint64_t server_bytes = 0;
+    for (int64_t c = 0; c < clients; ++c) {
+      auto n = echoed.recv_for(absl::Seconds(60));
+      SOAK_CHECK(ctx, n.ok(), "server %lld of %lld did not report: %s", static_cast<long long>(c + 1),
+                 static_cast<long long>(clients), status_text(n).c_str());
+      server_bytes += *n;
+    }
+    connections += clients;
+    SOAK_CHECK(ctx, server_bytes == sent, "servers echoed %llu bytes, clients sent %llu",
+               static_cast<unsigned long long>(server_bytes), static_cast<unsigned long long>(sent));
+    SOAK_CHECK(ctx, servers.load() == connections, "accepted %lld connections, made %lld",
+               static_cast<long long>(servers.load()), static_cast<long long>(connections));
+    ctx.count(static_cast<uint64_t>(clients));
+    ctx.round_done();
+  }
+  (void)listener->close();
+  acceptor.join();
+  echoed.close();
+  SOAK_CHECK(ctx, echoed.size() == 0, "servers reported more connections than clients made");
+}
+
+// ---------------------------------------------------------------------------
+// udp: datagrams of up to 8 KiB echoed between two loopback sockets, one in
+// flight at a time (loopback does not drop those); both sockets migrate.
+
+void run_udp(WorkloadContext& ctx) {
+  Rng rng(ctx.seed());
+  auto a = net::UdpSocket::bind(net::SocketAddress::loopback_v4(0));
+  auto b = net::UdpSocket::bind(net::SocketAddress::loopback_v4(0));
+  SOAK_CHECK(ctx, a.ok() && b.ok(), "udp bind: %s %s", status_text(a).c_str(), status_text(b).c_str());
+  auto b_addr = b->local_address();
+  SOAK_CHECK(ctx, b_addr.ok(), "udp local_address: %s", status_text(b_addr).c_str());
+  const int workers = ctx.workers();
+  auto echo = spawn([&] {
+    Rng erng(ctx.seed() ^ 0xec40);
+    uint64_t n = 0;
+    std::vector<char> buf(9000);
+    for (;;) {
+      auto d = b->recv_from(buf);
+      if (d.status().code() == absl::StatusCode::kCancelled) return n;
+      SOAK_CHECK(ctx, d.ok(), "udp echo recv_from: %s", status_text(d).c_str());
+      SOAK_CHECK(ctx, !d->truncated, "udp echo: datagram truncated");
+      auto w = b->send_to(std::string_view(buf.data(), d->size), d->from);
+      SOAK_CHECK(ctx, w.ok() && *w == d->size, "udp echo send_to: %s", status_text(w).c_str());
+      ++n;
+      if (erng() % 16 == 0) {
+        absl::Status m = b->migrate_to(static_cast<int>(erng() % static_cast<uint64_t>(workers)));
+        SOAK_CHECK(ctx, m.ok(), "udp echo migrate_to: %s", status_text(m).c_str());
+      }
+    }
+  });
+  uint64_t sent = 0;
+  std::string msg;
+  std::vector<char> buf(9000);
+  while (!ctx.stopping()) {
+    // Nothing in flight: a read times out.
+    a->set_read_timeout(absl::Milliseconds(1));
+    auto idle = a->recv_from(buf);
+    SOAK_CHECK(ctx, idle.status().code() == absl::StatusCode::kDeadlineExceeded,
+               "udp recv with nothing sent did not time out: %s", status_text(idle).c_str());
+    a->set_read_timeout(absl::Seconds(30));
+    const int64_t n = uniform(rng, 1, 100);
+    for (int64_t i = 0; i < n; ++i) {
+      const uint64_t key = rng();
+      msg.resize(static_cast<size_t>(uniform(rng, 1, 8192)));
+      for (size_t j = 0; j < msg.size(); ++j) msg[j] = pattern_byte(key, j);
+      auto w = a->send_to(msg, *b_addr);
+      SOAK_CHECK(ctx, w.ok() && *w == msg.size(), "udp send_to: %s", status_text(w).c_str());
+      ++sent;
+      auto d = a->recv_from(buf);
+      SOAK_CHECK(ctx, d.ok(), "udp datagram %llu not echoed: %s", static_cast<unsigned long long>(sent),
+                 status_text(d).c_str());
+      SOAK_CHECK(ctx, d->size == msg.size() && std::string_view(buf.data(), d->size) == msg,
+                 "udp echo differs: %zu bytes back, %zu sent", d->size, msg.size());
+      if (rng() % 16 == 0) {
+        absl::Status m = a->migrate_to(static_cast<int>(uniform(rng, 0, workers - 1)));
+        SOAK_CHECK(ctx, m.ok(), "udp migrate_to: %s", status_text(m).c_str());
+      }
+    }
+    ctx.count(static_cast<uint64_t>(n));
+    ctx.round_done();
+  }
+  (void)b->close();  // wakes the echo fiber with kCancelled
+  uint64_t echoed = echo.join();
+  SOAK_CHECK(ctx, echoed == sent, "udp: %llu datagrams echoed, %llu sent", static_cast<unsigned long long>(echoed),
+             static_cast<unsigned long long>(sent));
+  (void)a->close();
+}
+
+// ---------------------------------------------------------------------------
+// timers: sleeps, channel and event timeouts of random lengths; none may
+// end early. The time is measured on the monotonic clock.
+
+void run_timers(WorkloadContext& ctx) {
+  Rng rng(ctx.seed());
+  while (!ctx.stopping()) {
+    const int64_t fibers = uniform(rng, 1, 32);
+    std::vector<JoinHandle<void>> hs;
+    for (int64_t f = 0; f < fibers; ++f) {
+      const int kind = static_cast<int>(rng() % 4);
+      const int64_t us = uniform(rng, 0, 20000);
+      hs.push_back(spawn([&ctx, kind, us] {
+        const absl::Duration d = absl::Microseconds(us);
+        auto t0 = SteadyClock::now();
+        switch (kind) {
+          case 0:
+            this_fiber::sleep_for(d);
+            break;
+          case 1:
+            this_fiber::sleep_until(absl::Now() + d);
+            break;
+          case 2: {
+            Channel<int> empty(1);
+            auto r = empty.recv_for(d);
+            SOAK_CHECK(ctx, r.status().code() == absl::StatusCode::kDeadlineExceeded,
+                       "recv_for on an empty channel: %s", status_text(r).c_str());
+            break;
+          }
+          default: {  // an event set at a random moment, against the timeout
+            Event ev;
+            const int64_t set_after = static_cast<int64_t>(static_cast<uint64_t>(us) * 7 % 20000);
+            auto setter = spawn([&ev, set_after] {
+              this_fiber::sleep_for(absl::Microseconds(set_after));
+              ev.set();
+            });
+            bool set = ev.wait_for(d);
+            int64_t el = micros_since(t0);
+            setter.join();
+            SOAK_CHECK(ctx, set || el >= us, "event wait_for(%lld us) gave up after %lld us",
+                       static_cast<long long>(us), static_cast<long long>(el));
+            return;
+          }
+        }
+        int64_t el = micros_since(t0);
+        // sleep_until() takes the realtime clock; a sleep ends at or after its time.
+        SOAK_CHECK(ctx, el >= us || kind == 1, "timer kind %d for %lld us ended after %lld us", kind,
+                   static_cast<long long>(us), static_cast<long long>(el));
+      }));
+    }
+    for (auto& h : hs) h.join();
+    ctx.count(static_cast<uint64_t>(fibers));
+    ctx.round_done();
+  }
+}
+
+// ---------------------------------------------------------------------------
+// blocking: run_blocking and spawn_blocking with results checked, and files
+// written, read back, appended, stat'ed and removed in a temporary
+// directory, which must be empty after each round.
+
+void run_blocking_calls(WorkloadContext& ctx) {
+  Rng rng(ctx.seed());
+  const char* tmp = std::getenv("TEST_TMPDIR");
+  const std::string dir = absl::StrCat(tmp != nullptr ? tmp : "/tmp", "/weft_soak.", ::getpid(), ".", rng() % 1000000);
+  absl::Status made = fs::create_dirs(dir);
+  SOAK_CHECK(ctx, made.ok(), "create_dirs: %s", status_text(made).c_str());
+  uint64_t round = 0;
+  while (!ctx.stopping()) {
+    ++round;
+    const int64_t n = uniform(rng, 1, 100000);
+    int64_t sum = run_blocking([n] {
+      int64_t s = 0;
+      for (int64_t i = 1; i <= n; ++i) s += i;
+      return s;
+    });
+    SOAK_CHECK(ctx, sum == n * (n + 1) / 2, "run_blocking: sum %lld", static_cast<long long>(sum));
+    const int64_t calls = uniform(rng, 1, 16);
+    std::vector<BlockingHandle<int64_t>> bs;
+    for (int64_t i = 0; i < calls; ++i) {
+      useconds_t nap = static_cast<useconds_t>(rng() % 1000);
+      bs.push_back(spawn_blocking([i, nap] {
+        ::usleep(nap);
+        return i * i;
+      }));
+    }
+    for (int64_t i = 0; i < calls; ++i) {
+      int64_t v = bs[static_cast<size_t>(i)].join();
+      SOAK_CHECK(ctx, v == i * i, "spawn_blocking %lld returned %lld", static_cast<long long>(i),
+                 static_cast<long long>(v));
+    }
+    const int64_t files = uniform(rng, 1, 8);
+    std::vector<JoinHandle<void>> hs;
+    for (int64_t f = 0; f < files; ++f) {
+      const uint64_t key = rng();
+      const size_t size = static_cast<size_t>(uniform(rng, 0, 64 * 1024));
+      const bool atomic = rng() % 4 == 0;
+      std::string path = absl::StrCat(dir, "/r", round, "_", f);
+      hs.push_back(spawn([&ctx, key, size, atomic, path] {
+        std::string data(size, '\0');
+        for (size_t i = 0; i < size; ++i) data[i] = pattern_byte(key, i);
+        absl::Status w = fs::write_file(path, data, {.atomic = atomic});
+        SOAK_CHECK(ctx, w.ok(), "write_file: %s", status_text(w).c_str());
+        auto r = fs::read_file_to_string(path);
+        SOAK_CHECK(ctx, r.ok() && *r == data, "read_file_to_string %s: %s, %zu bytes, wrote %zu", path.c_str(),
+                   status_text(r).c_str(), r.ok() ? r->size() : 0, size);
+        absl::Status a = fs::append_file(path, "tail");
+        SOAK_CHECK(ctx, a.ok(), "append_file: %s", status_text(a).c_str());
+        auto st = fs::stat(path);
+        SOAK_CHECK(ctx, st.ok() && st->size == size + 4, "stat %s: %s, size %llu, expected %zu", path.c_str(),
+                   status_text(st).c_str(), st.ok() ? static_cast<unsigned long long>(st->size) : 0ull, size + 4);
+        absl::Status rm = fs::remove(path);
+        SOAK_CHECK(ctx, rm.ok(), "remove: %s", status_text(rm).c_str());
+      }));
+    }
+    for (auto& h : hs) h.join();
+    auto left = fs::read_dir(dir);
+    SOAK_CHECK(ctx, left.ok() && left->empty(), "after round %llu the directory holds %zu entries (%s)",
+               static_cast<unsigned long long>(round), left.ok() ? left->size() : 0, status_text(left).c_str());
+    ctx.count(static_cast<uint64_t>(1 + calls + files));
+    ctx.round_done();
+  }
+  auto removed = fs::remove_all(dir);
+  SOAK_CHECK(ctx, removed.ok(), "remove_all: %s", status_text(removed).c_str());
+}
+
+}  // namespace
+
+const std::vector<Workload>& all_workloads() {
+  static const std::vector<Workload> kWorkloads = {
+      {"spawn", "nested spawn trees joined, spawn_on, join rethrows, detached fibers and a WaitGroup",
+       run_spawn},
+      {"channel", "bounded/unbounded MPMC channels with close, timeouts, drop-oldest and fail policies",
+       run_channel},
+      {"sync", "Mutex, Semaphore, ConditionVariable, Event, WaitGroup, Oneshot, with timed waits", run_sync},
+      {"tcp", "loopback echo, full duplex, sockets migrating between workers during traffic", run_tcp},
+      {"udp", "loopback datagram echo with read timeouts, sockets migrating", run_udp},
+      {"timers", "sleep_for/sleep_until, recv_for and Event timeouts of random lengths", run_timers},
+      {"blocking", "run_blocking, spawn_blocking, temp files written, read, appended, removed",
+       run_blocking_calls},
+      // Not in the API yet: cancellation tokens, scopes (TaskScope, race,
+      // all) and select. When they land, add a workload for each here:
+      // e.g. "cancel" (tokens cancelled while fibers park in every kind of
+      // wait; every wait returns kCancelled, nothing leaks), "scope" (nested
+      // scopes that join or cancel all children) and "select" (over
+      // channels and timeouts, every value received exactly once).
+  };
+  return kWorkloads;
+}
+
+}  // namespace weft::soak
