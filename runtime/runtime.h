@@ -226,6 +226,8 @@ class JoinHandle {
   }
 
   bool joinable() const { return state_ != nullptr; }
+  // For lifecycle/select.h.
+  internal::JoinStateBase* internal_state() const { return state_; }
   // is_finished() is true once the fiber has completed (or was cancelled).
   bool is_finished() const { return state_ != nullptr && state_->done(); }
 

@@ -130,6 +130,74 @@ class Channel {
     return ChannelStats{sent_, received_, dropped_, buf_.size(), closed_};
   }
 
+  // --- select() cases (sync/select.h); not for direct use ---
+  // select_recv()/select_send() try the operation for case w (under the
+  // lock, after winning w's group) and return true with *out set, or queue
+  // w and return false. kLost: the group was decided by another case.
+  enum SelectArm { kDone, kQueued, kLost };
+  SelectArm select_recv(internal::Waiter& w, std::optional<T>* slot, absl::StatusOr<T>* out) {
+    internal::WakeSet wake;  // declared first: wakes after unlock
+    std::lock_guard<internal::SpinLock> g(lock_);
+    if (!buf_.empty() || closed_) {
+      if (!w.try_win()) return kLost;
+      if (buf_.empty()) {
+        *out = absl::OutOfRangeError("channel closed");
+        return kDone;
+      }
+      *out = std::move(buf_.front());
+      buf_.pop_front();
+      ++received_;
+      if (internal::Waiter* sw = send_waiters_.pop_winnable()) {
+        buf_.push_back(std::move(*static_cast<T*>(sw->payload)));
+        ++sent_;
+        wake.add(sw);
+      }
+      return kDone;
+    }
+    w.payload = slot;
+    recv_waiters_.push_back(&w);
+    return kQueued;
+  }
+  SelectArm select_send(internal::Waiter& w, T* v, absl::Status* out) {
+    internal::WakeSet wake;
+    std::lock_guard<internal::SpinLock> g(lock_);
+    if (closed_) {
+      if (!w.try_win()) return kLost;
+      *out = absl::FailedPreconditionError("send on a closed channel");
+      return kDone;
+    }
+    if (!recv_waiters_.empty() || buf_.size() < capacity_ || policy_ == FullPolicy::kDropOldest) {
+      if (!w.try_win()) return kLost;
+      if (internal::Waiter* rw = recv_waiters_.pop_winnable()) {
+        static_cast<std::optional<T>*>(rw->payload)->emplace(std::move(*v));
+        ++received_;
+        wake.add(rw);
+      } else {
+        if (buf_.size() >= capacity_) {  // kDropOldest
+          buf_.pop_front();
+          ++dropped_;
+        }
+        buf_.push_back(std::move(*v));
+      }
+      ++sent_;
+      *out = absl::OkStatus();
+      return kDone;
+    }
+    w.payload = v;
+    send_waiters_.push_back(&w);
+    return kQueued;
+  }
+  // select_disarm() takes a case's waiter off the channel (no-op if a
+  // waker popped it); after it, a waker that won w has finished with it.
+  void select_disarm(internal::Waiter& w) {
+    std::lock_guard<internal::SpinLock> g(lock_);
+    recv_waiters_.remove(&w);
+    send_waiters_.remove(&w);
+  }
+  // Whether w was notified (its operation completed) with the closed
+  // signal.
+  static bool select_closed(const internal::Waiter& w) { return w.signal == kClosedSignal; }
+
  private:
   static constexpr int64_t kNoWait = -2;
   static constexpr uint32_t kClosedSignal = 1;
@@ -142,7 +210,7 @@ class Channel {
       lock_.unlock();
       return absl::FailedPreconditionError("send on a closed channel");
     }
-    if (internal::Waiter* rw = recv_waiters_.pop_front()) {
+    if (internal::Waiter* rw = recv_waiters_.pop_winnable()) {
       // A receiver waits, so the buffer is empty: hand the value over.
       static_cast<std::optional<T>*>(rw->payload)->emplace(std::move(v));
       ++sent_;
@@ -190,7 +258,7 @@ class Channel {
       T v = std::move(buf_.front());
       buf_.pop_front();
       ++received_;
-      if (internal::Waiter* sw = send_waiters_.pop_front()) {
+      if (internal::Waiter* sw = send_waiters_.pop_winnable()) {
         // Room was made: move the longest-waiting sender's value in.
         buf_.push_back(std::move(*static_cast<T*>(sw->payload)));
         ++sent_;

@@ -27,6 +27,18 @@ bool Event::is_set() const {
   return set_;
 }
 
+bool Event::select_arm(internal::Waiter& w) {
+  std::lock_guard<internal::SpinLock> g(lock_);
+  if (set_) return w.try_win();
+  waiters_.push_back(&w);
+  return false;
+}
+
+void Event::select_disarm(internal::Waiter& w) {
+  std::lock_guard<internal::SpinLock> g(lock_);
+  waiters_.remove(&w);
+}
+
 absl::Status Event::wait() { return wait_impl(-1); }
 absl::Status Event::wait_until(absl::Time deadline) { return wait_impl(internal::to_monotonic(deadline)); }
 

@@ -31,6 +31,12 @@ class Event {
   absl::Status wait_until(absl::Time deadline);
   absl::Status wait_for(absl::Duration d) { return wait_until(absl::Now() + d); }
 
+  // select() (lifecycle/select.h): true if set and w won its select;
+  // otherwise queues w (false), or returns false without queueing when
+  // another case decided the select. select_disarm() takes w off.
+  bool select_arm(internal::Waiter& w);
+  void select_disarm(internal::Waiter& w);
+
  private:
   absl::Status wait_impl(int64_t deadline_nanos);
   mutable internal::SpinLock lock_;

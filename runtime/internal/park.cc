@@ -162,6 +162,8 @@ void unwind_if_cancelled(Fiber* self) {
   }
 }
 
+bool unwind_pending(const Fiber* f) { return f->unwind_requested && !f->unwinding; }
+
 // --- Waiter ---------------------------------------------------------------
 
 Waiter::Waiter(Cancellable c) : fiber_(current_fiber()), cancellable_(c) {
@@ -191,7 +193,13 @@ WakeReason Waiter::wait(int64_t deadline_nanos) {
   }
 }
 
+SelectGroup::SelectGroup(Fiber* f) : fiber(f), seq(prepare_park(f)) {}
+
+Waiter::Waiter(SelectGroup* g, int case_index)
+    : fiber_(g->fiber), seq_(g->seq), cancellable_(Cancellable::kYes), group_(g), case_(case_index) {}
+
 Waiter::Claim Waiter::notify_locked() {
+  if (!try_win()) return {};  // a select case that lost: not woken
   // Waiter step 2: claim before publishing notified_: a fiber waiter that
   // sees notified() may return without the lock and end its frame, so
   // *this must not be read after the store. A thread waiter that sees it
@@ -243,6 +251,7 @@ WakeReason settle_wait(Waiter& w, WaitList& list, SpinLock& lock, WakeReason r) 
 // --- WaitList ---------------------------------------------------------------
 
 void WaitList::push_back(Waiter* w) {
+  w->linked_ = true;
   w->next = nullptr;
   w->prev = tail_;
   if (tail_ != nullptr) {
@@ -260,6 +269,8 @@ Waiter* WaitList::pop_front() {
 }
 
 void WaitList::remove(Waiter* w) {
+  if (!w->linked_) return;
+  w->linked_ = false;
   if (w->prev != nullptr) {
     w->prev->next = w->next;
   } else {

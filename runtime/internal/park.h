@@ -65,6 +65,9 @@ void schedule(Fiber* f);
 // unwind_if_cancelled() throws FiberUnwind if the runtime cancels the
 // running fiber (shutdown) and it is not unwinding yet.
 void unwind_if_cancelled(Fiber* self);
+// unwind_pending() is whether the runtime is unwinding f and it has not
+// started yet (unwind_if_cancelled() would throw).
+bool unwind_pending(const Fiber* f);
 
 // request_cancel() marks f cancelled (sticky) and claims its cancellable
 // park, if it is in one. Returns the fiber for the caller to schedule(),
@@ -93,6 +96,25 @@ enum class WakeReason {
 // cancelled".
 absl::Status wake_status(WakeReason r, const char* what);
 
+// SelectGroup: the waiters of one select() (sync/select.h), one per case,
+// sharing one fiber and one park. The first case to win the group (a CAS
+// on `winner`) completes; a waker that loses skips that waiter as if it
+// were not there. Fibers only.
+struct SelectGroup {
+  explicit SelectGroup(Fiber* f);
+  SelectGroup(const SelectGroup&) = delete;
+  SelectGroup& operator=(const SelectGroup&) = delete;
+  // try_win() decides the group for case `idx`; true if idx won (now or
+  // before).
+  bool try_win(int idx) {
+    int expect = -1;
+    return winner.compare_exchange_strong(expect, idx, std::memory_order_acq_rel) || expect == idx;
+  }
+  Fiber* const fiber;
+  uint64_t seq;
+  std::atomic<int> winner{-1};
+};
+
 // Waiter: one waiting fiber or thread in a wait list of a sync primitive.
 // Lives on the waiter's stack. Protocol:
 //
@@ -109,6 +131,8 @@ absl::Status wake_status(WakeReason r, const char* what);
 class Waiter {
  public:
   explicit Waiter(Cancellable c = Cancellable::kYes);
+  // A select case's waiter: shares g's fiber and park; never wait() on it.
+  Waiter(SelectGroup* g, int case_index);
   Waiter(const Waiter&) = delete;
   Waiter& operator=(const Waiter&) = delete;
 
@@ -136,6 +160,13 @@ class Waiter {
 
   bool notified() const { return notified_.load(std::memory_order_acquire); }
   bool on_fiber() const { return fiber_ != nullptr; }
+  // try_win() is true for a plain waiter; for a select case, it decides
+  // the select for this case (false: another case won; skip this waiter).
+  // Call under the lock of the waiter's list, before completing anything.
+  bool try_win() { return group_ == nullptr || group_->try_win(case_); }
+  bool linked() const { return linked_; }
+  SelectGroup* group() const { return group_; }
+  int case_index() const { return case_; }
 
   Waiter* prev = nullptr;
   Waiter* next = nullptr;
@@ -143,9 +174,13 @@ class Waiter {
   uint32_t signal = 0;      // primitive-specific outcome, set by the waker
 
  private:
+  friend class WaitList;
   Fiber* fiber_;
   uint64_t seq_ = 0;
   Cancellable cancellable_;
+  SelectGroup* group_ = nullptr;
+  int case_ = 0;
+  bool linked_ = false;  // in a WaitList (under its owner's lock)
   std::atomic<uint32_t> futex_{0};  // thread waiters: 1 once notified
   std::atomic<bool> notified_{false};
 };
@@ -157,6 +192,15 @@ class WaitList {
   Waiter* front() const { return head_; }
   void push_back(Waiter* w);
   Waiter* pop_front();
+  // pop_winnable() pops waiters until one that try_win() accepts (a
+  // select case that lost is dropped from the list); null if none.
+  Waiter* pop_winnable() {
+    while (Waiter* w = pop_front()) {
+      if (w->try_win()) return w;
+    }
+    return nullptr;
+  }
+  // remove() unlinks w; no-op if w is not linked (a waker popped it).
   void remove(Waiter* w);
 
  private:

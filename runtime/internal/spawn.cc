@@ -60,6 +60,18 @@ WakeReason JoinStateBase::wait(int64_t deadline_nanos) {
   return WakeReason::kNotified;
 }
 
+bool JoinStateBase::select_arm(Waiter& w) {
+  std::lock_guard<SpinLock> g(lock_);
+  if (done_.load(std::memory_order_relaxed)) return w.try_win();
+  waiters_.push_back(&w);
+  return false;
+}
+
+void JoinStateBase::select_disarm(Waiter& w) {
+  std::lock_guard<SpinLock> g(lock_);
+  waiters_.remove(&w);
+}
+
 void JoinStateBase::abort() {
   Fiber* claimed = nullptr;
   CancelState* own = nullptr;
