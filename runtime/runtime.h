@@ -78,10 +78,32 @@ struct SpawnOptions {
   std::optional<CancellationToken> token = std::nullopt;
 };
 
-// What JoinHandle::try_join() returns: absl::Status for a void fiber,
-// absl::StatusOr<T> otherwise.
+namespace internal {
 template <class T>
-using JoinResult = std::conditional_t<std::is_void_v<T>, absl::Status, absl::StatusOr<T>>;
+struct JoinResultOf {
+  using type = absl::StatusOr<T>;
+};
+template <>
+struct JoinResultOf<void> {
+  using type = absl::Status;
+};
+template <>
+struct JoinResultOf<absl::Status> {
+  using type = absl::Status;
+};
+template <class U>
+struct JoinResultOf<absl::StatusOr<U>> {
+  using type = absl::StatusOr<U>;
+};
+}  // namespace internal
+
+// What JoinHandle::try_join() returns: absl::Status for a fiber returning
+// void or absl::Status, absl::StatusOr<U> for one returning
+// absl::StatusOr<U>, absl::StatusOr<T> otherwise. A fiber's own status is
+// returned as is (flattened), so a fiber that returned kCancelled and a
+// join that was cancelled both read kCancelled.
+template <class T>
+using JoinResult = typename internal::JoinResultOf<T>::type;
 
 namespace internal {
 
@@ -254,8 +276,10 @@ class JoinHandle {
       if constexpr (std::is_void_v<T>) {
         take();
         return absl::OkStatus();
+      } else if constexpr (std::is_same_v<JoinResult<T>, T>) {
+        return take();  // a status type: flattened
       } else {
-        return take();
+        return JoinResult<T>(absl::in_place, take());
       }
     } catch (const FiberCancelled&) {
       return absl::AbortedError("join: the fiber was cancelled before it produced a result");
