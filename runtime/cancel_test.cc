@@ -217,26 +217,33 @@ TEST_CASE("a registration reset while another thread cancels: the callback ran 0
 
 // --- a fiber's token -----------------------------------------------------------
 
-TEST_CASE("this_fiber::cancellation() is cancelled by JoinHandle::abort()") {
-  for_each_worker_count({1, 2}, [](int n) {
+TEST_CASE("this_fiber::cancellation() is cancelled by JoinHandle::abort(), before the woken wait returns") {
+  // Many rounds: abort() claims the parked fiber and cancels its token; the
+  // fiber, woken with kCancelled, must already find the token cancelled.
+  const int64_t kRounds = weft::testing::stress_size(300);
+  for_each_worker_count({1, 2}, [&](int n) {
     auto rt = make(n);
     Event never;
-    const uint64_t base = parks(*rt);
-    auto h = rt->spawn([&] {
-      CancellationToken mine = this_fiber::cancellation();
-      CHECK(mine == this_fiber::cancellation());
-      CHECK_FALSE(mine.cancelled());
-      absl::Status s = never.wait();
-      CHECK(this_fiber::cancelled());
-      CHECK_FALSE(mine.deadline_exceeded());
-      return std::make_pair(s.code(), mine.cancelled());
-    });
-    await_parks(*rt, base, 1);
-    h.abort();
-    h.abort();  // idempotent
-    auto [code, token_cancelled] = h.join();
-    CHECK(code == absl::StatusCode::kCancelled);
-    CHECK(token_cancelled);
+    int64_t not_cancelled = 0, wrong_code = 0;
+    for (int64_t r = 0; r < kRounds; ++r) {
+      const uint64_t base = parks(*rt);
+      auto h = rt->spawn([&] {
+        CancellationToken mine = this_fiber::cancellation();
+        bool same = mine == this_fiber::cancellation();
+        bool fresh = !mine.cancelled();
+        absl::Status s = never.wait();
+        bool consistent = same && fresh && this_fiber::cancelled() && !mine.deadline_exceeded();
+        return std::make_pair(s.code(), consistent && mine.cancelled());
+      });
+      await_parks(*rt, base, 1);
+      h.abort();
+      h.abort();  // idempotent
+      auto [code, token_cancelled] = h.join();
+      wrong_code += code != absl::StatusCode::kCancelled;
+      not_cancelled += !token_cancelled;
+    }
+    CHECK(wrong_code == 0);
+    CHECK(not_cancelled == 0);
   });
 }
 
@@ -476,29 +483,44 @@ TEST_CASE("CancellationShield: waits ignore cancellation while it lives, nested"
 // --- Runtime::shutdown(grace) --------------------------------------------------
 
 TEST_CASE("shutdown(grace): fibers blocked in recv and sleep finish within the grace") {
-  Channel<int> ch(4);
-  std::vector<JoinHandle<absl::StatusCode>> hs;
-  auto rt = make(2);
-  const uint64_t base = parks(*rt);
-  for (int i = 0; i < 10; ++i) {
-    hs.push_back(rt->spawn([&, i] {
-      if (i % 2 == 0) {
-        for (;;) {
-          auto v = ch.recv();
-          if (!v.ok()) return v.status().code();
+  const int kRounds = static_cast<int>(weft::testing::stress_size(20));
+  for (int round = 0; round < kRounds; ++round) {
+    Channel<int> ch(4);
+    std::vector<JoinHandle<std::pair<absl::StatusCode, bool>>> hs;
+    auto rt = make(2);
+    const uint64_t base = parks(*rt);
+    for (int i = 0; i < 10; ++i) {
+      hs.push_back(rt->spawn([&, i] {
+        CancellationToken mine = this_fiber::cancellation();
+        absl::StatusCode code;
+        if (i % 2 == 0) {
+          for (;;) {
+            auto v = ch.recv();
+            if (!v.ok()) {
+              code = v.status().code();
+              break;
+            }
+          }
+        } else {
+          code = this_fiber::sleep_for(absl::Hours(1)).code();
         }
-      }
-      return this_fiber::sleep_for(absl::Hours(1)).code();
-    }));
+        // Woken by the drain, the fiber finds its token cancelled.
+        return std::make_pair(code, mine.cancelled());
+      }));
+    }
+    await_parks(*rt, base, 10);
+    ShutdownReport report = rt->shutdown(absl::Seconds(20));
+    CHECK(report.cancelled == 10);
+    CHECK(report.left == 0);
+    CHECK(report.left_fibers.empty());
+    CHECK(report.took < absl::Seconds(10));
+    for (auto& h : hs) {
+      auto [code, token_cancelled] = h.join();
+      CHECK(code == absl::StatusCode::kCancelled);
+      CHECK(token_cancelled);
+    }
+    CHECK(rt->stats().live_fibers == 0);
   }
-  await_parks(*rt, base, 10);
-  ShutdownReport report = rt->shutdown(absl::Seconds(20));
-  CHECK(report.cancelled == 10);
-  CHECK(report.left == 0);
-  CHECK(report.left_fibers.empty());
-  CHECK(report.took < absl::Seconds(10));
-  for (auto& h : hs) CHECK(h.join() == absl::StatusCode::kCancelled);
-  CHECK(rt->stats().live_fibers == 0);
 }
 
 TEST_CASE("shutdown(grace): fibers that ignore cancellation are left, named, and unwound") {
@@ -533,11 +555,12 @@ TEST_CASE("shutdown(grace): fibers that ignore cancellation are left, named, and
 
 TEST_CASE("after the drain starts, spawns are cancelled: from outside at once, from fibers before they run") {
   auto rt = make(2);
-  std::atomic<bool> draining{false}, inner_ran{false};
+  std::atomic<bool> started{false}, draining{false}, inner_ran{false};
   std::atomic<int> inner_outcome{0};  // 1: FiberCancelled
   auto holder = rt->spawn([&] {
     CancellationToken mine = this_fiber::cancellation();
     this_fiber::CancellationShield shield;
+    started.store(true);
     while (!mine.cancelled()) (void)this_fiber::sleep_for(absl::Milliseconds(1));
     // A fiber spawned by a fiber during the drain starts cancelled.
     auto child = spawn([&] { inner_ran.store(true); });
@@ -549,7 +572,8 @@ TEST_CASE("after the drain starts, spawns are cancelled: from outside at once, f
     draining.store(true);
     (void)this_fiber::sleep_for(absl::Hours(1));  // shielded: left for the unwind
   });
-  REQUIRE(weft::testing::eventually([&] { return rt->stats().live_fibers == 1; }));
+  // Cancelled before it starts, the holder would never run.
+  REQUIRE(weft::testing::eventually([&] { return started.load(); }));
   ShutdownReport report;
   std::thread stopper([&] { report = rt->shutdown(absl::Seconds(2)); });
   REQUIRE(weft::testing::eventually([&] { return draining.load(); }));
