@@ -215,6 +215,49 @@ TEST_CASE("a registration reset while another thread cancels: the callback ran 0
   MESSAGE("callbacks that ran: " << ran_total << " of " << kRounds);
 }
 
+TEST_CASE("deadline tokens and their registrations dropped on another thread around the deadline") {
+  // Step 5 of the cancel protocol: a fired timer never touches a freed
+  // state, and a registration reset on another thread never runs after.
+  const int64_t kRounds = weft::testing::stress_size(2000);
+  auto rt = make(2);
+  std::atomic<int64_t> ran{0}, late{0};
+  struct Entry {
+    CancellationToken token;
+    CancelRegistration reg;
+    std::shared_ptr<std::atomic<bool>> reset_returned;
+  };
+  for (int64_t r = 0; r < kRounds; r += 64) {
+    auto batch = rt->block_on([&] {
+      std::vector<Entry> v;
+      for (int64_t i = 0; i < 64; ++i) {
+        auto flag = std::make_shared<std::atomic<bool>>(false);
+        CancellationToken t = CancellationToken::with_timeout(absl::Microseconds(100 * (i % 20)));
+        CancelRegistration reg = t.on_cancel([&ran, &late, flag] {
+          if (flag->load()) late.fetch_add(1);
+          ran.fetch_add(1);
+        });
+        v.push_back(Entry{t, std::move(reg), flag});
+      }
+      return v;
+    });
+    std::thread dropper([&batch, r] {
+      for (size_t i = 0; i < batch.size(); ++i) {
+        if ((static_cast<int64_t>(i) + r) % 3 == 0) std::this_thread::yield();
+        batch[i].reg.reset();
+        batch[i].reset_returned->store(true);
+        if (i % 2 == 0) batch[i].token = CancellationToken();  // drop the last reference now
+      }
+      batch.clear();
+    });
+    dropper.join();
+  }
+  // Let any timer still armed fire on nothing.
+  rt->block_on([] { CHECK(this_fiber::sleep_for(absl::Milliseconds(5)).ok()); });
+  CHECK(late.load() == 0);
+  CHECK(ran.load() <= kRounds + 63);
+  MESSAGE("deadline callbacks that ran before their reset: " << ran.load());
+}
+
 // --- a fiber's token -----------------------------------------------------------
 
 TEST_CASE("this_fiber::cancellation() is cancelled by JoinHandle::abort(), before the woken wait returns") {
