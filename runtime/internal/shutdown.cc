@@ -126,11 +126,12 @@ void Scheduler::drain(absl::Duration grace, ShutdownReport* report) {
       }
     }
   }
-  for (Fiber* f : claimed) schedule(f);
+  // Tokens first: a fiber woken with kCancelled finds its token cancelled.
   for (CancelState* s : owns) {
     s->cancel(CancelCause::kCancelled);
     s->unref();
   }
+  for (Fiber* f : claimed) schedule(f);
   while (live_fibers() > 0 && monotonic_now() < deadline) {  // step 3
     timespec ts{0, 1000000};
     nanosleep(&ts, nullptr);

@@ -86,11 +86,13 @@ void JoinStateBase::abort() {
     own = f->own_token;
     if (own != nullptr) own->ref();
   }
-  if (claimed != nullptr) schedule(claimed);
+  // Cancel the token before the claimed fiber can run again: a fiber whose
+  // wait returned kCancelled must find this_fiber::cancellation() cancelled.
   if (own != nullptr) {
     own->cancel(CancelCause::kCancelled);
     own->unref();
   }
+  if (claimed != nullptr) schedule(claimed);
 }
 
 bool JoinStateBase::take_outcome() {
