@@ -101,7 +101,7 @@ struct Recv {
     }
     return kLost;
   }
-  void disarm(internal::Waiter& w) { ch->select_disarm(w); }
+  void disarm(internal::Waiter& w) { ch->select_disarm_recv(w); }
   Result take(internal::Waiter& w) {
     if (Channel<T>::select_closed(w)) return absl::OutOfRangeError("channel closed");
     return std::move(*slot);
@@ -133,7 +133,7 @@ struct Send {
     }
     return kLost;
   }
-  void disarm(internal::Waiter& w) { ch->select_disarm(w); }
+  void disarm(internal::Waiter& w) { ch->select_disarm_send(w); }
   Result take(internal::Waiter& w) {
     if (Channel<T>::select_closed(w)) return absl::FailedPreconditionError("send on a closed channel");
     return absl::OkStatus();  // a receiver took the value

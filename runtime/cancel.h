@@ -92,11 +92,6 @@ class CancelRegistration {
   Node* node_ = nullptr;
 };
 
-// GCC 12 under -fsanitize=thread reports the state pointer of a token in
-// an empty std::optional (SpawnOptions::token) as maybe used
-// uninitialized, on paths where the optional is disengaged.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 class CancellationToken {
  public:
   // A new token of its own, not cancelled.
@@ -177,7 +172,5 @@ class CancellationToken {
   explicit CancellationToken(internal::CancelState* s) : s_(s) {}
   internal::CancelState* s_;
 };
-
-#pragma GCC diagnostic pop
 
 }  // namespace weft

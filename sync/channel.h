@@ -187,11 +187,15 @@ class Channel {
     send_waiters_.push_back(&w);
     return kQueued;
   }
-  // select_disarm() takes a case's waiter off the channel (no-op if a
-  // waker popped it); after it, a waker that won w has finished with it.
-  void select_disarm(internal::Waiter& w) {
+  // select_disarm_recv()/_send() take a case's waiter off the list it was
+  // queued on (no-op if a waker popped it); after it, a waker that won w
+  // has finished with it.
+  void select_disarm_recv(internal::Waiter& w) {
     std::lock_guard<internal::SpinLock> g(lock_);
     recv_waiters_.remove(&w);
+  }
+  void select_disarm_send(internal::Waiter& w) {
+    std::lock_guard<internal::SpinLock> g(lock_);
     send_waiters_.remove(&w);
   }
   // Whether w was notified (its operation completed) with the closed

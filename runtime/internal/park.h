@@ -201,6 +201,7 @@ class WaitList {
     return nullptr;
   }
   // remove() unlinks w; no-op if w is not linked (a waker popped it).
+  // w must not be linked in another list.
   void remove(Waiter* w);
 
  private:
