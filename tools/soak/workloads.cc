@@ -132,9 +132,10 @@ void run_spawn(WorkloadContext& ctx) {
     for (int64_t i = 0; i < detached; ++i) {
       wg.add();
       bool sleep = rng() % 8 == 0;
-      spawn([&wg, &ran, sleep] {
+      spawn([&ctx, &wg, &ran, sleep] {
         if (sleep) {
-          this_fiber::sleep_for(absl::Milliseconds(1));
+          absl::Status s = this_fiber::sleep_for(absl::Milliseconds(1));
+          SOAK_CHECK(ctx, s.ok(), "detached fiber sleep: %s", status_text(s).c_str());
         } else {
           this_fiber::yield();
         }
@@ -142,8 +143,9 @@ void run_spawn(WorkloadContext& ctx) {
         wg.done();
       }).detach();
     }
-    SOAK_CHECK(ctx, wg.wait_for(absl::Seconds(60)), "detached fibers: %lld of %lld done after 60 s",
-               static_cast<long long>(ran.load()), static_cast<long long>(detached));
+    absl::Status waited = wg.wait_for(absl::Seconds(60));
+    SOAK_CHECK(ctx, waited.ok(), "detached fibers: %lld of %lld done after 60 s: %s",
+               static_cast<long long>(ran.load()), static_cast<long long>(detached), status_text(waited).c_str());
     SOAK_CHECK(ctx, ran.load() == detached, "detached fibers: %lld ran, %lld spawned",
                static_cast<long long>(ran.load()), static_cast<long long>(detached));
     ctx.count(static_cast<uint64_t>(joined + 1 + detached));
@@ -312,12 +314,14 @@ void run_sync(WorkloadContext& ctx) {
         bool timed = f % 2 == 0;
         hs.push_back(spawn([&, timed] {
           for (int i = 0; i < 8; ++i) {
+            absl::Status s;
             if (timed) {
-              while (!sem.acquire_for(absl::Microseconds(500))) {
+              while (absl::IsDeadlineExceeded(s = sem.acquire_for(absl::Microseconds(500)))) {
               }
             } else {
-              sem.acquire();
+              s = sem.acquire();
             }
+            SOAK_CHECK(ctx, s.ok(), "semaphore acquire: %s", status_text(s).c_str());
             int64_t now = inside.fetch_add(1) + 1;
             int64_t m = most.load();
             while (now > m && !most.compare_exchange_weak(m, now)) {
@@ -334,7 +338,7 @@ void run_sync(WorkloadContext& ctx) {
       SOAK_CHECK(ctx, sem.available() == permits, "semaphore: %lld available after, %lld permits",
                  static_cast<long long>(sem.available()), static_cast<long long>(permits));
       Semaphore none(0);
-      SOAK_CHECK(ctx, !none.try_acquire() && !none.acquire_for(absl::Milliseconds(1)),
+      SOAK_CHECK(ctx, !none.try_acquire() && absl::IsDeadlineExceeded(none.acquire_for(absl::Milliseconds(1))),
                  "semaphore without permits was acquired");
       ops += static_cast<uint64_t>(fibers * 8);
     }
@@ -348,8 +352,11 @@ void run_sync(WorkloadContext& ctx) {
       auto producer = spawn([&] {
         for (int64_t i = 1; i <= n; ++i) {
           std::unique_lock<Mutex> l(mu);
-          while (!not_full.wait_for(l, absl::Milliseconds(1), [&] { return q.size() < cap; })) {
+          absl::Status s;
+          while (absl::IsDeadlineExceeded(s = not_full.wait_for(l, absl::Milliseconds(1),
+                                                                 [&] { return q.size() < cap; }))) {
           }
+          SOAK_CHECK(ctx, s.ok(), "condvar producer wait: %s", status_text(s).c_str());
           q.push_back(i);
           if (i % 2 == 0) {
             not_empty.notify_one();
@@ -361,7 +368,9 @@ void run_sync(WorkloadContext& ctx) {
       int64_t sum = 0, got = 0;
       while (got < n) {
         std::unique_lock<Mutex> l(mu);
-        if (!not_empty.wait_for(l, absl::Milliseconds(1), [&] { return !q.empty(); })) continue;
+        absl::Status s = not_empty.wait_for(l, absl::Milliseconds(1), [&] { return !q.empty(); });
+        if (absl::IsDeadlineExceeded(s)) continue;
+        SOAK_CHECK(ctx, s.ok(), "condvar consumer wait: %s", status_text(s).c_str());
         sum += q.front();
         q.erase(q.begin());
         ++got;
@@ -371,7 +380,7 @@ void run_sync(WorkloadContext& ctx) {
       SOAK_CHECK(ctx, sum == n * (n + 1) / 2 && q.empty(), "condvar queue: sum %lld, expected %lld",
                  static_cast<long long>(sum), static_cast<long long>(n * (n + 1) / 2));
       std::unique_lock<Mutex> l(mu);
-      SOAK_CHECK(ctx, not_empty.wait_for(l, absl::Milliseconds(1)) == CvStatus::kTimeout,
+      SOAK_CHECK(ctx, absl::IsDeadlineExceeded(not_empty.wait_for(l, absl::Milliseconds(1))),
                  "condvar wait_for without a notify did not time out");
       ops += static_cast<uint64_t>(n);
     }
@@ -383,24 +392,30 @@ void run_sync(WorkloadContext& ctx) {
       std::vector<JoinHandle<void>> hs;
       for (int64_t w = 0; w < waiters; ++w) {
         hs.push_back(spawn([&] {
-          if (ev.wait_for(absl::Seconds(60))) released.fetch_add(1);
+          if (ev.wait_for(absl::Seconds(60)).ok()) released.fetch_add(1);
         }));
       }
-      if (rng() % 2 == 0) this_fiber::sleep_for(absl::Milliseconds(1));
+      if (rng() % 2 == 0) {
+        absl::Status s = this_fiber::sleep_for(absl::Milliseconds(1));
+        SOAK_CHECK(ctx, s.ok(), "event setter sleep: %s", status_text(s).c_str());
+      }
       ev.set();
       for (auto& h : hs) h.join();
       SOAK_CHECK(ctx, released.load() == waiters, "event: %lld of %lld waiters released",
                  static_cast<long long>(released.load()), static_cast<long long>(waiters));
       ev.reset();
-      SOAK_CHECK(ctx, !ev.is_set() && !ev.wait_for(absl::Milliseconds(1)), "reset event did not time out");
+      SOAK_CHECK(ctx, !ev.is_set() && absl::IsDeadlineExceeded(ev.wait_for(absl::Milliseconds(1))),
+                 "reset event did not time out");
       ops += static_cast<uint64_t>(waiters);
     }
     // WaitGroup: a timed wait before the count reaches zero fails, after succeeds.
     {
       WaitGroup wg(1);
-      SOAK_CHECK(ctx, !wg.wait_for(absl::Milliseconds(1)), "wait group with count 1 did not time out");
+      SOAK_CHECK(ctx, absl::IsDeadlineExceeded(wg.wait_for(absl::Milliseconds(1))),
+                 "wait group with count 1 did not time out");
       auto h = spawn([&wg] { wg.done(); });
-      SOAK_CHECK(ctx, wg.wait_for(absl::Seconds(60)) && wg.count() == 0, "wait group did not reach zero");
+      absl::Status s = wg.wait_for(absl::Seconds(60));
+      SOAK_CHECK(ctx, s.ok() && wg.count() == 0, "wait group did not reach zero: %s", status_text(s).c_str());
       h.join();
       ops += 1;
     }
@@ -419,8 +434,8 @@ void run_sync(WorkloadContext& ctx) {
       SOAK_CHECK(ctx, rx2.recv_for(absl::Milliseconds(1)).status().code() == absl::StatusCode::kDeadlineExceeded,
                  "oneshot recv_for without a send did not time out");
       spawn([tx2 = std::move(tx2)]() mutable { this_fiber::yield(); }).join();  // dropped unsent
-      SOAK_CHECK(ctx, rx2.recv().status().code() == absl::StatusCode::kCancelled,
-                 "oneshot with a dropped sender is not kCancelled");
+      SOAK_CHECK(ctx, rx2.recv().status().code() == absl::StatusCode::kAborted,
+                 "oneshot with a dropped sender is not kAborted");
 
       auto [tx3, rx3] = make_oneshot<uint64_t>();
       { auto gone = std::move(rx3); }
@@ -514,7 +529,8 @@ void run_tcp(WorkloadContext& ctx) {
           Rng mrng(mseed);
           uint64_t moves = 0;
           while (!done.load()) {
-            this_fiber::sleep_for(absl::Milliseconds(static_cast<int64_t>(mrng() % 4)));
+            absl::Status sl = this_fiber::sleep_for(absl::Milliseconds(static_cast<int64_t>(mrng() % 4)));
+            SOAK_CHECK(ctx, sl.ok(), "migrator sleep: %s", status_text(sl).c_str());
             absl::Status m = s->migrate_to(static_cast<int>(mrng() % static_cast<uint64_t>(workers)));
             SOAK_CHECK(ctx, m.ok(), "client migrate_to: %s", status_text(m).c_str());
             ++moves;
@@ -665,11 +681,11 @@ void run_timers(WorkloadContext& ctx) {
         auto t0 = SteadyClock::now();
         switch (kind) {
           case 0:
-            this_fiber::sleep_for(d);
+          case 1: {
+            absl::Status s = kind == 0 ? this_fiber::sleep_for(d) : this_fiber::sleep_until(absl::Now() + d);
+            SOAK_CHECK(ctx, s.ok(), "timer kind %d: %s", kind, status_text(s).c_str());
             break;
-          case 1:
-            this_fiber::sleep_until(absl::Now() + d);
-            break;
+          }
           case 2: {
             Channel<int> empty(1);
             auto r = empty.recv_for(d);
@@ -680,13 +696,17 @@ void run_timers(WorkloadContext& ctx) {
           default: {  // an event set at a random moment, against the timeout
             Event ev;
             const int64_t set_after = static_cast<int64_t>(static_cast<uint64_t>(us) * 7 % 20000);
-            auto setter = spawn([&ev, set_after] {
-              this_fiber::sleep_for(absl::Microseconds(set_after));
+            auto setter = spawn([&ctx, &ev, set_after] {
+              absl::Status s = this_fiber::sleep_for(absl::Microseconds(set_after));
+              SOAK_CHECK(ctx, s.ok(), "event setter sleep: %s", status_text(s).c_str());
               ev.set();
             });
-            bool set = ev.wait_for(d);
+            absl::Status waited = ev.wait_for(d);
             int64_t el = micros_since(t0);
             setter.join();
+            SOAK_CHECK(ctx, waited.ok() || absl::IsDeadlineExceeded(waited), "event wait_for: %s",
+                       status_text(waited).c_str());
+            const bool set = waited.ok();
             SOAK_CHECK(ctx, set || el >= us, "event wait_for(%lld us) gave up after %lld us",
                        static_cast<long long>(us), static_cast<long long>(el));
             return;
@@ -773,6 +793,7 @@ void run_blocking_calls(WorkloadContext& ctx) {
   auto removed = fs::remove_all(dir);
   SOAK_CHECK(ctx, removed.ok(), "remove_all: %s", status_text(removed).c_str());
 }
+
 
 }  // namespace
 
