@@ -7,7 +7,7 @@
 //   bazel run -c opt //tools/soak -- --duration=60s --workloads=tcp,udp --workers=4
 //
 // Each workload (workloads.cc: spawn, channel, sync, tcp, udp, timers,
-// blocking) runs on its own fiber in rounds; every round ends with exact
+// blocking, cancel, scope, timeout) runs on its own fiber in rounds; every round ends with exact
 // accounting, and a failed check ends the process at once with a message
 // that names the workload, the check and the round, and exit status 1.
 //
