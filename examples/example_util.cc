@@ -306,8 +306,10 @@ int run_server(const char* program, const ServerFlags& flags, ShutdownSignal& si
       absl::Status s = after_stop(deadline);
       if (!s.ok()) std::fprintf(stderr, "%s: drain timeout: %s\n", program, std::string(s.message()).c_str());
     }
-    if (!connections.wait_for(deadline - absl::Now())) {
-      std::fprintf(stderr, "%s: drain timeout: closing %lld connections still open\n", program,
+    if (absl::Status drained = connections.wait_for(deadline - absl::Now()); !drained.ok()) {
+      // kDeadlineExceeded, or kCancelled if the runtime is being shut down.
+      std::fprintf(stderr, "%s: drain %s: closing %lld connections still open\n", program,
+                   absl::IsDeadlineExceeded(drained) ? "timeout" : "cancelled",
                    static_cast<long long>(connections.count()));
     } else {
       std::fprintf(stderr, "%s: drained\n", program);

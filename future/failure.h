@@ -5,7 +5,7 @@
 //
 //   - an error status: Promise::set_error(absl::Status), a then() callback
 //     that returned a non-OK absl::Status or absl::StatusOr, a broken
-//     promise (kCancelled);
+//     promise (kAborted);
 //   - an exception: Promise::set_exception(), or an exception thrown by a
 //     then(), on_success() or on_failure() callback.
 //

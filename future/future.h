@@ -45,13 +45,21 @@
 //   - A future dropped with callbacks pending does not cancel them: they
 //     run, and the dropped future's result is destroyed.
 //   - A promise destroyed without a result fails its future with
-//     kCancelled, "weft::Promise destroyed without a result (broken
-//     promise)"; its callbacks run with that failure.
+//     kAborted, "weft::Promise destroyed without a result (broken
+//     promise)"; its callbacks run with that failure. (kCancelled from a
+//     wait always means the waiting fiber was cancelled.)
 //   - Setting a promise twice is a programming error and aborts with a
 //     message that names it.
 //   - The runtime must outlive its pending promises. Once it has stopped,
 //     callbacks are dropped without running and their futures fail with
-//     kCancelled.
+//     kAborted (broken promises too).
+//   - Cancellation: get(), get_for(), get_until() and the wait() family
+//     observe the cancellation of the fiber that waits (its token,
+//     JoinHandle::abort(), Runtime::shutdown(grace)): they return
+//     kCancelled, leave the future untouched (still valid, its result
+//     still to come) and cancel nothing else; a result already there is
+//     returned even to a cancelled fiber. Under a CancellationShield they
+//     wait on. A plain thread is never cancelled.
 //
 // Threads: Promise and Future objects are handles, used by one thread at a
 // time (move them between threads freely); the state they share is
@@ -343,20 +351,27 @@ class Future {
 
   // Future::wait() / wait_for() / wait_until()
   //
-  // Wait for the result without consuming it; the timed forms return
-  // whether it arrived in time. Suspend on a fiber, block a thread.
-  void wait() const { state("Future::wait()")->wait_until(-1); }
-  bool wait_for(absl::Duration d) const { return wait_until(absl::Now() + d); }
-  bool wait_until(absl::Time deadline) const {
-    return state("Future::wait_until()")->wait_until(internal::to_monotonic(deadline));
+  // Wait for the result without consuming it: OK once it is there,
+  // kDeadlineExceeded when the timed forms give up, kCancelled if the
+  // waiting fiber is cancelled first (see the file comment). Suspend on a
+  // fiber, block a thread.
+  absl::Status wait() const {
+    return internal::wake_status(state("Future::wait()")->wait_until(-1), "Future::wait()");
+  }
+  absl::Status wait_for(absl::Duration d) const { return wait_until(absl::Now() + d); }
+  absl::Status wait_until(absl::Time deadline) const {
+    return internal::wake_status(state("Future::wait_until()")->wait_until(internal::to_monotonic(deadline)),
+                                 "Future::wait_until()");
   }
 
   // Future::get()
   //
   // Waits for the result and returns it: the value (OK for void) or the
   // error status; rethrows the exception of a future that failed with one.
-  // Consumes the future (valid() becomes false). Suspends on a fiber,
-  // blocks a thread.
+  // Consumes the future (valid() becomes false). If the waiting fiber is
+  // cancelled first, returns kCancelled and leaves the future valid, to be
+  // waited for again (a future whose own result is kCancelled is consumed:
+  // tell them apart with valid()). Suspends on a fiber, blocks a thread.
   Result get() { return get_impl(-1); }
 
   // Future::get_for() / get_until()
@@ -423,8 +438,13 @@ class Future {
     return s_;
   }
   Result get_impl(int64_t deadline) {
-    if (!state("Future::get()")->wait_until(deadline)) {
-      return absl::DeadlineExceededError("Future::get_for(): no result before the deadline");
+    switch (state("Future::get()")->wait_until(deadline)) {
+      case internal::WakeReason::kNotified:
+        break;
+      case internal::WakeReason::kTimeout:
+        return absl::DeadlineExceededError("Future::get_for(): no result before the deadline");
+      default:
+        return absl::CancelledError("Future::get(): the waiting fiber was cancelled");
     }
     struct Unref {
       internal::FutureState<T>* s;
@@ -468,7 +488,7 @@ class Promise {
   Promise(Promise&&) noexcept = default;
   Promise& operator=(Promise&&) noexcept = default;
   // Destroying a promise without a result fails its future with
-  // kCancelled (a broken promise).
+  // kAborted (a broken promise).
   ~Promise() = default;
 
   // Promise::get_future()

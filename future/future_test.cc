@@ -43,7 +43,7 @@ TEST_CASE("set_value from a plain thread: the callback runs on a fiber of the ru
   setter.join();
   CHECK(*got.recv() == 7);
   Place pl = *ran.recv();
-  end.wait();  // the callback has returned: the channels may go
+  CHECK(end.wait().ok());  // the callback has returned: the channels may go
   CHECK(pl.on_fiber);
   CHECK(pl.worker >= 0);
   CHECK(pl.thread != setter_id);
@@ -196,7 +196,7 @@ TEST_CASE("get() parks a fiber: the fiber that sets the value runs on the same s
     Promise<int> p;
     auto f = p.get_future();
     auto h = spawn([p = std::move(p)]() mutable {
-      this_fiber::sleep_for(absl::Milliseconds(2));
+      CHECK(this_fiber::sleep_for(absl::Milliseconds(2)).ok());
       p.set_value(9);
     });
     int r = *f.get();
@@ -213,9 +213,10 @@ TEST_CASE("get_for() and get_until() time out with kDeadlineExceeded and leave t
   CHECK(f.get_for(absl::Milliseconds(5)).status().code() == absl::StatusCode::kDeadlineExceeded);
   CHECK(f.get_until(absl::Now() - absl::Seconds(1)).status().code() == absl::StatusCode::kDeadlineExceeded);
   CHECK(f.valid());
-  CHECK(!f.wait_for(absl::Milliseconds(1)));
+  CHECK(f.wait_for(absl::Milliseconds(1)).code() == absl::StatusCode::kDeadlineExceeded);
+  CHECK(f.wait_until(absl::Now() - absl::Seconds(1)).code() == absl::StatusCode::kDeadlineExceeded);
   p.set_value(3);
-  CHECK(f.wait_for(absl::Seconds(10)));
+  CHECK(f.wait_for(absl::Seconds(10)).ok());
   CHECK(f.ready());
   auto r = f.get_for(absl::Seconds(10));
   REQUIRE(r.ok());
@@ -248,10 +249,10 @@ TEST_CASE("a future dropped with callbacks pending: the callbacks still run") {
     // f, the end of the chain, is dropped here, before the value exists.
   }
   p.set_value(1);
-  ran->wait();
+  CHECK(ran->wait().ok());
 }
 
-TEST_CASE("a promise dropped unfulfilled is a broken promise: kCancelled to the future and its callbacks") {
+TEST_CASE("a promise dropped unfulfilled is a broken promise: kAborted to the future and its callbacks") {
   auto rt = make(2);
   Channel<absl::Status> seen(1);
   std::atomic<int> then_ran{0};
@@ -266,9 +267,9 @@ TEST_CASE("a promise dropped unfulfilled is a broken promise: kCancelled to the 
             .on_failure([&](const absl::Status& s) { (void)seen.send(s); });
   }
   absl::Status s = *seen.recv();
-  CHECK(s.code() == absl::StatusCode::kCancelled);
+  CHECK(s.code() == absl::StatusCode::kAborted);
   CHECK(s.message() == "weft::Promise destroyed without a result (broken promise)");
-  CHECK(f.get().status().code() == absl::StatusCode::kCancelled);
+  CHECK(f.get().status().code() == absl::StatusCode::kAborted);
   CHECK(then_ran.load() == 0);
   // A waiter that is already blocked wakes with it too.
   auto p2 = std::make_unique<Promise<void>>(*rt);
@@ -277,7 +278,7 @@ TEST_CASE("a promise dropped unfulfilled is a broken promise: kCancelled to the 
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
     p2.reset();
   });
-  CHECK(f2.get().code() == absl::StatusCode::kCancelled);
+  CHECK(f2.get().code() == absl::StatusCode::kAborted);
   dropper.join();
 }
 
@@ -290,7 +291,7 @@ TEST_CASE("a callback registered after completion runs promptly") {
   std::atomic<int> got{0};
   auto t0 = absl::Now();
   auto end = std::move(f).on_success([&](const int& v) { got = v; });
-  end.wait();
+  CHECK(end.wait().ok());
   CHECK(got.load() == 8);
   CHECK(absl::Now() - t0 < absl::Seconds(1));
 }
@@ -320,7 +321,7 @@ TEST_CASE("misuse aborts with a message that names it") {
   CHECK(*f.get() == 1);
 }
 
-TEST_CASE("after the runtime stopped, callbacks are dropped and their futures fail with kCancelled") {
+TEST_CASE("after the runtime stopped, callbacks are dropped and their futures fail with kAborted") {
   auto rt = make(1);
   Promise<int> p(*rt);
   std::atomic<int> ran{0};
@@ -331,11 +332,11 @@ TEST_CASE("after the runtime stopped, callbacks are dropped and their futures fa
   rt->shutdown();
   p.set_value(1);
   auto r = f.get();
-  CHECK(r.status().code() == absl::StatusCode::kCancelled);
+  CHECK(r.status().code() == absl::StatusCode::kAborted);
   CHECK(ran.load() == 0);
 }
 
-TEST_CASE("a callback parked when the runtime stops is unwound; the rest of its chain fails with kCancelled") {
+TEST_CASE("a callback parked when the runtime stops is unwound; the rest of its chain fails with kAborted") {
   auto rt = make(2);
   Promise<int> p(*rt);
   Channel<int> never(1);
@@ -355,7 +356,7 @@ TEST_CASE("a callback parked when the runtime stops is unwound; the rest of its 
   CHECK(*entered.recv() == 1);
   rt->shutdown();
   auto r = f.get();
-  CHECK(r.status().code() == absl::StatusCode::kCancelled);
+  CHECK(r.status().code() == absl::StatusCode::kAborted);
   CHECK(r.status().message() == "future callback dropped: its runtime stopped (broken promise)");
   CHECK(later.load() == 0);
 }
@@ -393,13 +394,84 @@ TEST_CASE("race: set_value and callback registration on different threads; every
     go = true;
     setter.join();
     registrar.join();
-    done->wait();
+    CHECK(done->wait().ok());
     int64_t expect = int64_t{kN} * (kN - 1) / 2;
     CHECK(sum.load() == expect);
     int wrong = 0;
     for (auto& h : hits) wrong += h.load() != 1;
     CHECK(wrong == 0);
   }
+}
+
+TEST_CASE("get() and wait() on a cancelled fiber return kCancelled and leave the future to be waited for") {
+  auto rt = make(2);
+  Promise<int> p(*rt);
+  Future<int> f = p.get_future();
+  CancellationToken stop;
+  Channel<int> parked(1);
+  // The fiber's cancellation ends each of its waits in turn: get(),
+  // get_for(), wait(), wait_for(); none consumes the future.
+  auto h = rt->spawn(
+      [&] {
+        (void)parked.send(1);
+        std::vector<absl::StatusCode> codes;
+        codes.push_back(f.get().status().code());
+        codes.push_back(f.get_for(absl::Seconds(60)).status().code());
+        codes.push_back(f.wait().code());
+        codes.push_back(f.wait_for(absl::Seconds(60)).code());
+        return codes;
+      },
+      {.token = stop});
+  CHECK(*parked.recv() == 1);
+  stop.cancel();
+  auto codes = h.join();
+  REQUIRE(codes.size() == 4);
+  for (absl::StatusCode c : codes) CHECK(c == absl::StatusCode::kCancelled);
+  CHECK(f.valid());
+  CHECK(!f.ready());
+  // A result already there is returned even to a cancelled fiber.
+  p.set_value(5);
+  CancellationToken self;
+  auto got = rt->spawn(
+                   [&] {
+                     self.cancel();  // a fiber cancelled before it starts would never run
+                     CHECK(this_fiber::cancelled());
+                     return f.get();
+                   },
+                   {.token = self})
+                 .join();
+  REQUIRE(got.ok());
+  CHECK(*got == 5);
+  CHECK(!f.valid());
+}
+
+TEST_CASE("JoinHandle::abort() ends a fiber's get(); under a CancellationShield get() waits on") {
+  auto rt = make(2);
+  Promise<int> p(*rt), q(*rt);
+  Future<int> f = p.get_future(), g = q.get_future();
+  Channel<int> parked(2);
+  auto plain = rt->spawn([&] {
+    (void)parked.send(1);
+    return f.get().status().code();
+  });
+  auto shielded = rt->spawn([&] {
+    this_fiber::CancellationShield shield;
+    (void)parked.send(2);
+    return g.get();
+  });
+  CHECK(parked.recv().ok());
+  CHECK(parked.recv().ok());
+  plain.abort();
+  shielded.abort();
+  CHECK(plain.join() == absl::StatusCode::kCancelled);
+  CHECK(f.valid());
+  // The shielded fiber is still waiting: it gets the value set now.
+  CHECK(shielded.join_for(absl::Milliseconds(20)).status().code() == absl::StatusCode::kDeadlineExceeded);
+  q.set_value(7);
+  auto got = shielded.join();
+  REQUIRE(got.ok());
+  CHECK(*got == 7);
+  p.set_value(1);  // f's result, never consumed, is destroyed with it
 }
 
 TEST_CASE("to_future: a fiber's value, exception, or void") {

@@ -36,7 +36,7 @@ auto join_into(JoinHandle<T> h, Promise<T> p) {
         p.set_value(h.join());
       }
     } catch (const FiberUnwind&) {
-      throw;  // the runtime is stopping: p breaks (kCancelled) as it is destroyed
+      throw;  // the runtime is stopping: p breaks (kAborted) as it is destroyed
     } catch (...) {
       p.set_exception(std::current_exception());
     }

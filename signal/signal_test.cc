@@ -37,7 +37,7 @@ TEST_CASE("kill(getpid()) reaches a fiber parked in recv()") {
   auto rt = make_runtime();
   int got = rt->block_on([&] {
     auto sender = spawn([] {
-      this_fiber::sleep_for(absl::Milliseconds(20));  // the receiver parks first
+      CHECK(this_fiber::sleep_for(absl::Milliseconds(20)).ok());  // the receiver parks first
       send(SIGUSR1);
     });
     auto sig = set->recv();
@@ -92,7 +92,7 @@ TEST_CASE("recv_for() times out; close() wakes a parked recv() with kCancelled")
   rt->block_on([&] {
     CHECK(set->recv_for(absl::Milliseconds(20)).status().code() == absl::StatusCode::kDeadlineExceeded);
     auto waiter = spawn([&] { return set->recv().status().code(); });
-    this_fiber::sleep_for(absl::Milliseconds(20));
+    CHECK(this_fiber::sleep_for(absl::Milliseconds(20)).ok());
     set->close();
     CHECK(waiter.join() == absl::StatusCode::kCancelled);
     CHECK(set->recv().status().code() == absl::StatusCode::kCancelled);
@@ -103,6 +103,24 @@ TEST_CASE("recv_for() times out; close() wakes a parked recv() with kCancelled")
   CHECK(!blocked_here(SIGUSR1));
   SignalSet empty;
   CHECK(empty.try_recv().status().code() == absl::StatusCode::kFailedPrecondition);
+}
+
+TEST_CASE("a parked recv() observes the fiber's cancellation (kCancelled); the set stays open") {
+  auto set = SignalSet::open({SIGUSR1});
+  REQUIRE(set.ok());
+  auto rt = make_runtime();
+  rt->block_on([&] {
+    CancellationToken stop;
+    auto waiter = spawn({.token = stop}, [&] { return set->recv().status().code(); });
+    CHECK(this_fiber::sleep_for(absl::Milliseconds(20)).ok());  // the receiver parks first
+    stop.cancel();
+    CHECK(waiter.join() == absl::StatusCode::kCancelled);
+    CHECK(set->is_open());
+    send(SIGUSR1);
+    auto sig = set->recv_for(absl::Seconds(10));
+    CHECK((sig.ok() && *sig == SIGUSR1));
+  });
+  set->close();
 }
 
 TEST_CASE("open() refuses what cannot be received") {
@@ -176,7 +194,7 @@ TEST_CASE("wait() on a fiber; two sets for one signal: each signal goes to one o
   auto rt = make_runtime();
   rt->block_on([&] {
     auto sender = spawn([] {
-      this_fiber::sleep_for(absl::Milliseconds(10));
+      CHECK(this_fiber::sleep_for(absl::Milliseconds(10)).ok());
       send(SIGUSR1);
     });
     auto sig = wait({SIGUSR1});  // guard never reads, so wait() gets it
@@ -197,14 +215,16 @@ TEST_CASE("wait() on a fiber; two sets for one signal: each signal goes to one o
     }
     for (int i = 1; i <= 3; ++i) {
       send(SIGUSR1);
-      for (int n = 0; n < 10000 && received.load() < i; ++n) this_fiber::sleep_for(absl::Milliseconds(1));
+      for (int n = 0; n < 10000 && received.load() < i; ++n) {
+        REQUIRE(this_fiber::sleep_for(absl::Milliseconds(1)).ok());
+      }
       CHECK(received.load() == i);
     }
-    this_fiber::sleep_for(absl::Milliseconds(20));
+    CHECK(this_fiber::sleep_for(absl::Milliseconds(20)).ok());
     CHECK(received.load() == 3);  // no signal was received twice
     guard->close();
     second->close();
-    wg.wait();
+    CHECK(wg.wait().ok());
   });
 }
 

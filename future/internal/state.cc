@@ -21,7 +21,7 @@
 //   4. The runner runs its queue in order, deleting each continuation
 //      after it ran (discard()). A continuation deleted without running
 //      (the runtime stopped, so the runner fiber was cancelled) breaks its
-//      own result with kCancelled, which repeats from step 1 downstream.
+//      own result with kAborted, which repeats from step 1 downstream.
 #include "future/internal/state.h"
 
 #include <string>
@@ -37,7 +37,7 @@ Executor current_executor_or_die(const char* what) {
 }
 
 absl::Status broken_promise_status(const char* what) {
-  return absl::CancelledError(std::string(what) + " (broken promise)");
+  return absl::AbortedError(std::string(what) + " (broken promise)");
 }
 
 void discard(Continuation* c) {
@@ -111,7 +111,7 @@ class RunnerTask {
 void Runner::start(Executor exec, Continuation* c) {
   RunnerTask task(exec, c);
   if (exec.scheduler != nullptr) {
-    auto st = start_fiber(exec.scheduler, 0, std::source_location::current(), -1, std::move(task));
+    auto st = start_fiber(exec.scheduler, SpawnOptions{}, std::source_location::current(), -1, std::move(task));
     WEFT_CHECK(st.ok(), "spawning a future callback fiber failed: %s", std::string(st.status().message()).c_str());
     JoinHandle<void>(*st).detach();
   } else {
@@ -163,18 +163,21 @@ void FutureStateBase::dispatch(Continuation* c, Runner* runner) {
   }
 }
 
-bool FutureStateBase::wait_until(int64_t deadline) {
+WakeReason FutureStateBase::wait_until(int64_t deadline) {
   for (;;) {
     Waiter w;
     {
       std::lock_guard<SpinLock> g(lock_);
-      if (done_.load(std::memory_order_relaxed)) return true;
-      if (deadline == -2 || (deadline >= 0 && deadline <= monotonic_now())) return false;
+      if (done_.load(std::memory_order_relaxed)) return WakeReason::kNotified;
+      if (deadline == -2 || (deadline >= 0 && deadline <= monotonic_now())) return WakeReason::kTimeout;
       waiters_.push_back(&w);
     }
-    // Notified (complete), timed out, or cancelled (throws FiberUnwind):
-    // look again.
-    settle_wait(w, waiters_, lock_, w.wait(deadline));
+    // Notified (complete) or timed out: look again. Cancelled: stop (a
+    // cancelled fiber's next park would end at once, so looping would
+    // spin). Unwound by the runtime: settle_wait() throws FiberUnwind.
+    if (settle_wait(w, waiters_, lock_, w.wait(deadline)) == WakeReason::kCancelled) {
+      return WakeReason::kCancelled;
+    }
   }
 }
 

@@ -52,7 +52,7 @@ struct Executor {
 // aborts naming `what` off a runtime.
 Executor current_executor_or_die(const char* what);
 
-// The kCancelled status of a producer destroyed without a result.
+// The kAborted status of a producer destroyed without a result.
 absl::Status broken_promise_status(const char* what);
 
 // Continuation: the one consumer of a completed state's result. User
@@ -99,7 +99,7 @@ class Runner {
   Runner(const Runner&) = delete;
   Runner& operator=(const Runner&) = delete;
   // Continuations still queued (the fiber is being unwound by shutdown)
-  // are discarded: their results break with kCancelled.
+  // are discarded: their results break with kAborted.
   ~Runner();
 
   // accepts() is true when continuations of `e` may run on this fiber.
@@ -172,9 +172,11 @@ class FutureStateBase {
   void set_continuation(Continuation* c, Runner* runner);
 
   // wait_until() waits for completion until `deadline` (monotonic nanos;
-  // -1 none, -2 do not wait): true once complete. Suspends on a fiber,
-  // blocks a thread.
-  bool wait_until(int64_t deadline);
+  // -1 none, -2 do not wait): kNotified once complete, kTimeout at the
+  // deadline, kCancelled if the waiting fiber is cancelled first (a result
+  // already there wins: kNotified). Suspends on a fiber, blocks a thread;
+  // throws FiberUnwind if the runtime unwinds the fiber.
+  WakeReason wait_until(int64_t deadline);
 
   // After completion, read by the one consumer:
   bool failed() const { return !status_.ok() || exception_ != nullptr; }
@@ -219,7 +221,7 @@ class FutureState final : public FutureStateBase {
 
 // Producer<T>: the right to complete a state, held by a Promise or by the
 // continuation that computes it. Destroyed before completing, it completes
-// the state with kCancelled (a broken promise); `broken_what` says which.
+// the state with kAborted (a broken promise); `broken_what` says which.
 template <class T>
 class Producer {
  public:

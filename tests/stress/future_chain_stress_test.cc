@@ -48,7 +48,7 @@ TEST_CASE("chains of then() across 2 workers: every callback runs exactly once")
         steps_run.fetch_add(1);
         if (s == 2 && i % 7 == 3) throw std::runtime_error("step 2 failed");
         if (i % 11 == 0) this_fiber::yield();
-        if (i % 97 == 0 && s == 4) this_fiber::sleep_for(absl::Milliseconds(1));
+        if (i % 97 == 0 && s == 4) CHECK(this_fiber::sleep_for(absl::Milliseconds(1)).ok());
         return v + s;
       });
     }
@@ -109,7 +109,7 @@ TEST_CASE("chains of then() across 2 workers: every callback runs exactly once")
   int64_t expect_success = 0, expect_fail = 0, expect_sum = 0, expect_steps = 0;
   for (int64_t i = 0; i < kChains; ++i) {
     auto& f = end_of[static_cast<size_t>(i)];
-    f.wait();
+    REQUIRE(f.wait().ok());
     REQUIRE(f.ready());
     if (i % 7 == 3 && i % 5 != 0) {
       ++expect_fail;

@@ -7,7 +7,7 @@
 //   bazel run -c opt //tools/soak -- --duration=60s --workloads=tcp,udp --workers=4
 //
 // Each workload (workloads.cc: spawn, channel, sync, tcp, udp, timers,
-// blocking) runs on its own fiber in rounds; every round ends with exact
+// blocking, cancel, scope, timeout) runs on its own fiber in rounds; every round ends with exact
 // accounting, and a failed check ends the process at once with a message
 // that names the workload, the check and the round, and exit status 1.
 //
@@ -251,7 +251,7 @@ struct Leaks {
 void run_leaks(const Flags& flags, const std::atomic<bool>& stop, Leaks* leaks) {
   constexpr size_t kChunk = 1 << 20;
   while (!stop.load()) {
-    weft::this_fiber::sleep_for(absl::Milliseconds(100));
+    if (!weft::this_fiber::sleep_for(absl::Milliseconds(100)).ok()) return;  // cancelled: the runtime stops
     std::lock_guard<weft::Mutex> g(leaks->mu);
     if (flags.leak_rss) {
       leaks->memory.emplace_back(new char[kChunk]);
@@ -259,7 +259,11 @@ void run_leaks(const Flags& flags, const std::atomic<bool>& stop, Leaks* leaks) 
     }
     if (flags.leak_fds) leaks->fds.push_back(::open("/dev/null", O_RDONLY | O_CLOEXEC));
     if (flags.leak_fibers) {
-      for (int i = 0; i < 5; ++i) leaks->fibers.push_back(weft::spawn([leaks] { leaks->release.wait(); }));
+      // Parked until release_leaks(); kCancelled (the runtime stops) ends
+      // the leak just as well.
+      for (int i = 0; i < 5; ++i) {
+        leaks->fibers.push_back(weft::spawn([leaks] { (void)leaks->release.wait(); }));
+      }
     }
   }
 }

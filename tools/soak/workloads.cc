@@ -12,6 +12,7 @@
 // registry at the bottom of this file.
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -27,10 +28,13 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "fs/fs.h"
+#include "lifecycle/scope.h"
+#include "lifecycle/timeout.h"
 #include "net/address.h"
 #include "net/tcp.h"
 #include "net/udp.h"
 #include "runtime/blocking.h"
+#include "runtime/cancel.h"
 #include "runtime/runtime.h"
 #include "sync/sync.h"
 #include "tools/soak/soak.h"
@@ -132,9 +136,10 @@ void run_spawn(WorkloadContext& ctx) {
     for (int64_t i = 0; i < detached; ++i) {
       wg.add();
       bool sleep = rng() % 8 == 0;
-      spawn([&wg, &ran, sleep] {
+      spawn([&ctx, &wg, &ran, sleep] {
         if (sleep) {
-          this_fiber::sleep_for(absl::Milliseconds(1));
+          absl::Status s = this_fiber::sleep_for(absl::Milliseconds(1));
+          SOAK_CHECK(ctx, s.ok(), "detached fiber sleep: %s", status_text(s).c_str());
         } else {
           this_fiber::yield();
         }
@@ -142,8 +147,9 @@ void run_spawn(WorkloadContext& ctx) {
         wg.done();
       }).detach();
     }
-    SOAK_CHECK(ctx, wg.wait_for(absl::Seconds(60)), "detached fibers: %lld of %lld done after 60 s",
-               static_cast<long long>(ran.load()), static_cast<long long>(detached));
+    absl::Status waited = wg.wait_for(absl::Seconds(60));
+    SOAK_CHECK(ctx, waited.ok(), "detached fibers: %lld of %lld done after 60 s: %s",
+               static_cast<long long>(ran.load()), static_cast<long long>(detached), status_text(waited).c_str());
     SOAK_CHECK(ctx, ran.load() == detached, "detached fibers: %lld ran, %lld spawned",
                static_cast<long long>(ran.load()), static_cast<long long>(detached));
     ctx.count(static_cast<uint64_t>(joined + 1 + detached));
@@ -312,12 +318,14 @@ void run_sync(WorkloadContext& ctx) {
         bool timed = f % 2 == 0;
         hs.push_back(spawn([&, timed] {
           for (int i = 0; i < 8; ++i) {
+            absl::Status s;
             if (timed) {
-              while (!sem.acquire_for(absl::Microseconds(500))) {
+              while (absl::IsDeadlineExceeded(s = sem.acquire_for(absl::Microseconds(500)))) {
               }
             } else {
-              sem.acquire();
+              s = sem.acquire();
             }
+            SOAK_CHECK(ctx, s.ok(), "semaphore acquire: %s", status_text(s).c_str());
             int64_t now = inside.fetch_add(1) + 1;
             int64_t m = most.load();
             while (now > m && !most.compare_exchange_weak(m, now)) {
@@ -334,7 +342,7 @@ void run_sync(WorkloadContext& ctx) {
       SOAK_CHECK(ctx, sem.available() == permits, "semaphore: %lld available after, %lld permits",
                  static_cast<long long>(sem.available()), static_cast<long long>(permits));
       Semaphore none(0);
-      SOAK_CHECK(ctx, !none.try_acquire() && !none.acquire_for(absl::Milliseconds(1)),
+      SOAK_CHECK(ctx, !none.try_acquire() && absl::IsDeadlineExceeded(none.acquire_for(absl::Milliseconds(1))),
                  "semaphore without permits was acquired");
       ops += static_cast<uint64_t>(fibers * 8);
     }
@@ -348,8 +356,11 @@ void run_sync(WorkloadContext& ctx) {
       auto producer = spawn([&] {
         for (int64_t i = 1; i <= n; ++i) {
           std::unique_lock<Mutex> l(mu);
-          while (!not_full.wait_for(l, absl::Milliseconds(1), [&] { return q.size() < cap; })) {
+          absl::Status s;
+          while (absl::IsDeadlineExceeded(s = not_full.wait_for(l, absl::Milliseconds(1),
+                                                                 [&] { return q.size() < cap; }))) {
           }
+          SOAK_CHECK(ctx, s.ok(), "condvar producer wait: %s", status_text(s).c_str());
           q.push_back(i);
           if (i % 2 == 0) {
             not_empty.notify_one();
@@ -361,7 +372,9 @@ void run_sync(WorkloadContext& ctx) {
       int64_t sum = 0, got = 0;
       while (got < n) {
         std::unique_lock<Mutex> l(mu);
-        if (!not_empty.wait_for(l, absl::Milliseconds(1), [&] { return !q.empty(); })) continue;
+        absl::Status s = not_empty.wait_for(l, absl::Milliseconds(1), [&] { return !q.empty(); });
+        if (absl::IsDeadlineExceeded(s)) continue;
+        SOAK_CHECK(ctx, s.ok(), "condvar consumer wait: %s", status_text(s).c_str());
         sum += q.front();
         q.erase(q.begin());
         ++got;
@@ -371,7 +384,7 @@ void run_sync(WorkloadContext& ctx) {
       SOAK_CHECK(ctx, sum == n * (n + 1) / 2 && q.empty(), "condvar queue: sum %lld, expected %lld",
                  static_cast<long long>(sum), static_cast<long long>(n * (n + 1) / 2));
       std::unique_lock<Mutex> l(mu);
-      SOAK_CHECK(ctx, not_empty.wait_for(l, absl::Milliseconds(1)) == CvStatus::kTimeout,
+      SOAK_CHECK(ctx, absl::IsDeadlineExceeded(not_empty.wait_for(l, absl::Milliseconds(1))),
                  "condvar wait_for without a notify did not time out");
       ops += static_cast<uint64_t>(n);
     }
@@ -383,24 +396,30 @@ void run_sync(WorkloadContext& ctx) {
       std::vector<JoinHandle<void>> hs;
       for (int64_t w = 0; w < waiters; ++w) {
         hs.push_back(spawn([&] {
-          if (ev.wait_for(absl::Seconds(60))) released.fetch_add(1);
+          if (ev.wait_for(absl::Seconds(60)).ok()) released.fetch_add(1);
         }));
       }
-      if (rng() % 2 == 0) this_fiber::sleep_for(absl::Milliseconds(1));
+      if (rng() % 2 == 0) {
+        absl::Status s = this_fiber::sleep_for(absl::Milliseconds(1));
+        SOAK_CHECK(ctx, s.ok(), "event setter sleep: %s", status_text(s).c_str());
+      }
       ev.set();
       for (auto& h : hs) h.join();
       SOAK_CHECK(ctx, released.load() == waiters, "event: %lld of %lld waiters released",
                  static_cast<long long>(released.load()), static_cast<long long>(waiters));
       ev.reset();
-      SOAK_CHECK(ctx, !ev.is_set() && !ev.wait_for(absl::Milliseconds(1)), "reset event did not time out");
+      SOAK_CHECK(ctx, !ev.is_set() && absl::IsDeadlineExceeded(ev.wait_for(absl::Milliseconds(1))),
+                 "reset event did not time out");
       ops += static_cast<uint64_t>(waiters);
     }
     // WaitGroup: a timed wait before the count reaches zero fails, after succeeds.
     {
       WaitGroup wg(1);
-      SOAK_CHECK(ctx, !wg.wait_for(absl::Milliseconds(1)), "wait group with count 1 did not time out");
+      SOAK_CHECK(ctx, absl::IsDeadlineExceeded(wg.wait_for(absl::Milliseconds(1))),
+                 "wait group with count 1 did not time out");
       auto h = spawn([&wg] { wg.done(); });
-      SOAK_CHECK(ctx, wg.wait_for(absl::Seconds(60)) && wg.count() == 0, "wait group did not reach zero");
+      absl::Status s = wg.wait_for(absl::Seconds(60));
+      SOAK_CHECK(ctx, s.ok() && wg.count() == 0, "wait group did not reach zero: %s", status_text(s).c_str());
       h.join();
       ops += 1;
     }
@@ -419,8 +438,8 @@ void run_sync(WorkloadContext& ctx) {
       SOAK_CHECK(ctx, rx2.recv_for(absl::Milliseconds(1)).status().code() == absl::StatusCode::kDeadlineExceeded,
                  "oneshot recv_for without a send did not time out");
       spawn([tx2 = std::move(tx2)]() mutable { this_fiber::yield(); }).join();  // dropped unsent
-      SOAK_CHECK(ctx, rx2.recv().status().code() == absl::StatusCode::kCancelled,
-                 "oneshot with a dropped sender is not kCancelled");
+      SOAK_CHECK(ctx, rx2.recv().status().code() == absl::StatusCode::kAborted,
+                 "oneshot with a dropped sender is not kAborted");
 
       auto [tx3, rx3] = make_oneshot<uint64_t>();
       { auto gone = std::move(rx3); }
@@ -514,7 +533,8 @@ void run_tcp(WorkloadContext& ctx) {
           Rng mrng(mseed);
           uint64_t moves = 0;
           while (!done.load()) {
-            this_fiber::sleep_for(absl::Milliseconds(static_cast<int64_t>(mrng() % 4)));
+            absl::Status sl = this_fiber::sleep_for(absl::Milliseconds(static_cast<int64_t>(mrng() % 4)));
+            SOAK_CHECK(ctx, sl.ok(), "migrator sleep: %s", status_text(sl).c_str());
             absl::Status m = s->migrate_to(static_cast<int>(mrng() % static_cast<uint64_t>(workers)));
             SOAK_CHECK(ctx, m.ok(), "client migrate_to: %s", status_text(m).c_str());
             ++moves;
@@ -665,11 +685,11 @@ void run_timers(WorkloadContext& ctx) {
         auto t0 = SteadyClock::now();
         switch (kind) {
           case 0:
-            this_fiber::sleep_for(d);
+          case 1: {
+            absl::Status s = kind == 0 ? this_fiber::sleep_for(d) : this_fiber::sleep_until(absl::Now() + d);
+            SOAK_CHECK(ctx, s.ok(), "timer kind %d: %s", kind, status_text(s).c_str());
             break;
-          case 1:
-            this_fiber::sleep_until(absl::Now() + d);
-            break;
+          }
           case 2: {
             Channel<int> empty(1);
             auto r = empty.recv_for(d);
@@ -680,13 +700,17 @@ void run_timers(WorkloadContext& ctx) {
           default: {  // an event set at a random moment, against the timeout
             Event ev;
             const int64_t set_after = static_cast<int64_t>(static_cast<uint64_t>(us) * 7 % 20000);
-            auto setter = spawn([&ev, set_after] {
-              this_fiber::sleep_for(absl::Microseconds(set_after));
+            auto setter = spawn([&ctx, &ev, set_after] {
+              absl::Status s = this_fiber::sleep_for(absl::Microseconds(set_after));
+              SOAK_CHECK(ctx, s.ok(), "event setter sleep: %s", status_text(s).c_str());
               ev.set();
             });
-            bool set = ev.wait_for(d);
+            absl::Status waited = ev.wait_for(d);
             int64_t el = micros_since(t0);
             setter.join();
+            SOAK_CHECK(ctx, waited.ok() || absl::IsDeadlineExceeded(waited), "event wait_for: %s",
+                       status_text(waited).c_str());
+            const bool set = waited.ok();
             SOAK_CHECK(ctx, set || el >= us, "event wait_for(%lld us) gave up after %lld us",
                        static_cast<long long>(us), static_cast<long long>(el));
             return;
@@ -774,6 +798,481 @@ void run_blocking_calls(WorkloadContext& ctx) {
   SOAK_CHECK(ctx, removed.ok(), "remove_all: %s", status_text(removed).c_str());
 }
 
+
+// ---------------------------------------------------------------------------
+// cancel: fibers spawned with SpawnOptions::token park on a bounded channel
+// (senders and receivers), in long sleeps and on a semaphore; their tokens
+// (their own, a shared parent's, or one with a deadline) are cancelled and
+// their handles aborted in a random order, some before the fiber starts.
+// Every fiber is accounted for (it ran and ended on kCancelled, or was
+// cancelled before it started), and every value sent was received or is
+// still buffered: cancellation loses nothing.
+
+enum class CancelKind { kSender, kReceiver, kSleeper, kAcquirer };
+
+struct CancelOutcome {
+  int64_t n = 0;     // values sent or received, permits acquired
+  uint64_t sum = 0;  // of the values
+  absl::StatusCode end = absl::StatusCode::kOk;
+  bool saw_cancelled = false;  // this_fiber::cancelled() after the last wait
+};
+
+void run_cancel(WorkloadContext& ctx) {
+  Rng rng(ctx.seed());
+  while (!ctx.stopping()) {
+    Channel<uint64_t> ch(static_cast<size_t>(uniform(rng, 1, 16)));
+    Semaphore sem(0);
+    std::atomic<int64_t> started{0};
+    const int64_t fibers = uniform(rng, 4, 48);
+    CancellationToken group;  // the parent of some fibers' tokens
+    std::vector<CancellationToken> tokens;
+    std::vector<JoinHandle<CancelOutcome>> hs;
+    std::vector<CancelKind> kinds;
+    for (int64_t f = 0; f < fibers; ++f) {
+      const auto kind = static_cast<CancelKind>(rng() % 4);
+      const int token_kind = static_cast<int>(rng() % 4);
+      CancellationToken t = token_kind == 0   ? group.child()
+                            : token_kind == 1 ? CancellationToken::with_timeout(absl::Milliseconds(uniform(rng, 1, 20)))
+                                              : CancellationToken();
+      tokens.push_back(t);
+      kinds.push_back(kind);
+      const uint64_t limit = static_cast<uint64_t>(uniform(rng, 0, 2000));  // values a sender sends
+      hs.push_back(spawn({.token = t}, [&ctx, &ch, &sem, &started, kind, f, limit] {
+        started.fetch_add(1, std::memory_order_relaxed);
+        CancelOutcome out;
+        absl::Status st;
+        // A send or recv that need not wait completes even on a cancelled
+        // fiber, so a cancelled sender and receiver could feed each other
+        // for ever: they also stop when they see the cancellation.
+        const absl::Status noticed = absl::CancelledError("soak: the fiber saw its cancellation");
+        switch (kind) {
+          case CancelKind::kSender:
+            for (uint64_t i = 0;; ++i) {
+              const uint64_t v = (static_cast<uint64_t>(f) << 32) | i;
+              if (this_fiber::cancelled()) {
+                st = noticed;
+                break;
+              }
+              if (i == limit) {  // done sending: wait for the cancellation
+                st = this_fiber::sleep_for(absl::Seconds(60));
+                if (st.ok()) st = absl::InternalError("a 60 s sleep was not cancelled");
+                break;
+              }
+              if (!(st = ch.send(v)).ok()) break;
+              ++out.n;
+              out.sum += v;
+            }
+            break;
+          case CancelKind::kReceiver:
+            for (;;) {
+              if (this_fiber::cancelled()) {
+                st = noticed;
+                break;
+              }
+              absl::StatusOr<uint64_t> v = ch.recv();
+              if (!v.ok()) {
+                st = v.status();
+                break;
+              }
+              ++out.n;
+              out.sum += *v;
+            }
+            break;
+          case CancelKind::kSleeper:
+            // Short sleeps that end in time, until one is cut short.
+            while ((st = this_fiber::sleep_for(absl::Milliseconds(f % 3 == 0 ? 60000 : 1))).ok()) ++out.n;
+            break;
+          case CancelKind::kAcquirer:
+            while ((st = sem.acquire()).ok()) ++out.n;
+            break;
+        }
+        out.end = st.code();
+        out.saw_cancelled = this_fiber::cancelled();
+        SOAK_CHECK(ctx, st.code() == absl::StatusCode::kCancelled, "cancel: fiber %lld (kind %d) ended on %s",
+                   static_cast<long long>(f), static_cast<int>(kind), status_text(st).c_str());
+        return out;
+      }));
+    }
+    // Release some permits while the acquirers run, then cancel everything
+    // in a random order: a token, the group, or abort() on a handle.
+    int64_t released = 0;
+    std::vector<size_t> order(static_cast<size_t>(fibers));
+    for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+    std::shuffle(order.begin(), order.end(), rng);
+    for (size_t i : order) {
+      switch (rng() % 8) {
+        case 0:
+          this_fiber::yield();
+          break;
+        case 1: {
+          absl::Status s = this_fiber::sleep_for(absl::Microseconds(uniform(rng, 0, 2000)));
+          SOAK_CHECK(ctx, s.ok(), "cancel: driver sleep: %s", status_text(s).c_str());
+          break;
+        }
+        case 2: {
+          const int64_t n = uniform(rng, 1, 4);
+          sem.release(n);
+          released += n;
+          break;
+        }
+        default:
+          break;
+      }
+      switch (rng() % 4) {
+        case 0:
+          hs[i].abort();
+          break;
+        case 1:
+          group.cancel();
+          [[fallthrough]];
+        default:
+          tokens[i].cancel();
+      }
+    }
+    int64_t sent = 0, received = 0, acquired = 0, ran = 0, never_ran = 0;
+    uint64_t sent_sum = 0, received_sum = 0;
+    for (size_t i = 0; i < hs.size(); ++i) {
+      absl::StatusOr<CancelOutcome> r = hs[i].try_join();
+      if (r.status().code() == absl::StatusCode::kAborted) {
+        ++never_ran;  // cancelled before it started
+        continue;
+      }
+      SOAK_CHECK(ctx, r.ok(), "cancel: join of fiber %zu: %s", i, status_text(r).c_str());
+      SOAK_CHECK(ctx, r->saw_cancelled, "cancel: fiber %zu ended on kCancelled but is not cancelled", i);
+      ++ran;
+      switch (kinds[i]) {
+        case CancelKind::kSender:
+          sent += r->n;
+          sent_sum += r->sum;
+          break;
+        case CancelKind::kReceiver:
+          received += r->n;
+          received_sum += r->sum;
+          break;
+        case CancelKind::kAcquirer:
+          acquired += r->n;
+          break;
+        case CancelKind::kSleeper:
+          break;
+      }
+    }
+    SOAK_CHECK(ctx, ran + never_ran == fibers && ran == started.load(),
+               "cancel: %lld fibers ran, %lld never started, %lld spawned, %lld started", static_cast<long long>(ran),
+               static_cast<long long>(never_ran), static_cast<long long>(fibers),
+               static_cast<long long>(started.load()));
+    // What the receivers did not take is still buffered.
+    int64_t buffered = 0;
+    uint64_t buffered_sum = 0;
+    for (auto v = ch.try_recv(); v.ok(); v = ch.try_recv()) {
+      ++buffered;
+      buffered_sum += *v;
+    }
+    SOAK_CHECK(ctx, sent == received + buffered && sent_sum == received_sum + buffered_sum,
+               "cancel: sent %lld values (sum %llu), received %lld (sum %llu), %lld (sum %llu) left buffered",
+               static_cast<long long>(sent), static_cast<unsigned long long>(sent_sum),
+               static_cast<long long>(received), static_cast<unsigned long long>(received_sum),
+               static_cast<long long>(buffered), static_cast<unsigned long long>(buffered_sum));
+    ChannelStats st = ch.stats();
+    SOAK_CHECK(ctx, st.sent == static_cast<uint64_t>(sent) && st.received == static_cast<uint64_t>(received + buffered),
+               "cancel: channel stats sent %llu received %llu, counted %lld and %lld",
+               static_cast<unsigned long long>(st.sent), static_cast<unsigned long long>(st.received),
+               static_cast<long long>(sent), static_cast<long long>(received + buffered));
+    SOAK_CHECK(ctx, acquired + sem.available() == released,
+               "cancel: %lld permits acquired + %lld left != %lld released", static_cast<long long>(acquired),
+               static_cast<long long>(sem.available()), static_cast<long long>(released));
+    // The workload's own fiber was never cancelled: it still waits.
+    SOAK_CHECK(ctx, !this_fiber::cancelled(), "cancel: the driver fiber is cancelled");
+    ctx.count(static_cast<uint64_t>(fibers));
+    ctx.round_done();
+  }
+}
+
+// ---------------------------------------------------------------------------
+// scope: trees of weft::scoped() whose children succeed, fail with a
+// status, throw, block until the scope is cancelled, cancel the scope, or
+// open a nested scope; race() and all(). No fiber outlives its scope: each
+// scope counts its live children, and the count is 0 when scoped()
+// returns. A scope reports OK exactly when nothing in it failed or
+// cancelled.
+
+// Live: a scope's count of running children; a child holds a Member while
+// it runs.
+struct Live {
+  std::atomic<int64_t> n{0};
+  struct Member {
+    explicit Member(Live* l) : live(l) { live->n.fetch_add(1, std::memory_order_relaxed); }
+    ~Member() { live->n.fetch_sub(1, std::memory_order_release); }
+    Member(const Member&) = delete;
+    Member& operator=(const Member&) = delete;
+    Live* live;
+  };
+};
+
+struct ScopeCounters {
+  std::atomic<int64_t> scopes{0}, children{0};
+};
+
+// run_scope() runs one scope and returns what scoped() returned (an
+// exception becomes kUnknown "thrown"); *troubled says whether anything
+// in it failed, threw or cancelled, which makes a non-OK result expected.
+absl::Status run_scope(WorkloadContext& ctx, int depth, uint64_t seed, ScopeCounters* c, bool* troubled) {
+  Rng rng(seed);
+  Live live;
+  const int64_t kids = uniform(rng, 1, 6);
+  struct Plan {
+    int kind;
+    int64_t us;
+    uint64_t seed;
+  };
+  std::vector<Plan> plans;
+  bool trouble = false, blocker = false;
+  for (int64_t k = 0; k < kids; ++k) {
+    int kind = static_cast<int>(rng() % 16);
+    if (kind >= 6) kind = 0;                 // mostly plain successes
+    if (kind == 5 && depth == 0) kind = 0;  // no nesting below the leaves
+    plans.push_back({kind, uniform(rng, 0, 2000), rng()});
+    trouble |= kind == 1 || kind == 2 || kind == 4;
+    blocker |= kind == 3;
+  }
+  // A blocker ends only when its scope is cancelled: make sure it is.
+  if (blocker && !trouble) {
+    plans.push_back({4, uniform(rng, 0, 2000), rng()});
+    trouble = true;
+  }
+  std::atomic<bool> nested_trouble{false};
+  absl::Status st;
+  try {
+    st = scoped([&](TaskScope& scope) {
+      c->scopes.fetch_add(1, std::memory_order_relaxed);
+      for (const Plan& p : plans) {
+        scope.spawn([&ctx, &live, &scope, &nested_trouble, c, p, depth]() -> absl::Status {
+          Live::Member m(&live);
+          c->children.fetch_add(1, std::memory_order_relaxed);
+          absl::Status slept = this_fiber::sleep_for(absl::Microseconds(p.us));
+          switch (p.kind) {
+            case 0:  // succeeds, unless a sibling's failure cut its sleep short
+              return slept;
+            case 1:
+              return absl::InternalError("soak: planned failure");
+            case 2:
+              throw std::runtime_error("soak: planned throw");
+            case 3: {  // blocks until the scope is cancelled
+              Channel<int> never(1);
+              absl::StatusOr<int> v = never.recv();
+              SOAK_CHECK(ctx, v.status().code() == absl::StatusCode::kCancelled, "scope: blocker woke with %s",
+                         status_text(v).c_str());
+              return v.status();
+            }
+            case 4:
+              scope.cancel();
+              return absl::OkStatus();
+            default: {  // a nested scope, under this child's token
+              bool t = false;
+              absl::Status inner = run_scope(ctx, depth - 1, p.seed, c, &t);
+              if (t) nested_trouble.store(true);
+              return inner;
+            }
+          }
+        });
+      }
+    });
+  } catch (const std::runtime_error& e) {
+    SOAK_CHECK(ctx, std::string(e.what()) == "soak: planned throw", "scope: unexpected exception %s", e.what());
+    st = absl::UnknownError("thrown");
+  }
+  SOAK_CHECK(ctx, live.n.load(std::memory_order_acquire) == 0, "scope: %lld children still running after scoped()",
+             static_cast<long long>(live.n.load()));
+  *troubled = trouble || nested_trouble.load();
+  return st;
+}
+
+void run_scope_workload(WorkloadContext& ctx) {
+  Rng rng(ctx.seed());
+  while (!ctx.stopping()) {
+    ScopeCounters c;
+    // Trees of scopes.
+    const int64_t trees = uniform(rng, 1, 8);
+    for (int64_t t = 0; t < trees; ++t) {
+      bool troubled = false;
+      absl::Status st = run_scope(ctx, static_cast<int>(uniform(rng, 0, 3)), rng(), &c, &troubled);
+      SOAK_CHECK(ctx, st.ok() != troubled, "scope tree: %s, %s planned", status_text(st).c_str(),
+                 troubled ? "a failure or cancel" : "nothing");
+      SOAK_CHECK(ctx, st.ok() || st.code() == absl::StatusCode::kInternal || st.code() == absl::StatusCode::kUnknown ||
+                          st.code() == absl::StatusCode::kCancelled,
+                 "scope tree ended on %s", status_text(st).c_str());
+    }
+    // race(): the first to finish wins, the rest are cancelled (one of
+    // them blocks until it is) and all have ended when race() returns.
+    {
+      Live live;
+      const int64_t a = uniform(rng, 0, 3000), b = uniform(rng, 0, 3000);
+      auto sleeper = [&live](int64_t us, int id) {
+        return [&live, us, id]() -> absl::StatusOr<int> {
+          Live::Member m(&live);
+          absl::Status s = this_fiber::sleep_for(absl::Microseconds(us));
+          if (!s.ok()) return s;
+          return id;
+        };
+      };
+      absl::StatusOr<int> won = race(sleeper(a, 1), sleeper(b, 2), [&live]() -> absl::StatusOr<int> {
+        Live::Member m(&live);
+        Channel<int> never(1);
+        return never.recv();
+      });
+      SOAK_CHECK(ctx, won.ok() && (*won == 1 || *won == 2), "race: %s", status_text(won).c_str());
+      SOAK_CHECK(ctx, live.n.load(std::memory_order_acquire) == 0, "race: %lld fns still running after race()",
+                 static_cast<long long>(live.n.load()));
+    }
+    // all(): every value in order, or the planned failure.
+    {
+      Live live;
+      const bool fail = rng() % 3 == 0;
+      const int64_t us = uniform(rng, 0, 2000);
+      auto r = all(
+          [&live, us]() -> absl::StatusOr<int> {
+            Live::Member m(&live);
+            absl::Status s = this_fiber::sleep_for(absl::Microseconds(us));
+            if (!s.ok()) return s;
+            return 7;
+          },
+          [&live, fail]() -> absl::Status {
+            Live::Member m(&live);
+            this_fiber::yield();
+            return fail ? absl::InternalError("soak: planned failure") : absl::OkStatus();
+          },
+          [&live] {
+            Live::Member m(&live);
+            return std::string("x");
+          });
+      SOAK_CHECK(ctx, live.n.load(std::memory_order_acquire) == 0, "all: %lld fns still running after all()",
+                 static_cast<long long>(live.n.load()));
+      if (fail) {
+        SOAK_CHECK(ctx, r.status().code() == absl::StatusCode::kInternal, "all with a failure: %s",
+                   status_text(r).c_str());
+      } else {
+        SOAK_CHECK(ctx, r.ok() && std::get<0>(*r) == 7 && std::get<2>(*r) == "x", "all: %s",
+                   status_text(r).c_str());
+      }
+    }
+    SOAK_CHECK(ctx, !this_fiber::cancelled(), "scope: the driver fiber is cancelled");
+    ctx.count(static_cast<uint64_t>(c.children.load() + 2));
+    ctx.round_done();
+  }
+}
+
+// ---------------------------------------------------------------------------
+// timeout: with_timeout() around channel receives and sleeps that finish in
+// time, that cannot finish, and that finish close to the deadline; nested
+// deadlines; a scope under a deadline. Every value sent is received through
+// with_timeout() or still buffered afterwards, a timeout never ends early,
+// and the deadline does not outlive the call.
+
+void run_timeout(WorkloadContext& ctx) {
+  Rng rng(ctx.seed());
+  while (!ctx.stopping()) {
+    uint64_t ops = 0;
+    // Channel receives under a deadline, against a sender at a random moment.
+    {
+      Channel<uint64_t> ch(Channel<uint64_t>::kUnbounded);
+      const int64_t n = uniform(rng, 1, 16);
+      int64_t received = 0, buffered = 0, timed_out = 0;
+      for (int64_t i = 0; i < n; ++i) {
+        const int mode = static_cast<int>(rng() % 3);  // 0: in time, 1: never sent, 2: close to the deadline
+        const int64_t deadline_us = mode == 0 ? 2'000'000 : uniform(rng, 500, 5000);
+        const int64_t send_us = mode == 0 ? uniform(rng, 0, 1000) : uniform(rng, 0, 2 * deadline_us);
+        JoinHandle<void> sender;
+        if (mode != 1) {
+          sender = spawn([&ctx, &ch, send_us, i] {
+            absl::Status s = this_fiber::sleep_for(absl::Microseconds(send_us));
+            SOAK_CHECK(ctx, s.ok(), "timeout: sender sleep: %s", status_text(s).c_str());
+            s = ch.send(static_cast<uint64_t>(i));
+            SOAK_CHECK(ctx, s.ok(), "timeout: send: %s", status_text(s).c_str());
+          });
+        }
+        auto t0 = SteadyClock::now();
+        absl::StatusOr<uint64_t> v = with_timeout(absl::Microseconds(deadline_us), [&] { return ch.recv(); });
+        const int64_t el = micros_since(t0);
+        if (v.ok()) {
+          SOAK_CHECK(ctx, mode != 1 && *v == static_cast<uint64_t>(i), "timeout: received %llu in step %lld (mode %d)",
+                     static_cast<unsigned long long>(*v), static_cast<long long>(i), mode);
+          ++received;
+        } else {
+          SOAK_CHECK(ctx, absl::IsDeadlineExceeded(v.status()) && mode != 0, "timeout: recv mode %d: %s", mode,
+                     status_text(v).c_str());
+          // 1 ms timer resolution: the deadline may fire up to a tick early
+          // against the monotonic clock read here.
+          SOAK_CHECK(ctx, el + 1000 >= deadline_us, "timeout: gave up after %lld us, deadline %lld us",
+                     static_cast<long long>(el), static_cast<long long>(deadline_us));
+          ++timed_out;
+        }
+        if (sender.joinable()) sender.join();
+        // A value that came too late is in the channel: take it now.
+        if (auto late = ch.try_recv(); late.ok()) {
+          SOAK_CHECK(ctx, !v.ok() && *late == static_cast<uint64_t>(i), "timeout: late value %llu in step %lld",
+                     static_cast<unsigned long long>(*late), static_cast<long long>(i));
+          ++buffered;
+        }
+        // The deadline ended with the call.
+        absl::Status after = this_fiber::sleep_for(absl::Microseconds(100));
+        SOAK_CHECK(ctx, after.ok() && !this_fiber::cancelled(), "timeout: the deadline outlived with_timeout: %s",
+                   status_text(after).c_str());
+      }
+      ChannelStats st = ch.stats();
+      SOAK_CHECK(ctx, static_cast<int64_t>(st.sent) == received + buffered && st.size == 0,
+                 "timeout: %llu values sent, %lld received in time, %lld late (%lld timeouts)",
+                 static_cast<unsigned long long>(st.sent), static_cast<long long>(received),
+                 static_cast<long long>(buffered), static_cast<long long>(timed_out));
+      ops += static_cast<uint64_t>(n);
+    }
+    // Sleeps: one that ends in time, one that cannot.
+    {
+      const absl::Duration nap = absl::Microseconds(uniform(rng, 0, 1000));
+      absl::Status ok = with_timeout(absl::Seconds(2), [nap] { return this_fiber::sleep_for(nap); });
+      SOAK_CHECK(ctx, ok.ok(), "timeout: a short sleep under a long deadline: %s", status_text(ok).c_str());
+      const int64_t d_us = uniform(rng, 500, 5000);
+      auto t0 = SteadyClock::now();
+      absl::Status late =
+          with_timeout(absl::Microseconds(d_us), [] { return this_fiber::sleep_for(absl::Seconds(60)); });
+      const int64_t el = micros_since(t0);
+      SOAK_CHECK(ctx, absl::IsDeadlineExceeded(late) && el + 1000 >= d_us && el < 30'000'000,
+                 "timeout: a long sleep under a %lld us deadline: %s after %lld us", static_cast<long long>(d_us),
+                 status_text(late).c_str(), static_cast<long long>(el));
+      ops += 2;
+    }
+    // Nested: the shorter, outer deadline wins over the inner one.
+    {
+      absl::Status st = with_timeout(absl::Microseconds(uniform(rng, 500, 3000)), [] {
+        return with_timeout(absl::Seconds(60), [] { return this_fiber::sleep_for(absl::Seconds(60)); });
+      });
+      SOAK_CHECK(ctx, absl::IsDeadlineExceeded(st), "timeout: nested deadlines: %s", status_text(st).c_str());
+      ops += 1;
+    }
+    // A scope under a deadline: its blocked children are cancelled and
+    // joined before with_timeout() returns.
+    {
+      Live live;
+      const int64_t kids = uniform(rng, 1, 8);
+      absl::Status st = with_timeout(absl::Microseconds(uniform(rng, 500, 3000)), [&] {
+        return scoped([&](TaskScope& scope) {
+          for (int64_t k = 0; k < kids; ++k) {
+            scope.spawn([&live] {
+              Live::Member m(&live);
+              return this_fiber::sleep_for(absl::Seconds(60));
+            });
+          }
+        });
+      });
+      SOAK_CHECK(ctx, absl::IsDeadlineExceeded(st), "timeout: a scope under a deadline: %s", status_text(st).c_str());
+      SOAK_CHECK(ctx, live.n.load(std::memory_order_acquire) == 0,
+                 "timeout: %lld scope children still running after with_timeout()",
+                 static_cast<long long>(live.n.load()));
+      ops += static_cast<uint64_t>(kids);
+    }
+    ctx.count(ops);
+    ctx.round_done();
+  }
+}
+
 }  // namespace
 
 const std::vector<Workload>& all_workloads() {
@@ -788,12 +1287,13 @@ const std::vector<Workload>& all_workloads() {
       {"timers", "sleep_for/sleep_until, recv_for and Event timeouts of random lengths", run_timers},
       {"blocking", "run_blocking, spawn_blocking, temp files written, read, appended, removed",
        run_blocking_calls},
-      // Not in the API yet: cancellation tokens, scopes (TaskScope, race,
-      // all) and select. When they land, add a workload for each here:
-      // e.g. "cancel" (tokens cancelled while fibers park in every kind of
-      // wait; every wait returns kCancelled, nothing leaks), "scope" (nested
-      // scopes that join or cancel all children) and "select" (over
-      // channels and timeouts, every value received exactly once).
+      {"cancel", "tokens cancelled and handles aborted while fibers park on channels, sleeps, semaphores",
+       run_cancel},
+      {"scope", "nested scoped() trees with failures, throws and cancels; race(), all(); no fiber outlives its scope",
+       run_scope_workload},
+      {"timeout", "with_timeout() around recv and sleeps, in time and timed out, nested, over a scope", run_timeout},
+      // Not in the API yet: select. When it lands, add a workload here
+      // (over channels and timeouts, every value received exactly once).
   };
   return kWorkloads;
 }
