@@ -65,11 +65,27 @@ struct Fiber {
   std::atomic<uint64_t> wake_word{0};
   uint64_t park_seq = 0;  // written only by the fiber itself
 
+  // Cancellation, the fields every park reads (park.cc "Cancellable
+  // parks"), next to wake_word so that a park touches one more line at
+  // most; the rest are at the end. The fiber is cancelled when
+  // cancel_requested is set (abort(), Runtime::shutdown(deadline); sticky)
+  // or its innermost token is.
+  std::atomic<uint64_t> cancel_park{0};  // seq of the cancellable park in progress, 0: none
+  std::atomic<bool> cancel_requested{false};
+  // While > 0 (this_fiber::CancellationShield), parks ignore cancellation.
+  int cancel_shield = 0;
+  // The innermost token in effect: own_token, or a with_timeout() child
+  // pushed on it; null: `token`. cancel_node is linked in it. Fiber-only.
+  CancelState* cancel_top = nullptr;
+  // The token the fiber was spawned with (a reference; set before it first
+  // runs).
+  CancelState* token = nullptr;
+
   // Deadline of the current park. Linked into timer_worker's wheel, under
-  // that worker's timer lock.
-  TimerEntry timer;
+  // that worker's timer lock. timer_worker first: every park reads it.
   Worker* timer_worker = nullptr;
   uint64_t timer_seq = 0;
+  TimerEntry timer;
 
   // Registry of live fibers (shard `reg_shard`, under its lock).
   Fiber* reg_prev = nullptr;
@@ -83,23 +99,12 @@ struct Fiber {
   bool unwind_requested = false;  // set at shutdown, when no worker runs
   bool unwinding = false;
 
-  // Cancellation (park.cc "Cancellable parks", cancel.cc "A fiber's
-  // tokens"). The fiber is cancelled when cancel_requested is set (abort(),
-  // Runtime::shutdown(deadline); sticky) or its innermost token is.
-  std::atomic<bool> cancel_requested{false};
-  std::atomic<uint64_t> cancel_park{0};  // seq of the cancellable park in progress, 0: none
-  // The token the fiber was spawned with (a reference; set before it first
-  // runs), and its own token, made on first use: a child of `token` that
-  // abort() cancels. Under cancel_lock (abort() reads own_token).
-  CancelState* token = nullptr;
+  // Cancellation, the cold part (cancel.cc "A fiber's tokens"): the
+  // fiber's own token, made on first use, a child of `token` that abort()
+  // cancels. Under cancel_lock (abort() reads own_token).
   SpinLock cancel_lock;
   CancelState* own_token = nullptr;
-  // The innermost token in effect: own_token, or a with_timeout() child
-  // pushed on it; null: `token`. cancel_node is linked in it. Fiber-only.
-  CancelState* cancel_top = nullptr;
   FiberCancelNode cancel_node;
-  // While > 0 (this_fiber::CancellationShield), parks ignore cancellation.
-  int cancel_shield = 0;
 };
 
 }  // namespace weft::internal

@@ -47,6 +47,7 @@
 #include <time.h>
 
 #include <string>
+#include <utility>
 
 #include "runtime/internal/fiber.h"
 #include "runtime/internal/scheduler.h"
@@ -61,11 +62,21 @@ uint64_t prepare_park(Fiber* self) {
   return seq;
 }
 
+namespace {
+// cancel_seen() is fiber_cancelled() without the shield, inline for park()'s
+// step 1, which runs on every cancellable park.
+inline bool cancel_seen(const Fiber* f) {
+  if (f->cancel_requested.load(std::memory_order_seq_cst)) return true;
+  const CancelState* t = f->cancel_top != nullptr ? f->cancel_top : f->token;
+  return t != nullptr && t->cancelled_for_park();
+}
+}  // namespace
+
 void park(Fiber* self, uint64_t seq, int64_t deadline_nanos, Cancellable c) {
   if (self->cancel_shield > 0) c = Cancellable::kNo;
   if (c == Cancellable::kYes) {
     self->cancel_park.store(seq, std::memory_order_seq_cst);  // cancellable step 1
-    if (fiber_cancelled(self)) {
+    if (cancel_seen(self)) {
       uint64_t expect = (seq << 2) | kParking;
       // Won or lost to a waker, the fiber is claimed and keeps running.
       self->wake_word.compare_exchange_strong(expect, (seq << 2) | kNotified, std::memory_order_acq_rel);
@@ -102,12 +113,7 @@ const CancelState* fiber_top_token(const Fiber* f) {
   return f->cancel_top != nullptr ? f->cancel_top : f->token;
 }
 
-bool fiber_cancelled(const Fiber* f) {
-  if (f->cancel_shield > 0) return false;
-  if (f->cancel_requested.load(std::memory_order_seq_cst)) return true;
-  const CancelState* t = fiber_top_token(f);
-  return t != nullptr && t->cancelled_for_park();
-}
+bool fiber_cancelled(const Fiber* f) { return f->cancel_shield <= 0 && cancel_seen(f); }
 
 bool current_fiber_cancelled() {
   Fiber* f = current_fiber();
@@ -196,7 +202,7 @@ WakeReason Waiter::wait(int64_t deadline_nanos) {
 SelectGroup::SelectGroup(Fiber* f) : fiber(f), seq(prepare_park(f)) {}
 
 Waiter::Waiter(SelectGroup* g, int case_index)
-    : fiber_(g->fiber), seq_(g->seq), cancellable_(Cancellable::kYes), group_(g), case_(case_index) {}
+    : case_(case_index), fiber_(g->fiber), seq_(g->seq), group_(g), cancellable_(Cancellable::kYes) {}
 
 Waiter::Claim Waiter::notify_locked() {
   if (!try_win()) return {};  // a select case that lost: not woken
@@ -229,7 +235,7 @@ void Waiter::await_signal() {
   while (futex_.load(std::memory_order_acquire) != 1) futex_wait(&futex_, 0, nullptr);
 }
 
-WakeReason settle_wait(Waiter& w, WaitList& list, SpinLock& lock, WakeReason r) {
+WakeReason settle_wait_slow(Waiter& w, WaitList& list, SpinLock& lock, WakeReason r) {
   if (w.notified()) {
     w.await_signal();
     return WakeReason::kNotified;
@@ -286,20 +292,21 @@ void WaitList::remove(Waiter* w) {
 
 // --- WakeSet, Completion ----------------------------------------------------
 
-void WakeSet::schedule_all() {
-  size_t n = n_;
-  n_ = 0;
-  for (size_t i = 0; i < n; ++i) schedule(inline_[i]);
-  if (!more_.empty()) {
-    std::vector<Fiber*> more = std::move(more_);
-    more_.clear();
-    for (Fiber* f : more) schedule(f);
-  }
-  if (!threads_.empty()) {
-    std::vector<std::atomic<uint32_t>*> threads = std::move(threads_);
-    threads_.clear();
-    for (std::atomic<uint32_t>* word : threads) Waiter::signal_thread(word);
-  }
+void WakeSet::add_spilled(Fiber* f) {
+  if (spill_ == nullptr) spill_ = new Spill;
+  spill_->fibers.push_back(f);
+}
+
+void WakeSet::add_thread(std::atomic<uint32_t>* word) {
+  if (spill_ == nullptr) spill_ = new Spill;
+  spill_->threads.push_back(word);
+}
+
+void WakeSet::schedule_spilled() {
+  Spill* s = std::exchange(spill_, nullptr);
+  for (Fiber* f : s->fibers) schedule(f);
+  for (std::atomic<uint32_t>* word : s->threads) Waiter::signal_thread(word);
+  delete s;
 }
 
 void Completion::set(absl::Status s, IoToken t) {

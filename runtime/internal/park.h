@@ -175,13 +175,14 @@ class Waiter {
 
  private:
   friend class WaitList;
+  // Ordered to fill one 64-byte line (a Waiter is made on every wait).
+  int case_ = 0;
   Fiber* fiber_;
   uint64_t seq_ = 0;
-  Cancellable cancellable_;
   SelectGroup* group_ = nullptr;
-  int case_ = 0;
-  bool linked_ = false;  // in a WaitList (under its owner's lock)
   std::atomic<uint32_t> futex_{0};  // thread waiters: 1 once notified
+  Cancellable cancellable_;
+  bool linked_ = false;  // in a WaitList (under its owner's lock)
   std::atomic<bool> notified_{false};
 };
 
@@ -215,25 +216,35 @@ class WaitList {
 // is honoured, never lost). Otherwise it removes the waiter from `list`
 // under `lock` and returns kTimeout or kCancelled, or throws FiberUnwind if
 // the runtime is unwinding the fiber.
-WakeReason settle_wait(Waiter& w, WaitList& list, SpinLock& lock, WakeReason r);
+WakeReason settle_wait_slow(Waiter& w, WaitList& list, SpinLock& lock, WakeReason r);
+inline WakeReason settle_wait(Waiter& w, WaitList& list, SpinLock& lock, WakeReason r) {
+  // The common end of a wait: a fiber waiter that was notified (nothing to
+  // remove, no thread signal to await).
+  if (w.on_fiber() && w.notified()) return WakeReason::kNotified;
+  return settle_wait_slow(w, list, lock, r);
+}
 
 // WakeSet: the fibers a waker claimed under a lock, scheduled after the
 // lock is dropped (scheduling under it would make a woken fiber spin on
-// it). Eight fit inline; more spill to the heap.
+// it). Eight fit inline; more, and thread waiters, go to a heap spill made
+// on first use, so that the common set (empty, or a fiber or two) costs two
+// stores to make and one test to destroy.
 class WakeSet {
  public:
   WakeSet() = default;
   WakeSet(const WakeSet&) = delete;
   WakeSet& operator=(const WakeSet&) = delete;
   // schedule_all() runs on destruction if it was not called.
-  ~WakeSet() { schedule_all(); }
+  ~WakeSet() {
+    if (n_ != 0 || spill_ != nullptr) schedule_all();
+  }
 
   // add() claims w (call under the lock of its list); null is ignored.
   void add(Waiter* w) {
     if (w == nullptr) return;
     Waiter::Claim c = w->notify_locked();
     if (c.fiber != nullptr) add_fiber(c.fiber);
-    if (c.word != nullptr) threads_.push_back(c.word);
+    if (c.word != nullptr) add_thread(c.word);
   }
   // add_all() claims every waiter of `list` (under its lock).
   void add_all(WaitList& list) {
@@ -245,19 +256,32 @@ class WakeSet {
     if (n_ < kInline) {
       inline_[n_++] = f;
     } else {
-      more_.push_back(f);
+      add_spilled(f);
     }
   }
-  // schedule_all() schedules the recorded fibers, in claim order. Call
-  // without the lock.
-  void schedule_all();
+  // schedule_all() schedules the recorded fibers, in claim order, then
+  // signals the thread waiters. Call without the lock.
+  void schedule_all() {
+    size_t n = n_;
+    n_ = 0;
+    for (size_t i = 0; i < n; ++i) schedule(inline_[i]);
+    if (spill_ != nullptr) schedule_spilled();
+  }
 
  private:
+  struct Spill {
+    std::vector<Fiber*> fibers;
+    std::vector<std::atomic<uint32_t>*> threads;  // thread waiters to signal
+  };
+  // The rare cases, out of line.
+  void add_spilled(Fiber* f);
+  void add_thread(std::atomic<uint32_t>* word);
+  void schedule_spilled();
+
   static constexpr size_t kInline = 8;
-  Fiber* inline_[kInline];
   size_t n_ = 0;
-  std::vector<Fiber*> more_;
-  std::vector<std::atomic<uint32_t>*> threads_;  // thread waiters to signal
+  Spill* spill_ = nullptr;
+  Fiber* inline_[kInline];
 };
 
 // Completion: a one-shot result that a worker hands back to the fiber or

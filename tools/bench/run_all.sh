@@ -4,6 +4,6 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 bash tools/setup.sh
 bazel build -c opt //tools/bench:all >/dev/null 2>&1 || { echo "benchmark build failed" >&2; exit 1; }
-for b in spawn yield pingpong memory future; do
+for b in spawn yield pingpong memory future cancel select; do
   ./bazel-bin/tools/bench/${b}_benchmark "$@"
 done
