@@ -240,17 +240,23 @@ absl::StatusOr<std::variant<typename std::decay_t<Cases>::Result...>> select(Cas
   internal::Fiber* self = internal::current_fiber();
   WEFT_CHECK(self != nullptr, "weft::select() must be called on a fiber");
   std::tuple<std::decay_t<Cases>...> cs(std::forward<Cases>(cases)...);
-  std::optional<Out> out;
+  // Not std::optional<Out>: g++ 12 reports a disengaged optional of a
+  // variant of statuses as maybe used uninitialized.
+  Out out;
+  bool have = false;
   const size_t start = internal::select_start(N);
 
   // Step 1.
-  for (size_t k = 0; k < N && !out; ++k) {
+  for (size_t k = 0; k < N && !have; ++k) {
     internal::visit_case(cs, (start + k) % N, [&](auto& c, auto I) {
       typename std::decay_t<decltype(c)>::Result r;
-      if (c.poll(&r)) out.emplace(std::in_place_index<I>, std::move(r));
+      if (c.poll(&r)) {
+        out.template emplace<I>(std::move(r));
+        have = true;
+      }
     }, Seq{});
   }
-  if (out) return std::move(*out);
+  if (have) return out;
   if (internal::fiber_cancelled(self)) return absl::CancelledError("select cancelled");
 
   // Step 2.
@@ -267,7 +273,8 @@ absl::StatusOr<std::variant<typename std::decay_t<Cases>::Result...>> select(Cas
       typename std::decay_t<decltype(c)>::Result r;
       switch (c.arm(*ws[I], &r)) {
         case select_case::kDone:
-          out.emplace(std::in_place_index<I>, std::move(r));
+          out.template emplace<I>(std::move(r));
+          have = true;
           stop = true;
           break;
         case select_case::kQueued:
@@ -308,13 +315,13 @@ absl::StatusOr<std::variant<typename std::decay_t<Cases>::Result...>> select(Cas
     internal::visit_case(cs, i, [&](auto& c, auto I) { c.disarm(*ws[I]); }, Seq{});
   }
   internal::unwind_if_cancelled(self);
-  if (out) return std::move(*out);
+  if (have) return out;
   const int winner = group.winner.load(std::memory_order_acquire);
   if (winner == kCancelledCase || winner < 0) return absl::CancelledError("select cancelled");
   internal::visit_case(cs, static_cast<size_t>(winner), [&](auto& c, auto I) {
-    out.emplace(std::in_place_index<I>, c.take(*ws[I]));
+    out.template emplace<I>(c.take(*ws[I]));
   }, Seq{});
-  return std::move(*out);
+  return out;
 }
 
 inline select_case::Arm select_case::Cancelled::arm(internal::Waiter& w, Result*) {
