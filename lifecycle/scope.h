@@ -54,18 +54,18 @@ namespace weft {
 
 namespace internal {
 template <class T>
-struct IsStatusOr : std::false_type {};
+struct IsStatusOrResult : std::false_type {};
 template <class T>
-struct IsStatusOr<absl::StatusOr<T>> : std::true_type {};
+struct IsStatusOrResult<absl::StatusOr<T>> : std::true_type {};
 template <class T>
-inline constexpr bool kIsStatusLike = std::is_same_v<T, absl::Status> || IsStatusOr<T>::value;
+inline constexpr bool kIsStatusLike = std::is_same_v<T, absl::Status> || IsStatusOrResult<T>::value;
 
 // status_of() is the status a result carries (OK for plain values).
 template <class T>
 absl::Status status_of(const T& v) {
   if constexpr (std::is_same_v<T, absl::Status>) {
     return v;
-  } else if constexpr (IsStatusOr<T>::value) {
+  } else if constexpr (IsStatusOrResult<T>::value) {
     return v.status();
   } else {
     return absl::OkStatus();
