@@ -138,7 +138,9 @@ class Task final : public TaskBase {
       error = std::current_exception();
     }
     fn_.reset();  // captures die on the fiber, before the joiner wakes
-    state_->complete(error, cancelled, current_fiber_id());
+    // Moved: the joiner alone must drop the exception (its reference count is
+    // invisible to TSan, so a late release here would race with the reader).
+    state_->complete(std::move(error), cancelled, current_fiber_id());
   }
   void cancel() override {
     fn_.reset();
