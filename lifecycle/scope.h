@@ -133,8 +133,7 @@ class TaskScope {
   // Starts fn on a new fiber under the scope's token and returns the slot
   // its result lands in. fn may return void, a value, absl::Status or
   // absl::StatusOr. Spawning into a scope that has been joined and
-  // finished is allowed (join again to wait for it); spawning from a fiber
-  // of another runtime is a programming error.
+  // finished is allowed (join again to wait for it).
   template <class Fn>
   ScopeHandle<internal::SpawnResult<Fn>> spawn(Fn&& fn, std::source_location loc = std::source_location::current()) {
     using R = internal::SpawnResult<Fn>;
@@ -161,7 +160,7 @@ class TaskScope {
         fail(absl::OkStatus(), std::current_exception());
       }
     };
-    detach_on_start(weft::spawn(opts, std::move(body), loc));
+    weft::spawn(opts, std::move(body), loc).detach();  // ExitGuard accounts for it
     return ScopeHandle<R>(std::move(slot));
   }
 
@@ -198,11 +197,6 @@ class TaskScope {
   };
 
   void fail(absl::Status st, std::exception_ptr e);
-  static void detach_on_start(JoinHandle<void>&& h) { h.detach(); }
-  template <class T>
-  static void detach_on_start(JoinHandle<T>&& h) {
-    h.detach();
-  }
 
   CancellationToken token_;
   WaitGroup running_;
