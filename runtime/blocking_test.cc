@@ -14,6 +14,7 @@
 #include "runtime/internal/blocking_pool.h"
 #include "runtime/internal/runtime_access.h"
 #include "runtime/runtime.h"
+#include "tests/test_util.h"
 
 namespace weft {
 namespace {
@@ -623,6 +624,18 @@ TEST_CASE("a thread with no runtime uses the fallback pool") {
   CHECK(lane_stats(*rt).calls_served == 0);
   CHECK(lane_stats(*rt).threads_started == 0);
 }
+
+#if !defined(__SANITIZE_THREAD__)  // the child would start threads after fork
+TEST_CASE("shutting a runtime down from its own pool thread fails loudly") {
+  weft::testing::expect_death(
+      [] {
+        auto rt = *Runtime::create({.workers = 1});
+        Runtime* raw = rt.get();
+        rt->block_on([raw] { run_blocking([raw] { raw->shutdown(); }); });
+      },
+      "Runtime::shutdown() called from one of the runtime's own blocking-pool threads");
+}
+#endif
 
 }  // namespace
 }  // namespace weft

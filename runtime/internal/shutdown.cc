@@ -159,14 +159,16 @@ void Scheduler::drain(absl::Duration grace, ShutdownReport* report) {
 // --- stop and reap ------------------------------------------------------------
 
 void Scheduler::stop() {
+  // Before stop_mu_: a pool thread would otherwise wait for it while a
+  // concurrent stop() waits for the pool thread.
+  WEFT_CHECK(blocking_pool_ == nullptr || BlockingPool::of_this_thread() != blocking_pool_.get(),
+             "Runtime::shutdown() called from one of the runtime's own blocking-pool threads "
+             "(it waits for them)");
   std::lock_guard<std::mutex> g(stop_mu_);
   if (stop_done_) return;
   Worker* cw = current_worker();
   WEFT_CHECK(cw == nullptr || cw->scheduler() != this,
              "Runtime::shutdown() called from one of the runtime's own fibers or workers");
-  WEFT_CHECK(blocking_pool_ == nullptr || BlockingPool::of_this_thread() != blocking_pool_.get(),
-             "Runtime::shutdown() called from one of the runtime's own blocking-pool threads "
-             "(it waits for them)");
   if (monitor_ != nullptr) monitor_->stop();
   stopping_.store(true, std::memory_order_seq_cst);  // step 1
   for (auto& w : workers_) {
