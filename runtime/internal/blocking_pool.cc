@@ -91,7 +91,9 @@ namespace weft::internal {
 
 namespace {
 // The pool whose thread this is ("Which pool"). initial-exec, like
-// tls_worker (switch.cc).
+// tls_worker (switch.cc): declared with the default model, in the shared
+// library of a fastbuild test, reads of it on a worker thread returned the
+// worker pointer (tls_worker's value) and sent calls to a bogus pool.
 __attribute__((tls_model("initial-exec"))) thread_local BlockingPool* t_pool = nullptr;
 }  // namespace
 
