@@ -13,15 +13,18 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <memory>
 #include <mutex>
 #include <random>
 #include <stdexcept>
 #include <string>
 #include <utility>
+#include <variant>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -29,6 +32,7 @@
 #include "absl/time/time.h"
 #include "fs/fs.h"
 #include "lifecycle/scope.h"
+#include "lifecycle/select.h"
 #include "lifecycle/timeout.h"
 #include "net/address.h"
 #include "net/tcp.h"
@@ -1273,6 +1277,346 @@ void run_timeout(WorkloadContext& ctx) {
   }
 }
 
+// ---------------------------------------------------------------------------
+// select: fibers that select over four channels at once. Senders offer one
+// value to two channels (send cases) against a timer (after or at) and a
+// token cancelled at random (cancelled); receivers take from all four
+// channels (recv cases) against a timer, the round's stop event (is_set),
+// a token cancelled at random, a fiber's end (finished) and, for some, the
+// cancellation of their own fiber. Plain senders feed the channels too.
+// The round ends with the stop event (values left buffered) or by closing
+// the channels (receivers drain them to kOutOfRange). Every value sent is
+// received exactly once or left buffered: the sorted values match, and
+// each channel's stats match the values counted into and out of it, so a
+// case that did not win had no effect.
+
+constexpr int kSelectChannels = 4;
+
+struct SelectTally {
+  std::vector<uint64_t> values;                        // sent or received, each unique
+  std::array<int64_t, kSelectChannels> per_channel{};  // values into / out of each channel
+  int64_t selects = 0, timers = 0, cancels = 0, finished = 0;
+};
+
+// check_select_timer(): a timer case won no earlier than its time (the
+// deadline is taken on the realtime clock and converted: a little slack).
+void check_select_timer(WorkloadContext& ctx, SteadyClock::time_point t0, int64_t us, const char* who) {
+  const int64_t el = micros_since(t0);
+  SOAK_CHECK(ctx, el + 1000 >= us, "select: %s timer case of %lld us won after %lld us", who,
+             static_cast<long long>(us), static_cast<long long>(el));
+}
+
+// recv_case_result() is the result of recv case i (0-3) of a receiver's
+// select.
+template <class V>
+const absl::StatusOr<uint64_t>& recv_case_result(const V& res, size_t i) {
+  switch (i) {
+    case 0:
+      return std::get<0>(res);
+    case 1:
+      return std::get<1>(res);
+    case 2:
+      return std::get<2>(res);
+    default:
+      return std::get<3>(res);
+  }
+}
+
+// select_timer(): an after() or an at() case, us from now.
+select_case::After select_timer(Rng& rng, int64_t us) {
+  return rng() % 2 == 0 ? weft::after(absl::Microseconds(us)) : weft::at(absl::Now() + absl::Microseconds(us));
+}
+
+void run_select(WorkloadContext& ctx) {
+  Rng rng(ctx.seed());
+  using Ch = Channel<uint64_t>;
+  while (!ctx.stopping()) {
+    std::unique_ptr<Ch> chs[kSelectChannels];
+    for (auto& c : chs) {
+      c = std::make_unique<Ch>(rng() % 4 == 0 ? Ch::kUnbounded : static_cast<size_t>(uniform(rng, 1, 8)));
+    }
+    Event stop;
+    const bool close_at_end = rng() % 2 == 0;
+    // A fiber whose end some receivers select on.
+    const int64_t side_us = uniform(rng, 0, 3000);
+    JoinHandle<int> side = spawn([&ctx, side_us] {
+      absl::Status s = this_fiber::sleep_for(absl::Microseconds(side_us));
+      SOAK_CHECK(ctx, s.ok(), "select: side fiber sleep: %s", status_text(s).c_str());
+      return 42;
+    });
+    // Case tokens, cancelled at random by the canceller (some never, some
+    // by their own deadline); fiber tokens cancel a receiver's fiber.
+    std::vector<CancellationToken> to_cancel;
+
+    // Select senders: value (id << 32 | i), offered to two channels.
+    const int64_t senders = uniform(rng, 1, 4);
+    std::vector<JoinHandle<SelectTally>> sh;
+    for (int64_t s = 0; s < senders; ++s) {
+      const int64_t n = uniform(rng, 1, 300);
+      CancellationToken tok = rng() % 4 == 0 ? CancellationToken::with_timeout(absl::Milliseconds(uniform(rng, 1, 10)))
+                                             : CancellationToken();
+      if (rng() % 3 == 0) to_cancel.push_back(tok);
+      sh.push_back(spawn([&ctx, &chs, tok, n, id = static_cast<uint64_t>(s + 1), seed = rng()] {
+        Rng srng(seed);
+        SelectTally t;
+        for (int64_t i = 0; i < n;) {
+          if (srng() % 16 == 0) {  // a pause: the receivers park
+            absl::Status sl = this_fiber::sleep_for(absl::Microseconds(uniform(srng, 0, 1500)));
+            SOAK_CHECK(ctx, sl.ok(), "select: sender pause: %s", status_text(sl).c_str());
+          }
+          const uint64_t v = (id << 32) | static_cast<uint64_t>(i);
+          const int a = static_cast<int>(srng() % kSelectChannels);
+          const int b = (a + 1 + static_cast<int>(srng() % (kSelectChannels - 1))) % kSelectChannels;
+          const int64_t us = uniform(srng, 0, 2000);
+          auto t0 = SteadyClock::now();
+          auto r = weft::select(weft::send(*chs[a], v), weft::send(*chs[b], v), select_timer(srng, us),
+                                weft::cancelled(tok));
+          SOAK_CHECK(ctx, r.ok(), "select: sender %llu: %s", static_cast<unsigned long long>(id),
+                     status_text(r).c_str());
+          ++t.selects;
+          switch (r->index()) {
+            case 0:
+            case 1: {
+              const absl::Status& st = r->index() == 0 ? std::get<0>(*r) : std::get<1>(*r);
+              SOAK_CHECK(ctx, st.ok(), "select: send case on an open channel: %s", status_text(st).c_str());
+              t.values.push_back(v);
+              ++t.per_channel[static_cast<size_t>(r->index() == 0 ? a : b)];
+              ++i;
+              break;
+            }
+            case 2:
+              check_select_timer(ctx, t0, us, "sender");
+              ++t.timers;
+              break;
+            default:
+              SOAK_CHECK(ctx, tok.cancelled(), "select: cancelled case won, token not cancelled");
+              ++t.cancels;
+              return t;  // told to stop sending
+          }
+        }
+        return t;
+      }));
+    }
+    // Plain senders: send() on one channel, against the selects.
+    const int64_t plain = uniform(rng, 0, 2);
+    std::vector<JoinHandle<SelectTally>> ph;
+    for (int64_t p = 0; p < plain; ++p) {
+      const int64_t n = uniform(rng, 1, 200);
+      const int k = static_cast<int>(rng() % kSelectChannels);
+      ph.push_back(spawn([&ctx, &chs, n, k, id = static_cast<uint64_t>(100 + p)] {
+        SelectTally t;
+        for (int64_t i = 0; i < n; ++i) {
+          const uint64_t v = (id << 32) | static_cast<uint64_t>(i);
+          absl::Status st = chs[k]->send(v);
+          SOAK_CHECK(ctx, st.ok(), "select: plain send: %s", status_text(st).c_str());
+          t.values.push_back(v);
+          ++t.per_channel[static_cast<size_t>(k)];
+        }
+        return t;
+      }));
+    }
+    // Select receivers. Receiver 0 is never cancelled, so every send
+    // completes; the others have a case token, and some a fiber token.
+    const int64_t receivers = uniform(rng, 1, 4);
+    std::vector<JoinHandle<SelectTally>> rh;
+    std::vector<bool> fiber_cancellable;
+    for (int64_t r = 0; r < receivers; ++r) {
+      CancellationToken tok = r > 0 && rng() % 4 == 0
+                                  ? CancellationToken::with_timeout(absl::Milliseconds(uniform(rng, 1, 10)))
+                                  : CancellationToken();
+      if (r > 0 && rng() % 3 == 0) to_cancel.push_back(tok);
+      const bool watch_side = rng() % 2 == 0;
+      SpawnOptions opts;
+      if (r > 0 && rng() % 3 == 0) {
+        CancellationToken ft;
+        to_cancel.push_back(ft);
+        opts.token = ft;
+      }
+      fiber_cancellable.push_back(opts.token.has_value());
+      rh.push_back(spawn(
+          [&ctx, &chs, &stop, &side, tok, watch_side, r, seed = rng()] {
+            Rng rrng(seed);
+            SelectTally t;
+            unsigned drained = 0;  // channels that said kOutOfRange (closed and empty)
+            bool side_done = !watch_side;
+            for (;;) {
+              if (rrng() % 32 == 0) {  // a pause: the senders park on full channels
+                absl::Status sl = this_fiber::sleep_for(absl::Microseconds(uniform(rrng, 0, 1000)));
+                SOAK_CHECK(ctx, sl.ok() || this_fiber::cancelled(), "select: receiver pause: %s",
+                           status_text(sl).c_str());
+              }
+              const int64_t us = uniform(rrng, 0, 2000);
+              auto t0 = SteadyClock::now();
+              // Case indices: 0-3 recv, 4 timer, 5 stop, 6 cancelled, 7 finished.
+              auto on = [&](auto& res) -> bool {  // false: the receiver is done
+                if (!res.ok()) {
+                  SOAK_CHECK(ctx, res.status().code() == absl::StatusCode::kCancelled && this_fiber::cancelled(),
+                             "select: receiver %lld: %s", static_cast<long long>(r), status_text(res).c_str());
+                  return false;
+                }
+                ++t.selects;
+                const size_t i = res->index();
+                if (i < kSelectChannels) {
+                  const absl::StatusOr<uint64_t>& got = recv_case_result(*res, i);
+                  if (got.ok()) {
+                    t.values.push_back(*got);
+                    ++t.per_channel[i];
+                    return true;
+                  }
+                  SOAK_CHECK(ctx, absl::IsOutOfRange(got.status()), "select: recv case: %s", status_text(got).c_str());
+                  drained |= 1u << i;
+                  return drained != (1u << kSelectChannels) - 1;
+                }
+                switch (i) {
+                  case 4:
+                    check_select_timer(ctx, t0, us, "receiver");
+                    ++t.timers;
+                    return true;
+                  case 5:
+                    SOAK_CHECK(ctx, stop.is_set(), "select: is_set case won, event not set");
+                    return false;
+                  case 6:
+                    SOAK_CHECK(ctx, tok.cancelled(), "select: cancelled case won, token not cancelled");
+                    ++t.cancels;
+                    return false;
+                  default:
+                    SOAK_CHECK(ctx, side.is_finished(), "select: finished case won, fiber not finished");
+                    ++t.finished;
+                    side_done = true;
+                    return true;
+                }
+              };
+              bool more;
+              if (!side_done) {
+                auto res = weft::select(weft::recv(*chs[0]), weft::recv(*chs[1]), weft::recv(*chs[2]),
+                                        weft::recv(*chs[3]), select_timer(rrng, us), weft::is_set(stop),
+                                        weft::cancelled(tok), weft::finished(side));
+                more = on(res);
+              } else {
+                auto res =
+                    weft::select(weft::recv(*chs[0]), weft::recv(*chs[1]), weft::recv(*chs[2]), weft::recv(*chs[3]),
+                                 select_timer(rrng, us), weft::is_set(stop), weft::cancelled(tok));
+                more = on(res);
+              }
+              if (!more) return t;
+            }
+          },
+          opts));
+    }
+    // The canceller: each token at a random moment, or not at all.
+    std::shuffle(to_cancel.begin(), to_cancel.end(), rng);
+    auto canceller = spawn([&ctx, to_cancel, seed = rng()] {
+      Rng crng(seed);
+      for (const CancellationToken& t : to_cancel) {
+        if (crng() % 2 == 0) {
+          absl::Status s = this_fiber::sleep_for(absl::Microseconds(uniform(crng, 0, 1500)));
+          SOAK_CHECK(ctx, s.ok(), "select: canceller sleep: %s", status_text(s).c_str());
+        } else {
+          this_fiber::yield();
+        }
+        if (crng() % 4 != 0) t.cancel();
+      }
+    });
+
+    SelectTally in, out;
+    auto add = [](SelectTally* into, SelectTally&& t) {
+      into->values.insert(into->values.end(), t.values.begin(), t.values.end());
+      for (size_t k = 0; k < kSelectChannels; ++k) into->per_channel[k] += t.per_channel[k];
+      into->selects += t.selects;
+      into->timers += t.timers;
+      into->cancels += t.cancels;
+      into->finished += t.finished;
+    };
+    for (auto& h : sh) add(&in, h.join());
+    for (auto& h : ph) add(&in, h.join());
+    if (close_at_end) {
+      for (auto& c : chs) c->close();
+    } else {
+      stop.set();
+    }
+    for (size_t r = 0; r < rh.size(); ++r) {
+      absl::StatusOr<SelectTally> t = rh[r].try_join();
+      if (fiber_cancellable[r] && t.status().code() == absl::StatusCode::kAborted) {
+        continue;  // its fiber was cancelled before it started: it took nothing
+      }
+      SOAK_CHECK(ctx, t.ok(), "select: join of receiver %zu: %s", r, status_text(t).c_str());
+      add(&out, *std::move(t));
+    }
+    canceller.join();
+    SOAK_CHECK(ctx, side.join() == 42, "select: side fiber result");
+    // What no receiver took is still buffered.
+    SelectTally buffered;
+    for (int k = 0; k < kSelectChannels; ++k) {
+      for (auto v = chs[k]->try_recv(); v.ok(); v = chs[k]->try_recv()) {
+        buffered.values.push_back(*v);
+        ++buffered.per_channel[static_cast<size_t>(k)];
+      }
+      ChannelStats st = chs[k]->stats();
+      const int64_t into = in.per_channel[static_cast<size_t>(k)];
+      const int64_t taken = out.per_channel[static_cast<size_t>(k)] + buffered.per_channel[static_cast<size_t>(k)];
+      SOAK_CHECK(ctx,
+                 static_cast<int64_t>(st.sent) == into && static_cast<int64_t>(st.received) == taken && into == taken &&
+                     st.size == 0,
+                 "select: channel %d: stats sent %llu received %llu; counted %lld sent, %lld received by selects, "
+                 "%lld left buffered",
+                 k, static_cast<unsigned long long>(st.sent), static_cast<unsigned long long>(st.received),
+                 static_cast<long long>(into), static_cast<long long>(out.per_channel[static_cast<size_t>(k)]),
+                 static_cast<long long>(buffered.per_channel[static_cast<size_t>(k)]));
+      if (close_at_end) {
+        SOAK_CHECK(ctx, buffered.per_channel[static_cast<size_t>(k)] == 0,
+                   "select: channel %d closed, yet %lld values left after the receivers drained it", k,
+                   static_cast<long long>(buffered.per_channel[static_cast<size_t>(k)]));
+        // A send case on a closed channel reports it and puts nothing in.
+        auto r = weft::select(weft::send(*chs[k], uint64_t{1}));
+        SOAK_CHECK(ctx, r.ok() && absl::IsFailedPrecondition(std::get<0>(*r)) && chs[k]->stats().sent == st.sent,
+                   "select: send case on a closed channel: %s", r.ok() ? status_text(std::get<0>(*r)).c_str() : "");
+      }
+    }
+    // Exactly once: the values sent are the values received plus those
+    // left buffered.
+    std::vector<uint64_t> taken = std::move(out.values);
+    taken.insert(taken.end(), buffered.values.begin(), buffered.values.end());
+    std::sort(in.values.begin(), in.values.end());
+    std::sort(taken.begin(), taken.end());
+    SOAK_CHECK(ctx, in.values == taken,
+               "select: %zu values sent, %zu received by selects and left buffered: not the same values",
+               in.values.size(), taken.size());
+
+    // Cases that lose have no effect: a timer against a recv on an empty
+    // channel and a send to a full one; a cancelled token against a value.
+    {
+      Ch empty(1), full(1);
+      SOAK_CHECK(ctx, full.send(uint64_t{7}).ok(), "select: fill");
+      const int64_t us = uniform(rng, 0, 1000);
+      auto t0 = SteadyClock::now();
+      auto r = weft::select(weft::recv(empty), weft::send(full, uint64_t{8}), select_timer(rng, us));
+      SOAK_CHECK(ctx, r.ok() && r->index() == 2, "select: timer against nothing ready: %s, case %zu",
+                 status_text(r).c_str(), r.ok() ? r->index() : 0);
+      check_select_timer(ctx, t0, us, "lone");
+      auto kept = full.try_recv();
+      SOAK_CHECK(
+          ctx,
+          kept.ok() && *kept == 7 && full.stats().sent == 1 && empty.stats().sent == 0 && empty.stats().received == 0,
+          "select: a losing case had an effect: full channel gave %s", status_text(kept).c_str());
+      CancellationToken gone;
+      gone.cancel();
+      Ch one(1);
+      SOAK_CHECK(ctx, one.send(uint64_t{9}).ok(), "select: fill");
+      auto c = weft::select(weft::recv(one), weft::cancelled(gone));
+      SOAK_CHECK(ctx, c.ok(), "select: two ready cases: %s", status_text(c).c_str());
+      if (c->index() == 0) {
+        SOAK_CHECK(ctx, std::get<0>(*c).ok() && *std::get<0>(*c) == 9 && one.size() == 0, "select: recv case value");
+      } else {
+        SOAK_CHECK(ctx, one.size() == 1 && one.stats().received == 0, "select: cancelled won but the value was taken");
+        (void)one.try_recv();
+      }
+    }
+    SOAK_CHECK(ctx, !this_fiber::cancelled(), "select: the driver fiber is cancelled");
+    ctx.count(static_cast<uint64_t>(in.selects + out.selects + 2));
+    ctx.round_done();
+  }
+}
+
 }  // namespace
 
 const std::vector<Workload>& all_workloads() {
@@ -1292,8 +1636,8 @@ const std::vector<Workload>& all_workloads() {
       {"scope", "nested scoped() trees with failures, throws and cancels; race(), all(); no fiber outlives its scope",
        run_scope_workload},
       {"timeout", "with_timeout() around recv and sleeps, in time and timed out, nested, over a scope", run_timeout},
-      // Not in the API yet: select. When it lands, add a workload here
-      // (over channels and timeouts, every value received exactly once).
+      {"select", "select() over channel recv/send, after/at, cancelled, finished, is_set; every value once",
+       run_select},
   };
   return kWorkloads;
 }
