@@ -18,11 +18,15 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <exception>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <stdexcept>
 #include <string>
+#include <thread>
+#include <tuple>
 #include <utility>
 #include <variant>
 #include <vector>
@@ -31,6 +35,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "fs/fs.h"
+#include "future/future.h"
+#include "future/to_future.h"
+#include "future/when.h"
 #include "lifecycle/scope.h"
 #include "lifecycle/select.h"
 #include "lifecycle/timeout.h"
@@ -1617,6 +1624,581 @@ void run_select(WorkloadContext& ctx) {
   }
 }
 
+// ---------------------------------------------------------------------------
+// future: chains of then(), on_success() and on_failure() on promises set
+// from the driver, from fibers and from a plain std::thread, with values,
+// error statuses, exceptions and broken promises (dropped unset), random
+// failures and throws along the chains, Futures returned by callbacks
+// (from a promise or to_future()), callbacks that block; when_all() and
+// when_any() over such promises. Chain ends are taken with get() or
+// get_for() on the driver or get() on the thread, or dropped with their
+// callbacks pending. Every end delivers the outcome worked out in advance,
+// every callback that should run runs exactly once (counted), and once
+// the round has settled no value and no callback is left alive.
+
+// FutVal: a future's value. It holds a reference to the round's `alive`
+// marker, so a value never destroyed (a result a dropped future or a
+// when_any() loser kept) shows at the end of the round.
+struct FutVal {
+  int64_t v = 0;
+  std::shared_ptr<const int> alive;
+};
+
+enum class FutFate { kValue, kError, kException, kBroken };
+
+// What a future must deliver: a value, an error status, or an exception
+// (a std::runtime_error whose what() is msg).
+struct FutExpect {
+  bool ok = true;
+  int64_t v = 0;
+  bool exception = false;
+  absl::StatusCode code = absl::StatusCode::kOk;
+  std::string msg;
+
+  void fail_status(absl::StatusCode c, std::string m) {
+    ok = false;
+    exception = false;
+    code = c;
+    msg = std::move(m);
+  }
+  void fail_exception(std::string m) {
+    ok = false;
+    exception = true;
+    code = absl::StatusCode::kUnknown;
+    msg = std::move(m);
+  }
+  // The status an on_failure(absl::Status) callback sees.
+  absl::Status status() const { return exception ? absl::UnknownError("exception: " + msg) : absl::Status(code, msg); }
+};
+
+constexpr const char* kBrokenPromise = "weft::Promise destroyed without a result (broken promise)";
+
+// The round's state, shared with every callback: a dropped future's
+// callbacks may still run after the driver moved on.
+struct FutRound {
+  explicit FutRound(WorkloadContext* c) : ctx(c) {}
+  WorkloadContext* ctx;
+  std::atomic<int64_t> callbacks{0};
+  WaitGroup ends;  // dropped chain ends with a last callback that checks them
+};
+
+bool failure_is(const Failure& f, const FutExpect& e) {
+  if (e.ok || f.is_exception() != e.exception) return false;
+  if (!e.exception) return f.status().code() == e.code && f.status().message() == e.msg;
+  try {
+    f.rethrow_if_exception();
+  } catch (const std::runtime_error& x) {
+    return e.msg == x.what();
+  } catch (...) {
+  }
+  return false;
+}
+
+// A get() outcome: the result, or the what() of the exception it threw.
+template <class R>
+struct FutGot {
+  R r;
+  bool threw = false;
+  std::string what;
+};
+template <class F>
+auto future_get(F&& get) -> FutGot<decltype(get())> {
+  FutGot<decltype(get())> g{absl::UnknownError("unset"), false, ""};
+  try {
+    g.r = get();
+  } catch (const std::runtime_error& x) {
+    g.threw = true;
+    g.what = x.what();
+  }
+  return g;
+}
+
+// Whether a failed get() (status or exception) is the failure expected.
+template <class R>
+bool got_failure(const FutGot<R>& g, const FutExpect& e) {
+  if (e.ok) return false;
+  if (e.exception) return g.threw && g.what == e.msg;
+  return !g.threw && !g.r.ok() && g.r.status().code() == e.code && g.r.status().message() == e.msg;
+}
+
+template <class R>
+std::string got_text(const FutGot<R>& g) {
+  if (g.threw) return "threw " + g.what;
+  return g.r.ok() ? "a value" : g.r.status().ToString();
+}
+
+// check_got(): a chain end's get() delivered what was expected.
+template <class R>
+void check_got(WorkloadContext& ctx, const FutGot<R>& g, const FutExpect& e, const char* where) {
+  if (e.ok) {
+    SOAK_CHECK(ctx, !g.threw && g.r.ok() && g.r->v == e.v, "future: chain end (%s) gave %s, expected the value %lld",
+               where, got_text(g).c_str(), static_cast<long long>(e.v));
+  } else {
+    SOAK_CHECK(ctx, got_failure(g, e), "future: chain end (%s) gave %s, expected %s%s", where, got_text(g).c_str(),
+               e.exception ? "the exception " : "", e.exception ? e.msg.c_str() : e.status().ToString().c_str());
+  }
+}
+
+// A promise to settle, and how.
+struct FutSettle {
+  Promise<FutVal> p;
+  FutFate fate = FutFate::kValue;
+  FutVal val;
+  absl::StatusCode code = absl::StatusCode::kOk;
+  std::string msg;
+
+  // run() settles the promise and lets it go: a promise holds its
+  // future's result (and so its value) until it is destroyed.
+  void run() {
+    Promise<FutVal> q = std::move(p);
+    switch (fate) {
+      case FutFate::kValue:
+        q.set_value(std::move(val));
+        break;
+      case FutFate::kError:
+        q.set_error(absl::Status(code, msg));
+        break;
+      case FutFate::kException:
+        q.set_exception(std::make_exception_ptr(std::runtime_error(msg)));
+        break;
+      case FutFate::kBroken:
+        break;  // destroyed unset
+    }
+  }
+  FutExpect expect() const {
+    FutExpect e;
+    switch (fate) {
+      case FutFate::kValue:
+        e.v = val.v;
+        break;
+      case FutFate::kError:
+        e.fail_status(code, msg);
+        break;
+      case FutFate::kException:
+        e.fail_exception(msg);
+        break;
+      case FutFate::kBroken:
+        e.fail_status(absl::StatusCode::kAborted, kBrokenPromise);
+        break;
+    }
+    return e;
+  }
+};
+
+// The plain thread's share of a round: promises to settle, then chain ends
+// to get() (blocking the thread).
+struct FutThreadWork {
+  std::vector<std::pair<useconds_t, FutSettle>> settles;
+  std::vector<std::pair<Future<FutVal>, FutExpect>> gets;
+};
+
+// Where a promise is settled.
+struct FutSetters {
+  std::vector<FutSettle> later;          // by the driver, once everything is built
+  std::vector<JoinHandle<void>> fibers;  // by fibers of their own
+  FutThreadWork* thread;
+};
+
+void place_settle(WorkloadContext& ctx, Rng& rng, FutSettle s, FutSetters* where) {
+  switch (rng() % 4) {
+    case 0:  // now: the callbacks are registered on a complete future
+      s.run();
+      break;
+    case 1:
+      where->later.push_back(std::move(s));
+      break;
+    case 2:
+      where->fibers.push_back(spawn([&ctx, s = std::move(s), us = uniform(rng, 0, 1000)]() mutable {
+        absl::Status sl = this_fiber::sleep_for(absl::Microseconds(us));
+        SOAK_CHECK(ctx, sl.ok(), "future: setter sleep: %s", status_text(sl).c_str());
+        s.run();
+      }));
+      break;
+    default:
+      where->thread->settles.emplace_back(static_cast<useconds_t>(uniform(rng, 0, 300)), std::move(s));
+  }
+}
+
+// new_settle(): a promise (on the given runtime, or the current one) with a
+// random fate.
+FutSettle new_settle(WorkloadContext& ctx, Rng& rng, const std::shared_ptr<const int>& alive, absl::StatusCode code,
+                     const std::string& what) {
+  // Promise(Runtime&), or Promise() for the current runtime (a fiber's).
+  FutSettle s{rng() % 2 == 0 ? Promise<FutVal>(*ctx.runtime()) : Promise<FutVal>(), FutFate::kValue, FutVal{}, code,
+              ""};
+  const uint64_t f = rng() % 8;
+  s.fate = f < 5 ? FutFate::kValue : f == 5 ? FutFate::kError : f == 6 ? FutFate::kException : FutFate::kBroken;
+  s.val = FutVal{uniform(rng, 0, 1000), s.fate == FutFate::kValue ? alive : nullptr};  // a value only if set
+  s.msg = what + (s.fate == FutFate::kException ? " exception" : " error");
+  return s;
+}
+
+// add_steps(): 0-6 random steps on a chain, updating what its end must
+// deliver and how many callbacks must run.
+Future<FutVal> add_steps(Future<FutVal> f, Rng& rng, const std::shared_ptr<FutRound>& rs, FutExpect& e,
+                         int64_t& expected) {
+  const int64_t steps = uniform(rng, 0, 6);
+  for (int64_t s = 0; s < steps; ++s) {
+    const int64_t add = uniform(rng, 1, 9);
+    const bool runs_on_success = e.ok;
+    bool success_callback = true;  // a then() or on_success() callback: runs on success only
+    switch (rng() % 11) {
+      case 0:  // a value
+        f = std::move(f).then([rs, add](FutVal x) {
+          rs->callbacks.fetch_add(1);
+          x.v += add;
+          return x;
+        });
+        if (runs_on_success) e.v += add;
+        break;
+      case 1:  // a StatusOr with a value
+        f = std::move(f).then([rs, add](FutVal x) -> absl::StatusOr<FutVal> {
+          rs->callbacks.fetch_add(1);
+          x.v += add;
+          return x;
+        });
+        if (runs_on_success) e.v += add;
+        break;
+      case 2: {  // a StatusOr with an error
+        std::string msg = absl::StrCat("soak: step ", s, " error");
+        f = std::move(f).then([rs, msg](FutVal) -> absl::StatusOr<FutVal> {
+          rs->callbacks.fetch_add(1);
+          return absl::FailedPreconditionError(msg);
+        });
+        if (runs_on_success) e.fail_status(absl::StatusCode::kFailedPrecondition, msg);
+        break;
+      }
+      case 3: {  // a throw
+        std::string msg = absl::StrCat("soak: step ", s, " throw");
+        f = std::move(f).then([rs, msg](FutVal) -> FutVal {
+          rs->callbacks.fetch_add(1);
+          throw std::runtime_error(msg);
+        });
+        if (runs_on_success) e.fail_exception(msg);
+        break;
+      }
+      case 4:  // a Future from a promise that a fiber sets
+        f = std::move(f).then([rs, add](FutVal x) {
+          rs->callbacks.fetch_add(1);
+          Promise<FutVal> q;  // the runner fiber's runtime
+          Future<FutVal> g = q.get_future();
+          x.v += add;
+          spawn([q = std::move(q), x = std::move(x)]() mutable {
+            this_fiber::yield();
+            q.set_value(std::move(x));
+          }).detach();
+          return g;
+        });
+        if (runs_on_success) e.v += add;
+        break;
+      case 5: {  // a Future of a fiber (to_future), which may throw
+        const bool throws = rng() % 4 == 0;
+        std::string msg = absl::StrCat("soak: step ", s, " fiber throw");
+        f = std::move(f).then([rs, add, throws, msg](FutVal x) {
+          rs->callbacks.fetch_add(1);
+          return to_future(spawn([x = std::move(x), add, throws, msg]() mutable -> FutVal {
+            if (throws) throw std::runtime_error(msg);
+            x.v += add;
+            return std::move(x);
+          }));
+        });
+        if (runs_on_success) {
+          if (throws) {
+            e.fail_exception(msg);
+          } else {
+            e.v += add;
+          }
+        }
+        break;
+      }
+      case 6: {  // a callback that blocks its runner fiber
+        const int64_t us = uniform(rng, 0, 300);
+        f = std::move(f).then([rs, add, us](FutVal x) {
+          rs->callbacks.fetch_add(1);
+          absl::Status sl = this_fiber::sleep_for(absl::Microseconds(us));
+          SOAK_CHECK(*rs->ctx, sl.ok(), "future: callback sleep: %s", status_text(sl).c_str());
+          x.v += add;
+          return x;
+        });
+        if (runs_on_success) e.v += add;
+        break;
+      }
+      case 7:  // an on_success observer
+        f = std::move(f).on_success([rs, want = e.v](const FutVal& x) {
+          rs->callbacks.fetch_add(1);
+          SOAK_CHECK(*rs->ctx, x.v == want, "future: on_success saw %lld, expected %lld", static_cast<long long>(x.v),
+                     static_cast<long long>(want));
+        });
+        break;
+      case 8:  // an on_failure observer of the Failure
+        f = std::move(f).on_failure([rs, e](const Failure& fl) {
+          rs->callbacks.fetch_add(1);
+          SOAK_CHECK(*rs->ctx, failure_is(fl, e), "future: on_failure saw %s (exception %d), expected %s",
+                     status_text(fl.status()).c_str(), fl.is_exception(), status_text(e.status()).c_str());
+        });
+        success_callback = false;
+        if (!e.ok) ++expected;
+        break;
+      case 9:  // an on_failure observer of the status
+        f = std::move(f).on_failure([rs, want = e.status()](const absl::Status& st) {
+          rs->callbacks.fetch_add(1);
+          SOAK_CHECK(*rs->ctx, st == want, "future: on_failure(Status) saw %s, expected %s", status_text(st).c_str(),
+                     status_text(want).c_str());
+        });
+        success_callback = false;
+        if (!e.ok) ++expected;
+        break;
+      default: {  // an on_success observer that throws
+        std::string msg = absl::StrCat("soak: step ", s, " observer throw");
+        f = std::move(f).on_success([rs, msg](const FutVal&) {
+          rs->callbacks.fetch_add(1);
+          throw std::runtime_error(msg);
+        });
+        if (runs_on_success) e.fail_exception(msg);
+        break;
+      }
+    }
+    if (success_callback && runs_on_success) ++expected;
+  }
+  return f;
+}
+
+void run_future(WorkloadContext& ctx) {
+  Rng rng(ctx.seed());
+  while (!ctx.stopping()) {
+    auto rs = std::make_shared<FutRound>(&ctx);
+    auto alive = std::make_shared<const int>(0);
+    int64_t expected = 0;  // callbacks that must run
+    int64_t settled = 0;   // promises set or broken
+    FutThreadWork thread_work;
+    FutSetters setters{{}, {}, &thread_work};
+    struct End {
+      Future<FutVal> f;
+      FutExpect e;
+      bool timed;  // get_for() until it is there
+    };
+    std::vector<End> ends;
+
+    // Chains.
+    const int64_t chains = uniform(rng, 1, 16);
+    for (int64_t c = 0; c < chains; ++c) {
+      FutSettle src = new_settle(ctx, rng, alive, absl::StatusCode::kDataLoss, absl::StrCat("soak: chain ", c));
+      FutExpect e = src.expect();
+      Future<FutVal> f = src.p.get_future();
+      place_settle(ctx, rng, std::move(src), &setters);
+      ++settled;
+      f = add_steps(std::move(f), rng, rs, e, expected);
+      switch (rng() % 5) {
+        case 0:
+        case 1:
+          ends.push_back({std::move(f), e, rng() % 2 == 0});
+          break;
+        case 2:
+          thread_work.gets.emplace_back(std::move(f), e);
+          break;
+        case 3: {  // dropped, with a last callback that checks the outcome
+          rs->ends.add();
+          ++expected;
+          auto end = std::move(f)
+                         .on_success([rs, e](const FutVal& x) {
+                           rs->callbacks.fetch_add(1);
+                           SOAK_CHECK(*rs->ctx, e.ok && x.v == e.v, "future: dropped chain ended on %lld, expected %s",
+                                      static_cast<long long>(x.v), status_text(e.status()).c_str());
+                           rs->ends.done();
+                         })
+                         .on_failure([rs, e](const Failure& fl) {
+                           rs->callbacks.fetch_add(1);
+                           SOAK_CHECK(*rs->ctx, failure_is(fl, e), "future: dropped chain failed with %s, expected %s",
+                                      status_text(fl.status()).c_str(), status_text(e.status()).c_str());
+                           rs->ends.done();
+                         });
+          break;  // `end` is dropped here, most likely before the result exists
+        }
+        default:  // dropped as it is: its callbacks run all the same
+          break;
+      }
+    }
+
+    // when_all() and when_any() over promises and fibers (to_future).
+    auto gather = [&](const char* what, std::vector<FutExpect>* fates) {
+      const int64_t m = uniform(rng, 1, 6);
+      std::vector<Future<FutVal>> fs;
+      for (int64_t i = 0; i < m; ++i) {
+        if (rng() % 4 == 0) {
+          const int64_t v = uniform(rng, 0, 1000);
+          fs.push_back(to_future(spawn([v, alive] { return FutVal{v, alive}; })));
+          FutExpect e;
+          e.v = v;
+          fates->push_back(e);
+          continue;
+        }
+        FutSettle s = new_settle(ctx, rng, alive, absl::StatusCode::kInternal, absl::StrCat("soak: ", what, " ", i));
+        fates->push_back(s.expect());
+        fs.push_back(s.p.get_future());
+        place_settle(ctx, rng, std::move(s), &setters);
+        ++settled;
+      }
+      return fs;
+    };
+    auto one_of = [](const Failure& fl, const std::vector<FutExpect>& fates) {
+      for (const FutExpect& e : fates) {
+        if (failure_is(fl, e)) return true;
+      }
+      return false;
+    };
+    auto all_values = [](const std::vector<FutVal>& got, const std::vector<FutExpect>& fates) {
+      if (got.size() != fates.size()) return false;
+      for (size_t i = 0; i < got.size(); ++i) {
+        if (!fates[i].ok || got[i].v != fates[i].v) return false;
+      }
+      return true;
+    };
+    auto any_value = [](const WhenAnyResult<FutVal>& got, const std::vector<FutExpect>& fates) {
+      return got.index < fates.size() && fates[got.index].ok && got.value.v == fates[got.index].v;
+    };
+
+    std::vector<FutExpect> all_fates;
+    Future<std::vector<FutVal>> all = when_all(gather("when_all", &all_fates));
+    bool all_ok = true;
+    for (const FutExpect& e : all_fates) all_ok &= e.ok;
+    const bool all_dropped = rng() % 4 == 0;
+    if (all_ok) ++expected;
+    all = std::move(all).then([rs](std::vector<FutVal> v) {
+      rs->callbacks.fetch_add(1);
+      return v;
+    });
+    if (all_dropped) {
+      rs->ends.add();
+      ++expected;
+      auto end = std::move(all)
+                     .on_success([rs, all_fates, all_values](const std::vector<FutVal>& v) {
+                       rs->callbacks.fetch_add(1);
+                       SOAK_CHECK(*rs->ctx, all_values(v, all_fates), "future: dropped when_all: wrong values");
+                       rs->ends.done();
+                     })
+                     .on_failure([rs, all_fates, one_of](const Failure& fl) {
+                       rs->callbacks.fetch_add(1);
+                       SOAK_CHECK(*rs->ctx, one_of(fl, all_fates), "future: dropped when_all failed with %s",
+                                  status_text(fl.status()).c_str());
+                       rs->ends.done();
+                     });
+    }
+
+    std::vector<FutExpect> any_fates;
+    Future<WhenAnyResult<FutVal>> any = when_any(gather("when_any", &any_fates));
+    const bool any_dropped = rng() % 4 == 0;
+    if (any_dropped) {
+      rs->ends.add();
+      ++expected;
+      auto end = std::move(any)
+                     .on_success([rs, any_fates, any_value](const WhenAnyResult<FutVal>& r) {
+                       rs->callbacks.fetch_add(1);
+                       SOAK_CHECK(*rs->ctx, any_value(r, any_fates), "future: dropped when_any: index %zu value %lld",
+                                  r.index, static_cast<long long>(r.value.v));
+                       rs->ends.done();
+                     })
+                     .on_failure([rs, any_fates, one_of](const Failure& fl) {
+                       rs->callbacks.fetch_add(1);
+                       SOAK_CHECK(*rs->ctx, one_of(fl, any_fates), "future: dropped when_any failed with %s",
+                                  status_text(fl.status()).c_str());
+                       rs->ends.done();
+                     });
+    } else {
+      // Runs exactly when when_any() succeeds: counted after get().
+      any = std::move(any).on_success([rs](const WhenAnyResult<FutVal>&) { rs->callbacks.fetch_add(1); });
+    }
+
+    // The variadic when_all() of a fiber's value and a Future<void>.
+    Promise<void> pv = rng() % 2 == 0 ? Promise<void>(*ctx.runtime()) : Promise<void>();
+    const int64_t bv = uniform(rng, 0, 1000);
+    auto both = when_all(to_future(spawn([bv, alive] { return FutVal{bv, alive}; })), pv.get_future());
+    std::optional<Promise<void>> pv_later;
+    if (rng() % 2 == 0) {
+      setters.fibers.push_back(spawn([pv = std::move(pv)]() mutable { pv.set_value(); }));
+    } else {
+      pv_later.emplace(std::move(pv));
+    }
+
+    // Run: the plain thread settles its promises and then gets its chain
+    // ends; the driver settles its own, then gets its ends.
+    std::thread th;
+    if (!thread_work.settles.empty() || !thread_work.gets.empty()) {
+      th = std::thread([&ctx, &thread_work] {
+        for (auto& [us, s] : thread_work.settles) {
+          if (us > 0) ::usleep(us);
+          s.run();
+        }
+        for (auto& [f, e] : thread_work.gets) check_got(ctx, future_get([&f = f] { return f.get(); }), e, "thread");
+      });
+    }
+    for (FutSettle& s : setters.later) s.run();
+    if (pv_later) pv_later->set_value();
+    for (End& end : ends) {
+      if (!end.timed) {
+        check_got(ctx, future_get([&] { return end.f.get(); }), end.e, "get");
+        continue;
+      }
+      for (;;) {
+        const int64_t us = uniform(rng, 0, 2000);
+        auto g = future_get([&] { return end.f.get_for(absl::Microseconds(us)); });
+        if (!g.threw && absl::IsDeadlineExceeded(g.r.status())) {
+          SOAK_CHECK(ctx, end.f.valid(), "future: get_for() timed out and consumed the future");
+          continue;
+        }
+        check_got(ctx, g, end.e, "get_for");
+        break;
+      }
+    }
+    if (!all_dropped) {
+      auto g = future_get([&] { return all.get(); });
+      if (all_ok) {
+        SOAK_CHECK(ctx, !g.threw && g.r.ok() && all_values(*g.r, all_fates), "future: when_all of values gave %s",
+                   got_text(g).c_str());
+      } else {
+        bool one = false;
+        for (const FutExpect& e : all_fates) one |= got_failure(g, e);
+        SOAK_CHECK(ctx, one, "future: when_all with a failure gave %s, none of the failures", got_text(g).c_str());
+      }
+    }
+    if (!any_dropped) {
+      auto g = future_get([&] { return any.get(); });
+      if (!g.threw && g.r.ok()) {
+        SOAK_CHECK(ctx, any_value(*g.r, any_fates), "future: when_any gave index %zu value %lld", g.r->index,
+                   static_cast<long long>(g.r->value.v));
+        ++expected;  // its on_success ran
+      } else {
+        bool one = false;
+        for (const FutExpect& e : any_fates) one |= got_failure(g, e);
+        SOAK_CHECK(ctx, one, "future: when_any gave %s, none of the failures", got_text(g).c_str());
+      }
+    }
+    {
+      auto r = both.get();
+      SOAK_CHECK(ctx, r.ok() && std::get<0>(*r).v == bv, "future: when_all(value, void): %s", status_text(r).c_str());
+    }
+    if (th.joinable()) run_blocking([&th] { th.join(); });
+    for (auto& h : setters.fibers) h.join();
+
+    // Settled: the dropped ends have run their last callback; then every
+    // callback and value is gone (each holds a reference to rs or alive).
+    absl::Status done = rs->ends.wait_for(absl::Seconds(60));
+    SOAK_CHECK(ctx, done.ok(), "future: %lld dropped chain ends did not finish in 60 s: %s",
+               static_cast<long long>(rs->ends.count()), status_text(done).c_str());
+    const absl::Time give_up = absl::Now() + absl::Seconds(60);
+    while ((rs.use_count() > 1 || alive.use_count() > 1) && absl::Now() < give_up) {
+      absl::Status sl = this_fiber::sleep_for(absl::Microseconds(100));
+      SOAK_CHECK(ctx, sl.ok(), "future: settle sleep: %s", status_text(sl).c_str());
+    }
+    SOAK_CHECK(ctx, rs.use_count() == 1 && alive.use_count() == 1,
+               "future: 60 s after the round, %ld callbacks and %ld values are still alive", rs.use_count() - 1,
+               alive.use_count() - 1);
+    SOAK_CHECK(ctx, rs->callbacks.load() == expected, "future: %lld callbacks ran, %lld expected",
+               static_cast<long long>(rs->callbacks.load()), static_cast<long long>(expected));
+    ctx.count(static_cast<uint64_t>(expected + settled));
+    ctx.round_done();
+  }
+}
+
 }  // namespace
 
 const std::vector<Workload>& all_workloads() {
@@ -1638,6 +2220,8 @@ const std::vector<Workload>& all_workloads() {
       {"timeout", "with_timeout() around recv and sleeps, in time and timed out, nested, over a scope", run_timeout},
       {"select", "select() over channel recv/send, after/at, cancelled, finished, is_set; every value once",
        run_select},
+      {"future", "then() chains with errors and throws, when_all/when_any, set from fibers and a thread, broken",
+       run_future},
   };
   return kWorkloads;
 }
