@@ -1771,9 +1771,17 @@ struct FutSettle {
       case FutFate::kError:
         q.set_error(absl::Status(code, msg));
         break;
-      case FutFate::kException:
-        q.set_exception(std::make_exception_ptr(std::runtime_error(msg)));
+      case FutFate::kException: {
+        // make_exception_ptr() copies the runtime_error, and the copy shares
+        // its message with the temporary. The temporary must be gone before
+        // the hand-off: the consumer may drop the exception at once, and
+        // ThreadSanitizer cannot see the message's reference count (it lives
+        // in libstdc++), so a later release here would look like a race.
+        // (future/future.h, "Handing a result on".)
+        std::exception_ptr e = std::make_exception_ptr(std::runtime_error(msg));
+        q.set_exception(std::move(e));
         break;
+      }
       case FutFate::kBroken:
         break;  // destroyed unset
     }
