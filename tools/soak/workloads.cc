@@ -35,6 +35,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "fs/file.h"
 #include "fs/fs.h"
 #include "future/future.h"
 #include "future/to_future.h"
@@ -745,6 +746,69 @@ void run_timers(WorkloadContext& ctx) {
 // written, read back, appended, stat'ed and removed in a temporary
 // directory, which must be empty after each round.
 
+// file_through_handle(): a file written, patched, read back, truncated
+// and closed through fs::File (pwrite, size, seek, read, pread, truncate),
+// then removed. Every call is a blocking-pool call that parks the fiber.
+void file_through_handle(WorkloadContext& ctx, const std::string& path, uint64_t key, size_t size, uint64_t seed) {
+  Rng rng(seed);
+  std::string data(size, '\0');
+  for (size_t i = 0; i < size; ++i) data[i] = pattern_byte(key, i);
+  const bool created = rng() % 2 == 0;  // write-only: reopened for reading below
+  auto f = created ? fs::File::create(path)
+                   : fs::File::open(path, {.read = true, .write = true, .create = true, .truncate = true});
+  SOAK_CHECK(ctx, f.ok(), "File::open %s: %s", path.c_str(), status_text(f).c_str());
+  absl::Status w = f->write_all(data);
+  SOAK_CHECK(ctx, w.ok(), "File::write_all: %s", status_text(w).c_str());
+  // A patch inside the data or past its end (a hole of zeros before it).
+  const std::string patch = absl::StrCat("patch", key % 1000);
+  const size_t at = static_cast<size_t>(uniform(rng, 0, static_cast<int64_t>(size) + 64));
+  absl::Status pw = f->pwrite(patch, at);
+  SOAK_CHECK(ctx, pw.ok(), "File::pwrite: %s", status_text(pw).c_str());
+  if (data.size() < at + patch.size()) data.resize(at + patch.size(), '\0');
+  data.replace(at, patch.size(), patch);
+  auto sz = f->size();
+  SOAK_CHECK(ctx, sz.ok() && *sz == data.size(), "File::size: %s, %llu, expected %zu", status_text(sz).c_str(),
+             sz.ok() ? static_cast<unsigned long long>(*sz) : 0ull, data.size());
+  if (created) {
+    absl::Status c = f->close();
+    SOAK_CHECK(ctx, c.ok(), "File::close: %s", status_text(c).c_str());
+    f = fs::File::open(path, {.read = true, .write = true});
+    SOAK_CHECK(ctx, f.ok(), "File::open %s again: %s", path.c_str(), status_text(f).c_str());
+  }
+  if (rng() % 2 == 0) {  // read it all back through the file offset
+    auto off = f->seek(0);
+    SOAK_CHECK(ctx, off.ok() && *off == 0, "File::seek: %s", status_text(off).c_str());
+    std::string back;
+    std::vector<char> buf(8192);
+    for (;;) {
+      auto r = f->read(buf);
+      SOAK_CHECK(ctx, r.ok(), "File::read: %s", status_text(r).c_str());
+      if (*r == 0) break;
+      back.append(buf.data(), *r);
+    }
+    SOAK_CHECK(ctx, back == data, "File::read gave %zu bytes, not the %zu written", back.size(), data.size());
+  } else {  // only the patch, at its offset
+    std::vector<char> buf(patch.size());
+    auto r = f->pread(buf, at);
+    SOAK_CHECK(ctx, r.ok() && *r == patch.size() && std::string_view(buf.data(), *r) == patch,
+               "File::pread of the patch: %s", status_text(r).c_str());
+  }
+  const uint64_t cut = static_cast<uint64_t>(uniform(rng, 0, static_cast<int64_t>(data.size())));
+  absl::Status t = f->truncate(cut);
+  sz = f->size();
+  SOAK_CHECK(ctx, t.ok() && sz.ok() && *sz == cut, "File::truncate(%llu): %s, size %llu",
+             static_cast<unsigned long long>(cut), status_text(t).c_str(),
+             sz.ok() ? static_cast<unsigned long long>(*sz) : 0ull);
+  absl::Status c = f->close();
+  SOAK_CHECK(ctx, c.ok() && f->close().ok() && !f->is_open(), "File::close: %s", status_text(c).c_str());
+  std::vector<char> one(1);
+  SOAK_CHECK(ctx, f->read(one).status().code() == absl::StatusCode::kFailedPrecondition, "File::read after close");
+  auto st = fs::stat(path);
+  SOAK_CHECK(ctx, st.ok() && st->size == cut, "stat %s after truncate: %s", path.c_str(), status_text(st).c_str());
+  absl::Status rm = fs::remove(path);
+  SOAK_CHECK(ctx, rm.ok(), "remove: %s", status_text(rm).c_str());
+}
+
 void run_blocking_calls(WorkloadContext& ctx) {
   Rng rng(ctx.seed());
   const char* tmp = std::getenv("TEST_TMPDIR");
@@ -781,8 +845,14 @@ void run_blocking_calls(WorkloadContext& ctx) {
       const uint64_t key = rng();
       const size_t size = static_cast<size_t>(uniform(rng, 0, 64 * 1024));
       const bool atomic = rng() % 4 == 0;
+      const bool handle = rng() % 2 == 0;
+      const uint64_t seed = rng();
       std::string path = absl::StrCat(dir, "/r", round, "_", f);
-      hs.push_back(spawn([&ctx, key, size, atomic, path] {
+      hs.push_back(spawn([&ctx, key, size, atomic, handle, seed, path] {
+        if (handle) {
+          file_through_handle(ctx, path, key, size, seed);
+          return;
+        }
         std::string data(size, '\0');
         for (size_t i = 0; i < size; ++i) data[i] = pattern_byte(key, i);
         absl::Status w = fs::write_file(path, data, {.atomic = atomic});
@@ -809,7 +879,6 @@ void run_blocking_calls(WorkloadContext& ctx) {
   auto removed = fs::remove_all(dir);
   SOAK_CHECK(ctx, removed.ok(), "remove_all: %s", status_text(removed).c_str());
 }
-
 
 // ---------------------------------------------------------------------------
 // cancel: fibers spawned with SpawnOptions::token park on a bounded channel
