@@ -10,11 +10,14 @@
 // To add a workload: write `void run_NAME(WorkloadContext& ctx)` with the
 // same shape (setup, rounds, teardown with final checks) and add it to the
 // registry at the bottom of this file.
+#include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -46,6 +49,7 @@
 #include "net/address.h"
 #include "net/tcp.h"
 #include "net/udp.h"
+#include "process/process.h"
 #include "runtime/blocking.h"
 #include "runtime/cancel.h"
 #include "runtime/runtime.h"
@@ -2289,6 +2293,114 @@ void run_future(WorkloadContext& ctx) {
   }
 }
 
+// ---------------------------------------------------------------------------
+// process: child processes. Each round runs output() of a shell that
+// writes to stdout and stderr and exits with a chosen code; cat with piped
+// stdin and stdout, written by one fiber and read by another; now and
+// then a sleep that wait_for() outlasts and that is then killed; a program
+// that does not exist. Every child is waited for, so none is left behind
+// (no zombie). A child costs a fork and an exec, so rounds are spaced by a
+// 20-80 ms pause: a few dozen children a second, not thousands.
+
+void run_process(WorkloadContext& ctx) {
+  Rng rng(ctx.seed());
+  uint64_t round = 0;
+  while (!ctx.stopping()) {
+    ++round;
+    uint64_t ops = 0;
+    // output(): stdout, stderr and the exit code.
+    {
+      const int code = static_cast<int>(uniform(rng, 0, 7));
+      const uint64_t key = rng() % 1000000;
+      auto o = process::output({"sh", "-c", absl::StrCat("echo out ", key, "; echo err ", key, " >&2; exit ", code)});
+      SOAK_CHECK(ctx, o.ok(), "process: output(sh): %s", status_text(o).c_str());
+      SOAK_CHECK(ctx,
+                 o->out == absl::StrCat("out ", key, "\n") && o->err == absl::StrCat("err ", key, "\n") &&
+                     o->status.exited && o->status.code == code,
+                 "process: sh gave out '%s' err '%s', %s; expected key %llu, exit code %d", o->out.c_str(),
+                 o->err.c_str(), o->status.to_string().c_str(), static_cast<unsigned long long>(key), code);
+      ++ops;
+    }
+    // cat: bytes written into its stdin by one fiber come back on its
+    // stdout to another.
+    {
+      process::Options opts;
+      opts.in = process::Stdio::pipe();
+      opts.out = process::Stdio::pipe();
+      auto c = process::spawn({"cat"}, opts);
+      SOAK_CHECK(ctx, c.ok(), "process: spawn(cat): %s", status_text(c).c_str());
+      const size_t size = static_cast<size_t>(uniform(rng, 0, 256 * 1024));
+      const uint64_t key = rng();
+      auto writer = spawn([&ctx, &c, size, key] {
+        std::string chunk;
+        for (size_t off = 0; off < size;) {
+          chunk.resize(std::min<size_t>(size - off, 16384));
+          for (size_t i = 0; i < chunk.size(); ++i) chunk[i] = pattern_byte(key, off + i);
+          absl::Status w = c->stdin_pipe->write_all(chunk);
+          SOAK_CHECK(ctx, w.ok(), "process: write to cat: %s", status_text(w).c_str());
+          off += chunk.size();
+        }
+        absl::Status cl = c->stdin_pipe->close();
+        SOAK_CHECK(ctx, cl.ok(), "process: close cat's stdin: %s", status_text(cl).c_str());
+      });
+      std::vector<char> buf(16384);
+      size_t got = 0;
+      for (;;) {
+        auto r = c->stdout_pipe->read(buf);
+        SOAK_CHECK(ctx, r.ok(), "process: read from cat: %s", status_text(r).c_str());
+        if (*r == 0) break;
+        for (size_t i = 0; i < *r; ++i) {
+          SOAK_CHECK(ctx, buf[i] == pattern_byte(key, got + i), "process: cat's byte %zu of %zu differs", got + i,
+                     size);
+        }
+        got += *r;
+      }
+      writer.join();
+      auto st = c->wait();
+      SOAK_CHECK(ctx, got == size && st.ok() && st->success(), "process: cat echoed %zu of %zu bytes, %s", got, size,
+                 st.ok() ? st->to_string().c_str() : status_text(st).c_str());
+      ops += 1;
+    }
+    // A child that outlives wait_for(), then killed.
+    if (round % 4 == 0) {
+      auto c = process::spawn({"sleep", "60"});
+      SOAK_CHECK(ctx, c.ok(), "process: spawn(sleep): %s", status_text(c).c_str());
+      const int64_t us = uniform(rng, 0, 3000);
+      auto t0 = SteadyClock::now();
+      auto w = c->wait_for(absl::Microseconds(us));
+      const int64_t el = micros_since(t0);
+      SOAK_CHECK(ctx, absl::IsDeadlineExceeded(w.status()) && el + 1000 >= us,
+                 "process: wait_for(%lld us) on a 60 s sleep: %s after %lld us", static_cast<long long>(us),
+                 status_text(w).c_str(), static_cast<long long>(el));
+      auto tw = c->try_wait();
+      SOAK_CHECK(ctx, tw.ok() && !tw->has_value(), "process: try_wait on a running child: %s", status_text(tw).c_str());
+      absl::Status k = c->kill();
+      SOAK_CHECK(ctx, k.ok(), "process: kill: %s", status_text(k).c_str());
+      auto st = c->wait();
+      SOAK_CHECK(ctx, st.ok() && !st->exited && st->signal == SIGKILL, "process: killed sleep: %s",
+                 st.ok() ? st->to_string().c_str() : status_text(st).c_str());
+      SOAK_CHECK(ctx, c->kill().code() == absl::StatusCode::kFailedPrecondition, "process: kill after wait");
+      ops += 1;
+    }
+    // A program that does not exist is an error, not a child.
+    {
+      auto c = process::spawn({"/nonexistent/weft-soak-no-such-program"});
+      SOAK_CHECK(ctx, !c.ok() && process::error_number(c.status()) == ENOENT, "process: spawn of a missing program: %s",
+                 status_text(c).c_str());
+      ops += 1;
+    }
+    // Every child was waited for: none is left a zombie.
+    siginfo_t info{};
+    const int rc = ::waitid(P_ALL, 0, &info, WEXITED | WNOHANG | WNOWAIT);
+    SOAK_CHECK(ctx, (rc < 0 && errno == ECHILD) || (rc == 0 && info.si_pid == 0),
+               "process: a child (pid %d) exited and was not reaped", static_cast<int>(info.si_pid));
+    ctx.count(ops);
+    ctx.round_done();
+    absl::Status sl = this_fiber::sleep_for(absl::Milliseconds(uniform(rng, 20, 80)));
+    SOAK_CHECK(ctx, sl.ok(), "process: pause: %s", status_text(sl).c_str());
+  }
+}
+
 }  // namespace
 
 const std::vector<Workload>& all_workloads() {
@@ -2312,6 +2424,8 @@ const std::vector<Workload>& all_workloads() {
        run_select},
       {"future", "then() chains with errors and throws, when_all/when_any, set from fibers and a thread, broken",
        run_future},
+      {"process", "child processes: output() of sh, cat through pipes, wait_for and kill, a missing program",
+       run_process},
   };
   return kWorkloads;
 }
