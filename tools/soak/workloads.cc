@@ -21,7 +21,9 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <condition_variable>
 #include <exception>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -2072,8 +2074,61 @@ Future<FutVal> add_steps(Future<FutVal> f, Rng& rng, const std::shared_ptr<FutRo
   return f;
 }
 
+// FutThread: the future workload's plain thread, one for the whole run
+// (ASan keeps about 5 KiB for every thread ever created, so a thread per
+// round would grow the resident set of an ASan soak for ever). Each round
+// hands it one job, and its end is sent on done().
+class FutThread {
+ public:
+  FutThread() : th_([this] { loop(); }) {}
+  FutThread(const FutThread&) = delete;
+  FutThread& operator=(const FutThread&) = delete;
+
+  void hand(std::function<void()> job) {
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      job_ = std::move(job);
+    }
+    cv_.notify_one();
+  }
+  Channel<int>& done() { return done_; }
+  // quit() ends the thread; join it (on the blocking pool: a fiber must
+  // not block its worker).
+  void quit() {
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      quit_ = true;
+    }
+    cv_.notify_one();
+  }
+  std::thread& thread() { return th_; }
+
+ private:
+  void loop() {
+    for (;;) {
+      std::function<void()> job;
+      {
+        std::unique_lock<std::mutex> l(mu_);
+        cv_.wait(l, [this] { return quit_ || job_ != nullptr; });
+        if (job_ == nullptr) return;
+        job = std::exchange(job_, nullptr);
+      }
+      job();
+      (void)done_.send(1);
+    }
+  }
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::function<void()> job_;
+  bool quit_ = false;
+  Channel<int> done_{1};
+  std::thread th_;  // last: it starts with the members above in place
+};
+
 void run_future(WorkloadContext& ctx) {
   Rng rng(ctx.seed());
+  FutThread thread;
   while (!ctx.stopping()) {
     auto rs = std::make_shared<FutRound>(&ctx);
     auto alive = std::make_shared<const int>(0);
@@ -2230,9 +2285,9 @@ void run_future(WorkloadContext& ctx) {
 
     // Run: the plain thread settles its promises and then gets its chain
     // ends; the driver settles its own, then gets its ends.
-    std::thread th;
-    if (!thread_work.settles.empty() || !thread_work.gets.empty()) {
-      th = std::thread([&ctx, &thread_work] {
+    const bool thread_busy = !thread_work.settles.empty() || !thread_work.gets.empty();
+    if (thread_busy) {
+      thread.hand([&ctx, &thread_work] {
         for (auto& [us, s] : thread_work.settles) {
           if (us > 0) ::usleep(us);
           s.run();
@@ -2285,7 +2340,11 @@ void run_future(WorkloadContext& ctx) {
       auto r = both.get();
       SOAK_CHECK(ctx, r.ok() && std::get<0>(*r).v == bv, "future: when_all(value, void): %s", status_text(r).c_str());
     }
-    if (th.joinable()) run_blocking([&th] { th.join(); });
+    if (thread_busy) {
+      auto d = thread.done().recv_for(absl::Seconds(60));
+      SOAK_CHECK(ctx, d.ok(), "future: the plain thread's share of the round did not end in 60 s: %s",
+                 status_text(d).c_str());
+    }
     for (auto& h : setters.fibers) h.join();
 
     // Settled: the dropped ends have run their last callback; then every
@@ -2306,6 +2365,8 @@ void run_future(WorkloadContext& ctx) {
     ctx.count(static_cast<uint64_t>(expected + settled));
     ctx.round_done();
   }
+  thread.quit();
+  run_blocking([&thread] { thread.thread().join(); });
 }
 
 // ---------------------------------------------------------------------------
