@@ -10,29 +10,48 @@
 // To add a workload: write `void run_NAME(WorkloadContext& ctx)` with the
 // same shape (setup, rounds, teardown with final checks) and add it to the
 // registry at the bottom of this file.
+#include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <condition_variable>
+#include <exception>
+#include <functional>
+#include <memory>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <stdexcept>
 #include <string>
+#include <thread>
+#include <tuple>
+#include <unordered_map>
 #include <utility>
+#include <variant>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "fs/file.h"
 #include "fs/fs.h"
+#include "future/future.h"
+#include "future/to_future.h"
+#include "future/when.h"
 #include "lifecycle/scope.h"
+#include "lifecycle/select.h"
 #include "lifecycle/timeout.h"
 #include "net/address.h"
 #include "net/tcp.h"
 #include "net/udp.h"
+#include "process/process.h"
 #include "runtime/blocking.h"
 #include "runtime/cancel.h"
 #include "runtime/runtime.h"
@@ -739,6 +758,69 @@ void run_timers(WorkloadContext& ctx) {
 // written, read back, appended, stat'ed and removed in a temporary
 // directory, which must be empty after each round.
 
+// file_through_handle(): a file written, patched, read back, truncated
+// and closed through fs::File (pwrite, size, seek, read, pread, truncate),
+// then removed. Every call is a blocking-pool call that parks the fiber.
+void file_through_handle(WorkloadContext& ctx, const std::string& path, uint64_t key, size_t size, uint64_t seed) {
+  Rng rng(seed);
+  std::string data(size, '\0');
+  for (size_t i = 0; i < size; ++i) data[i] = pattern_byte(key, i);
+  const bool created = rng() % 2 == 0;  // write-only: reopened for reading below
+  auto f = created ? fs::File::create(path)
+                   : fs::File::open(path, {.read = true, .write = true, .create = true, .truncate = true});
+  SOAK_CHECK(ctx, f.ok(), "File::open %s: %s", path.c_str(), status_text(f).c_str());
+  absl::Status w = f->write_all(data);
+  SOAK_CHECK(ctx, w.ok(), "File::write_all: %s", status_text(w).c_str());
+  // A patch inside the data or past its end (a hole of zeros before it).
+  const std::string patch = absl::StrCat("patch", key % 1000);
+  const size_t at = static_cast<size_t>(uniform(rng, 0, static_cast<int64_t>(size) + 64));
+  absl::Status pw = f->pwrite(patch, at);
+  SOAK_CHECK(ctx, pw.ok(), "File::pwrite: %s", status_text(pw).c_str());
+  if (data.size() < at + patch.size()) data.resize(at + patch.size(), '\0');
+  data.replace(at, patch.size(), patch);
+  auto sz = f->size();
+  SOAK_CHECK(ctx, sz.ok() && *sz == data.size(), "File::size: %s, %llu, expected %zu", status_text(sz).c_str(),
+             sz.ok() ? static_cast<unsigned long long>(*sz) : 0ull, data.size());
+  if (created) {
+    absl::Status c = f->close();
+    SOAK_CHECK(ctx, c.ok(), "File::close: %s", status_text(c).c_str());
+    f = fs::File::open(path, {.read = true, .write = true});
+    SOAK_CHECK(ctx, f.ok(), "File::open %s again: %s", path.c_str(), status_text(f).c_str());
+  }
+  if (rng() % 2 == 0) {  // read it all back through the file offset
+    auto off = f->seek(0);
+    SOAK_CHECK(ctx, off.ok() && *off == 0, "File::seek: %s", status_text(off).c_str());
+    std::string back;
+    std::vector<char> buf(8192);
+    for (;;) {
+      auto r = f->read(buf);
+      SOAK_CHECK(ctx, r.ok(), "File::read: %s", status_text(r).c_str());
+      if (*r == 0) break;
+      back.append(buf.data(), *r);
+    }
+    SOAK_CHECK(ctx, back == data, "File::read gave %zu bytes, not the %zu written", back.size(), data.size());
+  } else {  // only the patch, at its offset
+    std::vector<char> buf(patch.size());
+    auto r = f->pread(buf, at);
+    SOAK_CHECK(ctx, r.ok() && *r == patch.size() && std::string_view(buf.data(), *r) == patch,
+               "File::pread of the patch: %s", status_text(r).c_str());
+  }
+  const uint64_t cut = static_cast<uint64_t>(uniform(rng, 0, static_cast<int64_t>(data.size())));
+  absl::Status t = f->truncate(cut);
+  sz = f->size();
+  SOAK_CHECK(ctx, t.ok() && sz.ok() && *sz == cut, "File::truncate(%llu): %s, size %llu",
+             static_cast<unsigned long long>(cut), status_text(t).c_str(),
+             sz.ok() ? static_cast<unsigned long long>(*sz) : 0ull);
+  absl::Status c = f->close();
+  SOAK_CHECK(ctx, c.ok() && f->close().ok() && !f->is_open(), "File::close: %s", status_text(c).c_str());
+  std::vector<char> one(1);
+  SOAK_CHECK(ctx, f->read(one).status().code() == absl::StatusCode::kFailedPrecondition, "File::read after close");
+  auto st = fs::stat(path);
+  SOAK_CHECK(ctx, st.ok() && st->size == cut, "stat %s after truncate: %s", path.c_str(), status_text(st).c_str());
+  absl::Status rm = fs::remove(path);
+  SOAK_CHECK(ctx, rm.ok(), "remove: %s", status_text(rm).c_str());
+}
+
 void run_blocking_calls(WorkloadContext& ctx) {
   Rng rng(ctx.seed());
   const char* tmp = std::getenv("TEST_TMPDIR");
@@ -775,8 +857,14 @@ void run_blocking_calls(WorkloadContext& ctx) {
       const uint64_t key = rng();
       const size_t size = static_cast<size_t>(uniform(rng, 0, 64 * 1024));
       const bool atomic = rng() % 4 == 0;
+      const bool handle = rng() % 2 == 0;
+      const uint64_t seed = rng();
       std::string path = absl::StrCat(dir, "/r", round, "_", f);
-      hs.push_back(spawn([&ctx, key, size, atomic, path] {
+      hs.push_back(spawn([&ctx, key, size, atomic, handle, seed, path] {
+        if (handle) {
+          file_through_handle(ctx, path, key, size, seed);
+          return;
+        }
         std::string data(size, '\0');
         for (size_t i = 0; i < size; ++i) data[i] = pattern_byte(key, i);
         absl::Status w = fs::write_file(path, data, {.atomic = atomic});
@@ -803,7 +891,6 @@ void run_blocking_calls(WorkloadContext& ctx) {
   auto removed = fs::remove_all(dir);
   SOAK_CHECK(ctx, removed.ok(), "remove_all: %s", status_text(removed).c_str());
 }
-
 
 // ---------------------------------------------------------------------------
 // cancel: fibers spawned with SpawnOptions::token park on a bounded channel
@@ -1279,6 +1366,1108 @@ void run_timeout(WorkloadContext& ctx) {
   }
 }
 
+// ---------------------------------------------------------------------------
+// select: fibers that select over four channels at once. Senders offer one
+// value to two channels (send cases) against a timer (after or at) and a
+// token cancelled at random (cancelled); receivers take from all four
+// channels (recv cases) against a timer, the round's stop event (is_set),
+// a token cancelled at random, a fiber's end (finished) and, for some, the
+// cancellation of their own fiber. Plain senders feed the channels too.
+// The round ends with the stop event (values left buffered) or by closing
+// the channels (receivers drain them to kOutOfRange). Every value sent is
+// received exactly once or left buffered: the sorted values match, and
+// each channel's stats match the values counted into and out of it, so a
+// case that did not win had no effect.
+
+constexpr int kSelectChannels = 4;
+
+struct SelectTally {
+  std::vector<uint64_t> values;                        // sent or received, each unique
+  std::array<int64_t, kSelectChannels> per_channel{};  // values into / out of each channel
+  int64_t selects = 0, timers = 0, cancels = 0, finished = 0;
+};
+
+// check_select_timer(): a timer case won no earlier than its time (the
+// deadline is taken on the realtime clock and converted: a little slack).
+void check_select_timer(WorkloadContext& ctx, SteadyClock::time_point t0, int64_t us, const char* who) {
+  const int64_t el = micros_since(t0);
+  SOAK_CHECK(ctx, el + 1000 >= us, "select: %s timer case of %lld us won after %lld us", who,
+             static_cast<long long>(us), static_cast<long long>(el));
+}
+
+// recv_case_result() is the result of recv case i (0-3) of a receiver's
+// select.
+template <class V>
+const absl::StatusOr<uint64_t>& recv_case_result(const V& res, size_t i) {
+  switch (i) {
+    case 0:
+      return std::get<0>(res);
+    case 1:
+      return std::get<1>(res);
+    case 2:
+      return std::get<2>(res);
+    default:
+      return std::get<3>(res);
+  }
+}
+
+// select_timer(): an after() or an at() case, us from now.
+select_case::After select_timer(Rng& rng, int64_t us) {
+  return rng() % 2 == 0 ? weft::after(absl::Microseconds(us)) : weft::at(absl::Now() + absl::Microseconds(us));
+}
+
+void run_select(WorkloadContext& ctx) {
+  Rng rng(ctx.seed());
+  using Ch = Channel<uint64_t>;
+  while (!ctx.stopping()) {
+    std::unique_ptr<Ch> chs[kSelectChannels];
+    for (auto& c : chs) {
+      c = std::make_unique<Ch>(rng() % 4 == 0 ? Ch::kUnbounded : static_cast<size_t>(uniform(rng, 1, 8)));
+    }
+    Event stop;
+    const bool close_at_end = rng() % 2 == 0;
+    // A fiber whose end some receivers select on.
+    const int64_t side_us = uniform(rng, 0, 3000);
+    JoinHandle<int> side = spawn([&ctx, side_us] {
+      absl::Status s = this_fiber::sleep_for(absl::Microseconds(side_us));
+      SOAK_CHECK(ctx, s.ok(), "select: side fiber sleep: %s", status_text(s).c_str());
+      return 42;
+    });
+    // Case tokens, cancelled at random by the canceller (some never, some
+    // by their own deadline); fiber tokens cancel a receiver's fiber.
+    std::vector<CancellationToken> to_cancel;
+
+    // Select senders: value (id << 32 | i), offered to two channels.
+    const int64_t senders = uniform(rng, 1, 4);
+    std::vector<JoinHandle<SelectTally>> sh;
+    for (int64_t s = 0; s < senders; ++s) {
+      const int64_t n = uniform(rng, 1, 300);
+      CancellationToken tok = rng() % 4 == 0 ? CancellationToken::with_timeout(absl::Milliseconds(uniform(rng, 1, 10)))
+                                             : CancellationToken();
+      if (rng() % 3 == 0) to_cancel.push_back(tok);
+      sh.push_back(spawn([&ctx, &chs, tok, n, id = static_cast<uint64_t>(s + 1), seed = rng()] {
+        Rng srng(seed);
+        SelectTally t;
+        for (int64_t i = 0; i < n;) {
+          if (srng() % 16 == 0) {  // a pause: the receivers park
+            absl::Status sl = this_fiber::sleep_for(absl::Microseconds(uniform(srng, 0, 1500)));
+            SOAK_CHECK(ctx, sl.ok(), "select: sender pause: %s", status_text(sl).c_str());
+          }
+          const uint64_t v = (id << 32) | static_cast<uint64_t>(i);
+          const int a = static_cast<int>(srng() % kSelectChannels);
+          const int b = (a + 1 + static_cast<int>(srng() % (kSelectChannels - 1))) % kSelectChannels;
+          const int64_t us = uniform(srng, 0, 2000);
+          auto t0 = SteadyClock::now();
+          auto r = weft::select(weft::send(*chs[a], v), weft::send(*chs[b], v), select_timer(srng, us),
+                                weft::cancelled(tok));
+          SOAK_CHECK(ctx, r.ok(), "select: sender %llu: %s", static_cast<unsigned long long>(id),
+                     status_text(r).c_str());
+          ++t.selects;
+          switch (r->index()) {
+            case 0:
+            case 1: {
+              const absl::Status& st = r->index() == 0 ? std::get<0>(*r) : std::get<1>(*r);
+              SOAK_CHECK(ctx, st.ok(), "select: send case on an open channel: %s", status_text(st).c_str());
+              t.values.push_back(v);
+              ++t.per_channel[static_cast<size_t>(r->index() == 0 ? a : b)];
+              ++i;
+              break;
+            }
+            case 2:
+              check_select_timer(ctx, t0, us, "sender");
+              ++t.timers;
+              break;
+            default:
+              SOAK_CHECK(ctx, tok.cancelled(), "select: cancelled case won, token not cancelled");
+              ++t.cancels;
+              return t;  // told to stop sending
+          }
+        }
+        return t;
+      }));
+    }
+    // Plain senders: send() on one channel, against the selects.
+    const int64_t plain = uniform(rng, 0, 2);
+    std::vector<JoinHandle<SelectTally>> ph;
+    for (int64_t p = 0; p < plain; ++p) {
+      const int64_t n = uniform(rng, 1, 200);
+      const int k = static_cast<int>(rng() % kSelectChannels);
+      ph.push_back(spawn([&ctx, &chs, n, k, id = static_cast<uint64_t>(100 + p)] {
+        SelectTally t;
+        for (int64_t i = 0; i < n; ++i) {
+          const uint64_t v = (id << 32) | static_cast<uint64_t>(i);
+          absl::Status st = chs[k]->send(v);
+          SOAK_CHECK(ctx, st.ok(), "select: plain send: %s", status_text(st).c_str());
+          t.values.push_back(v);
+          ++t.per_channel[static_cast<size_t>(k)];
+        }
+        return t;
+      }));
+    }
+    // Select receivers. Receiver 0 is never cancelled, so every send
+    // completes; the others have a case token, and some a fiber token.
+    const int64_t receivers = uniform(rng, 1, 4);
+    std::vector<JoinHandle<SelectTally>> rh;
+    std::vector<bool> fiber_cancellable;
+    for (int64_t r = 0; r < receivers; ++r) {
+      CancellationToken tok = r > 0 && rng() % 4 == 0
+                                  ? CancellationToken::with_timeout(absl::Milliseconds(uniform(rng, 1, 10)))
+                                  : CancellationToken();
+      if (r > 0 && rng() % 3 == 0) to_cancel.push_back(tok);
+      const bool watch_side = rng() % 2 == 0;
+      SpawnOptions opts;
+      if (r > 0 && rng() % 3 == 0) {
+        CancellationToken ft;
+        to_cancel.push_back(ft);
+        opts.token = ft;
+      }
+      fiber_cancellable.push_back(opts.token.has_value());
+      rh.push_back(spawn(
+          [&ctx, &chs, &stop, &side, tok, watch_side, r, seed = rng()] {
+            Rng rrng(seed);
+            SelectTally t;
+            unsigned drained = 0;  // channels that said kOutOfRange (closed and empty)
+            bool side_done = !watch_side;
+            for (;;) {
+              if (rrng() % 32 == 0) {  // a pause: the senders park on full channels
+                absl::Status sl = this_fiber::sleep_for(absl::Microseconds(uniform(rrng, 0, 1000)));
+                SOAK_CHECK(ctx, sl.ok() || this_fiber::cancelled(), "select: receiver pause: %s",
+                           status_text(sl).c_str());
+              }
+              const int64_t us = uniform(rrng, 0, 2000);
+              auto t0 = SteadyClock::now();
+              // Case indices: 0-3 recv, 4 timer, 5 stop, 6 cancelled, 7 finished.
+              auto on = [&](auto& res) -> bool {  // false: the receiver is done
+                if (!res.ok()) {
+                  SOAK_CHECK(ctx, res.status().code() == absl::StatusCode::kCancelled && this_fiber::cancelled(),
+                             "select: receiver %lld: %s", static_cast<long long>(r), status_text(res).c_str());
+                  return false;
+                }
+                ++t.selects;
+                const size_t i = res->index();
+                if (i < kSelectChannels) {
+                  const absl::StatusOr<uint64_t>& got = recv_case_result(*res, i);
+                  if (got.ok()) {
+                    t.values.push_back(*got);
+                    ++t.per_channel[i];
+                    return true;
+                  }
+                  SOAK_CHECK(ctx, absl::IsOutOfRange(got.status()), "select: recv case: %s", status_text(got).c_str());
+                  drained |= 1u << i;
+                  return drained != (1u << kSelectChannels) - 1;
+                }
+                switch (i) {
+                  case 4:
+                    check_select_timer(ctx, t0, us, "receiver");
+                    ++t.timers;
+                    return true;
+                  case 5:
+                    SOAK_CHECK(ctx, stop.is_set(), "select: is_set case won, event not set");
+                    return false;
+                  case 6:
+                    SOAK_CHECK(ctx, tok.cancelled(), "select: cancelled case won, token not cancelled");
+                    ++t.cancels;
+                    return false;
+                  default:
+                    SOAK_CHECK(ctx, side.is_finished(), "select: finished case won, fiber not finished");
+                    ++t.finished;
+                    side_done = true;
+                    return true;
+                }
+              };
+              bool more;
+              if (!side_done) {
+                auto res = weft::select(weft::recv(*chs[0]), weft::recv(*chs[1]), weft::recv(*chs[2]),
+                                        weft::recv(*chs[3]), select_timer(rrng, us), weft::is_set(stop),
+                                        weft::cancelled(tok), weft::finished(side));
+                more = on(res);
+              } else {
+                auto res =
+                    weft::select(weft::recv(*chs[0]), weft::recv(*chs[1]), weft::recv(*chs[2]), weft::recv(*chs[3]),
+                                 select_timer(rrng, us), weft::is_set(stop), weft::cancelled(tok));
+                more = on(res);
+              }
+              if (!more) return t;
+            }
+          },
+          opts));
+    }
+    // The canceller: each token at a random moment, or not at all.
+    std::shuffle(to_cancel.begin(), to_cancel.end(), rng);
+    auto canceller = spawn([&ctx, to_cancel, seed = rng()] {
+      Rng crng(seed);
+      for (const CancellationToken& t : to_cancel) {
+        if (crng() % 2 == 0) {
+          absl::Status s = this_fiber::sleep_for(absl::Microseconds(uniform(crng, 0, 1500)));
+          SOAK_CHECK(ctx, s.ok(), "select: canceller sleep: %s", status_text(s).c_str());
+        } else {
+          this_fiber::yield();
+        }
+        if (crng() % 4 != 0) t.cancel();
+      }
+    });
+
+    SelectTally in, out;
+    auto add = [](SelectTally* into, SelectTally&& t) {
+      into->values.insert(into->values.end(), t.values.begin(), t.values.end());
+      for (size_t k = 0; k < kSelectChannels; ++k) into->per_channel[k] += t.per_channel[k];
+      into->selects += t.selects;
+      into->timers += t.timers;
+      into->cancels += t.cancels;
+      into->finished += t.finished;
+    };
+    for (auto& h : sh) add(&in, h.join());
+    for (auto& h : ph) add(&in, h.join());
+    if (close_at_end) {
+      for (auto& c : chs) c->close();
+    } else {
+      stop.set();
+    }
+    for (size_t r = 0; r < rh.size(); ++r) {
+      absl::StatusOr<SelectTally> t = rh[r].try_join();
+      if (fiber_cancellable[r] && t.status().code() == absl::StatusCode::kAborted) {
+        continue;  // its fiber was cancelled before it started: it took nothing
+      }
+      SOAK_CHECK(ctx, t.ok(), "select: join of receiver %zu: %s", r, status_text(t).c_str());
+      add(&out, *std::move(t));
+    }
+    canceller.join();
+    SOAK_CHECK(ctx, side.join() == 42, "select: side fiber result");
+    // What no receiver took is still buffered.
+    SelectTally buffered;
+    for (int k = 0; k < kSelectChannels; ++k) {
+      for (auto v = chs[k]->try_recv(); v.ok(); v = chs[k]->try_recv()) {
+        buffered.values.push_back(*v);
+        ++buffered.per_channel[static_cast<size_t>(k)];
+      }
+      ChannelStats st = chs[k]->stats();
+      const int64_t into = in.per_channel[static_cast<size_t>(k)];
+      const int64_t taken = out.per_channel[static_cast<size_t>(k)] + buffered.per_channel[static_cast<size_t>(k)];
+      SOAK_CHECK(ctx,
+                 static_cast<int64_t>(st.sent) == into && static_cast<int64_t>(st.received) == taken && into == taken &&
+                     st.size == 0,
+                 "select: channel %d: stats sent %llu received %llu; counted %lld sent, %lld received by selects, "
+                 "%lld left buffered",
+                 k, static_cast<unsigned long long>(st.sent), static_cast<unsigned long long>(st.received),
+                 static_cast<long long>(into), static_cast<long long>(out.per_channel[static_cast<size_t>(k)]),
+                 static_cast<long long>(buffered.per_channel[static_cast<size_t>(k)]));
+      if (close_at_end) {
+        SOAK_CHECK(ctx, buffered.per_channel[static_cast<size_t>(k)] == 0,
+                   "select: channel %d closed, yet %lld values left after the receivers drained it", k,
+                   static_cast<long long>(buffered.per_channel[static_cast<size_t>(k)]));
+        // A send case on a closed channel reports it and puts nothing in.
+        auto r = weft::select(weft::send(*chs[k], uint64_t{1}));
+        SOAK_CHECK(ctx, r.ok() && absl::IsFailedPrecondition(std::get<0>(*r)) && chs[k]->stats().sent == st.sent,
+                   "select: send case on a closed channel: %s", r.ok() ? status_text(std::get<0>(*r)).c_str() : "");
+      }
+    }
+    // Exactly once: the values sent are the values received plus those
+    // left buffered. (Counted in a hash map: std::sort's recursion does
+    // not fit a 64 KiB fiber stack under ASan.)
+    std::unordered_map<uint64_t, int> owed;  // value -> sent and not yet taken
+    owed.reserve(in.values.size());
+    for (uint64_t v : in.values) {
+      SOAK_CHECK(ctx, ++owed[v] == 1, "select: value %llu:%llu sent twice", static_cast<unsigned long long>(v >> 32),
+                 static_cast<unsigned long long>(v & 0xffffffffu));
+    }
+    for (const std::vector<uint64_t>* taken : {&out.values, &buffered.values}) {
+      for (uint64_t v : *taken) {
+        auto it = owed.find(v);
+        SOAK_CHECK(ctx, it != owed.end() && it->second == 1, "select: value %llu:%llu %s, never sent or taken twice",
+                   static_cast<unsigned long long>(v >> 32), static_cast<unsigned long long>(v & 0xffffffffu),
+                   taken == &out.values ? "received" : "left buffered");
+        it->second = 0;
+      }
+    }
+    SOAK_CHECK(ctx, out.values.size() + buffered.values.size() == in.values.size(),
+               "select: %zu values sent, %zu received by selects, %zu left buffered", in.values.size(),
+               out.values.size(), buffered.values.size());
+
+    // Cases that lose have no effect: a timer against a recv on an empty
+    // channel and a send to a full one; a cancelled token against a value.
+    {
+      Ch empty(1), full(1);
+      SOAK_CHECK(ctx, full.send(uint64_t{7}).ok(), "select: fill");
+      const int64_t us = uniform(rng, 0, 1000);
+      auto t0 = SteadyClock::now();
+      auto r = weft::select(weft::recv(empty), weft::send(full, uint64_t{8}), select_timer(rng, us));
+      SOAK_CHECK(ctx, r.ok() && r->index() == 2, "select: timer against nothing ready: %s, case %zu",
+                 status_text(r).c_str(), r.ok() ? r->index() : 0);
+      check_select_timer(ctx, t0, us, "lone");
+      auto kept = full.try_recv();
+      SOAK_CHECK(
+          ctx,
+          kept.ok() && *kept == 7 && full.stats().sent == 1 && empty.stats().sent == 0 && empty.stats().received == 0,
+          "select: a losing case had an effect: full channel gave %s", status_text(kept).c_str());
+      CancellationToken gone;
+      gone.cancel();
+      Ch one(1);
+      SOAK_CHECK(ctx, one.send(uint64_t{9}).ok(), "select: fill");
+      auto c = weft::select(weft::recv(one), weft::cancelled(gone));
+      SOAK_CHECK(ctx, c.ok(), "select: two ready cases: %s", status_text(c).c_str());
+      if (c->index() == 0) {
+        SOAK_CHECK(ctx, std::get<0>(*c).ok() && *std::get<0>(*c) == 9 && one.size() == 0, "select: recv case value");
+      } else {
+        SOAK_CHECK(ctx, one.size() == 1 && one.stats().received == 0, "select: cancelled won but the value was taken");
+        (void)one.try_recv();
+      }
+    }
+    SOAK_CHECK(ctx, !this_fiber::cancelled(), "select: the driver fiber is cancelled");
+    ctx.count(static_cast<uint64_t>(in.selects + out.selects + 2));
+    ctx.round_done();
+  }
+}
+
+// ---------------------------------------------------------------------------
+// future: chains of then(), on_success() and on_failure() on promises set
+// from the driver, from fibers and from a plain std::thread, with values,
+// error statuses, exceptions and broken promises (dropped unset), random
+// failures and throws along the chains, Futures returned by callbacks
+// (from a promise or to_future()), callbacks that block; when_all() and
+// when_any() over such promises. Chain ends are taken with get() or
+// get_for() on the driver or get() on the thread, or dropped with their
+// callbacks pending. Every end delivers the outcome worked out in advance,
+// every callback that should run runs exactly once (counted), and once
+// the round has settled no value and no callback is left alive.
+
+// FutVal: a future's value. It holds a reference to the round's `alive`
+// marker, so a value never destroyed (a result a dropped future or a
+// when_any() loser kept) shows at the end of the round.
+struct FutVal {
+  int64_t v = 0;
+  std::shared_ptr<const int> alive;
+};
+
+enum class FutFate { kValue, kError, kException, kBroken };
+
+// What a future must deliver: a value, an error status, or an exception
+// (a std::runtime_error whose what() is msg).
+struct FutExpect {
+  bool ok = true;
+  int64_t v = 0;
+  bool exception = false;
+  absl::StatusCode code = absl::StatusCode::kOk;
+  std::string msg;
+
+  void fail_status(absl::StatusCode c, std::string m) {
+    ok = false;
+    exception = false;
+    code = c;
+    msg = std::move(m);
+  }
+  void fail_exception(std::string m) {
+    ok = false;
+    exception = true;
+    code = absl::StatusCode::kUnknown;
+    msg = std::move(m);
+  }
+  // The status an on_failure(absl::Status) callback sees.
+  absl::Status status() const { return exception ? absl::UnknownError("exception: " + msg) : absl::Status(code, msg); }
+};
+
+constexpr const char* kBrokenPromise = "weft::Promise destroyed without a result (broken promise)";
+
+// The round's state, shared with every callback: a dropped future's
+// callbacks may still run after the driver moved on.
+struct FutRound {
+  explicit FutRound(WorkloadContext* c) : ctx(c) {}
+  WorkloadContext* ctx;
+  std::atomic<int64_t> callbacks{0};
+  WaitGroup ends;  // dropped chain ends with a last callback that checks them
+};
+
+bool failure_is(const Failure& f, const FutExpect& e) {
+  if (e.ok || f.is_exception() != e.exception) return false;
+  if (!e.exception) return f.status().code() == e.code && f.status().message() == e.msg;
+  try {
+    f.rethrow_if_exception();
+  } catch (const std::runtime_error& x) {
+    return e.msg == x.what();
+  } catch (...) {
+  }
+  return false;
+}
+
+// A get() outcome: the result, or the what() of the exception it threw.
+template <class R>
+struct FutGot {
+  R r;
+  bool threw = false;
+  std::string what;
+};
+template <class F>
+auto future_get(F&& get) -> FutGot<decltype(get())> {
+  FutGot<decltype(get())> g{absl::UnknownError("unset"), false, ""};
+  try {
+    g.r = get();
+  } catch (const std::runtime_error& x) {
+    g.threw = true;
+    g.what = x.what();
+  }
+  return g;
+}
+
+// Whether a failed get() (status or exception) is the failure expected.
+template <class R>
+bool got_failure(const FutGot<R>& g, const FutExpect& e) {
+  if (e.ok) return false;
+  if (e.exception) return g.threw && g.what == e.msg;
+  return !g.threw && !g.r.ok() && g.r.status().code() == e.code && g.r.status().message() == e.msg;
+}
+
+template <class R>
+std::string got_text(const FutGot<R>& g) {
+  if (g.threw) return "threw " + g.what;
+  return g.r.ok() ? "a value" : g.r.status().ToString();
+}
+
+// check_got(): a chain end's get() delivered what was expected.
+template <class R>
+void check_got(WorkloadContext& ctx, const FutGot<R>& g, const FutExpect& e, const char* where) {
+  if (e.ok) {
+    SOAK_CHECK(ctx, !g.threw && g.r.ok() && g.r->v == e.v, "future: chain end (%s) gave %s, expected the value %lld",
+               where, got_text(g).c_str(), static_cast<long long>(e.v));
+  } else {
+    SOAK_CHECK(ctx, got_failure(g, e), "future: chain end (%s) gave %s, expected %s%s", where, got_text(g).c_str(),
+               e.exception ? "the exception " : "", e.exception ? e.msg.c_str() : e.status().ToString().c_str());
+  }
+}
+
+// A promise to settle, and how.
+struct FutSettle {
+  Promise<FutVal> p;
+  FutFate fate = FutFate::kValue;
+  FutVal val;
+  absl::StatusCode code = absl::StatusCode::kOk;
+  std::string msg;
+
+  // run() settles the promise and lets it go: a promise holds its
+  // future's result (and so its value) until it is destroyed.
+  void run() {
+    Promise<FutVal> q = std::move(p);
+    switch (fate) {
+      case FutFate::kValue:
+        q.set_value(std::move(val));
+        break;
+      case FutFate::kError:
+        q.set_error(absl::Status(code, msg));
+        break;
+      case FutFate::kException: {
+        // make_exception_ptr() copies the runtime_error, and the copy shares
+        // its message with the temporary. The temporary must be gone before
+        // the hand-off: the consumer may drop the exception at once, and
+        // ThreadSanitizer cannot see the message's reference count (it lives
+        // in libstdc++), so a later release here would look like a race.
+        // (future/future.h, "Handing a result on".)
+        std::exception_ptr e = std::make_exception_ptr(std::runtime_error(msg));
+        q.set_exception(std::move(e));
+        break;
+      }
+      case FutFate::kBroken:
+        break;  // destroyed unset
+    }
+  }
+  FutExpect expect() const {
+    FutExpect e;
+    switch (fate) {
+      case FutFate::kValue:
+        e.v = val.v;
+        break;
+      case FutFate::kError:
+        e.fail_status(code, msg);
+        break;
+      case FutFate::kException:
+        e.fail_exception(msg);
+        break;
+      case FutFate::kBroken:
+        e.fail_status(absl::StatusCode::kAborted, kBrokenPromise);
+        break;
+    }
+    return e;
+  }
+};
+
+// The plain thread's share of a round: promises to settle, then chain ends
+// to get() (blocking the thread).
+struct FutThreadWork {
+  std::vector<std::pair<useconds_t, FutSettle>> settles;
+  std::vector<std::pair<Future<FutVal>, FutExpect>> gets;
+};
+
+// Where a promise is settled.
+struct FutSetters {
+  std::vector<FutSettle> later;          // by the driver, once everything is built
+  std::vector<JoinHandle<void>> fibers;  // by fibers of their own
+  FutThreadWork* thread;
+};
+
+void place_settle(WorkloadContext& ctx, Rng& rng, FutSettle s, FutSetters* where) {
+  switch (rng() % 4) {
+    case 0:  // now: the callbacks are registered on a complete future
+      s.run();
+      break;
+    case 1:
+      where->later.push_back(std::move(s));
+      break;
+    case 2:
+      where->fibers.push_back(spawn([&ctx, s = std::move(s), us = uniform(rng, 0, 1000)]() mutable {
+        absl::Status sl = this_fiber::sleep_for(absl::Microseconds(us));
+        SOAK_CHECK(ctx, sl.ok(), "future: setter sleep: %s", status_text(sl).c_str());
+        s.run();
+      }));
+      break;
+    default:
+      where->thread->settles.emplace_back(static_cast<useconds_t>(uniform(rng, 0, 300)), std::move(s));
+  }
+}
+
+// new_settle(): a promise (on the given runtime, or the current one) with a
+// random fate.
+FutSettle new_settle(WorkloadContext& ctx, Rng& rng, const std::shared_ptr<const int>& alive, absl::StatusCode code,
+                     const std::string& what) {
+  // Promise(Runtime&), or Promise() for the current runtime (a fiber's).
+  FutSettle s{rng() % 2 == 0 ? Promise<FutVal>(*ctx.runtime()) : Promise<FutVal>(), FutFate::kValue, FutVal{}, code,
+              ""};
+  const uint64_t f = rng() % 8;
+  s.fate = f < 5 ? FutFate::kValue : f == 5 ? FutFate::kError : f == 6 ? FutFate::kException : FutFate::kBroken;
+  s.val = FutVal{uniform(rng, 0, 1000), s.fate == FutFate::kValue ? alive : nullptr};  // a value only if set
+  s.msg = what + (s.fate == FutFate::kException ? " exception" : " error");
+  return s;
+}
+
+// add_steps(): 0-6 random steps on a chain, updating what its end must
+// deliver and how many callbacks must run.
+Future<FutVal> add_steps(Future<FutVal> f, Rng& rng, const std::shared_ptr<FutRound>& rs, FutExpect& e,
+                         int64_t& expected) {
+  const int64_t steps = uniform(rng, 0, 6);
+  for (int64_t s = 0; s < steps; ++s) {
+    const int64_t add = uniform(rng, 1, 9);
+    const bool runs_on_success = e.ok;
+    bool success_callback = true;  // a then() or on_success() callback: runs on success only
+    switch (rng() % 11) {
+      case 0:  // a value
+        f = std::move(f).then([rs, add](FutVal x) {
+          rs->callbacks.fetch_add(1);
+          x.v += add;
+          return x;
+        });
+        if (runs_on_success) e.v += add;
+        break;
+      case 1:  // a StatusOr with a value
+        f = std::move(f).then([rs, add](FutVal x) -> absl::StatusOr<FutVal> {
+          rs->callbacks.fetch_add(1);
+          x.v += add;
+          return x;
+        });
+        if (runs_on_success) e.v += add;
+        break;
+      case 2: {  // a StatusOr with an error
+        std::string msg = absl::StrCat("soak: step ", s, " error");
+        f = std::move(f).then([rs, msg](FutVal) -> absl::StatusOr<FutVal> {
+          rs->callbacks.fetch_add(1);
+          return absl::FailedPreconditionError(msg);
+        });
+        if (runs_on_success) e.fail_status(absl::StatusCode::kFailedPrecondition, msg);
+        break;
+      }
+      case 3: {  // a throw
+        std::string msg = absl::StrCat("soak: step ", s, " throw");
+        f = std::move(f).then([rs, msg](FutVal) -> FutVal {
+          rs->callbacks.fetch_add(1);
+          throw std::runtime_error(msg);
+        });
+        if (runs_on_success) e.fail_exception(msg);
+        break;
+      }
+      case 4:  // a Future from a promise that a fiber sets
+        f = std::move(f).then([rs, add](FutVal x) {
+          rs->callbacks.fetch_add(1);
+          Promise<FutVal> q;  // the runner fiber's runtime
+          Future<FutVal> g = q.get_future();
+          x.v += add;
+          spawn([q = std::move(q), x = std::move(x)]() mutable {
+            this_fiber::yield();
+            q.set_value(std::move(x));
+          }).detach();
+          return g;
+        });
+        if (runs_on_success) e.v += add;
+        break;
+      case 5: {  // a Future of a fiber (to_future), which may throw
+        const bool throws = rng() % 4 == 0;
+        std::string msg = absl::StrCat("soak: step ", s, " fiber throw");
+        f = std::move(f).then([rs, add, throws, msg](FutVal x) {
+          rs->callbacks.fetch_add(1);
+          return to_future(spawn([x = std::move(x), add, throws, msg]() mutable -> FutVal {
+            if (throws) throw std::runtime_error(msg);
+            x.v += add;
+            return std::move(x);
+          }));
+        });
+        if (runs_on_success) {
+          if (throws) {
+            e.fail_exception(msg);
+          } else {
+            e.v += add;
+          }
+        }
+        break;
+      }
+      case 6: {  // a callback that blocks its runner fiber
+        const int64_t us = uniform(rng, 0, 300);
+        f = std::move(f).then([rs, add, us](FutVal x) {
+          rs->callbacks.fetch_add(1);
+          absl::Status sl = this_fiber::sleep_for(absl::Microseconds(us));
+          SOAK_CHECK(*rs->ctx, sl.ok(), "future: callback sleep: %s", status_text(sl).c_str());
+          x.v += add;
+          return x;
+        });
+        if (runs_on_success) e.v += add;
+        break;
+      }
+      case 7:  // an on_success observer
+        f = std::move(f).on_success([rs, want = e.v](const FutVal& x) {
+          rs->callbacks.fetch_add(1);
+          SOAK_CHECK(*rs->ctx, x.v == want, "future: on_success saw %lld, expected %lld", static_cast<long long>(x.v),
+                     static_cast<long long>(want));
+        });
+        break;
+      case 8:  // an on_failure observer of the Failure
+        f = std::move(f).on_failure([rs, e](const Failure& fl) {
+          rs->callbacks.fetch_add(1);
+          SOAK_CHECK(*rs->ctx, failure_is(fl, e), "future: on_failure saw %s (exception %d), expected %s",
+                     status_text(fl.status()).c_str(), fl.is_exception(), status_text(e.status()).c_str());
+        });
+        success_callback = false;
+        if (!e.ok) ++expected;
+        break;
+      case 9:  // an on_failure observer of the status
+        f = std::move(f).on_failure([rs, want = e.status()](const absl::Status& st) {
+          rs->callbacks.fetch_add(1);
+          SOAK_CHECK(*rs->ctx, st == want, "future: on_failure(Status) saw %s, expected %s", status_text(st).c_str(),
+                     status_text(want).c_str());
+        });
+        success_callback = false;
+        if (!e.ok) ++expected;
+        break;
+      default: {  // an on_success observer that throws
+        std::string msg = absl::StrCat("soak: step ", s, " observer throw");
+        f = std::move(f).on_success([rs, msg](const FutVal&) {
+          rs->callbacks.fetch_add(1);
+          throw std::runtime_error(msg);
+        });
+        if (runs_on_success) e.fail_exception(msg);
+        break;
+      }
+    }
+    if (success_callback && runs_on_success) ++expected;
+  }
+  return f;
+}
+
+// FutThread: the future workload's plain thread, one for the whole run
+// (ASan keeps about 5 KiB for every thread ever created, so a thread per
+// round would grow the resident set of an ASan soak for ever). Each round
+// hands it one job, and its end is sent on done().
+class FutThread {
+ public:
+  FutThread() : th_([this] { loop(); }) {}
+  FutThread(const FutThread&) = delete;
+  FutThread& operator=(const FutThread&) = delete;
+
+  void hand(std::function<void()> job) {
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      job_ = std::move(job);
+    }
+    cv_.notify_one();
+  }
+  Channel<int>& done() { return done_; }
+  // quit() ends the thread; join it (on the blocking pool: a fiber must
+  // not block its worker).
+  void quit() {
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      quit_ = true;
+    }
+    cv_.notify_one();
+  }
+  std::thread& thread() { return th_; }
+
+ private:
+  void loop() {
+    for (;;) {
+      std::function<void()> job;
+      {
+        std::unique_lock<std::mutex> l(mu_);
+        cv_.wait(l, [this] { return quit_ || job_ != nullptr; });
+        if (job_ == nullptr) return;
+        job = std::exchange(job_, nullptr);
+      }
+      job();
+      (void)done_.send(1);
+    }
+  }
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::function<void()> job_;
+  bool quit_ = false;
+  Channel<int> done_{1};
+  std::thread th_;  // last: it starts with the members above in place
+};
+
+void run_future(WorkloadContext& ctx) {
+  Rng rng(ctx.seed());
+  FutThread thread;
+  while (!ctx.stopping()) {
+    auto rs = std::make_shared<FutRound>(&ctx);
+    auto alive = std::make_shared<const int>(0);
+    int64_t expected = 0;  // callbacks that must run
+    int64_t settled = 0;   // promises set or broken
+    FutThreadWork thread_work;
+    FutSetters setters{{}, {}, &thread_work};
+    struct End {
+      Future<FutVal> f;
+      FutExpect e;
+      bool timed;  // get_for() until it is there
+    };
+    std::vector<End> ends;
+
+    // Chains.
+    const int64_t chains = uniform(rng, 1, 16);
+    for (int64_t c = 0; c < chains; ++c) {
+      FutSettle src = new_settle(ctx, rng, alive, absl::StatusCode::kDataLoss, absl::StrCat("soak: chain ", c));
+      FutExpect e = src.expect();
+      Future<FutVal> f = src.p.get_future();
+      place_settle(ctx, rng, std::move(src), &setters);
+      ++settled;
+      f = add_steps(std::move(f), rng, rs, e, expected);
+      switch (rng() % 5) {
+        case 0:
+        case 1:
+          ends.push_back({std::move(f), e, rng() % 2 == 0});
+          break;
+        case 2:
+          thread_work.gets.emplace_back(std::move(f), e);
+          break;
+        case 3: {  // dropped, with a last callback that checks the outcome
+          rs->ends.add();
+          ++expected;
+          auto end = std::move(f)
+                         .on_success([rs, e](const FutVal& x) {
+                           rs->callbacks.fetch_add(1);
+                           SOAK_CHECK(*rs->ctx, e.ok && x.v == e.v, "future: dropped chain ended on %lld, expected %s",
+                                      static_cast<long long>(x.v), status_text(e.status()).c_str());
+                           rs->ends.done();
+                         })
+                         .on_failure([rs, e](const Failure& fl) {
+                           rs->callbacks.fetch_add(1);
+                           SOAK_CHECK(*rs->ctx, failure_is(fl, e), "future: dropped chain failed with %s, expected %s",
+                                      status_text(fl.status()).c_str(), status_text(e.status()).c_str());
+                           rs->ends.done();
+                         });
+          break;  // `end` is dropped here, most likely before the result exists
+        }
+        default:  // dropped as it is: its callbacks run all the same
+          break;
+      }
+    }
+
+    // when_all() and when_any() over promises and fibers (to_future).
+    auto gather = [&](const char* what, std::vector<FutExpect>* fates) {
+      const int64_t m = uniform(rng, 1, 6);
+      std::vector<Future<FutVal>> fs;
+      for (int64_t i = 0; i < m; ++i) {
+        if (rng() % 4 == 0) {
+          const int64_t v = uniform(rng, 0, 1000);
+          fs.push_back(to_future(spawn([v, alive] { return FutVal{v, alive}; })));
+          FutExpect e;
+          e.v = v;
+          fates->push_back(e);
+          continue;
+        }
+        FutSettle s = new_settle(ctx, rng, alive, absl::StatusCode::kInternal, absl::StrCat("soak: ", what, " ", i));
+        fates->push_back(s.expect());
+        fs.push_back(s.p.get_future());
+        place_settle(ctx, rng, std::move(s), &setters);
+        ++settled;
+      }
+      return fs;
+    };
+    auto one_of = [](const Failure& fl, const std::vector<FutExpect>& fates) {
+      for (const FutExpect& e : fates) {
+        if (failure_is(fl, e)) return true;
+      }
+      return false;
+    };
+    auto all_values = [](const std::vector<FutVal>& got, const std::vector<FutExpect>& fates) {
+      if (got.size() != fates.size()) return false;
+      for (size_t i = 0; i < got.size(); ++i) {
+        if (!fates[i].ok || got[i].v != fates[i].v) return false;
+      }
+      return true;
+    };
+    auto any_value = [](const WhenAnyResult<FutVal>& got, const std::vector<FutExpect>& fates) {
+      return got.index < fates.size() && fates[got.index].ok && got.value.v == fates[got.index].v;
+    };
+
+    std::vector<FutExpect> all_fates;
+    Future<std::vector<FutVal>> all = when_all(gather("when_all", &all_fates));
+    bool all_ok = true;
+    for (const FutExpect& e : all_fates) all_ok &= e.ok;
+    const bool all_dropped = rng() % 4 == 0;
+    if (all_ok) ++expected;
+    all = std::move(all).then([rs](std::vector<FutVal> v) {
+      rs->callbacks.fetch_add(1);
+      return v;
+    });
+    if (all_dropped) {
+      rs->ends.add();
+      ++expected;
+      auto end = std::move(all)
+                     .on_success([rs, all_fates, all_values](const std::vector<FutVal>& v) {
+                       rs->callbacks.fetch_add(1);
+                       SOAK_CHECK(*rs->ctx, all_values(v, all_fates), "future: dropped when_all: wrong values");
+                       rs->ends.done();
+                     })
+                     .on_failure([rs, all_fates, one_of](const Failure& fl) {
+                       rs->callbacks.fetch_add(1);
+                       SOAK_CHECK(*rs->ctx, one_of(fl, all_fates), "future: dropped when_all failed with %s",
+                                  status_text(fl.status()).c_str());
+                       rs->ends.done();
+                     });
+    }
+
+    std::vector<FutExpect> any_fates;
+    Future<WhenAnyResult<FutVal>> any = when_any(gather("when_any", &any_fates));
+    const bool any_dropped = rng() % 4 == 0;
+    if (any_dropped) {
+      rs->ends.add();
+      ++expected;
+      auto end = std::move(any)
+                     .on_success([rs, any_fates, any_value](const WhenAnyResult<FutVal>& r) {
+                       rs->callbacks.fetch_add(1);
+                       SOAK_CHECK(*rs->ctx, any_value(r, any_fates), "future: dropped when_any: index %zu value %lld",
+                                  r.index, static_cast<long long>(r.value.v));
+                       rs->ends.done();
+                     })
+                     .on_failure([rs, any_fates, one_of](const Failure& fl) {
+                       rs->callbacks.fetch_add(1);
+                       SOAK_CHECK(*rs->ctx, one_of(fl, any_fates), "future: dropped when_any failed with %s",
+                                  status_text(fl.status()).c_str());
+                       rs->ends.done();
+                     });
+    } else {
+      // Runs exactly when when_any() succeeds: counted after get().
+      any = std::move(any).on_success([rs](const WhenAnyResult<FutVal>&) { rs->callbacks.fetch_add(1); });
+    }
+
+    // The variadic when_all() of a fiber's value and a Future<void>.
+    Promise<void> pv = rng() % 2 == 0 ? Promise<void>(*ctx.runtime()) : Promise<void>();
+    const int64_t bv = uniform(rng, 0, 1000);
+    auto both = when_all(to_future(spawn([bv, alive] { return FutVal{bv, alive}; })), pv.get_future());
+    std::optional<Promise<void>> pv_later;
+    if (rng() % 2 == 0) {
+      setters.fibers.push_back(spawn([pv = std::move(pv)]() mutable { pv.set_value(); }));
+    } else {
+      pv_later.emplace(std::move(pv));
+    }
+
+    // Run: the plain thread settles its promises and then gets its chain
+    // ends; the driver settles its own, then gets its ends.
+    const bool thread_busy = !thread_work.settles.empty() || !thread_work.gets.empty();
+    if (thread_busy) {
+      thread.hand([&ctx, &thread_work] {
+        for (auto& [us, s] : thread_work.settles) {
+          if (us > 0) ::usleep(us);
+          s.run();
+        }
+        for (auto& [f, e] : thread_work.gets) check_got(ctx, future_get([&f = f] { return f.get(); }), e, "thread");
+      });
+    }
+    for (FutSettle& s : setters.later) s.run();
+    if (pv_later) pv_later->set_value();
+    for (End& end : ends) {
+      if (!end.timed) {
+        check_got(ctx, future_get([&] { return end.f.get(); }), end.e, "get");
+        continue;
+      }
+      for (;;) {
+        const int64_t us = uniform(rng, 0, 2000);
+        auto g = future_get([&] { return end.f.get_for(absl::Microseconds(us)); });
+        if (!g.threw && absl::IsDeadlineExceeded(g.r.status())) {
+          SOAK_CHECK(ctx, end.f.valid(), "future: get_for() timed out and consumed the future");
+          continue;
+        }
+        check_got(ctx, g, end.e, "get_for");
+        break;
+      }
+    }
+    if (!all_dropped) {
+      auto g = future_get([&] { return all.get(); });
+      if (all_ok) {
+        SOAK_CHECK(ctx, !g.threw && g.r.ok() && all_values(*g.r, all_fates), "future: when_all of values gave %s",
+                   got_text(g).c_str());
+      } else {
+        bool one = false;
+        for (const FutExpect& e : all_fates) one |= got_failure(g, e);
+        SOAK_CHECK(ctx, one, "future: when_all with a failure gave %s, none of the failures", got_text(g).c_str());
+      }
+    }
+    if (!any_dropped) {
+      auto g = future_get([&] { return any.get(); });
+      if (!g.threw && g.r.ok()) {
+        SOAK_CHECK(ctx, any_value(*g.r, any_fates), "future: when_any gave index %zu value %lld", g.r->index,
+                   static_cast<long long>(g.r->value.v));
+        ++expected;  // its on_success ran
+      } else {
+        bool one = false;
+        for (const FutExpect& e : any_fates) one |= got_failure(g, e);
+        SOAK_CHECK(ctx, one, "future: when_any gave %s, none of the failures", got_text(g).c_str());
+      }
+    }
+    {
+      auto r = both.get();
+      SOAK_CHECK(ctx, r.ok() && std::get<0>(*r).v == bv, "future: when_all(value, void): %s", status_text(r).c_str());
+    }
+    if (thread_busy) {
+      auto d = thread.done().recv_for(absl::Seconds(60));
+      SOAK_CHECK(ctx, d.ok(), "future: the plain thread's share of the round did not end in 60 s: %s",
+                 status_text(d).c_str());
+    }
+    for (auto& h : setters.fibers) h.join();
+
+    // Settled: the dropped ends have run their last callback; then every
+    // callback and value is gone (each holds a reference to rs or alive).
+    absl::Status done = rs->ends.wait_for(absl::Seconds(60));
+    SOAK_CHECK(ctx, done.ok(), "future: %lld dropped chain ends did not finish in 60 s: %s",
+               static_cast<long long>(rs->ends.count()), status_text(done).c_str());
+    const absl::Time give_up = absl::Now() + absl::Seconds(60);
+    while ((rs.use_count() > 1 || alive.use_count() > 1) && absl::Now() < give_up) {
+      absl::Status sl = this_fiber::sleep_for(absl::Microseconds(100));
+      SOAK_CHECK(ctx, sl.ok(), "future: settle sleep: %s", status_text(sl).c_str());
+    }
+    SOAK_CHECK(ctx, rs.use_count() == 1 && alive.use_count() == 1,
+               "future: 60 s after the round, %ld callbacks and %ld values are still alive", rs.use_count() - 1,
+               alive.use_count() - 1);
+    SOAK_CHECK(ctx, rs->callbacks.load() == expected, "future: %lld callbacks ran, %lld expected",
+               static_cast<long long>(rs->callbacks.load()), static_cast<long long>(expected));
+    ctx.count(static_cast<uint64_t>(expected + settled));
+    ctx.round_done();
+  }
+  thread.quit();
+  run_blocking([&thread] { thread.thread().join(); });
+}
+
+// ---------------------------------------------------------------------------
+// process: child processes. Each round runs output() of a shell that
+// writes to stdout and stderr and exits with a chosen code; cat with piped
+// stdin and stdout, written by one fiber and read by another; now and
+// then a sleep that wait_for() outlasts and that is then killed; a program
+// that does not exist. Every child is waited for, so none is left behind
+// (no zombie). A child costs a fork and an exec, so rounds are spaced by a
+// 20-80 ms pause: a few dozen children a second, not thousands.
+
+void run_process(WorkloadContext& ctx) {
+  Rng rng(ctx.seed());
+  uint64_t round = 0;
+  while (!ctx.stopping()) {
+    ++round;
+    uint64_t ops = 0;
+    // output(): stdout, stderr and the exit code.
+    {
+      const int code = static_cast<int>(uniform(rng, 0, 7));
+      const uint64_t key = rng() % 1000000;
+      auto o = process::output({"sh", "-c", absl::StrCat("echo out ", key, "; echo err ", key, " >&2; exit ", code)});
+      SOAK_CHECK(ctx, o.ok(), "process: output(sh): %s", status_text(o).c_str());
+      SOAK_CHECK(ctx,
+                 o->out == absl::StrCat("out ", key, "\n") && o->err == absl::StrCat("err ", key, "\n") &&
+                     o->status.exited && o->status.code == code,
+                 "process: sh gave out '%s' err '%s', %s; expected key %llu, exit code %d", o->out.c_str(),
+                 o->err.c_str(), o->status.to_string().c_str(), static_cast<unsigned long long>(key), code);
+      ++ops;
+    }
+    // cat: bytes written into its stdin by one fiber come back on its
+    // stdout to another.
+    {
+      process::Options opts;
+      opts.in = process::Stdio::pipe();
+      opts.out = process::Stdio::pipe();
+      auto c = process::spawn({"cat"}, opts);
+      SOAK_CHECK(ctx, c.ok(), "process: spawn(cat): %s", status_text(c).c_str());
+      const size_t size = static_cast<size_t>(uniform(rng, 0, 256 * 1024));
+      const uint64_t key = rng();
+      auto writer = spawn([&ctx, &c, size, key] {
+        std::string chunk;
+        for (size_t off = 0; off < size;) {
+          chunk.resize(std::min<size_t>(size - off, 16384));
+          for (size_t i = 0; i < chunk.size(); ++i) chunk[i] = pattern_byte(key, off + i);
+          absl::Status w = c->stdin_pipe->write_all(chunk);
+          SOAK_CHECK(ctx, w.ok(), "process: write to cat: %s", status_text(w).c_str());
+          off += chunk.size();
+        }
+        absl::Status cl = c->stdin_pipe->close();
+        SOAK_CHECK(ctx, cl.ok(), "process: close cat's stdin: %s", status_text(cl).c_str());
+      });
+      std::vector<char> buf(16384);
+      size_t got = 0;
+      for (;;) {
+        auto r = c->stdout_pipe->read(buf);
+        SOAK_CHECK(ctx, r.ok(), "process: read from cat: %s", status_text(r).c_str());
+        if (*r == 0) break;
+        for (size_t i = 0; i < *r; ++i) {
+          SOAK_CHECK(ctx, buf[i] == pattern_byte(key, got + i), "process: cat's byte %zu of %zu differs", got + i,
+                     size);
+        }
+        got += *r;
+      }
+      writer.join();
+      auto st = c->wait();
+      SOAK_CHECK(ctx, got == size && st.ok() && st->success(), "process: cat echoed %zu of %zu bytes, %s", got, size,
+                 st.ok() ? st->to_string().c_str() : status_text(st).c_str());
+      ops += 1;
+    }
+    // A child that outlives wait_for(), then killed.
+    if (round % 4 == 0) {
+      auto c = process::spawn({"sleep", "60"});
+      SOAK_CHECK(ctx, c.ok(), "process: spawn(sleep): %s", status_text(c).c_str());
+      const int64_t us = uniform(rng, 0, 3000);
+      auto t0 = SteadyClock::now();
+      auto w = c->wait_for(absl::Microseconds(us));
+      const int64_t el = micros_since(t0);
+      SOAK_CHECK(ctx, absl::IsDeadlineExceeded(w.status()) && el + 1000 >= us,
+                 "process: wait_for(%lld us) on a 60 s sleep: %s after %lld us", static_cast<long long>(us),
+                 status_text(w).c_str(), static_cast<long long>(el));
+      auto tw = c->try_wait();
+      SOAK_CHECK(ctx, tw.ok() && !tw->has_value(), "process: try_wait on a running child: %s", status_text(tw).c_str());
+      absl::Status k = c->kill();
+      SOAK_CHECK(ctx, k.ok(), "process: kill: %s", status_text(k).c_str());
+      auto st = c->wait();
+      SOAK_CHECK(ctx, st.ok() && !st->exited && st->signal == SIGKILL, "process: killed sleep: %s",
+                 st.ok() ? st->to_string().c_str() : status_text(st).c_str());
+      SOAK_CHECK(ctx, c->kill().code() == absl::StatusCode::kFailedPrecondition, "process: kill after wait");
+      ops += 1;
+    }
+    // A program that does not exist is an error, not a child.
+    {
+      auto c = process::spawn({"/nonexistent/weft-soak-no-such-program"});
+      SOAK_CHECK(ctx, !c.ok() && process::error_number(c.status()) == ENOENT, "process: spawn of a missing program: %s",
+                 status_text(c).c_str());
+      ops += 1;
+    }
+    // Every child was waited for: none is left a zombie.
+    siginfo_t info{};
+    const int rc = ::waitid(P_ALL, 0, &info, WEXITED | WNOHANG | WNOWAIT);
+    SOAK_CHECK(ctx, (rc < 0 && errno == ECHILD) || (rc == 0 && info.si_pid == 0),
+               "process: a child (pid %d) exited and was not reaped", static_cast<int>(info.si_pid));
+    ctx.count(ops);
+    ctx.round_done();
+    absl::Status sl = this_fiber::sleep_for(absl::Milliseconds(uniform(rng, 20, 80)));
+    SOAK_CHECK(ctx, sl.ok(), "process: pause: %s", status_text(sl).c_str());
+  }
+}
+
 }  // namespace
 
 const std::vector<Workload>& all_workloads() {
@@ -1298,8 +2487,12 @@ const std::vector<Workload>& all_workloads() {
       {"scope", "nested scoped() trees with failures, throws and cancels; race(), all(); no fiber outlives its scope",
        run_scope_workload},
       {"timeout", "with_timeout() around recv and sleeps, in time and timed out, nested, over a scope", run_timeout},
-      // Not in the API yet: select. When it lands, add a workload here
-      // (over channels and timeouts, every value received exactly once).
+      {"select", "select() over channel recv/send, after/at, cancelled, finished, is_set; every value once",
+       run_select},
+      {"future", "then() chains with errors and throws, when_all/when_any, set from fibers and a thread, broken",
+       run_future},
+      {"process", "child processes: output() of sh, cat through pipes, wait_for and kill, a missing program",
+       run_process},
   };
   return kWorkloads;
 }
