@@ -79,6 +79,18 @@ namespace select_case {
 
 enum Arm { kDone, kQueued, kLost };
 
+inline Arm from_source(internal::SelectArm a) {
+  switch (a) {
+    case internal::SelectArm::kDone:
+      return kDone;
+    case internal::SelectArm::kQueued:
+      return kQueued;
+    case internal::SelectArm::kLost:
+      break;
+  }
+  return kLost;
+}
+
 template <class T>
 Arm from_channel(typename Channel<T>::SelectArm a) {
   switch (a) {
@@ -176,10 +188,7 @@ struct Finished {
   using Result = std::monostate;
   internal::JoinStateBase* state;
   bool poll(Result*) { return state->done(); }
-  Arm arm(internal::Waiter& w, Result*) {
-    if (state->select_arm(w)) return kDone;
-    return w.linked() ? kQueued : kLost;
-  }
+  Arm arm(internal::Waiter& w, Result*) { return from_source(state->select_arm(w)); }
   void disarm(internal::Waiter& w) { state->select_disarm(w); }
   Result take(internal::Waiter&) { return {}; }
   int64_t deadline() const { return -1; }
@@ -189,10 +198,7 @@ struct EventSet {
   using Result = std::monostate;
   Event* event;
   bool poll(Result*) { return event->is_set(); }
-  Arm arm(internal::Waiter& w, Result*) {
-    if (event->select_arm(w)) return kDone;
-    return w.linked() ? kQueued : kLost;
-  }
+  Arm arm(internal::Waiter& w, Result*) { return from_source(event->select_arm(w)); }
   void disarm(internal::Waiter& w) { event->select_disarm(w); }
   Result take(internal::Waiter&) { return {}; }
   int64_t deadline() const { return -1; }

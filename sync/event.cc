@@ -27,11 +27,11 @@ bool Event::is_set() const {
   return set_;
 }
 
-bool Event::select_arm(internal::Waiter& w) {
+internal::SelectArm Event::select_arm(internal::Waiter& w) {
   std::lock_guard<internal::SpinLock> g(lock_);
-  if (set_) return w.try_win();
+  if (set_) return w.try_win() ? internal::SelectArm::kDone : internal::SelectArm::kLost;
   waiters_.push_back(&w);
-  return false;
+  return internal::SelectArm::kQueued;
 }
 
 void Event::select_disarm(internal::Waiter& w) {

@@ -31,10 +31,10 @@ class Event {
   absl::Status wait_until(absl::Time deadline);
   absl::Status wait_for(absl::Duration d) { return wait_until(absl::Now() + d); }
 
-  // select() (lifecycle/select.h): true if set and w won its select;
-  // otherwise queues w (false), or returns false without queueing when
-  // another case decided the select. select_disarm() takes w off.
-  bool select_arm(internal::Waiter& w);
+  // select() (lifecycle/select.h): kDone if set and w won its select,
+  // kLost if set and another case won, else queues w (kQueued).
+  // select_disarm() takes w off.
+  internal::SelectArm select_arm(internal::Waiter& w);
   void select_disarm(internal::Waiter& w);
 
  private:

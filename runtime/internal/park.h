@@ -100,6 +100,15 @@ absl::Status wake_status(WakeReason r, const char* what);
 // sharing one fiber and one park. The first case to win the group (a CAS
 // on `winner`) completes; a waker that loses skips that waiter as if it
 // were not there. Fibers only.
+// SelectArm: what arming one select case on a source found, decided under
+// the source's lock (a waiter's linked() must not be read after it: a
+// waker may pop the waiter as soon as the lock is dropped).
+enum class SelectArm {
+  kDone,    // ready, and this case won the select
+  kQueued,  // not ready: the waiter is on the source's list
+  kLost,    // ready, but another case had already won
+};
+
 struct SelectGroup {
   explicit SelectGroup(Fiber* f);
   SelectGroup(const SelectGroup&) = delete;

@@ -60,11 +60,11 @@ WakeReason JoinStateBase::wait(int64_t deadline_nanos) {
   return WakeReason::kNotified;
 }
 
-bool JoinStateBase::select_arm(Waiter& w) {
+SelectArm JoinStateBase::select_arm(Waiter& w) {
   std::lock_guard<SpinLock> g(lock_);
-  if (done_.load(std::memory_order_relaxed)) return w.try_win();
+  if (done_.load(std::memory_order_relaxed)) return w.try_win() ? SelectArm::kDone : SelectArm::kLost;
   waiters_.push_back(&w);
-  return false;
+  return SelectArm::kQueued;
 }
 
 void JoinStateBase::select_disarm(Waiter& w) {

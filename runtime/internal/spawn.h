@@ -59,11 +59,10 @@ class JoinStateBase {
   // returned kNotified; once.
   bool take_outcome();
   bool done() const { return done_.load(std::memory_order_acquire); }
-  // select_arm() (lifecycle/select.h): true if the fiber has completed
-  // and w won its select; otherwise queues w (false), or returns false
-  // without queueing when another case decided the select (w.linked()
-  // tells). select_disarm() takes w off.
-  bool select_arm(Waiter& w);
+  // select_arm() (lifecycle/select.h): kDone if the fiber has completed
+  // and w won its select, kLost if it has completed and another case won,
+  // else queues w (kQueued). select_disarm() takes w off.
+  SelectArm select_arm(Waiter& w);
   void select_disarm(Waiter& w);
   // abort() cancels the fiber (its waits return kCancelled; if it has not
   // started, it never runs). No effect once it has completed. Any thread.
