@@ -494,7 +494,6 @@ TEST_CASE("streaming: a handler that never begins gets 500; one that throws mid-
                       "GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n");
     CHECK(count(r, "7\r\npartial\r\n0\r\n\r\n") == 1);
     CHECK(count(r, "HTTP/1.1 ") == 1);
-    // A field that would split the response is refused before anything is sent.
   });
 }
 
