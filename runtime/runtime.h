@@ -138,7 +138,9 @@ class Task final : public TaskBase {
       error = std::current_exception();
     }
     fn_.reset();  // captures die on the fiber, before the joiner wakes
-    state_->complete(error, cancelled, current_fiber_id());
+    // Moved, so that the fiber keeps no reference to the exception once the
+    // joiner may run (its count is not visible to TSan).
+    state_->complete(std::move(error), cancelled, current_fiber_id());
   }
   void cancel() override {
     fn_.reset();
