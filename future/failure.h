@@ -23,6 +23,10 @@
 
 namespace weft {
 
+namespace internal {
+class FutureStateBase;
+}  // namespace internal
+
 class Failure {
  public:
   // A failure with a non-OK status (an OK status is a programming error
@@ -65,6 +69,10 @@ class Failure {
   }
 
  private:
+  // A state stores a failure by moving its parts in: the one who reads it
+  // then alone ends their life (future/internal/state.h).
+  friend class internal::FutureStateBase;
+
   absl::Status status_;
   std::exception_ptr exception_;
 };

@@ -149,6 +149,16 @@ std::pair<Future<U>, Producer<U>> new_linked(const Executor& exec, const char* b
 
 inline constexpr const char* kCallbackDropped = "future callback dropped: its runtime stopped";
 
+// Handing a result on. Once a state is complete, its consumer may read the
+// result on another thread at once and end its life there. Whatever shares
+// a reference count with it (an exception_ptr, an absl::Status, a value's
+// innards) must therefore be moved into the state, never copied and then
+// dropped here: those counts live in uninstrumented libraries, so such a
+// late drop is a free ThreadSanitizer cannot order after the consumer's
+// reads. Likewise an exception caught from a callback is taken as an
+// exception_ptr and handed on only after the catch block has ended (which
+// releases the runtime's own reference to it).
+
 // Forward<U>: moves a result into another state (flattening a Future
 // returned by then()'s function). Runs inline.
 template <class U>
@@ -183,7 +193,7 @@ void deliver(Producer<U>& out, R&& r, Runner* runner) {
     if (r.ok()) {
       out.set_value(kWhat, runner, std::move(*r));
     } else {
-      out.fail(kWhat, Failure(r.status()), runner);
+      out.fail(kWhat, Failure(std::move(r).status()), runner);
     }
   } else if constexpr (IsFuture<D>::value) {
     if (!r.valid()) {
@@ -210,6 +220,7 @@ class Then final : public Continuation {
       return;
     }
     using R = typename CallResult<T, Fn>::type;
+    std::exception_ptr thrown;
     try {
       if constexpr (std::is_void_v<R>) {
         call(src);
@@ -220,9 +231,10 @@ class Then final : public Continuation {
     } catch (const FiberUnwind&) {
       throw;  // the runtime is unwinding this fiber; out_ breaks as it is destroyed
     } catch (...) {
-      if (out_.valid() && !out_.state()->done()) {
-        out_.fail("Future::then()", Failure(std::current_exception()), runner);
-      }
+      thrown = std::current_exception();
+    }
+    if (thrown && out_.valid() && !out_.state()->done()) {
+      out_.fail("Future::then()", Failure(std::move(thrown)), runner);
     }
   }
 
@@ -251,6 +263,7 @@ class OnSuccess final : public Continuation {
       out_.fail(kWhat, src->take_failure(), runner);
       return;
     }
+    std::exception_ptr thrown;
     try {
       if constexpr (std::is_void_v<T>) {
         std::invoke(fn_);
@@ -260,10 +273,13 @@ class OnSuccess final : public Continuation {
     } catch (const FiberUnwind&) {
       throw;
     } catch (...) {
-      out_.fail(kWhat, Failure(std::current_exception()), runner);
-      return;
+      thrown = std::current_exception();
     }
-    out_.set_value(kWhat, runner, std::move(src->value()));
+    if (thrown) {
+      out_.fail(kWhat, Failure(std::move(thrown)), runner);
+    } else {
+      out_.set_value(kWhat, runner, std::move(src->value()));
+    }
   }
 
  private:
@@ -283,6 +299,7 @@ class OnFailure final : public Continuation {
       return;
     }
     Failure f = src->take_failure();
+    std::exception_ptr thrown;
     try {
       if constexpr (std::is_invocable_v<Fn&, const Failure&>) {
         std::invoke(fn_, std::as_const(f));
@@ -292,10 +309,15 @@ class OnFailure final : public Continuation {
     } catch (const FiberUnwind&) {
       throw;
     } catch (...) {
-      out_.fail(kWhat, Failure(std::current_exception()), runner);
-      return;
+      thrown = std::current_exception();
     }
-    out_.fail(kWhat, std::move(f), runner);
+    if (thrown) {
+      // fn may have rethrown f's own exception: drop f here, first.
+      { Failure dropped = std::move(f); }
+      out_.fail(kWhat, Failure(std::move(thrown)), runner);
+    } else {
+      out_.fail(kWhat, std::move(f), runner);
+    }
   }
 
  private:

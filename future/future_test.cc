@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <atomic>
+#include <chrono>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -485,6 +486,25 @@ TEST_CASE("to_future: a fiber's value, exception, or void") {
     auto h = to_future(spawn([&] { n = 1; })).then([&] { return n.load() + 1; });
     CHECK(*h.get() == 2);
   });
+}
+
+TEST_CASE("to_future: cancelling the joining fiber (shutdown(grace)) does not fail the future; it waits on") {
+  auto rt = make(1);  // one worker: the joined fiber, then the joining one, run in spawn order
+  Channel<int> started(1);
+  auto f = to_future(*rt, rt->spawn([&] {
+    this_fiber::CancellationShield shield;  // finishes although shutdown cancels it
+    (void)started.send(1);
+    (void)this_fiber::sleep_for(absl::Milliseconds(100));
+    return 42;
+  }));
+  REQUIRE(started.recv().ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));  // the joining fiber parks in join()
+  ShutdownReport report = rt->shutdown(absl::Seconds(10));
+  CHECK(report.left == 0);
+  REQUIRE(f.ready());
+  auto got = f.get();  // not WaitCancelled: the joined fiber's value
+  REQUIRE(got.ok());
+  CHECK(*got == 42);
 }
 
 }  // namespace

@@ -7,7 +7,9 @@
 //
 // The fiber's value becomes the future's value; an exception it throws
 // (FiberCancelled if the runtime cancelled it, SpawnError if it could not
-// start) fails the future with that exception.
+// start) fails the future with that exception. Cancelling the joining
+// fiber (Runtime::shutdown(grace) does) does not fail the future: it still
+// waits for the fiber's outcome.
 //
 // Cost: JoinHandle has no completion hook, so to_future() spawns a small
 // fiber that joins the handle and sets the promise: one spawn and one
@@ -25,10 +27,20 @@ namespace weft {
 
 namespace internal {
 
+// join_into() is the joining fiber's body. Its join is shielded from
+// cancellation: the future is the joined fiber's outcome, not the joiner's,
+// so a cancelled joiner (Runtime::shutdown(grace) cancels every fiber)
+// waits on rather than failing the future with WaitCancelled while the
+// joined fiber may still finish (shutdown cancels that one too, and its
+// unwind ends this wait with FiberUnwind). An exception is handed on only
+// after the catch block has ended, moved into the state (future/future.h,
+// "Handing a result on").
 template <class T>
 auto join_into(JoinHandle<T> h, Promise<T> p) {
   return [h = std::move(h), p = std::move(p)]() mutable {
+    std::exception_ptr thrown;
     try {
+      this_fiber::CancellationShield shield;
       if constexpr (std::is_void_v<T>) {
         h.join();
         p.set_value();
@@ -38,8 +50,9 @@ auto join_into(JoinHandle<T> h, Promise<T> p) {
     } catch (const FiberUnwind&) {
       throw;  // the runtime is stopping: p breaks (kAborted) as it is destroyed
     } catch (...) {
-      p.set_exception(std::current_exception());
+      thrown = std::current_exception();
     }
+    if (thrown) p.set_exception(std::move(thrown));
   };
 }
 

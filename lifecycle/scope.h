@@ -54,18 +54,18 @@ namespace weft {
 
 namespace internal {
 template <class T>
-struct IsStatusOr : std::false_type {};
+struct IsStatusOrResult : std::false_type {};
 template <class T>
-struct IsStatusOr<absl::StatusOr<T>> : std::true_type {};
+struct IsStatusOrResult<absl::StatusOr<T>> : std::true_type {};
 template <class T>
-inline constexpr bool kIsStatusLike = std::is_same_v<T, absl::Status> || IsStatusOr<T>::value;
+inline constexpr bool kIsStatusLike = std::is_same_v<T, absl::Status> || IsStatusOrResult<T>::value;
 
 // status_of() is the status a result carries (OK for plain values).
 template <class T>
 absl::Status status_of(const T& v) {
   if constexpr (std::is_same_v<T, absl::Status>) {
     return v;
-  } else if constexpr (IsStatusOr<T>::value) {
+  } else if constexpr (IsStatusOrResult<T>::value) {
     return v.status();
   } else {
     return absl::OkStatus();
@@ -133,8 +133,7 @@ class TaskScope {
   // Starts fn on a new fiber under the scope's token and returns the slot
   // its result lands in. fn may return void, a value, absl::Status or
   // absl::StatusOr. Spawning into a scope that has been joined and
-  // finished is allowed (join again to wait for it); spawning from a fiber
-  // of another runtime is a programming error.
+  // finished is allowed (join again to wait for it).
   template <class Fn>
   ScopeHandle<internal::SpawnResult<Fn>> spawn(Fn&& fn, std::source_location loc = std::source_location::current()) {
     using R = internal::SpawnResult<Fn>;
@@ -161,7 +160,7 @@ class TaskScope {
         fail(absl::OkStatus(), std::current_exception());
       }
     };
-    detach_on_start(weft::spawn(opts, std::move(body), loc));
+    weft::spawn(opts, std::move(body), loc).detach();  // ExitGuard accounts for it
     return ScopeHandle<R>(std::move(slot));
   }
 
@@ -198,11 +197,6 @@ class TaskScope {
   };
 
   void fail(absl::Status st, std::exception_ptr e);
-  static void detach_on_start(JoinHandle<void>&& h) { h.detach(); }
-  template <class T>
-  static void detach_on_start(JoinHandle<T>&& h) {
-    h.detach();
-  }
 
   CancellationToken token_;
   WaitGroup running_;

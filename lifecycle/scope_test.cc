@@ -105,11 +105,13 @@ TEST_CASE("cancelling the fiber that owns a scope cancels its children; join() s
   CancellationToken stop;
   SpawnOptions opts;
   opts.token = stop;
+  WaitGroup started(4);  // a child cancelled before it starts would never run
   auto h = rt->spawn(
       [&]() -> absl::Status {
         TaskScope scope;
         for (int i = 0; i < 4; ++i) {
           scope.spawn([&] {
+            started.done();
             (void)this_fiber::sleep_for(absl::Seconds(30));
             // Still waits (shielded) after the cancellation: the scope must
             // not end before this runs.
@@ -121,7 +123,7 @@ TEST_CASE("cancelling the fiber that owns a scope cancels its children; join() s
         return scope.join();
       },
       opts);
-  absl::SleepFor(absl::Milliseconds(20));
+  REQUIRE(started.wait().ok());
   stop.cancel();
   absl::Status st = h.join();
   CHECK(absl::IsCancelled(st));

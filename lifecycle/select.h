@@ -78,6 +78,19 @@ namespace select_case {
 enum Arm { kDone, kQueued, kLost };
 
 template <class T>
+Arm from_channel(typename Channel<T>::SelectArm a) {
+  switch (a) {
+    case Channel<T>::kDone:
+      return kDone;
+    case Channel<T>::kQueued:
+      return kQueued;
+    case Channel<T>::kLost:
+      break;
+  }
+  return kLost;
+}
+
+template <class T>
 struct Recv {
   using Result = absl::StatusOr<T>;
   Channel<T>* ch;
@@ -91,15 +104,7 @@ struct Recv {
     return false;
   }
   Arm arm(internal::Waiter& w, Result* out) {
-    switch (ch->select_recv(w, &slot, out)) {
-      case Channel<T>::kDone:
-        return kDone;
-      case Channel<T>::kQueued:
-        return kQueued;
-      case Channel<T>::kLost:
-        break;
-    }
-    return kLost;
+    return from_channel<T>(ch->select_recv(w, &slot, out));
   }
   void disarm(internal::Waiter& w) { ch->select_disarm_recv(w); }
   Result take(internal::Waiter& w) {
@@ -123,15 +128,7 @@ struct Send {
     return false;
   }
   Arm arm(internal::Waiter& w, Result* out) {
-    switch (ch->select_send(w, &value, out)) {
-      case Channel<T>::kDone:
-        return kDone;
-      case Channel<T>::kQueued:
-        return kQueued;
-      case Channel<T>::kLost:
-        break;
-    }
-    return kLost;
+    return from_channel<T>(ch->select_send(w, &value, out));
   }
   void disarm(internal::Waiter& w) { ch->select_disarm_send(w); }
   Result take(internal::Waiter& w) {

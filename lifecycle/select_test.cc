@@ -143,8 +143,14 @@ TEST_CASE("the calling fiber's cancellation ends a select with kCancelled") {
   SpawnOptions opts;
   opts.token = stop;
   Channel<int> never(1);
-  auto h = rt->spawn([&] { return select(recv(never), after(absl::Seconds(30))).status(); }, opts);
-  absl::SleepFor(absl::Milliseconds(10));
+  Event started;  // cancelled before it starts, the fiber would never run
+  auto h = rt->spawn(
+      [&] {
+        started.set();
+        return select(recv(never), after(absl::Seconds(30))).status();
+      },
+      opts);
+  REQUIRE(started.wait().ok());
   stop.cancel();
   CHECK(absl::IsCancelled(h.join()));
   CHECK(never.size() == 0);

@@ -40,13 +40,15 @@ TEST_CASE("a cancelled fiber's tick() returns kCancelled at once") {
   CancellationToken stop;
   SpawnOptions opts;
   opts.token = stop;
+  Event started;  // cancelled before it starts, the fiber would never run
   auto h = rt->spawn(
-      [] {
+      [&] {
+        started.set();
         Ticker t(absl::Seconds(30));
         return t.tick().status();
       },
       opts);
-  absl::SleepFor(absl::Milliseconds(10));
+  REQUIRE(started.wait().ok());
   stop.cancel();
   CHECK(absl::IsCancelled(h.join()));
 }

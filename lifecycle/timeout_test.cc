@@ -82,9 +82,14 @@ TEST_CASE("the caller's own cancellation comes through as kCancelled, not a time
   CancellationToken stop;
   SpawnOptions opts;
   opts.token = stop;
-  auto h = rt->spawn([] { return with_timeout(absl::Seconds(30), [] { return this_fiber::sleep_for(absl::Seconds(60)); }); },
-                     opts);
-  absl::SleepFor(absl::Milliseconds(20));
+  Event started;  // cancelled before it starts, the fiber would never run
+  auto h = rt->spawn(
+      [&] {
+        started.set();
+        return with_timeout(absl::Seconds(30), [] { return this_fiber::sleep_for(absl::Seconds(60)); });
+      },
+      opts);
+  REQUIRE(started.wait().ok());
   stop.cancel();
   CHECK(absl::IsCancelled(h.join()));
 }

@@ -138,8 +138,8 @@ class Task final : public TaskBase {
       error = std::current_exception();
     }
     fn_.reset();  // captures die on the fiber, before the joiner wakes
-    // Moved, so that the fiber keeps no reference to the exception once the
-    // joiner may run (its count is not visible to TSan).
+    // Moved: the joiner alone must drop the exception (its reference count is
+    // invisible to TSan, so a late release here would race with the reader).
     state_->complete(std::move(error), cancelled, current_fiber_id());
   }
   void cancel() override {

@@ -294,9 +294,9 @@ TEST_CASE("a value sent to a receiver being cancelled is received or stays buffe
     spin(r % 5);
     t.cancel();
     REQUIRE(tx.join().ok());
-    absl::StatusOr<int64_t> got = rx.try_join();  // flattened: recv()'s own StatusOr
-    if (absl::IsAborted(got.status())) {  // cancelled before it ran
-      ++never_ran;
+    absl::StatusOr<int64_t> got = rx.try_join();  // flattened: the receiver's own result
+    if (absl::IsAborted(got.status())) {
+      ++never_ran;  // cancelled before it ran
     } else if (got.ok()) {
       ++received;
       wrong += *got != r;
@@ -375,14 +375,13 @@ TEST_CASE("oneshot send racing the receiver's cancellation: received, or receive
     spin(r % 5);
     t.cancel();
     REQUIRE(sh.join().ok());
-    absl::StatusOr<int64_t> got = rh.try_join();  // flattened: recv()'s own StatusOr
+    absl::StatusOr<int64_t> got = rh.try_join();  // flattened: the receiver's own result
     if (got.ok()) {
       ++first;
       wrong += *got != r;
       wrong += rx.try_recv().status().code() != absl::StatusCode::kFailedPrecondition;
       continue;
     }
-    // kAborted: cancelled before it ran; kCancelled: its recv() was.
     REQUIRE((absl::IsAborted(got.status()) || absl::IsCancelled(got.status())));
     auto again = rx.recv();  // this thread: not cancelled
     if (again.ok()) {

@@ -123,12 +123,16 @@ void Runner::start(Executor exec, Continuation* c) {
 // --- FutureStateBase ---
 
 void FutureStateBase::fail(const char* what, Failure f, Runner* runner) {
+  // Moved, not copied: the reference counts of an exception_ptr and of an
+  // absl::Status live in uninstrumented libraries, so a copy dropped here
+  // after the consumer took the result would be a free that ThreadSanitizer
+  // cannot order after the consumer's reads. The consumer alone ends them.
   complete(what, runner, [&] {
     if (f.is_exception()) {
-      exception_ = f.exception();
+      exception_ = std::move(f.exception_);
     } else {
-      status_ = f.status();
-      WEFT_CHECK(!status_.ok(), "%s with an OK status: a failure needs an error", what);
+      WEFT_CHECK(!f.status_.ok(), "%s with an OK status: a failure needs an error", what);
+      status_ = std::move(f.status_);
     }
   });
 }

@@ -155,9 +155,9 @@ TEST_CASE("nested scopes with random failures, aborts, timeouts and cancellation
   CHECK(t.abort_observed.load() == t.aborts.load());
   CHECK(t.joined_failed.load() > 0);     // the failures were exercised
   CHECK(t.joined_cancelled.load() > 0);  // and the cancellations
-  // A joined fiber completes its join before it exits and leaves the
-  // registry.
-  CHECK(weft::testing::eventually([&] { return rt->stats().live_fibers == 0; }));
+  // Aborted fibers whose joiner was cancelled finish on their own, detached.
+  for (int i = 0; i < 5000 && rt->stats().live_fibers != 0; ++i) absl::SleepFor(absl::Milliseconds(1));
+  CHECK(rt->stats().live_fibers == 0);
 }
 
 TEST_CASE("select storm across 2 workers: send and recv cases, timeouts and cancellations; nothing lost") {
