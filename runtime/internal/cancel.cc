@@ -147,9 +147,11 @@ void CancelState::arm_deadline(int64_t deadline_nanos) {
 //   A fiber's tokens live in a FiberCancelExt (fiber.h), allocated when it
 //   first has one, so that a fiber without a token carries only a null
 //   pointer. Other threads (abort(), drain()) find it through
-//   Fiber::cancel_ext under the fiber's cancel_lock; the fiber reads it
-//   without the lock, as only it (or its spawner, before it starts) writes
-//   it.
+//   Fiber::cancel_ext under the fiber's cancel_lock. It is written, always
+//   under that lock, only by the fiber itself, by its spawner before it
+//   starts, or by whoever frees a fiber that can no longer run (an
+//   unstarted fiber discarded, one left blocked at shutdown); so the
+//   fiber, and a releaser, read it without the lock.
 //   1. Spawned with a token (a scope's, or SpawnOptions::token), the fiber
 //      gets its block: a reference to the token and the node linked there.
 //      The block is published under cancel_lock (drain() may already walk
@@ -176,8 +178,8 @@ void move_node(FiberCancelExt* x, CancelState* from, CancelState* to) {
 }  // namespace
 
 void bind_fiber_token(Fiber* f, CancelState* token) {
+  auto* x = new FiberCancelExt;  // step 1 (allocated first: a throw leaks no reference)
   token->ref();
-  auto* x = new FiberCancelExt;  // step 1
   x->token = token;
   x->node.fiber = f;
   (void)token->add(&x->node);
@@ -213,7 +215,7 @@ void push_fiber_token(Fiber* self, CancelState* child) {
 
 void pop_fiber_token(Fiber* self) {
   FiberCancelExt* x = self->cancel_ext;
-  WEFT_CHECK(x != nullptr, "pop_fiber_token() without a push");
+  WEFT_CHECK(x != nullptr && x->top != nullptr, "pop_fiber_token() without a push");
   CancelState* child = x->top;
   CancelState* parent = child->parent();
   WEFT_CHECK(child != x->own_token && parent != nullptr, "pop_fiber_token() without a push");

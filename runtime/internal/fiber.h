@@ -94,8 +94,8 @@ struct Fiber {
   // While > 0 (this_fiber::CancellationShield), parks ignore cancellation.
   int cancel_shield = 0;
   // The fiber's tokens, allocated when it first has one; null: none.
-  // Written under cancel_lock, by the fiber or, before it starts, its
-  // spawner.
+  // Written under cancel_lock, by the fiber, by its spawner before it
+  // starts, or by whoever frees it when it can no longer run.
   FiberCancelExt* cancel_ext = nullptr;
 
   // Deadline of the current park. Linked into timer_worker's wheel, under
