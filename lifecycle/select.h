@@ -22,6 +22,8 @@
 //   finished(handle)  std::monostate: the fiber ended; handle.join() now
 //                     returns at once
 //   is_set(event)     std::monostate: the event is set
+//   net::readable(s), net::writable(s)   (net/select.h) absl::Status: a
+//                     socket call would not wait now, or why not
 //
 // Exactly one case completes, and only that one has an effect: a value is
 // taken from (or put into) a channel only by the case that won, so nothing

@@ -58,6 +58,7 @@
 
 namespace weft::internal {
 class SocketCore;
+struct SocketAccess;  // net/select.h
 }  // namespace weft::internal
 
 namespace weft::net {
@@ -172,6 +173,7 @@ class TcpStream {
 
  private:
   friend class TcpListener;
+  friend struct internal::SocketAccess;
   explicit TcpStream(std::unique_ptr<internal::SocketCore> core);
   std::unique_ptr<internal::SocketCore> core_;
   int64_t read_timeout_ns_ = -1;
@@ -242,6 +244,7 @@ class TcpListener {
   int native_handle() const;
 
  private:
+  friend struct internal::SocketAccess;
   explicit TcpListener(std::unique_ptr<internal::SocketCore> core, AcceptPlacement p);
   int pick_owner();
   std::unique_ptr<internal::SocketCore> core_;

@@ -28,6 +28,7 @@
 
 namespace weft::internal {
 class SocketCore;
+struct SocketAccess;  // net/select.h
 }  // namespace weft::internal
 
 namespace weft::net {
@@ -90,6 +91,7 @@ class UdpSocket {
   int native_handle() const;
 
  private:
+  friend struct internal::SocketAccess;
   explicit UdpSocket(std::unique_ptr<internal::SocketCore> core);
   std::unique_ptr<internal::SocketCore> core_;
   int64_t read_timeout_ns_ = -1;

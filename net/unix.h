@@ -96,6 +96,7 @@ class UnixStream : private TcpStream {
 
  private:
   friend class UnixListener;
+  friend struct internal::SocketAccess;
   explicit UnixStream(TcpStream s) : TcpStream(std::move(s)) {}
 };
 
@@ -144,6 +145,7 @@ class UnixListener : private TcpListener {
   using TcpListener::stats;
 
  private:
+  friend struct internal::SocketAccess;
   UnixListener(TcpListener l, std::string path, dev_t dev, ino_t ino, bool unlink_on_close);
   void unlink_file();
 
@@ -197,6 +199,7 @@ class UnixDatagram : private UdpSocket {
   absl::Status close();
 
  private:
+  friend struct internal::SocketAccess;
   UnixDatagram(UdpSocket s, std::string path, dev_t dev, ino_t ino);
   void unlink_file();
 

@@ -9,7 +9,7 @@ set -euo pipefail
 # redis-benchmark; redis-server is the RESP baseline); tmux types into
 # chat_client's terminal in its test.
 packages=(bazel-bootstrap bazel-rules-cc bazel-rules-java bazel-platforms
-          libboost-context-dev libboost1.74-dev libabsl-dev doctest-dev g++ libssl-dev
+          libboost-context-dev libboost1.74-dev libabsl-dev doctest-dev g++ libssl-dev liburing-dev
           curl redis-tools redis-server wrk python3 util-linux openssl tmux)
 missing=()
 for p in "${packages[@]}"; do

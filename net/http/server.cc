@@ -31,9 +31,11 @@
 #include <charconv>
 #include <cstring>
 #include <exception>
+#include <functional>
 #include <string_view>
 
 #include "boost/beast/core/flat_buffer.hpp"
+#include "boost/beast/http/buffer_body.hpp"
 #include "boost/beast/http/error.hpp"
 #include "boost/beast/http/parser.hpp"
 #include "boost/beast/http/rfc7230.hpp"
@@ -218,7 +220,11 @@ struct RequestStream {
 // A handler's "Connection: close" (res.keep_alive(false)) clears `keep`.
 // Returns false, having appended part of a head, if a field name or value
 // holds CR, LF or NUL (a handler bug that would split the response).
-bool append_head(std::string& out, const Response& res, bool& keep, bool http10, const std::string& server_name) {
+// How a response's body is delimited.
+enum class Framing { kLength, kChunked, kNone };
+
+bool append_head(std::string& out, const ResponseHead& res, Framing framing, uint64_t length, bool& keep,
+                 bool http10, const std::string& server_name) {
   char num[24];
   const unsigned status = res.result_int();
   out.append("HTTP/1.1 ");
@@ -270,10 +276,14 @@ bool append_head(std::string& out, const Response& res, bool& keep, bool http10,
     out.append("\r\n");
   }
   if (!(status < 200 || status == 204 || status == 304)) {
-    out.append("Content-Length: ");
-    auto [e, ec2] = std::to_chars(num, num + sizeof num, res.body().size());
-    out.append(num, static_cast<size_t>(e - num));
-    out.append("\r\n");
+    if (framing == Framing::kLength) {
+      out.append("Content-Length: ");
+      auto [e, ec2] = std::to_chars(num, num + sizeof num, length);
+      out.append(num, static_cast<size_t>(e - num));
+      out.append("\r\n");
+    } else if (framing == Framing::kChunked) {
+      out.append("Transfer-Encoding: chunked\r\n");
+    }
   }
   if (!keep) {
     out.append("Connection: close\r\n");
@@ -283,6 +293,197 @@ bool append_head(std::string& out, const Response& res, bool& keep, bool http10,
   out.append("\r\n");
   return true;
 }
+
+absl::Status status_of_read_error(const boost::system::error_code& ec) {
+  const std::string what = "http request body: " + ec.message();
+  switch (status_for_read_error(ec)) {
+    case 413:
+      return absl::ResourceExhaustedError(what);
+    case 408:
+      return absl::DeadlineExceededError(what);
+    case 400:
+      return absl::InvalidArgumentError(what);
+    default:
+      return absl::UnavailableError(what);
+  }
+}
+
+// StreamBody: BodyReader over Beast's buffer_body parser. Each read() is
+// one parse step (read_some) at most, repeated only while it yields chunk
+// framing and no body bytes.
+template <class Io>
+class StreamBody final : public BodyReader {
+ public:
+  using Parser = bhttp::request_parser<bhttp::buffer_body>;
+  StreamBody(Io& io, boost::beast::flat_buffer& in, Parser& parser, std::function<bool()> send_continue)
+      : io_(io), in_(in), parser_(parser), send_continue_(std::move(send_continue)) {}
+
+  absl::StatusOr<size_t> read(std::span<char> buf) override {
+    if (!error_.ok()) return error_;
+    if (parser_.is_done()) return size_t{0};
+    if (buf.empty()) return size_t{0};
+    if (send_continue_ != nullptr) {
+      auto once = std::exchange(send_continue_, nullptr);
+      if (!once()) {
+        error_ = absl::UnavailableError("http request body: cannot send 100 Continue");
+        return error_;
+      }
+    }
+    for (;;) {
+      auto& body = parser_.get().body();
+      body.data = buf.data();
+      body.size = buf.size();
+      body.more = true;
+      boost::system::error_code ec;
+      bhttp::read_some(io_, in_, parser_, ec);
+      if (ec == bhttp::error::need_buffer) ec = {};
+      const size_t n = buf.size() - parser_.get().body().size;
+      if (ec) {
+        error_ = status_of_read_error(ec);
+        code_ = status_for_read_error(ec);
+        if (n > 0) return n;  // the error again on the next read
+        return error_;
+      }
+      if (n > 0 || parser_.is_done()) return n;
+    }
+  }
+
+  bool done() const { return parser_.is_done(); }
+  // http_status() is the answer a read error calls for (413, 408, 400), or 0.
+  unsigned http_status() const { return code_; }
+
+ private:
+  Io& io_;
+  boost::beast::flat_buffer& in_;
+  Parser& parser_;
+  std::function<bool()> send_continue_;
+  absl::Status error_;
+  unsigned code_ = 0;
+};
+
+// StreamResponse: ResponseWriter onto the connection. `out` holds what the
+// connection has not written yet (earlier pipelined answers): begin()
+// appends the head to it and writes it all.
+template <class S>
+class StreamResponse final : public ResponseWriter {
+ public:
+  StreamResponse(S& stream, std::string& out, bool& keep, bool http10, bool head_only,
+                 const std::string& server_name)
+      : stream_(stream), out_(out), keep_(keep), http10_(http10), head_only_(head_only), server_name_(server_name) {}
+
+  absl::Status begin(ResponseHead head) override {
+    if (begun_) return absl::FailedPreconditionError("ResponseWriter::begin: the response has begun");
+    const unsigned status = head.result_int();
+    const bool no_body = head_only_ || status < 200 || status == 204 || status == 304;
+    Framing framing = http10_ ? Framing::kNone : Framing::kChunked;
+    uint64_t length = 0;
+    if (auto cl = head.find(bhttp::field::content_length); cl != head.end()) {
+      std::string_view v = cl->value();
+      auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), length);
+      if (ec != std::errc() || end != v.data() + v.size() || v.empty()) {
+        return absl::InvalidArgumentError("ResponseWriter::begin: malformed Content-Length '" + std::string(v) + "'");
+      }
+      framing = Framing::kLength;
+    }
+    if (framing == Framing::kNone) keep_ = false;  // HTTP/1.0: the close ends the body
+    const size_t before = out_.size();
+    if (!append_head(out_, head, framing, length, keep_, http10_, server_name_)) {
+      out_.resize(before);
+      return absl::InvalidArgumentError("ResponseWriter::begin: a field name or value holds CR, LF or NUL");
+    }
+    begun_ = true;
+    framing_ = no_body ? Framing::kLength : framing;
+    length_ = no_body ? 0 : length;
+    no_body_ = no_body;
+    return flush();
+  }
+
+  absl::Status write(std::string_view piece) override {
+    if (!begun_ || finished_) {
+      return absl::FailedPreconditionError(begun_ ? "ResponseWriter::write after finish()"
+                                                  : "ResponseWriter::write before begin()");
+    }
+    if (!error_.ok()) return error_;
+    if (piece.empty()) return absl::OkStatus();
+    if (no_body_) return absl::OkStatus();  // HEAD, 204, 304: the body is not sent
+    if (framing_ == Framing::kLength && written_ + piece.size() > length_) {
+      return absl::InvalidArgumentError("ResponseWriter::write: " + std::to_string(written_ + piece.size()) +
+                                        " bytes is more than the Content-Length " + std::to_string(length_));
+    }
+    if (framing_ == Framing::kChunked) {
+      char hex[24];
+      auto [end, ec] = std::to_chars(hex, hex + sizeof hex, piece.size(), 16);
+      out_.append(hex, static_cast<size_t>(end - hex));
+      out_.append("\r\n");
+      if (piece.size() < kDirectBody) {
+        out_.append(piece);
+        out_.append("\r\n");
+        absl::Status st = flush();
+        if (st.ok()) written_ += piece.size();
+        return st;
+      }
+      if (absl::Status st = flush(); !st.ok()) return st;
+      if (absl::Status st = put(piece); !st.ok()) return st;
+      out_.append("\r\n");  // leaves with the next piece or the last chunk
+      written_ += piece.size();
+      return absl::OkStatus();
+    }
+    if (absl::Status st = put(piece); !st.ok()) return st;
+    written_ += piece.size();
+    return absl::OkStatus();
+  }
+
+  absl::Status finish() override {
+    if (!begun_) return absl::FailedPreconditionError("ResponseWriter::finish before begin()");
+    if (finished_) return absl::OkStatus();
+    finished_ = true;
+    if (!error_.ok()) return error_;
+    if (!no_body_ && framing_ == Framing::kChunked) {
+      out_.append("0\r\n\r\n");
+      return absl::OkStatus();  // leaves with the connection's next write
+    }
+    if (!no_body_ && framing_ == Framing::kLength && written_ != length_) {
+      keep_ = false;
+      return absl::FailedPreconditionError("ResponseWriter::finish: " + std::to_string(written_) +
+                                           " bytes written of the Content-Length " + std::to_string(length_));
+    }
+    return absl::OkStatus();
+  }
+
+  bool begun() const override { return begun_; }
+  bool finished() const { return finished_; }
+  bool failed() const { return !error_.ok(); }
+
+ private:
+  absl::Status flush() {
+    if (out_.empty()) return absl::OkStatus();
+    absl::Status st = put(out_);
+    out_.clear();
+    return st;
+  }
+  absl::Status put(std::string_view bytes) {
+    absl::Status st = stream_.write_all(bytes);
+    if (!st.ok()) {
+      error_ = st;
+      keep_ = false;
+    }
+    return st;
+  }
+
+  S& stream_;
+  std::string& out_;
+  bool& keep_;
+  const bool http10_;
+  const bool head_only_;
+  const std::string& server_name_;
+  bool begun_ = false;
+  bool finished_ = false;
+  bool no_body_ = false;
+  Framing framing_ = Framing::kChunked;
+  uint64_t length_ = 0;
+  uint64_t written_ = 0;
+  absl::Status error_;
+};
 
 }  // namespace
 
@@ -294,6 +495,11 @@ struct Server::Conn {
 
 Server::Server(Handler handler, ServerOptions opts) : handler_(std::move(handler)), opts_(std::move(opts)) {
   WEFT_CHECK(handler_ != nullptr, "http::Server: the handler is empty");
+}
+
+Server::Server(StreamingHandler handler, ServerOptions opts)
+    : streaming_(std::move(handler)), opts_(std::move(opts)) {
+  WEFT_CHECK(streaming_ != nullptr, "http::Server: the streaming handler is empty");
 }
 
 Server::~Server() {
@@ -450,7 +656,8 @@ void Server::serve_requests(Conn& conn, S& stream, net::TcpStream& tcp) {
     parser.emplace();
     parser->header_limit(static_cast<std::uint32_t>(opts_.max_header_bytes));
     parser->body_limit(opts_.max_body_bytes);
-    parser->eager(true);
+    // A streaming handler reads the body itself: the head alone, here.
+    parser->eager(streaming_ == nullptr);
     boost::system::error_code ec;
     bhttp::read_header(io, in, *parser, ec);
     unsigned status = 0;
@@ -458,7 +665,7 @@ void Server::serve_requests(Conn& conn, S& stream, net::TcpStream& tcp) {
       status = status_for_read_error(ec);
     } else {
       status = check_head(*parser, opts_);
-      if (status == 0 && !parser->is_done()) {
+      if (status == 0 && !parser->is_done() && streaming_ == nullptr) {
         auto expect = parser->get().find(bhttp::field::expect);
         if (expect != parser->get().end() && lower_trim(expect->value()) == "100-continue") {
           out.append("HTTP/1.1 100 Continue\r\n\r\n");
@@ -468,7 +675,7 @@ void Server::serve_requests(Conn& conn, S& stream, net::TcpStream& tcp) {
         if (ec) status = status_for_read_error(ec);
       }
     }
-    if (rs.deadline_set) {
+    if (rs.deadline_set && streaming_ == nullptr) {
       (void)tcp.set_read_deadline(absl::InfiniteFuture());
       rs.deadline_set = false;
     }
@@ -476,6 +683,56 @@ void Server::serve_requests(Conn& conn, S& stream, net::TcpStream& tcp) {
     if (status != 0) {
       refuse(status);
       break;
+    }
+
+    if (streaming_ != nullptr) {
+      // 5s: the streaming handler reads the body and writes the response
+      // itself (StreamBody, StreamResponse); the server finishes what it
+      // left undone.
+      bhttp::request_parser<bhttp::buffer_body> bp{std::move(*parser)};
+      bp.body_limit(opts_.max_body_bytes);
+      const auto& head = bp.get();
+      ++served;
+      requests_.fetch_add(1, std::memory_order_relaxed);
+      bool keep = head.keep_alive() && !draining_.load() &&
+                  (opts_.max_requests_per_connection == 0 || served < opts_.max_requests_per_connection);
+      std::function<bool()> send_continue;
+      if (!bp.is_done()) {
+        auto expect = head.find(bhttp::field::expect);
+        if (expect != head.end() && lower_trim(expect->value()) == "100-continue") {
+          send_continue = [&] {
+            out.append("HTTP/1.1 100 Continue\r\n\r\n");
+            return flush();
+          };
+        }
+      }
+      StreamBody<decltype(io)> body(io, in, bp, std::move(send_continue));
+      StreamResponse<S> writer(stream, out, keep, head.version() < 11, head.method() == bhttp::verb::head,
+                               opts_.server_name);
+      bool threw = false;
+      try {
+        streaming_(head, body, writer);
+      } catch (const std::exception&) {
+        threw = true;
+      }
+      if (rs.deadline_set) {
+        (void)tcp.set_read_deadline(absl::InfiniteFuture());
+        rs.deadline_set = false;
+      }
+      if (!writer.begun()) {
+        refuse(!threw && body.http_status() != 0 ? body.http_status() : 500);
+        break;
+      }
+      if (threw) break;  // mid-body: the close tells the client it is cut short
+      if (!writer.finished()) (void)writer.finish();
+      if (writer.failed()) {
+        write_failed = true;
+        break;
+      }
+      if (!body.done()) keep = false;  // the rest of the body is not worth reading
+      if (!keep || draining_.load()) break;
+      if (out.size() >= kFlushAt && !flush()) break;
+      continue;
     }
 
     // 5: the handler and the response.
@@ -499,7 +756,8 @@ void Server::serve_requests(Conn& conn, S& stream, net::TcpStream& tcp) {
       // handler's fields (Beast's serializer and four set() calls cost
       // about a tenth of a hello-world server's CPU).
       const size_t before = out.size();
-      if (!append_head(out, res, keep, req.version() < 11, opts_.server_name)) {
+      if (!append_head(out, res, Framing::kLength, res.body().size(), keep, req.version() < 11,
+                       opts_.server_name)) {
         out.resize(before);
         refuse(500);
         break;

@@ -46,6 +46,30 @@
 //     LF or NUL (which would split the response), gets a 500 and the
 //     connection closes.
 //
+// Streaming, for bodies too large or too slow to hold whole: a server made
+// with a StreamingHandler gets the request head, reads the body piece by
+// piece (BodyReader; chunked coding removed, max_body_bytes still counts),
+// and writes its response piece by piece (ResponseWriter):
+//
+//   weft::http::Server server([](const weft::http::RequestHead& req,
+//                                weft::http::BodyReader& body,
+//                                weft::http::ResponseWriter& out) {
+//     auto head = weft::http::response_head(boost::beast::http::status::ok, req.version());
+//     if (!out.begin(std::move(head)).ok()) return;   // chunked for HTTP/1.1
+//     for (const auto& row : rows) if (!out.write(row).ok()) return;
+//     (void)out.finish();                               // the last chunk
+//   });
+//
+// Each write() leaves at once (a fiber write: a slow client holds the
+// handler back, not the server's memory). The body is chunked unless the
+// handler set Content-Length (then exactly that many bytes), and
+// close-delimited for an HTTP/1.0 client. The server finishes a response
+// the handler began but did not finish; a handler that returns without
+// begin() gets a 500 (or the 413/408/400 its body read ran into); one that
+// leaves part of the request body unread has its connection closed after
+// the response. Same limits, timeouts and shutdown as the plain handler
+// (the request timeout covers the body as the handler reads it).
+//
 // Threads: every method may be called from any fiber. The handler runs on
 // the connection's fiber, concurrently for different connections.
 #pragma once
@@ -57,7 +81,9 @@
 #include <list>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
+#include <string_view>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
@@ -75,6 +101,55 @@ namespace weft::http {
 using Request = boost::beast::http::request<boost::beast::http::string_body>;
 using Response = boost::beast::http::response<boost::beast::http::string_body>;
 using Handler = std::function<Response(const Request&)>;
+
+using RequestHead = boost::beast::http::request_header<>;
+using ResponseHead = boost::beast::http::response_header<>;
+
+// response_head() is a response's status line, for ResponseWriter::begin().
+inline ResponseHead response_head(boost::beast::http::status status, unsigned version = 11) {
+  ResponseHead h;
+  h.result(status);
+  h.version(version);
+  return h;
+}
+
+// BodyReader: the request body of a streaming handler, read on its fiber.
+class BodyReader {
+ public:
+  virtual ~BodyReader() = default;
+  // read() fills part of buf with the next bytes of the body (chunked
+  // coding removed); 0 once the body has ended. Statuses:
+  // kResourceExhausted past max_body_bytes, kDeadlineExceeded (the request
+  // or idle timeout), kInvalidArgument for a malformed body, kUnavailable
+  // if the peer left. After an error, every read returns it. Sends
+  // "100 Continue" first if the client asked for it. Suspends.
+  virtual absl::StatusOr<size_t> read(std::span<char> buf) = 0;
+};
+
+// ResponseWriter: the response of a streaming handler. Fiber only.
+class ResponseWriter {
+ public:
+  virtual ~ResponseWriter() = default;
+  // begin() sends the status line and fields. The server owns
+  // Transfer-Encoding and Connection as for plain responses and adds Date
+  // and Server unless set; a Content-Length the handler set fixes the body
+  // length. kFailedPrecondition if called twice; kInvalidArgument for a
+  // field with CR, LF or NUL, or a malformed Content-Length (nothing is
+  // sent). Suspends.
+  virtual absl::Status begin(ResponseHead head) = 0;
+  // write() sends the next piece of the body (as one chunk when chunked;
+  // an empty piece sends nothing). kFailedPrecondition before begin() or
+  // after finish(); kInvalidArgument past a fixed Content-Length; the
+  // write's own error (the client left, the write timeout) otherwise, and
+  // then for every later call. Suspends.
+  virtual absl::Status write(std::string_view piece) = 0;
+  // finish() ends the body (the last chunk). kFailedPrecondition if a fixed
+  // Content-Length was not reached (the connection then closes). Suspends.
+  virtual absl::Status finish() = 0;
+  virtual bool begun() const = 0;
+};
+
+using StreamingHandler = std::function<void(const RequestHead&, BodyReader&, ResponseWriter&)>;
 
 struct ServerOptions {
   // Request line and fields together; a longer head gets 431.
@@ -118,6 +193,7 @@ struct ServerStats {
 class Server {
  public:
   explicit Server(Handler handler, ServerOptions opts = {});
+  explicit Server(StreamingHandler handler, ServerOptions opts = {});
   // Aborts if connections are still open: call shutdown() first.
   ~Server();
   Server(const Server&) = delete;
@@ -164,6 +240,7 @@ class Server {
   void unregister_conn(Conn* c);
 
   Handler handler_;
+  StreamingHandler streaming_;
   ServerOptions opts_;
   std::optional<net::TcpListener> listener_;
   std::atomic<bool> draining_{false};

@@ -42,6 +42,10 @@ Response hello(const Request& req) {
 // A server on 127.0.0.1:0 serving on its own fiber, shut down at the end.
 struct TestServer {
   explicit TestServer(ServerOptions opts = {}, Handler h = hello) : server(std::move(h), std::move(opts)) {
+    start();
+  }
+  TestServer(ServerOptions opts, StreamingHandler h) : server(std::move(h), std::move(opts)) { start(); }
+  void start() {
     REQUIRE(server.listen(net::SocketAddress::loopback_v4(0)).ok());
     addr = *server.local_address();
     loop = spawn([this] { return server.serve(); });
@@ -310,6 +314,204 @@ TEST_CASE("shutdown: in-flight requests finish, idle connections close, new ones
     CHECK(loop.join().ok());
     busy->set_read_timeout(absl::Seconds(5));
     CHECK(read_all(*busy) == "");
+  });
+}
+
+// ---------------------------------------------------------------------------
+// Streaming handlers.
+
+// read_until() reads from c until `want` has arrived; what came so far.
+std::string read_until(net::TcpStream& c, std::string& got, std::string_view want) {
+  char buf[4096];
+  while (got.find(want) == std::string::npos) {
+    auto n = c.read(buf);
+    if (!n.ok() || *n == 0) break;
+    got.append(buf, *n);
+  }
+  return got;
+}
+
+TEST_CASE("streaming: each piece leaves when written, then the connection is kept") {
+  auto rt = *Runtime::create({.workers = 2});
+  rt->block_on([] {
+    Event go;
+    std::atomic<int> over_status{-1}, short_status{-1};
+    TestServer ts({}, [&](const RequestHead& req, BodyReader&, ResponseWriter& out) {
+      ResponseHead head = response_head(bhttp::status::ok, req.version());
+      head.set(bhttp::field::content_type, "text/plain");
+      if (req.target() == "/fixed" || req.target() == "/over" || req.target() == "/short") {
+        head.set(bhttp::field::content_length, req.target() == "/fixed" ? "6" : req.target() == "/over" ? "2" : "5");
+      }
+      REQUIRE(out.begin(std::move(head)).ok());
+      CHECK(out.begin(ResponseHead{}).code() == absl::StatusCode::kFailedPrecondition);
+      if (req.target() == "/stream") {
+        REQUIRE(out.write("one").ok());
+        REQUIRE(go.wait().ok());
+        REQUIRE(out.write("two!").ok());
+        REQUIRE(out.write(std::string(100000, 'z')).ok());  // past the copy threshold
+        REQUIRE(out.finish().ok());
+        CHECK(out.write("late").code() == absl::StatusCode::kFailedPrecondition);
+      } else if (req.target() == "/fixed") {
+        REQUIRE(out.write("abc").ok());
+        REQUIRE(out.write("def").ok());
+        REQUIRE(out.finish().ok());
+      } else if (req.target() == "/over") {
+        over_status = static_cast<int>(out.write("abc").code());
+        REQUIRE(out.write("ab").ok());
+      } else if (req.target() == "/short") {
+        REQUIRE(out.write("ab").ok());
+        short_status = static_cast<int>(out.finish().code());
+      }
+    });
+    net::TcpStream c = connect(ts);
+    REQUIRE(c.write_all("GET /stream HTTP/1.1\r\nHost: x\r\n\r\n").ok());
+    std::string got;
+    read_until(c, got, "3\r\none\r\n");
+    CHECK(count(got, "Transfer-Encoding: chunked\r\n") == 1);
+    CHECK(count(got, "\r\n\r\n3\r\none\r\n") == 1);  // before the handler goes on
+    CHECK(count(got, "two!") == 0);
+    go.set();
+    read_until(c, got, "\r\n0\r\n\r\n");
+    CHECK(count(got, "4\r\ntwo!\r\n186a0\r\n" + std::string(100000, 'z') + "\r\n0\r\n\r\n") == 1);
+
+    // The same connection serves the next request: a fixed length.
+    got.clear();
+    REQUIRE(c.write_all("GET /fixed HTTP/1.1\r\nHost: x\r\n\r\n").ok());
+    read_until(c, got, "abcdef");
+    CHECK(count(got, "Content-Length: 6\r\n") == 1);
+    CHECK(count(got, "Transfer-Encoding") == 0);
+    CHECK(count(got, "\r\n\r\nabcdef") == 1);
+
+    std::string r = send_recv(ts, "GET /over HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    CHECK(over_status.load() == static_cast<int>(absl::StatusCode::kInvalidArgument));
+    CHECK(count(r, "\r\n\r\nab") == 1);
+    // Short of its Content-Length: the close tells the client.
+    r = send_recv(ts, "GET /short HTTP/1.1\r\nHost: x\r\n\r\n");
+    CHECK(short_status.load() == static_cast<int>(absl::StatusCode::kFailedPrecondition));
+    CHECK(count(r, "Content-Length: 5\r\n") == 1);
+    CHECK(r.size() >= 2);
+    CHECK(r.substr(r.size() - 6) == "\r\n\r\nab");
+    // HTTP/1.0: no chunked coding; the close ends the body.
+    r = send_recv(ts, "GET /stream HTTP/1.0\r\n\r\n");
+    CHECK(count(r, "Transfer-Encoding") == 0);
+    CHECK(count(r, "Connection: close\r\n") == 1);
+    CHECK(count(r, "\r\n\r\nonetwo!" + std::string(100000, 'z')) == 1);
+    // HEAD: the head alone.
+    r = send_recv(ts, "HEAD /stream HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    CHECK(count(r, "HTTP/1.1 200 OK\r\n") == 1);
+    CHECK(count(r, "one") == 0);
+  });
+}
+
+TEST_CASE("streaming: a request body read piece by piece, chunked or not, with its limit") {
+  auto rt = *Runtime::create({.workers = 2});
+  rt->block_on([] {
+    ServerOptions opts;
+    opts.max_body_bytes = 300000;
+    std::atomic<int> limit_status{-1};
+    TestServer ts(opts, [&](const RequestHead& req, BodyReader& body, ResponseWriter& out) {
+      uint64_t n = 0, sum = 0, reads = 0;
+      std::vector<char> buf(7000);
+      for (;;) {
+        auto r = body.read(buf);
+        if (!r.ok()) {
+          limit_status = static_cast<int>(r.status().code());
+          CHECK(body.read(buf).status() == r.status());  // sticky
+          return;  // no begin(): the server answers for the body's error
+        }
+        if (*r == 0) break;
+        ++reads;
+        for (size_t i = 0; i < *r; ++i) sum += static_cast<unsigned char>(buf[i]);
+        n += *r;
+      }
+      CHECK(body.read(buf).value() == 0);
+      ResponseHead head = response_head(bhttp::status::ok, req.version());
+      REQUIRE(out.begin(std::move(head)).ok());
+      REQUIRE(out.write(std::to_string(n) + " " + std::to_string(sum) + " " + std::to_string(reads > 1)).ok());
+    });
+    // 250,000 bytes in chunks of 1..9,999 bytes.
+    std::string chunked, plain;
+    uint64_t sum = 0;
+    uint32_t x = 7;
+    while (plain.size() < 250000) {
+      x = x * 1103515245u + 12345u;
+      size_t len = std::min<size_t>(1 + (x >> 8) % 9999, 250000 - plain.size());
+      std::string piece;
+      for (size_t i = 0; i < len; ++i) piece.push_back(static_cast<char>('a' + (plain.size() + i) % 26));
+      char hex[16];
+      std::snprintf(hex, sizeof hex, "%zx", len);
+      chunked += std::string(hex) + "\r\n" + piece + "\r\n";
+      plain += piece;
+    }
+    for (char ch : plain) sum += static_cast<unsigned char>(ch);
+    chunked += "0\r\n\r\n";
+    const std::string want = "250000 " + std::to_string(sum) + " 1";
+    net::TcpStream c = connect(ts);
+    REQUIRE(c.write_all("POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked).ok());
+    std::string got;
+    read_until(c, got, "\r\n0\r\n\r\n");
+    CHECK(count(got, want) == 1);
+    // Content-Length, on the same connection, with 100-continue.
+    got.clear();
+    REQUIRE(c.write_all("POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 250000\r\nExpect: 100-continue\r\n\r\n").ok());
+    read_until(c, got, "100 Continue\r\n\r\n");
+    CHECK(got == "HTTP/1.1 100 Continue\r\n\r\n");
+    REQUIRE(c.write_all(plain).ok());
+    got.clear();
+    read_until(c, got, "\r\n0\r\n\r\n");
+    CHECK(count(got, want) == 1);
+    // A Content-Length past max_body_bytes: 413 before the handler runs.
+    std::string big(320000, 'q');
+    std::string r = send_recv(ts, "POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 320000\r\n\r\n" + big);
+    CHECK(starts_with(r, "HTTP/1.1 413 "));
+    CHECK(limit_status.load() == -1);
+    // A chunked body that grows past it: the handler's read fails, the
+    // server answers 413 and closes.
+    r = send_recv(ts, "POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                      "4e200\r\n" + big + "\r\n0\r\n\r\n");
+    CHECK(starts_with(r, "HTTP/1.1 413 "));
+    CHECK(limit_status.load() == static_cast<int>(absl::StatusCode::kResourceExhausted));
+  });
+}
+
+TEST_CASE("streaming: a handler that never begins gets 500; one that throws mid-body is cut off") {
+  auto rt = *Runtime::create({.workers = 2});
+  rt->block_on([] {
+    TestServer ts({}, [](const RequestHead& req, BodyReader&, ResponseWriter& out) {
+      if (req.target() == "/nothing") return;
+      REQUIRE(out.begin(response_head(bhttp::status::ok)).ok());
+      REQUIRE(out.write("partial").ok());
+      if (req.target() == "/throw") throw std::runtime_error("mid-body");
+      if (req.target() == "/unread") return;  // finished by the server
+    });
+    std::string r = send_recv(ts, "GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n");
+    CHECK(starts_with(r, "HTTP/1.1 500 "));
+    r = send_recv(ts, "GET /throw HTTP/1.1\r\nHost: x\r\n\r\n");
+    CHECK(count(r, "7\r\npartial\r\n") == 1);
+    CHECK(count(r, "0\r\n\r\n") == 0);  // no last chunk: the client sees a cut body
+    // A body left unread: the response is finished, then the connection closes.
+    r = send_recv(ts, "POST /unread HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
+                      "GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n");
+    CHECK(count(r, "7\r\npartial\r\n0\r\n\r\n") == 1);
+    CHECK(count(r, "HTTP/1.1 ") == 1);
+    // A field that would split the response is refused before anything is sent.
+  });
+}
+
+TEST_CASE("streaming: a field with CR or LF is refused by begin()") {
+  auto rt = *Runtime::create({.workers = 1});
+  rt->block_on([] {
+    std::atomic<int> st{-1};
+    TestServer ts({}, [&](const RequestHead&, BodyReader&, ResponseWriter& out) {
+      ResponseHead head = response_head(bhttp::status::ok);
+      head.set("X-Bad", "a\r\nSet-Cookie: evil=1");
+      st = static_cast<int>(out.begin(std::move(head)).code());
+      CHECK(!out.begun());
+    });
+    std::string r = send_recv(ts, "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    CHECK(st.load() == static_cast<int>(absl::StatusCode::kInvalidArgument));
+    CHECK(starts_with(r, "HTTP/1.1 500 "));
+    CHECK(count(r, "evil") == 0);
   });
 }
 

@@ -36,8 +36,30 @@
 //   3. Re-arm the deadlines on w, then wake every parked fiber to retry
 //      (at worst one EAGAIN each). Bytes never leave the kernel buffers.
 //   If w refuses the registration, the socket goes back to the old owner.
+//
+// # Select readiness (net/select.h: readable(s), writable(s))
+//   An edge says "something changed", not "a call will not wait now": its
+//   bytes may already have been read (the edge is dispatched late), so a
+//   select case is decided by the level, poll(2), never by an edge alone.
+//   1. Poll: the case holds the socket (like an io() call, so close()
+//      waits for it) and asks poll(2); ready, closed or past the
+//      direction's deadline completes the select at once. A writable case
+//      first registers EPOLLOUT (the socket starts read-only).
+//   2. Arm, under lock_: the same three checks again, then queue the
+//      case's waiter on the direction's list. An edge after this point
+//      finds the waiter; one before it is seen by the level check.
+//   3. An edge (on_io_events) or a migration wakes d's plain waiters as
+//      before; a select waiter is woken only if poll(2) says d is ready
+//      now, and only if it wins its select. Otherwise it stays queued
+//      (not ready) or is dropped (another case won). If no waiter at all
+//      was woken, d keeps its ready token, so a plain waiter queued after
+//      a select waiter never loses the edge to it. close() and an expired
+//      deadline wake every waiter: a select case then reports that state.
+//   4. Disarm under lock_, then release the hold (which lets a close()
+//      that woke the case finish).
 #include "net/internal/socket_core.h"
 
+#include <poll.h>
 #include <sched.h>
 #include <unistd.h>
 
@@ -110,6 +132,84 @@ absl::Status SocketCore::wait(Dir d, int64_t op_deadline, const char* what) {
   return absl::DeadlineExceededError(std::string(kind_) + "::" + what + ": timed out");
 }
 
+bool SocketCore::level_ready(Dir d) const {
+  pollfd p{};
+  p.fd = fd_;
+  p.events = d == Dir::kRead ? (POLLIN | POLLPRI | POLLRDHUP) : POLLOUT;
+  int n;
+  do {
+    n = ::poll(&p, 1, 0);
+  } while (n < 0 && errno == EINTR);
+  // A failed poll(2) says nothing; treat it as ready so the caller's next
+  // call reports the error instead of waiting.
+  return n != 0;
+}
+
+void SocketCore::wake_dir(int i, WakeSet& wake) {
+  // Select readiness step 3.
+  bool woke = false;
+  int level = -1;  // poll(2) asked at most once per wake-up, and only for a select waiter
+  for (Waiter* w = waiters_[i].front(); w != nullptr;) {
+    Waiter* next = w->next;
+    if (w->group() != nullptr) {
+      if (level < 0) level = level_ready(static_cast<Dir>(i)) ? 1 : 0;
+      if (level == 0) {
+        w = next;
+        continue;
+      }
+    }
+    waiters_[i].remove(w);
+    if (w->try_win()) {
+      wake.add(w);
+      woke = true;
+    }
+    w = next;
+  }
+  if (!woke) ready_[i] = true;
+}
+
+bool SocketCore::select_poll(Dir d, absl::Status* out) {
+  // Select readiness step 1.
+  const int i = static_cast<int>(d);
+  if (d == Dir::kWrite && !write_interest_.load(std::memory_order_acquire) && !level_ready(d)) {
+    absl::Status st = ensure_write_interest();
+    if (!st.ok()) {
+      *out = std::move(st);
+      return true;
+    }
+  }
+  if (closed() || expired_[i].load(std::memory_order_acquire) || level_ready(d)) {
+    *out = select_result(d, d == Dir::kRead ? "readable" : "writable");
+    return true;
+  }
+  return false;
+}
+
+SocketCore::SelectArm SocketCore::select_arm(Dir d, Waiter& w) {
+  // Select readiness step 2.
+  const int i = static_cast<int>(d);
+  std::lock_guard<SpinLock> g(lock_);
+  if (closed() || expired_[i].load(std::memory_order_relaxed) || level_ready(d)) {
+    return w.try_win() ? SelectArm::kDone : SelectArm::kLost;
+  }
+  waiters_[i].push_back(&w);
+  return SelectArm::kQueued;
+}
+
+void SocketCore::select_disarm(Dir d, Waiter& w) {
+  // Select readiness step 4 (the hold is released by the case).
+  std::lock_guard<SpinLock> g(lock_);
+  waiters_[static_cast<int>(d)].remove(&w);
+}
+
+absl::Status SocketCore::select_result(Dir d, const char* what) const {
+  if (closed()) return closed_status(what);
+  if (expired_[static_cast<int>(d)].load(std::memory_order_acquire)) {
+    return absl::DeadlineExceededError(std::string(kind_) + "::" + what + ": deadline passed");
+  }
+  return absl::OkStatus();
+}
+
 void SocketCore::on_io_events(uint32_t events) {
   WakeSet wake;
   auto signal = [&](int i) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_) {
@@ -117,7 +217,7 @@ void SocketCore::on_io_events(uint32_t events) {
       ready_[i] = true;
       return;
     }
-    wake.add_all(waiters_[i]);
+    wake_dir(i, wake);
   };
   {
     std::lock_guard<SpinLock> g(lock_);
@@ -256,11 +356,7 @@ absl::Status SocketCore::migrate_to(int w) {
     std::lock_guard<SpinLock> g(lock_);
     for (int i = 0; i < 2; ++i) {
       deadlines[i] = expired_[i].load(std::memory_order_relaxed) ? -1 : deadline_[i];
-      if (waiters_[i].empty()) {
-        ready_[i] = true;
-      } else {
-        wake.add_all(waiters_[i]);
-      }
+      wake_dir(i, wake);
     }
   }
   wake.schedule_all();

@@ -134,6 +134,28 @@ class SocketCore final : public IoSource {
     SocketCore* s_;
   };
 
+  // Select cases (net/select.h: readable(), writable()); the protocol is
+  // "Select readiness" in socket_core.cc.
+  // select_hold() keeps the socket open while a select waits on it, as an
+  // io() call does (close() wakes the case, then waits for the release);
+  // false if it is closed. select_release() ends the hold.
+  bool select_hold() { return acquire(); }
+  void select_release() { release(); }
+  // select_poll() is step 1: true (with *out) if a call in direction `d`
+  // would not wait now. A writable case registers EPOLLOUT here, the one
+  // step that may suspend. Needs a hold.
+  bool select_poll(Dir d, absl::Status* out);
+  // select_arm() is step 2: under lock_, either queues w on d (kQueued),
+  // or finds d ready and tries to win w's select (kDone: won; kLost).
+  enum class SelectArm { kDone, kQueued, kLost };
+  SelectArm select_arm(Dir d, Waiter& w);
+  // select_disarm() takes w off d's list (no-op if a waker took it).
+  void select_disarm(Dir d, Waiter& w);
+  // select_result() is what a won case reports: OK (a call in d will not
+  // wait), kFailedPrecondition once closed, kDeadlineExceeded once d's
+  // deadline has passed. `what` names the case in the message.
+  absl::Status select_result(Dir d, const char* what) const;
+
   // IoSource: run on the owning worker.
   void on_io_events(uint32_t events) override;
   void on_io_timeout(int index) override;
@@ -164,6 +186,14 @@ class SocketCore final : public IoSource {
   }
   void release_closed();
   void lock_control_no_throw() ABSL_EXCLUSIVE_LOCK_FUNCTION(ctl_);
+  // level_ready() is poll(2) on the fd for direction d: true if a call
+  // would not wait (data, room, end of stream, error, hang-up).
+  bool level_ready(Dir d) const;
+  // wake_dir() wakes d's waiters after a readiness edge or a migration:
+  // every plain waiter, and every select case whose direction is ready by
+  // level (one that is not stays queued: the edge was stale). If nobody
+  // was woken, d keeps a ready token for the next wait().
+  void wake_dir(int i, WakeSet& wake) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
   absl::Status closed_status(const char* what) const;
 
   Scheduler* const sched_;

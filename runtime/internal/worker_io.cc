@@ -231,7 +231,10 @@ void Worker::handle_io_message(IoMessage* m) {
       break;
   }
   if (m->done != nullptr) {
-    m->done->set(status, token);
+    // Moved, not copied: a copy would leave this worker dropping the last
+    // reference to an error's payload after the waiter has read it, through
+    // a reference count TSan cannot see (abseil is not instrumented here).
+    m->done->set(std::move(status), token);
   } else {
     delete m;
   }

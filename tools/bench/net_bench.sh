@@ -22,6 +22,11 @@
 #         and 1000 connections, pinned, both --workers 1.
 #   resp  redis-server                  vs  weft resp_server,  load:
 #         redis-benchmark -t ping_inline,set,get -c 50 -q, pinned.
+#   https nginx (one process, TLS, return 200 "Hello, World!\n")  vs
+#         weft http_hello --tls-cert/--tls-key, the same certificate
+#         (ECDSA P-256, made per run) and OpenSSL's default TLS 1.3 suite
+#         on both; load: wrk -t1 --latency over https, at 100 and 1000
+#         connections, pinned, both on one CPU (weft --workers 1).
 # A weft example that is not built yet is reported as skipped; the baseline
 # still runs.
 #
@@ -30,7 +35,7 @@
 #   --warmup SECS     unmeasured seconds before each run (NET_BENCH_WARMUP, 1)
 #   --rounds N        runs of each side per row, median shown (NET_BENCH_ROUNDS, 3)
 #   --long            --duration 30, and 10x the redis-benchmark requests
-#   --sections LIST   comma-separated subset of echo,http,http_server,resp (all)
+#   --sections LIST   comma-separated subset of echo,http,http_server,resp,https (all)
 #   --no-build        use the binaries as they are; do not run bazel
 # Environment:
 #   NET_BENCH_CONNECTIONS      connection counts for echo and http ("100 1000")
@@ -57,7 +62,7 @@ warmup=${NET_BENCH_WARMUP:-1}
 rounds=${NET_BENCH_ROUNDS:-3}
 redis_requests=${NET_BENCH_REDIS_REQUESTS:-200000}
 connections=${NET_BENCH_CONNECTIONS:-100 1000}
-sections=echo,http,http_server,resp
+sections=echo,http,http_server,resp,https
 build=1
 server_cpu=${SERVER_CPU:-0}
 client_cpu=${CLIENT_CPU:-1}
@@ -352,7 +357,16 @@ http_run() {
   shift
   res_rate=FAIL res_p99=-
   start_server "$server_cpu" "$@" || return 0
-  local url=http://127.0.0.1:$server_port/ out=$tmp/wrk.out rc=0
+  wrk_run "$conns" "http://127.0.0.1:$server_port/" "$1"
+}
+
+# wrk_run CONNS URL NAME: loads the server started last (server_pid) with
+# wrk, then stops it; sets res_rate (req/s, or FAIL) and res_p99 (us).
+wrk_run() {
+  local conns=$1 url=$2
+  shift 2
+  res_rate=FAIL res_p99=-
+  local out=$tmp/wrk.out rc=0
   if ((warmup > 0)); then
     run_client "$client_cpu" $((warmup + 60)) "$out" wrk -t1 -c"$conns" -d"${warmup}s" "$url" || rc=$?
   fi
@@ -434,6 +448,103 @@ if want http_server; then
     fi
   else
     echo "http_server section skipped: wrk is not installed"
+  fi
+fi
+
+# ---- https -----------------------------------------------------------------
+
+# start_nginx CERT KEY: nginx in the foreground (no master process, one
+# worker) on a free port, pinned, serving the hello body over TLS; sets
+# server_pid and server_port.
+start_nginx() {
+  pin "$server_cpu"
+  local cert=$1 key=$2 port conf=$tmp/nginx.conf
+  mkdir -p "$tmp/nginx"
+  for _ in 1 2 3 4 5; do
+    port=$((20000 + RANDOM % 10000))  # below the ephemeral range, as for redis
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then continue; fi  # in use
+    cat >"$conf" <<EOF
+daemon off;
+master_process off;
+worker_processes 1;
+pid $tmp/nginx/nginx.pid;
+error_log $tmp/nginx/error.log;
+events { worker_connections 8192; }
+http {
+  access_log off;
+  client_body_temp_path $tmp/nginx/body;
+  proxy_temp_path $tmp/nginx/proxy;
+  fastcgi_temp_path $tmp/nginx/fastcgi;
+  uwsgi_temp_path $tmp/nginx/uwsgi;
+  scgi_temp_path $tmp/nginx/scgi;
+  keepalive_requests 100000000;
+  server {
+    listen 127.0.0.1:$port ssl;
+    ssl_certificate $cert;
+    ssl_certificate_key $key;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    location / { default_type text/plain; return 200 "Hello, World!\n"; }
+  }
+}
+EOF
+    "${pin_cmd[@]}" nginx -e "$tmp/nginx/error.log" -p "$tmp/nginx" -c "$conf" >"$tmp/nginx.out" 2>&1 </dev/null &
+    server_pid=$!
+    pids+=("$server_pid")
+    local deadline=$((SECONDS + 10))
+    while alive "$server_pid" && ((SECONDS < deadline)); do
+      if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+        server_port=$port
+        return 0
+      fi
+      sleep 0.05
+    done
+    echo "net_bench: nginx on port $port did not start:" >&2
+    tail -n 5 "$tmp/nginx/error.log" "$tmp/nginx.out" 2>/dev/null | sed 's/^/    /' >&2
+    stop "$server_pid" || true
+  done
+  return 1
+}
+
+if want https; then
+  echo
+  echo "## https: nginx vs weft http_hello over TLS (same certificate), wrk -t1 --latency, pinned"
+  if ensure_tool wrk wrk && ensure_tool nginx nginx-light && ensure_tool openssl openssl; then
+    if [[ ! -x $weft_http ]]; then
+      echo "https section skipped: $weft_http is not built"
+      failed=1
+    elif ! openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+        -subj /CN=127.0.0.1 -keyout "$tmp/key.pem" -out "$tmp/cert.pem" >"$tmp/openssl.log" 2>&1; then
+      echo "net_bench: openssl could not make a certificate:" >&2
+      sed 's/^/    /' "$tmp/openssl.log" >&2
+      failed=1
+    else
+      echo
+      echo "| conns | nginx req/s | nginx p99 us | weft req/s | weft p99 us | weft/nginx req/s | weft/nginx p99 |"
+      echo "|---|---|---|---|---|---|---|"
+      for conns in $connections; do
+        nr=() np=() wr=() wp=()
+        for ((round = 0; round < rounds; round++)); do
+          res_rate=FAIL res_p99=-
+          if start_nginx "$tmp/cert.pem" "$tmp/key.pem"; then
+            wrk_run "$conns" "https://127.0.0.1:$server_port/" nginx
+          fi
+          nr+=("$res_rate") np+=("$res_p99")
+          res_rate=FAIL res_p99=-
+          if start_server "$server_cpu" "$weft_http" --host 127.0.0.1 --port 0 --workers 1 \
+              --tls-cert "$tmp/cert.pem" --tls-key "$tmp/key.pem"; then
+            wrk_run "$conns" "https://127.0.0.1:$server_port/" "$weft_http"
+          fi
+          wr+=("$res_rate") wp+=("$res_p99")
+        done
+        n_rate=$(median "${nr[@]}") n_p99=$(median "${np[@]}")
+        w_rate=$(median "${wr[@]}") w_p99=$(median "${wp[@]}")
+        [[ $n_rate == FAIL || $w_rate == FAIL ]] && failed=1
+        printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$conns" "$n_rate" "${n_p99:--}" \
+          "$w_rate" "${w_p99:--}" "$(ratio "$w_rate" "$n_rate")" "$(ratio "$w_p99" "$n_p99")"
+      done
+    fi
+  else
+    echo "https section skipped: wrk, nginx or openssl is missing"
   fi
 fi
 

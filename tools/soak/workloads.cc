@@ -594,8 +594,9 @@ void run_tcp(WorkloadContext& ctx) {
     ctx.count(static_cast<uint64_t>(clients));
     ctx.round_done();
   }
-  (void)listener->close();
+  acceptor.abort();  // not close(): see run_udp
   acceptor.join();
+  (void)listener->close();
   echoed.close();
   SOAK_CHECK(ctx, echoed.size() == 0, "servers reported more connections than clients made");
 }
@@ -626,6 +627,7 @@ void run_udp(WorkloadContext& ctx) {
       ++n;
       if (erng() % 16 == 0) {
         absl::Status m = b->migrate_to(static_cast<int>(erng() % static_cast<uint64_t>(workers)));
+        if (m.code() == absl::StatusCode::kCancelled) return n;
         SOAK_CHECK(ctx, m.ok(), "udp echo migrate_to: %s", status_text(m).c_str());
       }
     }
@@ -661,8 +663,12 @@ void run_udp(WorkloadContext& ctx) {
     ctx.count(static_cast<uint64_t>(n));
     ctx.round_done();
   }
-  (void)b->close();  // wakes the echo fiber with kCancelled
+  // Cancelled, not closed: a close lands wherever the echo fiber is, and
+  // if that is between two reads its next read finds the socket closed.
+  // A cancellation is sticky, so the next (or current) wait returns it.
+  echo.abort();
   uint64_t echoed = echo.join();
+  (void)b->close();
   SOAK_CHECK(ctx, echoed == sent, "udp: %llu datagrams echoed, %llu sent", static_cast<unsigned long long>(echoed),
              static_cast<unsigned long long>(sent));
   (void)a->close();

@@ -1,0 +1,298 @@
+// uring_benchmark: should weft serve file calls from io_uring instead of
+// its blocking pool? This measures io_uring's best case, one plain thread
+// driving one ring with many requests in flight (no fiber hand-off at all),
+// against what weft does today (fibers whose file calls run on the blocking
+// pool), on the two workloads of fs_benchmark, in the same run:
+//
+//   1. Reading 3 files of 64 MiB (--mib) with a cold page cache: 3 fibers
+//      on fs::File::read (1 MiB reads) versus one ring with --depth 1 MiB
+//      reads in flight per file. Printed as the ring's time over the
+//      fibers' time (below 1: the ring is faster).
+//   2. --stats stats of 2,000 small files (page cache warm): 64 fibers on
+//      fs::stat versus one ring with 64 statx in flight, and a plain loop
+//      of stat(2) as the floor. Printed as ns per stat and the same ratio.
+//
+// A ring inside weft would cost more than this ceiling (a worker submits
+// for its fibers and wakes them on completion), so if the ceiling does not
+// beat the pool clearly, a ring per worker is not worth its complexity.
+//
+//   bazel run -c opt //tools/bench:uring_benchmark -- [--dir=/var/tmp] [--mib=64] [--runs=3]
+#include <fcntl.h>
+#include <liburing.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "fs/fs.h"
+#include "runtime/runtime.h"
+#include "tools/bench/bench_util.h"
+
+namespace {
+
+using weft::bench::now_ns;
+
+std::string flag_str(int argc, char** argv, const std::string& name, const std::string& def) {
+  std::string prefix = "--" + name + "=";
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a.rfind(prefix, 0) == 0) return a.substr(prefix.size());
+  }
+  return def;
+}
+
+[[noreturn]] void die(const char* what, int err) {
+  std::fprintf(stderr, "uring_benchmark: %s: %s\n", what, std::strerror(err));
+  std::exit(1);
+}
+
+void drop_cache(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  ::fdatasync(fd);
+  ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+  ::close(fd);
+}
+
+constexpr size_t kChunk = 1 << 20;
+
+// Reads every file whole through one ring, `depth` reads in flight per file.
+uint64_t ring_read(io_uring* ring, const std::vector<std::string>& files, int depth) {
+  struct Slot {
+    int file;
+    uint64_t off;
+    std::unique_ptr<char[]> buf;
+  };
+  std::vector<int> fds;
+  std::vector<uint64_t> sizes, next;
+  for (auto& f : files) {
+    int fd = ::open(f.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) die("open", errno);
+    struct stat st;
+    ::fstat(fd, &st);
+    fds.push_back(fd);
+    sizes.push_back(static_cast<uint64_t>(st.st_size));
+    next.push_back(0);
+  }
+  std::vector<Slot> slots(files.size() * static_cast<size_t>(depth));
+  uint64_t total = 0;
+  int inflight = 0;
+  auto issue = [&](size_t s) {
+    Slot& sl = slots[s];
+    if (next[sl.file] >= sizes[sl.file]) return;
+    sl.off = next[sl.file];
+    next[sl.file] += kChunk;
+    io_uring_sqe* sqe = io_uring_get_sqe(ring);
+    io_uring_prep_read(sqe, fds[sl.file], sl.buf.get(), kChunk, sl.off);
+    io_uring_sqe_set_data64(sqe, s);
+    ++inflight;
+  };
+  for (size_t s = 0; s < slots.size(); ++s) {
+    slots[s].file = static_cast<int>(s % files.size());
+    slots[s].buf = std::make_unique<char[]>(kChunk);
+    issue(s);
+  }
+  while (inflight > 0) {
+    io_uring_submit(ring);
+    io_uring_cqe* cqe;
+    int rc = io_uring_wait_cqe(ring, &cqe);
+    if (rc < 0) die("io_uring_wait_cqe", -rc);
+    unsigned head;
+    unsigned seen = 0;
+    std::vector<size_t> again;
+    io_uring_for_each_cqe(ring, head, cqe) {
+      if (cqe->res < 0) die("ring read", -cqe->res);
+      total += static_cast<uint64_t>(cqe->res);
+      again.push_back(static_cast<size_t>(io_uring_cqe_get_data64(cqe)));
+      ++seen;
+    }
+    io_uring_cq_advance(ring, seen);
+    inflight -= static_cast<int>(seen);
+    for (size_t s : again) issue(s);
+  }
+  for (int fd : fds) ::close(fd);
+  return total;
+}
+
+// stats `n` paths through one ring, `depth` statx in flight.
+uint64_t ring_stats(io_uring* ring, const std::vector<std::string>& paths, int64_t n, int depth) {
+  std::vector<struct statx> bufs(static_cast<size_t>(depth));
+  int64_t issued = 0, done = 0;
+  uint64_t sum = 0;
+  auto issue = [&](size_t slot) {
+    if (issued >= n) return;
+    io_uring_sqe* sqe = io_uring_get_sqe(ring);
+    io_uring_prep_statx(sqe, AT_FDCWD, paths[static_cast<size_t>(issued % static_cast<int64_t>(paths.size()))].c_str(),
+                        0, STATX_SIZE, &bufs[slot]);
+    io_uring_sqe_set_data64(sqe, slot);
+    ++issued;
+  };
+  for (int s = 0; s < depth; ++s) issue(static_cast<size_t>(s));
+  while (done < n) {
+    io_uring_submit(ring);
+    io_uring_cqe* cqe;
+    int rc = io_uring_wait_cqe(ring, &cqe);
+    if (rc < 0) die("io_uring_wait_cqe", -rc);
+    unsigned head;
+    unsigned seen = 0;
+    std::vector<size_t> again;
+    io_uring_for_each_cqe(ring, head, cqe) {
+      if (cqe->res < 0) die("ring statx", -cqe->res);
+      size_t slot = static_cast<size_t>(io_uring_cqe_get_data64(cqe));
+      sum += bufs[slot].stx_size;
+      again.push_back(slot);
+      ++seen;
+    }
+    io_uring_cq_advance(ring, seen);
+    done += seen;
+    for (size_t s : again) issue(s);
+  }
+  return sum;
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string base = flag_str(argc, argv, "dir", "/var/tmp");
+  int64_t mib = weft::bench::flag(argc, argv, "mib", 64);
+  int64_t runs = weft::bench::flag(argc, argv, "runs", 3);
+  int64_t stats = weft::bench::flag(argc, argv, "stats", 100000);
+  int64_t depth = weft::bench::flag(argc, argv, "depth", 4);
+  io_uring ring;
+  if (int rc = io_uring_queue_init(256, &ring, 0); rc < 0) {
+    std::printf("io_uring is not available here (%s): nothing to compare\n", std::strerror(-rc));
+    return 0;
+  }
+  std::string templ = base + "/weft_uring_bench.XXXXXX";
+  if (::mkdtemp(templ.data()) == nullptr) die("mkdtemp", errno);
+  std::string dir = templ;
+  auto rt = *weft::Runtime::create({.workers = 2});
+  std::vector<std::string> files;
+  const uint64_t want = 3 * (static_cast<uint64_t>(mib) << 20);
+  rt->block_on([&] {
+    std::string data(static_cast<size_t>(mib) << 20, '\0');
+    for (size_t i = 0; i < data.size(); i += 4096) data[i] = static_cast<char>(i >> 12);
+    for (int i = 0; i < 3; ++i) {
+      files.push_back(dir + "/big" + std::to_string(i));
+      if (!weft::fs::write_file(files.back(), data, {.sync = true}).ok()) std::abort();
+    }
+  });
+
+  // 1. Cold reads; the order of the two sides alternates between runs.
+  std::vector<double> read_ratios;
+  for (int64_t r = 0; r < runs; ++r) {
+    double fib = 0, ring_ms = 0;
+    for (int side = 0; side < 2; ++side) {
+      const bool do_ring = (side == 0) == (r % 2 == 0);
+      for (auto& f : files) drop_cache(f);
+      int64_t t0 = now_ns();
+      uint64_t total;
+      if (do_ring) {
+        total = ring_read(&ring, files, static_cast<int>(depth));
+      } else {
+        total = rt->block_on([&] {
+          std::vector<weft::JoinHandle<uint64_t>> hs;
+          for (auto& f : files) {
+            hs.push_back(weft::spawn([&f] {
+              auto file = weft::fs::File::open(f);
+              if (!file.ok()) std::abort();
+              auto b = std::make_unique<char[]>(kChunk);
+              uint64_t n = 0;
+              for (;;) {
+                auto got = file->read(std::span<char>(b.get(), kChunk));
+                if (!got.ok()) std::abort();
+                if (*got == 0) break;
+                n += *got;
+              }
+              return n;
+            }));
+          }
+          uint64_t t = 0;
+          for (auto& h : hs) t += h.join();
+          return t;
+        });
+      }
+      double ms = static_cast<double>(now_ns() - t0) / 1e6;
+      if (total != want) std::abort();
+      (do_ring ? ring_ms : fib) = ms;
+    }
+    std::printf("run %lld: cold read 3 x %lld MiB: 3 fibers on the pool %.1f ms, one ring (%lld in flight per file) %.1f ms: ring/pool %.2f\n",
+                static_cast<long long>(r + 1), static_cast<long long>(mib), fib,
+                static_cast<long long>(depth), ring_ms, ring_ms / fib);
+    read_ratios.push_back(ring_ms / fib);
+  }
+  std::printf("cold read: median ring/pool over %lld runs %.2f\n", static_cast<long long>(runs),
+              median(read_ratios));
+
+  // 2. Small-file stats.
+  constexpr int kFiles = 2000;
+  constexpr int kFibers = 64;
+  std::vector<std::string> small;
+  for (int i = 0; i < kFiles; ++i) {
+    small.push_back(dir + "/s" + std::to_string(i));
+    int fd = ::open(small.back().c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0 || ::write(fd, "x", 1) != 1) std::abort();
+    ::close(fd);
+  }
+  std::vector<double> stat_ratios;
+  for (int64_t r = 0; r < runs; ++r) {
+    int64_t t0 = now_ns();
+    uint64_t sum = 0;
+    for (int64_t i = 0; i < stats; ++i) {
+      struct stat st;
+      if (::stat(small[static_cast<size_t>(i % kFiles)].c_str(), &st) != 0) std::abort();
+      sum += static_cast<uint64_t>(st.st_size);
+    }
+    double plain_ns = static_cast<double>(now_ns() - t0) / static_cast<double>(stats);
+    double fib_ns = 0, ring_ns = 0;
+    for (int side = 0; side < 2; ++side) {
+      const bool do_ring = (side == 0) == (r % 2 == 0);
+      t0 = now_ns();
+      uint64_t got;
+      if (do_ring) {
+        got = ring_stats(&ring, small, stats, kFibers);
+      } else {
+        got = rt->block_on([&] {
+          std::vector<weft::JoinHandle<uint64_t>> hs;
+          for (int f = 0; f < kFibers; ++f) {
+            hs.push_back(weft::spawn([&, f] {
+              uint64_t s = 0;
+              for (int64_t i = f; i < stats; i += kFibers) {
+                auto st = weft::fs::stat(small[static_cast<size_t>(i % kFiles)]);
+                if (!st.ok()) std::abort();
+                s += st->size;
+              }
+              return s;
+            }));
+          }
+          uint64_t t = 0;
+          for (auto& h : hs) t += h.join();
+          return t;
+        });
+      }
+      double ns = static_cast<double>(now_ns() - t0) / static_cast<double>(stats);
+      if (got != sum) std::abort();
+      (do_ring ? ring_ns : fib_ns) = ns;
+    }
+    std::printf("run %lld: %lld stats: plain loop %.0f ns/stat, %d fibers on the pool %.0f ns/stat, one ring (%d in flight) %.0f ns/stat: ring/pool %.2f\n",
+                static_cast<long long>(r + 1), static_cast<long long>(stats), plain_ns, kFibers, fib_ns,
+                kFibers, ring_ns, ring_ns / fib_ns);
+    stat_ratios.push_back(ring_ns / fib_ns);
+  }
+  std::printf("stats: median ring/pool over %lld runs %.2f\n", static_cast<long long>(runs),
+              median(stat_ratios));
+  io_uring_queue_exit(&ring);
+  rt->block_on([&] { (void)weft::fs::remove_all(dir); });
+  return 0;
+}
