@@ -240,20 +240,18 @@ TEST_CASE("shutdown(grace) ends a read that waits on a socket") {
 // the gate: a resolve() queued behind it is as slow as a stuck DNS server,
 // without needing one.
 TEST_CASE("resolve() is cancelled promptly while its lookup waits behind a busy resolver lane") {
-  const BlockingPoolOptions saved = blocking_pool_options();
-  BlockingPoolOptions o = saved;
-  o.max_resolve_threads = 1;
-  REQUIRE(configure_blocking_pool(o).ok());
-  REQUIRE(eventually([] { return blocking_pool_stats().lane(BlockingLane::kResolve).threads <= 1; }));
+  auto rt = *Runtime::create({.workers = 2, .blocking = {.max_resolve_threads = 1}});
+  auto resolve_lane = [&rt] { return rt->stats().blocking.lane(BlockingLane::kResolve); };
   auto gate = std::make_shared<std::atomic<int>>(0);  // 1: entered, 2: open
-  auto blocker = spawn_blocking(BlockingLane::kResolve, [gate] {
-    gate->store(1);
-    while (gate->load() != 2) ::usleep(200);
-    return 0;
+  auto blocker = rt->block_on([gate] {
+    return spawn_blocking(BlockingLane::kResolve, [gate] {
+      gate->store(1);
+      while (gate->load() != 2) ::usleep(200);
+      return 0;
+    });
   });
   REQUIRE(eventually([&] { return gate->load() == 1; }));
 
-  auto rt = *Runtime::create({.workers = 2});
   CancellationToken t;
   auto h = rt->spawn(
       [] {
@@ -262,7 +260,7 @@ TEST_CASE("resolve() is cancelled promptly while its lookup waits behind a busy 
         return std::make_pair(s.code(), absl::Now() - start);
       },
       {.token = t});
-  REQUIRE(eventually([] { return blocking_pool_stats().lane(BlockingLane::kResolve).queued == 1; }));
+  REQUIRE(eventually([&] { return resolve_lane().queued == 1; }));
   ::usleep(20000);
   t.cancel();
   auto [code, took] = h.join();
@@ -281,12 +279,14 @@ TEST_CASE("resolve() is cancelled promptly while its lookup waits behind a busy 
 
   gate->store(2);
   CHECK(blocker.join() == 0);
-  REQUIRE(eventually([] { return blocking_pool_stats().lane(BlockingLane::kResolve).queued == 0; }));
+  // The two cancelled lookups were dropped, never run.
+  REQUIRE(eventually([&] { return resolve_lane().queued == 0 && resolve_lane().calls_dropped == 2; }));
+  CHECK(resolve_lane().calls_served == 1);  // the blocker
   rt->block_on([] {
     auto ok = resolve("localhost", 80);
     CHECK(ok.ok());
   });
-  (void)configure_blocking_pool(saved);
+  CHECK(resolve_lane().threads_started == 1);
 }
 
 }  // namespace

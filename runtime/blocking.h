@@ -9,27 +9,33 @@
 //   ...                                                                 // other work
 //   std::string data = h.join();                                        // parks
 //
-// The pool is process-wide: every runtime shares it (it would belong to the
-// Runtime, but RuntimeOptions has no field for it yet; see docs/fs.md).
-// configure_blocking_pool() sets its limits; blocking_pool_stats() reads its
-// counters.
+// Which pool. Each Runtime owns a pool: RuntimeOptions::blocking sets its
+// limits, Runtime::configure_blocking() changes them, and
+// Runtime::stats().blocking reads its counters. A call goes to:
+//   - on a fiber (or worker thread): its runtime's pool;
+//   - on a pool thread (a call made inside a blocking call): that thread's
+//     own pool, so nested calls stay in their runtime;
+//   - on any other thread (no runtime): a process-wide fallback pool with
+//     the default limits, created on first use and never destroyed (its
+//     threads are detached). Its limits cannot be changed.
 //
-// Lanes. The pool has two lanes, each with its own queue, its own threads
+// Lanes. A pool has two lanes, each with its own queue, its own threads
 // and its own thread limit, so a flood of calls in one cannot starve the
 // other:
 //   BlockingLane::kDefault   files, processes, user calls (default 64 threads)
 //   BlockingLane::kResolve   name resolution, net::resolve() (default 8)
 // Each lane starts a thread when a call arrives and no thread of the lane is
 // idle, up to its limit; calls beyond that queue (FIFO). A thread that has
-// been idle for `keep_alive` (default 10 s) exits.
+// been idle for `keep_alive` (default 10 s) exits. runtime/options.h says
+// why the default is 64 threads and not tokio's 512.
 //
-// Why 64 and not tokio's 512: a weft blocking call is nearly always a
-// syscall that waits for a disk or the kernel, and a disk serves a few dozen
-// requests in parallel at best (an NVMe queue is ~32 deep per core, a SATA
-// disk 32, a page-cache hit needs a CPU, and this runtime targets machines
-// with a few cores). Beyond that, threads only add 8 MiB of reserved stack
-// and scheduler churn each. Raise it with configure_blocking_pool() for
-// slow network filesystems where calls mostly wait.
+// Runtime teardown (shutdown() or the destructor) first unwinds the
+// runtime's fibers (below), then shuts its pool down: the threads finish
+// the running calls and run every call still queued (a detached
+// spawn_blocking() call runs to completion), then exit, and teardown waits
+// for them. So a call that never returns blocks runtime teardown forever,
+// whether a fiber waits for it or not: give such calls a timeout of their
+// own. Shutting a runtime down from one of its own pool threads aborts.
 //
 // # The rule for fn and its captures (shutdown safety)
 //
@@ -52,71 +58,19 @@
 // Exceptions thrown by fn are rethrown by run_blocking()/join().
 #pragma once
 
-#include <condition_variable>
-#include <cstdint>
 #include <exception>
-#include <mutex>
 #include <optional>
 #include <type_traits>
 #include <utility>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "absl/time/time.h"
 #include "runtime/cancel.h"
-#include "runtime/internal/park.h"
+#include "runtime/internal/blocking_call.h"
+#include "runtime/options.h"
 #include "runtime/platform/check.h"
 
 namespace weft {
-
-enum class BlockingLane : uint8_t {
-  kDefault = 0,
-  kResolve = 1,
-};
-inline constexpr int kNumBlockingLanes = 2;
-
-inline constexpr int kDefaultBlockingThreads = 64;
-inline constexpr int kDefaultResolveThreads = 8;
-
-struct BlockingPoolOptions {
-  // The most threads each lane runs at once (1..4096).
-  int max_threads = kDefaultBlockingThreads;
-  int max_resolve_threads = kDefaultResolveThreads;
-  // How long an idle thread waits for a call before it exits (>= 1 ms).
-  absl::Duration keep_alive = absl::Seconds(10);
-};
-
-// Counters of one lane. Gauges (queued, threads, busy) are a snapshot;
-// the others only grow.
-struct BlockingLaneStats {
-  int64_t queued = 0;           // calls waiting for a thread
-  int64_t threads = 0;          // threads alive now
-  int64_t busy = 0;             // threads running a call now
-  int64_t max_threads = 0;      // the lane's limit
-  uint64_t threads_started = 0;
-  uint64_t threads_exited = 0;  // after keep_alive idle
-  uint64_t calls_served = 0;    // calls that ran (or were run inline)
-  uint64_t calls_dropped = 0;   // queued calls whose waiter was cancelled
-};
-
-struct BlockingPoolStats {
-  BlockingLaneStats lanes[kNumBlockingLanes];
-  const BlockingLaneStats& lane(BlockingLane l) const { return lanes[static_cast<int>(l)]; }
-};
-
-// weft::configure_blocking_pool()
-//
-// Sets the pool's limits. May be called at any time, from any thread; a
-// lower limit lets running threads finish their call and exit, a shorter
-// keep_alive applies from each thread's next wait. kInvalidArgument for
-// limits out of range.
-absl::Status configure_blocking_pool(const BlockingPoolOptions& options);
-
-// weft::blocking_pool_options() returns the current limits.
-BlockingPoolOptions blocking_pool_options();
-
-// weft::blocking_pool_stats() returns the pool's counters. Any thread.
-BlockingPoolStats blocking_pool_stats();
 
 namespace internal {
 
@@ -124,61 +78,6 @@ template <class T>
 struct is_status_or : std::false_type {};
 template <class T>
 struct is_status_or<absl::StatusOr<T>> : std::true_type {};
-
-// BlockingCall: one call on the pool, shared by the pool and its waiter
-// (or handle) through a reference count. States:
-//   kQueued     in a lane's queue; the pool holds a reference
-//   kRunning    a pool thread runs fn
-//   kDone       fn returned (result or exception stored), done is set
-//   kDropped    the waiter gave up while it was queued; fn never runs
-class BlockingCall {
- public:
-  enum State : int { kQueued, kRunning, kDone, kDropped };
-
-  virtual ~BlockingCall() = default;
-  // invoke() runs fn and stores its result or exception. Pool thread.
-  virtual void invoke() = 0;
-
-  void ref() { refs_.fetch_add(1, std::memory_order_relaxed); }
-  void unref() {
-    if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
-  }
-
-  // A pool thread (or the submitter, inline) runs a call as start(),
-  // invoke(), finish().
-  // start() claims a queued call for running (kQueued -> kRunning); false
-  // if its waiter dropped it.
-  bool start();
-  // finish() publishes kDone and wakes the waiter. After invoke().
-  void finish();
-  // wait() waits until kDone: parks a fiber, blocks a plain thread, and
-  // returns true. If the waiting fiber is cancelled first, a queued call
-  // is dropped (it never runs) and wait() returns false; a running call is
-  // waited for (it may use the caller's frame) unless `abandon_running`
-  // (the call owns its data): then wait() returns false at once. If the
-  // runtime unwinds the waiting fiber, it drops a queued call or waits
-  // (blocking the thread) for a running one, then rethrows the unwind.
-  // Suspends.
-  bool wait(bool abandon_running);
-  // try_drop() drops the call if it is still queued. Returns true if so.
-  bool try_drop();
-  bool done() const { return state_.load(std::memory_order_acquire) == kDone; }
-
-  BlockingCall* next = nullptr;  // a lane's queue link, under the lane lock
-
- protected:
-  std::exception_ptr error_;
-
- private:
-  void wait_thread();
-
-  std::atomic<int> refs_{1};
-  std::atomic<int> state_{kQueued};
-  Completion completion_;          // fiber waiters
-  std::mutex mu_;                  // thread waiters
-  std::condition_variable cv_;
-  bool finished_ = false;          // guarded by mu_
-};
 
 // BlockingCallResult<T>: a call's result slot, which handles know.
 template <class T>
@@ -218,11 +117,6 @@ class BlockingCallImpl final : public BlockingCallResult<T> {
  private:
   Fn fn_;
 };
-
-// submit_blocking() queues call on lane, taking one more reference for the
-// pool. If no pool thread can be started for it (thread creation failed and
-// the lane has none), runs it inline on the calling thread.
-void submit_blocking(BlockingCall* call, BlockingLane lane);
 
 }  // namespace internal
 

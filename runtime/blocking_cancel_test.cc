@@ -3,8 +3,7 @@
 // its result returned, and a spawn_blocking() handle's try_join() gives up
 // at once while the call runs on and its result is dropped.
 //
-// The pool is process-wide: each test narrows the default lane to one
-// thread and restores the options after.
+// Each test's runtime has a pool whose default lane has one thread.
 #include <doctest/doctest.h>
 #include <unistd.h>
 
@@ -24,20 +23,12 @@ using weft::testing::eventually;
 
 uint64_t parks(const Runtime& rt) { return rt.stats().total(&WorkerStats::parks); }
 
-BlockingLaneStats lane_stats() { return blocking_pool_stats().lane(BlockingLane::kDefault); }
+BlockingLaneStats lane_stats(const Runtime& rt) { return rt.stats().blocking.lane(BlockingLane::kDefault); }
 
-// OneThreadLane: the default lane limited to one thread while it lives.
-struct OneThreadLane {
-  BlockingPoolOptions saved = blocking_pool_options();
-  OneThreadLane() {
-    BlockingPoolOptions o = saved;
-    o.max_threads = 1;
-    REQUIRE(configure_blocking_pool(o).ok());
-    // Threads above the limit left by earlier tests exit once idle.
-    REQUIRE(eventually([] { return lane_stats().threads <= 1; }));
-  }
-  ~OneThreadLane() { (void)configure_blocking_pool(saved); }
-};
+// A runtime whose pool's default lane has one thread.
+std::unique_ptr<Runtime> one_thread_lane_runtime() {
+  return *Runtime::create({.workers = 2, .blocking = {.max_threads = 1}});
+}
 
 // Gate: a flag that a blocking call waits on, shared by ownership so a
 // call may outlive the test's frame.
@@ -51,16 +42,20 @@ struct Gate {
 };
 
 TEST_CASE("run_blocking: a queued call is dropped when the waiting fiber is cancelled") {
-  OneThreadLane lane;
-  auto rt = *Runtime::create({.workers = 2});
+  auto rt = one_thread_lane_runtime();
   auto gate = std::make_shared<Gate>();
   // Occupy the lane's only thread.
-  auto blocker = spawn_blocking([gate] {
-    gate->wait();
-    return 1;
+  auto blocker = rt->block_on([gate] {
+    return spawn_blocking([gate] {
+      gate->wait();
+      return 1;
+    });
   });
   REQUIRE(eventually([&] { return gate->entered.load(); }));
-  const BlockingLaneStats before = lane_stats();
+  const BlockingLaneStats before = lane_stats(*rt);
+  CHECK(before.queued == 0);
+  CHECK(before.calls_served == 0);
+  CHECK(before.calls_dropped == 0);
   std::atomic<int> ran{0};
 
   CancellationToken t;
@@ -81,7 +76,7 @@ TEST_CASE("run_blocking: a queued call is dropped when the waiting fiber is canc
       },
       {.token = t});
   REQUIRE(eventually([&] { return parks(*rt) >= base + 3; }));
-  CHECK(lane_stats().queued == before.queued + 3);
+  CHECK(lane_stats(*rt).queued == 3);
   const absl::Time start = absl::Now();
   t.cancel();
   CHECK(status_fn.join().code() == absl::StatusCode::kCancelled);
@@ -97,15 +92,14 @@ TEST_CASE("run_blocking: a queued call is dropped when the waiting fiber is canc
 
   gate->open.store(true);
   CHECK(blocker.join() == 1);
-  REQUIRE(eventually([&] { return lane_stats().calls_dropped == before.calls_dropped + 4; }));
-  CHECK(lane_stats().queued == 0);
+  REQUIRE(eventually([&] { return lane_stats(*rt).calls_dropped == 4; }));
+  CHECK(lane_stats(*rt).queued == 0);
   CHECK(ran.load() == 0);  // no dropped call ever ran
-  CHECK(lane_stats().calls_served == before.calls_served + 1);  // the blocker
+  CHECK(lane_stats(*rt).calls_served == 1);  // the blocker
 }
 
 TEST_CASE("run_blocking: a running call finishes and its result is returned to the cancelled fiber") {
-  OneThreadLane lane;
-  auto rt = *Runtime::create({.workers = 2});
+  auto rt = one_thread_lane_runtime();
   Gate gate;
   CancellationToken t;
   auto h = rt->spawn(
@@ -141,9 +135,7 @@ struct Result {
 std::atomic<int> Result::live{0};
 
 TEST_CASE("spawn_blocking: try_join of a cancelled fiber returns kCancelled at once; the call runs on, its result dropped") {
-  OneThreadLane lane;
-  auto rt = *Runtime::create({.workers = 2});
-  const BlockingLaneStats before = lane_stats();
+  auto rt = one_thread_lane_runtime();
   auto gate = std::make_shared<Gate>();
   std::atomic<int> finished{0};
   auto finished_ptr = &finished;
@@ -179,15 +171,15 @@ TEST_CASE("spawn_blocking: try_join of a cancelled fiber returns kCancelled at o
         }
       },
       {.token = t2});
-  REQUIRE(eventually([&] { return parks(*rt) > 0 && lane_stats().queued == 1; }));
+  REQUIRE(eventually([&] { return parks(*rt) > 0 && lane_stats(*rt).queued == 1; }));
   t2.cancel();
   CHECK(h2.join());  // its call was still queued: dropped
 
   gate->open.store(true);
-  REQUIRE(eventually([&] { return finished.load() == 1 && lane_stats().busy == 0 && lane_stats().queued == 0; }));
+  REQUIRE(eventually([&] { return finished.load() == 1 && lane_stats(*rt).busy == 0 && lane_stats(*rt).queued == 0; }));
   REQUIRE(eventually([&] { return Result::live.load() == 0; }));
-  CHECK(lane_stats().calls_served == before.calls_served + 1);
-  CHECK(lane_stats().calls_dropped == before.calls_dropped + 1);
+  CHECK(lane_stats(*rt).calls_served == 1);
+  CHECK(lane_stats(*rt).calls_dropped == 1);
 }
 
 }  // namespace

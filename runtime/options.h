@@ -1,7 +1,8 @@
 // runtime/options.h
 //
 // RuntimeOptions (what Runtime::create() takes) and RuntimeStats (what
-// Runtime::stats() returns). Included by runtime/runtime.h.
+// Runtime::stats() returns), with the blocking pool's options and counters
+// (runtime/blocking.h). Included by runtime/runtime.h.
 #pragma once
 
 #include <cstddef>
@@ -12,6 +13,55 @@
 #include "absl/time/time.h"
 
 namespace weft {
+
+// --- The blocking pool (runtime/blocking.h) ---------------------------------
+
+// The pool's lanes: each has its own queue, threads and limit, so a flood
+// of calls in one cannot starve the other.
+enum class BlockingLane : uint8_t {
+  kDefault = 0,  // files, processes, user calls
+  kResolve = 1,  // name resolution, net::resolve()
+};
+inline constexpr int kNumBlockingLanes = 2;
+
+// Why 64 and not tokio's 512: a weft blocking call is nearly always a
+// syscall that waits for a disk or the kernel, and a disk serves a few dozen
+// requests in parallel at best (an NVMe queue is ~32 deep per core, a SATA
+// disk 32, a page-cache hit needs a CPU, and this runtime targets machines
+// with a few cores). Beyond that, threads only add 8 MiB of reserved stack
+// and scheduler churn each. Raise it (RuntimeOptions::blocking, or
+// Runtime::configure_blocking()) for slow network filesystems where calls
+// mostly wait.
+inline constexpr int kDefaultBlockingThreads = 64;
+inline constexpr int kDefaultResolveThreads = 8;
+
+struct BlockingPoolOptions {
+  // The most threads each lane runs at once (1..4096).
+  int max_threads = kDefaultBlockingThreads;
+  int max_resolve_threads = kDefaultResolveThreads;
+  // How long an idle thread waits for a call before it exits (>= 1 ms).
+  absl::Duration keep_alive = absl::Seconds(10);
+};
+
+// Counters of one lane. Gauges (queued, threads, busy) are a snapshot;
+// the others only grow.
+struct BlockingLaneStats {
+  int64_t queued = 0;           // calls waiting for a thread
+  int64_t threads = 0;          // threads alive now
+  int64_t busy = 0;             // threads running a call now
+  int64_t max_threads = 0;      // the lane's limit
+  uint64_t threads_started = 0;
+  uint64_t threads_exited = 0;  // after keep_alive idle, or at runtime teardown
+  uint64_t calls_served = 0;    // calls that ran (or were run inline)
+  uint64_t calls_dropped = 0;   // queued calls whose waiter was cancelled
+};
+
+struct BlockingPoolStats {
+  BlockingLaneStats lanes[kNumBlockingLanes];
+  const BlockingLaneStats& lane(BlockingLane l) const { return lanes[static_cast<int>(l)]; }
+};
+
+// --- The runtime ------------------------------------------------------------
 
 struct RuntimeOptions {
   // Worker threads; 0 means one per online CPU.
@@ -35,6 +85,10 @@ struct RuntimeOptions {
   // at file:line)...", at most 10 reports a second.
   absl::Duration hog_report_threshold = absl::Milliseconds(100);
   bool report_hogs = true;
+  // The runtime's blocking pool (runtime/blocking.h): each lane's thread
+  // limit and the idle keep-alive. Runtime::configure_blocking() changes
+  // them later.
+  BlockingPoolOptions blocking = {};
 };
 
 struct WorkerStats {
@@ -58,6 +112,9 @@ struct RuntimeStats {
   // worker's driver to a peer, hog reports printed, and the monitor
   // thread's wake-ups (none while every worker is idle).
   uint64_t hog_episodes = 0, handovers = 0, hog_reports = 0, monitor_wakeups = 0;
+  // The runtime's blocking pool, per lane: queue depth, threads alive and
+  // busy, threads started and exited, calls served and dropped.
+  BlockingPoolStats blocking = {};
   // Sum of a counter over all workers, e.g. total(&WorkerStats::run).
   uint64_t total(uint64_t WorkerStats::*field) const {
     uint64_t s = 0;

@@ -4,6 +4,7 @@
 #include <typeinfo>
 #include <utility>
 
+#include "runtime/internal/blocking_pool.h"
 #include "runtime/internal/fiber.h"
 #include "runtime/internal/scheduler.h"
 #include "runtime/internal/worker.h"
@@ -46,6 +47,10 @@ RuntimeStats Runtime::stats() const {
   RuntimeStats out;
   sched_->fill_stats(&out);
   return out;
+}
+
+absl::Status Runtime::configure_blocking(const BlockingPoolOptions& options) {
+  return sched_->blocking_pool()->configure(options, "Runtime::configure_blocking: options");
 }
 
 namespace this_fiber {

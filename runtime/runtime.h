@@ -368,6 +368,16 @@ class Runtime {
 
   RuntimeStats stats() const;
 
+  // Runtime::configure_blocking()
+  //
+  // Changes the limits of the runtime's blocking pool (runtime/blocking.h;
+  // the initial ones are RuntimeOptions::blocking). Any thread, any time;
+  // a lower limit lets running threads finish their call and exit, a
+  // shorter keep_alive applies from each thread's next wait.
+  // kInvalidArgument (naming the field) for limits out of range; the
+  // limits are then unchanged.
+  absl::Status configure_blocking(const BlockingPoolOptions& options);
+
  private:
   friend struct internal::RuntimeAccess;
   explicit Runtime(std::unique_ptr<internal::Scheduler> s);

@@ -11,6 +11,7 @@
 #include <string>
 #include <system_error>
 
+#include "runtime/internal/blocking_pool.h"
 #include "runtime/internal/park.h"
 #include "runtime/platform/check.h"
 #include "runtime/platform/fault.h"
@@ -61,7 +62,10 @@ absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::create(const RuntimeOption
   if (opts.hog_report_threshold < absl::ZeroDuration()) {
     return absl::InvalidArgumentError("RuntimeOptions::hog_report_threshold must not be negative");
   }
+  absl::Status blocking = BlockingPool::validate(opts.blocking, "RuntimeOptions::blocking");
+  if (!blocking.ok()) return blocking;
   std::unique_ptr<Scheduler> s(new Scheduler(opts));
+  s->blocking_pool_ = std::make_unique<BlockingPool>(opts.blocking);
   s->registry_ = std::make_unique<RegistryShard[]>(static_cast<size_t>(n) + 1);
   for (int i = 0; i < n; ++i) {
     auto poller = Poller::create();
@@ -331,6 +335,7 @@ void Scheduler::fill_stats(RuntimeStats* out) const {
     out->monitor_wakeups = monitor_->wakeups();
   }
   out->live_fibers = live_fibers();
+  if (blocking_pool_ != nullptr) out->blocking = blocking_pool_->stats();
 }
 
 }  // namespace weft::internal

@@ -7,6 +7,7 @@
 //   scheduler.cc  creation, the fiber registry, submit, io_call, the idle
 //                 list, stats
 //   shutdown.cc   stop() and the reaper (numbered steps there)
+//   blocking_pool.cc  the runtime's blocking pool (and the fallback pool)
 //
 // Field groups say who may touch them: the fields under "shared with
 // workers" are read and written by every worker (atomics, or under the
@@ -38,6 +39,8 @@ struct RuntimeStats;
 
 namespace weft::internal {
 
+class BlockingPool;  // blocking_pool.h
+
 // release_join_state() drops one reference to the join state, which owns
 // the fiber's control block (runtime.cc).
 void release_join_state(JoinStateBase* s);
@@ -63,6 +66,10 @@ class Scheduler {
   size_t default_stack_size() const { return default_stack_size_; }
   size_t stack_cache_size() const { return stack_cache_size_; }
   uint64_t seed() const { return seed_; }
+  // blocking_pool() is the runtime's blocking pool (blocking_pool.h):
+  // created with the scheduler, shut down by stop() after the fibers are
+  // reaped, destroyed with the scheduler.
+  BlockingPool* blocking_pool() const { return blocking_pool_.get(); }
 
   // new_fiber() allocates a fiber control block with `extra` bytes after
   // the Fiber (16-byte aligned) for the join state and the task; *extra_mem
@@ -91,8 +98,9 @@ class Scheduler {
   // are gone. m->done is overwritten. Suspends.
   absl::Status io_call(int w, IoMessage* m, IoToken* token = nullptr);
 
-  // stop() cancels everything and joins the workers; idempotent. Must not
-  // be called from one of this runtime's workers.
+  // stop() cancels everything, joins the workers, then lets the blocking
+  // pool finish its calls and waits for its threads; idempotent. Must not
+  // be called from one of this runtime's workers or pool threads.
   void stop();
   // drain() is Runtime::shutdown(grace)'s first half (shutdown.cc,
   // "Draining"): cancel every fiber, wait up to `grace` for them to finish.
@@ -133,6 +141,7 @@ class Scheduler {
   size_t stack_cache_size_;
   uint64_t seed_;
   int64_t epoch_nanos_;
+  std::unique_ptr<BlockingPool> blocking_pool_;
 
   // --- shared with workers ---
   InjectQueue<Fiber> inject_;

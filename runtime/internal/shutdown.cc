@@ -19,6 +19,13 @@
 //      (expire_all_timers_for_shutdown), releasing sleepers.
 //   5. A fiber that blocks forever while unwinding is reported and its
 //      stack released. No fiber or stack remains afterwards.
+//   6. With no fiber or worker left to submit to it, the runtime's blocking
+//      pool is shut down: its threads finish the running calls, run what
+//      is still queued (detached spawn_blocking() calls run to completion;
+//      queued calls whose waiter unwound in step 4 were dropped then and
+//      are skipped), and exit; stop() waits until the last one has left
+//      the pool's memory (blocking_pool.cc, "Teardown"). A call that never
+//      returns therefore blocks stop() forever.
 //
 // # Draining (Runtime::shutdown(grace), before the above)
 //   1. drain() sets draining_ under submit_mu_: from then on, submissions
@@ -38,6 +45,7 @@
 #include <mutex>
 #include <utility>
 
+#include "runtime/internal/blocking_pool.h"
 #include "runtime/internal/cancel.h"
 #include "runtime/internal/park.h"
 #include "runtime/internal/scheduler.h"
@@ -154,6 +162,11 @@ void Scheduler::drain(absl::Duration grace, ShutdownReport* report) {
 // --- stop and reap ------------------------------------------------------------
 
 void Scheduler::stop() {
+  // Before stop_mu_: a pool thread would otherwise wait for it while a
+  // concurrent stop() waits for the pool thread.
+  WEFT_CHECK(blocking_pool_ == nullptr || BlockingPool::of_this_thread() != blocking_pool_.get(),
+             "Runtime::shutdown() called from one of the runtime's own blocking-pool threads "
+             "(it waits for them)");
   std::lock_guard<std::mutex> g(stop_mu_);
   if (stop_done_) return;
   Worker* cw = current_worker();
@@ -170,6 +183,7 @@ void Scheduler::stop() {
     stopped_.store(true, std::memory_order_seq_cst);
   }
   reap();
+  if (blocking_pool_ != nullptr) blocking_pool_->shutdown();  // step 6
   stop_done_ = true;
 }
 

@@ -174,7 +174,7 @@ int main(int argc, char** argv) {
   if (sum != fsum) std::abort();
   std::printf("%lld stats of %d small files: plain loop %.0f ns/stat, %d fibers on fs::stat %.0f ns/stat (x%.2f of the loop's time)\n",
               static_cast<long long>(stats), kFiles, plain_ns, kFibers, fib_ns, fib_ns / plain_ns);
-  auto ps = weft::blocking_pool_stats().lane(weft::BlockingLane::kDefault);
+  auto ps = rt->stats().blocking.lane(weft::BlockingLane::kDefault);
   std::printf("blocking pool: %lld threads started, %llu calls served\n",
               static_cast<long long>(ps.threads_started),
               static_cast<unsigned long long>(ps.calls_served));
