@@ -144,85 +144,108 @@ void CancelState::arm_deadline(int64_t deadline_nanos) {
 // --- a fiber's tokens ---------------------------------------------------------
 //
 // # A fiber's tokens
+//   A fiber's tokens live in a FiberCancelExt (fiber.h), allocated when it
+//   first has one, so that a fiber without a token carries only a null
+//   pointer. Other threads (abort(), drain()) find it through
+//   Fiber::cancel_ext under the fiber's cancel_lock. It is written, always
+//   under that lock, only by the fiber itself, by its spawner before it
+//   starts, or by whoever frees a fiber that can no longer run (an
+//   unstarted fiber discarded, one left blocked at shutdown); so the
+//   fiber, and a releaser, read it without the lock.
 //   1. Spawned with a token (a scope's, or SpawnOptions::token), the fiber
-//      holds a reference to it and links its cancel_node there.
+//      gets its block: a reference to the token and the node linked there.
+//      The block is published under cancel_lock (drain() may already walk
+//      the fiber).
 //   2. this_fiber::cancellation(), a scope or with_timeout() on the fiber
-//      first makes its own token: a child of the spawn token. The node
-//      moves to it; own_token is published under cancel_lock, then the
-//      sticky flag is checked, so an abort() either finds own_token (and
-//      cancels it) or set the flag before (and the fiber cancels it).
+//      first makes its own token: a child of the spawn token (if any),
+//      with the block allocated now if step 1 did not. The node moves to
+//      it; own_token (and the block) are published under cancel_lock, then
+//      the sticky flag is checked, so an abort() either finds own_token
+//      (and cancels it) or set the flag before (and the fiber cancels it).
 //   3. with_timeout() pushes a child of the innermost token and moves the
 //      node to it; popping moves it back. The node always sits in the
 //      innermost token, which every outer token's cancellation reaches.
-//   4. At exit the node is unlinked (remove() waits for a firing) and the
-//      references dropped.
+//   4. At exit the block is unpublished under cancel_lock, so abort() and
+//      drain() no longer find it; then the node is unlinked (remove()
+//      waits for a firing), the references dropped and the block freed.
 
 namespace {
-void move_node(Fiber* f, CancelState* from, CancelState* to) {
-  if (from != nullptr) from->remove(&f->cancel_node);
+void move_node(FiberCancelExt* x, CancelState* from, CancelState* to) {
+  if (from != nullptr) from->remove(&x->node);
   // A cancelled `to` refuses the node: fiber_cancelled() reads it anyway.
-  (void)to->add(&f->cancel_node);
+  (void)to->add(&x->node);
 }
 }  // namespace
 
 void bind_fiber_token(Fiber* f, CancelState* token) {
+  auto* x = new FiberCancelExt;  // step 1 (allocated first: a throw leaks no reference)
   token->ref();
-  f->token = token;  // step 1
-  f->cancel_node.fiber = f;
-  (void)token->add(&f->cancel_node);
+  x->token = token;
+  x->node.fiber = f;
+  (void)token->add(&x->node);
+  std::lock_guard<SpinLock> g(f->cancel_lock);
+  f->cancel_ext = x;
 }
 
 CancelState* fiber_current_token(Fiber* self) {
-  if (self->cancel_top != nullptr) return self->cancel_top;
-  CancelState* own = CancelState::create(self->token);  // step 2
-  self->cancel_node.fiber = self;
-  move_node(self, self->token, own);
-  self->cancel_top = own;
+  FiberCancelExt* x = self->cancel_ext;
+  if (x != nullptr && x->top != nullptr) return x->top;
+  if (x == nullptr) {  // step 2
+    x = new FiberCancelExt;
+    x->node.fiber = self;
+  }
+  CancelState* own = CancelState::create(x->token);
+  move_node(x, x->token, own);
+  x->top = own;
   {
     std::lock_guard<SpinLock> g(self->cancel_lock);
-    self->own_token = own;
+    x->own_token = own;
+    self->cancel_ext = x;
   }
   if (self->cancel_requested.load(std::memory_order_seq_cst)) own->cancel(CancelCause::kCancelled);
   return own;
 }
 
 void push_fiber_token(Fiber* self, CancelState* child) {
-  CancelState* top = self->cancel_top;  // step 3
-  WEFT_CHECK(top != nullptr, "push_fiber_token() before fiber_current_token()");
-  move_node(self, top, child);
-  self->cancel_top = child;
+  FiberCancelExt* x = self->cancel_ext;  // step 3
+  WEFT_CHECK(x != nullptr && x->top != nullptr, "push_fiber_token() before fiber_current_token()");
+  move_node(x, x->top, child);
+  x->top = child;
 }
 
 void pop_fiber_token(Fiber* self) {
-  CancelState* child = self->cancel_top;
+  FiberCancelExt* x = self->cancel_ext;
+  WEFT_CHECK(x != nullptr && x->top != nullptr, "pop_fiber_token() without a push");
+  CancelState* child = x->top;
   CancelState* parent = child->parent();
-  WEFT_CHECK(child != self->own_token && parent != nullptr, "pop_fiber_token() without a push");
-  move_node(self, child, parent);
-  self->cancel_top = parent;
+  WEFT_CHECK(child != x->own_token && parent != nullptr, "pop_fiber_token() without a push");
+  move_node(x, child, parent);
+  x->top = parent;
   child->unref();
 }
 
 void release_fiber_tokens(Fiber* f) {
-  // No token bound and none made (own_token is set only with cancel_top):
-  // nothing is linked or referenced, and no abort() can find an own_token,
-  // so the lock is not needed. The common exit of a plain spawned fiber.
-  if (f->token == nullptr && f->cancel_top == nullptr) return;
-  CancelState* own;  // step 4
+  // No block: no token bound and none made, nothing linked or referenced,
+  // and nothing for abort() or drain() to find. The common exit of a plain
+  // spawned fiber.
+  FiberCancelExt* x = f->cancel_ext;
+  if (x == nullptr) return;
   {
-    std::lock_guard<SpinLock> g(f->cancel_lock);
-    own = std::exchange(f->own_token, nullptr);
+    std::lock_guard<SpinLock> g(f->cancel_lock);  // step 4
+    f->cancel_ext = nullptr;
   }
-  CancelState* linked = f->cancel_top != nullptr ? f->cancel_top : f->token;
-  if (linked != nullptr) linked->remove(&f->cancel_node);
+  CancelState* own = x->own_token;
+  CancelState* linked = x->top != nullptr ? x->top : x->token;
+  linked->remove(&x->node);
   // Pushed children left by an unwinding fiber: unwind the stack of tokens.
-  while (f->cancel_top != nullptr && f->cancel_top != own) {
-    CancelState* child = f->cancel_top;
-    f->cancel_top = child->parent();
+  while (x->top != nullptr && x->top != own) {
+    CancelState* child = x->top;
+    x->top = child->parent();
     child->unref();
   }
-  f->cancel_top = nullptr;
   if (own != nullptr) own->unref();
-  if (f->token != nullptr) std::exchange(f->token, nullptr)->unref();
+  if (x->token != nullptr) x->token->unref();
+  delete x;
 }
 
 }  // namespace weft::internal

@@ -136,7 +136,8 @@ struct Fiber;
 
 // --- A fiber's tokens (cancel.cc) ---
 // bind_fiber_token() gives a fiber that has not started the token it was
-// spawned with (takes a reference, links f->cancel_node).
+// spawned with (allocates its FiberCancelExt, takes a reference, links the
+// node).
 void bind_fiber_token(Fiber* f, CancelState* token);
 // fiber_current_token() is the running fiber's innermost token (its own
 // token, made on first use, or a with_timeout() child of it), borrowed.
@@ -146,8 +147,8 @@ CancelState* fiber_current_token(Fiber* self);
 // the last push and drops that reference.
 void push_fiber_token(Fiber* self, CancelState* child);
 void pop_fiber_token(Fiber* self);
-// release_fiber_tokens() unlinks and drops f's tokens; when it exits or is
-// discarded.
+// release_fiber_tokens() unlinks and drops f's tokens and frees their
+// block; when it exits or is discarded.
 void release_fiber_tokens(Fiber* f);
 
 // cancel_context() identifies the calling context for step 3: the running

@@ -47,6 +47,20 @@ struct FiberCancelNode final : CancelNode {
   void on_cancel(CancelCause cause) noexcept override;
 };
 
+// FiberCancelExt: a fiber's tokens, apart from Fiber because few fibers
+// have any (cancel.cc "A fiber's tokens").
+struct FiberCancelExt {
+  // The token the fiber was spawned with (a reference), or null.
+  CancelState* token = nullptr;
+  // The innermost token in effect: own_token, or a with_timeout() child
+  // pushed on it; null: `token`. node is linked in it. Fiber-only.
+  CancelState* top = nullptr;
+  // The fiber's own token, made on first use, a child of `token` that
+  // abort() cancels. Set under Fiber::cancel_lock, once.
+  CancelState* own_token = nullptr;
+  FiberCancelNode node;
+};
+
 struct Fiber {
   ExecutionContext ctx;
   Fiber* next = nullptr;  // InjectQueue link
@@ -67,19 +81,22 @@ struct Fiber {
 
   // Cancellation, the fields every park reads (park.cc "Cancellable
   // parks"), next to wake_word so that a park touches one more line at
-  // most; the rest are at the end. The fiber is cancelled when
-  // cancel_requested is set (abort(), Runtime::shutdown(deadline); sticky)
-  // or its innermost token is.
+  // most. The fiber is cancelled when cancel_requested is set (abort(),
+  // Runtime::shutdown(deadline); sticky) or its innermost token is.
   std::atomic<uint64_t> cancel_park{0};  // seq of the cancellable park in progress, 0: none
   std::atomic<bool> cancel_requested{false};
+  // Guards cancel_ext's publication and its own_token against abort() and
+  // drain(), which read them from other threads (cancel.cc "A fiber's
+  // tokens"). The fiber reads cancel_ext without it.
+  SpinLock cancel_lock;
+  bool unwind_requested = false;  // set at shutdown, when no worker runs
+  bool unwinding = false;
   // While > 0 (this_fiber::CancellationShield), parks ignore cancellation.
   int cancel_shield = 0;
-  // The innermost token in effect: own_token, or a with_timeout() child
-  // pushed on it; null: `token`. cancel_node is linked in it. Fiber-only.
-  CancelState* cancel_top = nullptr;
-  // The token the fiber was spawned with (a reference; set before it first
-  // runs).
-  CancelState* token = nullptr;
+  // The fiber's tokens, allocated when it first has one; null: none.
+  // Written under cancel_lock, by the fiber, by its spawner before it
+  // starts, or by whoever frees it when it can no longer run.
+  FiberCancelExt* cancel_ext = nullptr;
 
   // Deadline of the current park. Linked into timer_worker's wheel, under
   // that worker's timer lock. timer_worker first: every park reads it.
@@ -93,18 +110,8 @@ struct Fiber {
   int reg_shard = 0;
 
   // Where the fiber was spawned (for the monitor's hog report).
-  const char* spawn_file = nullptr;
   int spawn_line = 0;
-
-  bool unwind_requested = false;  // set at shutdown, when no worker runs
-  bool unwinding = false;
-
-  // Cancellation, the cold part (cancel.cc "A fiber's tokens"): the
-  // fiber's own token, made on first use, a child of `token` that abort()
-  // cancels. Under cancel_lock (abort() reads own_token).
-  SpinLock cancel_lock;
-  CancelState* own_token = nullptr;
-  FiberCancelNode cancel_node;
+  const char* spawn_file = nullptr;
 };
 
 }  // namespace weft::internal

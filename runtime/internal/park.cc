@@ -67,7 +67,9 @@ namespace {
 // step 1, which runs on every cancellable park.
 inline bool cancel_seen(const Fiber* f) {
   if (f->cancel_requested.load(std::memory_order_seq_cst)) return true;
-  const CancelState* t = f->cancel_top != nullptr ? f->cancel_top : f->token;
+  const FiberCancelExt* x = f->cancel_ext;  // null: no token
+  if (x == nullptr) return false;
+  const CancelState* t = x->top != nullptr ? x->top : x->token;
   return t != nullptr && t->cancelled_for_park();
 }
 }  // namespace
@@ -110,7 +112,9 @@ void FiberCancelNode::on_cancel(CancelCause) noexcept {
 }
 
 const CancelState* fiber_top_token(const Fiber* f) {
-  return f->cancel_top != nullptr ? f->cancel_top : f->token;
+  const FiberCancelExt* x = f->cancel_ext;
+  if (x == nullptr) return nullptr;
+  return x->top != nullptr ? x->top : x->token;
 }
 
 bool fiber_cancelled(const Fiber* f) { return f->cancel_shield <= 0 && cancel_seen(f); }

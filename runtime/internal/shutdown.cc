@@ -31,9 +31,11 @@
 //   1. drain() sets draining_ under submit_mu_: from then on, submissions
 //      from other threads are cancelled at once.
 //   2. It walks the registry and cancels every live fiber (request_cancel,
-//      and its own token, under the fiber's cancel_lock). A fiber created
-//      concurrently registers before it reads draining_, so the walk finds
-//      it or it starts cancelled.
+//      and its own token, read under the fiber's cancel_lock: a fiber
+//      exiting concurrently unpublishes its tokens' block under that lock
+//      before freeing it, cancel.cc "A fiber's tokens" step 4). A fiber
+//      created concurrently registers before it reads draining_, so the
+//      walk finds it or it starts cancelled.
 //   3. It polls live_fibers() every millisecond until zero or the grace
 //      period ends, and records what is left.
 #include <time.h>
@@ -128,9 +130,10 @@ void Scheduler::drain(absl::Duration grace, ShutdownReport* report) {
     for (Fiber* f = s.head; f != nullptr; f = f->reg_next) {
       if (Fiber* c = request_cancel(f)) claimed.push_back(c);
       std::lock_guard<SpinLock> cg(f->cancel_lock);
-      if (f->own_token != nullptr) {
-        f->own_token->ref();
-        owns.push_back(f->own_token);
+      CancelState* own = f->cancel_ext != nullptr ? f->cancel_ext->own_token : nullptr;
+      if (own != nullptr) {
+        own->ref();
+        owns.push_back(own);
       }
     }
   }

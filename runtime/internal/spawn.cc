@@ -77,13 +77,15 @@ void JoinStateBase::abort() {
   CancelState* own = nullptr;
   {
     // Under lock_ and not done, the fiber has not completed, so its control
-    // block (block_ is its Fiber) is alive.
+    // block (block_ is its Fiber) is alive. Its tokens' block is read under
+    // cancel_lock, which the fiber's exit takes to unpublish it (cancel.cc
+    // "A fiber's tokens" step 4).
     std::lock_guard<SpinLock> g(lock_);
     if (done_.load(std::memory_order_relaxed)) return;
     auto* f = static_cast<Fiber*>(block_);
     claimed = request_cancel(f);
     std::lock_guard<SpinLock> cg(f->cancel_lock);
-    own = f->own_token;
+    if (f->cancel_ext != nullptr) own = f->cancel_ext->own_token;
     if (own != nullptr) own->ref();
   }
   // Cancel the token before the claimed fiber can run again: a fiber whose
