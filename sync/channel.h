@@ -208,7 +208,7 @@ class Channel {
 
   // deadline: -1 none, kNoWait, else monotonic nanos.
   absl::Status send_impl(T& v, int64_t deadline) {
-    internal::WakeSet wake;  // declared first: wakes after unlock
+    internal::WakeOne wake;  // declared first: wakes after unlock
     lock_.lock();
     if (closed_) {
       lock_.unlock();
@@ -219,7 +219,7 @@ class Channel {
       static_cast<std::optional<T>*>(rw->payload)->emplace(std::move(v));
       ++sent_;
       ++received_;
-      wake.add(rw);
+      wake.set(rw);
       lock_.unlock();
       return absl::OkStatus();
     }
@@ -256,7 +256,7 @@ class Channel {
   }
 
   absl::StatusOr<T> recv_impl(int64_t deadline) {
-    internal::WakeSet wake;  // declared first: wakes after unlock
+    internal::WakeOne wake;  // declared first: wakes after unlock
     lock_.lock();
     if (!buf_.empty()) {
       T v = std::move(buf_.front());
@@ -266,7 +266,7 @@ class Channel {
         // Room was made: move the longest-waiting sender's value in.
         buf_.push_back(std::move(*static_cast<T*>(sw->payload)));
         ++sent_;
-        wake.add(sw);
+        wake.set(sw);
       }
       lock_.unlock();
       return v;

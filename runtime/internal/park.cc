@@ -89,7 +89,7 @@ void park(Fiber* self, uint64_t seq, int64_t deadline_nanos, Cancellable c) {
   Worker* w = current_worker();
   if (deadline_nanos >= 0) w->arm_timer(self, seq, deadline_nanos);
   w->count_park();
-  Worker::suspend(Worker::SwitchAction::kPark);  // step 2 runs in after_switch
+  Worker::suspend_from(w, Worker::SwitchAction::kPark);  // step 2 runs in after_switch
   if (self->timer_worker != nullptr) Worker::disarm_timer(self);
   if (c == Cancellable::kYes) self->cancel_park.store(0, std::memory_order_relaxed);  // cancellable step 3
 }
@@ -270,28 +270,6 @@ void WaitList::push_back(Waiter* w) {
     head_ = w;
   }
   tail_ = w;
-}
-
-Waiter* WaitList::pop_front() {
-  Waiter* w = head_;
-  if (w != nullptr) remove(w);
-  return w;
-}
-
-void WaitList::remove(Waiter* w) {
-  if (!w->linked_) return;
-  w->linked_ = false;
-  if (w->prev != nullptr) {
-    w->prev->next = w->next;
-  } else {
-    head_ = w->next;
-  }
-  if (w->next != nullptr) {
-    w->next->prev = w->prev;
-  } else {
-    tail_ = w->prev;
-  }
-  w->prev = w->next = nullptr;
 }
 
 // --- WakeSet, Completion ----------------------------------------------------

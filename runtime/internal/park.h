@@ -201,7 +201,11 @@ class WaitList {
   bool empty() const { return head_ == nullptr; }
   Waiter* front() const { return head_; }
   void push_back(Waiter* w);
-  Waiter* pop_front();
+  Waiter* pop_front() {
+    Waiter* w = head_;
+    if (w != nullptr) remove(w);
+    return w;
+  }
   // pop_winnable() pops waiters until one that try_win() accepts (a
   // select case that lost is dropped from the list); null if none.
   Waiter* pop_winnable() {
@@ -211,8 +215,22 @@ class WaitList {
     return nullptr;
   }
   // remove() unlinks w; no-op if w is not linked (a waker popped it).
-  // w must not be linked in another list.
-  void remove(Waiter* w);
+  // w must not be linked in another list. Inline: every hand-over pops.
+  void remove(Waiter* w) {
+    if (!w->linked_) return;
+    w->linked_ = false;
+    if (w->prev != nullptr) {
+      w->prev->next = w->next;
+    } else {
+      head_ = w->next;
+    }
+    if (w->next != nullptr) {
+      w->next->prev = w->prev;
+    } else {
+      tail_ = w->prev;
+    }
+    w->prev = w->next = nullptr;
+  }
 
  private:
   Waiter* head_ = nullptr;
@@ -291,6 +309,26 @@ class WakeSet {
   size_t n_ = 0;
   Spill* spill_ = nullptr;
   Fiber* inline_[kInline];
+};
+
+// WakeOne: WakeSet for a waker that claims at most one waiter (a channel's
+// hand-over), scheduled when it goes out of scope, after the lock. Two
+// pointers and no loop: the common send and receive pay no more than a
+// raw Fiber* did.
+class WakeOne {
+ public:
+  WakeOne() = default;
+  WakeOne(const WakeOne&) = delete;
+  WakeOne& operator=(const WakeOne&) = delete;
+  ~WakeOne() {
+    if (claim_.fiber != nullptr) schedule(claim_.fiber);
+    if (claim_.word != nullptr) Waiter::signal_thread(claim_.word);
+  }
+  // set() claims w (under the lock of its list); at most once.
+  void set(Waiter* w) { claim_ = w->notify_locked(); }
+
+ private:
+  Waiter::Claim claim_;
 };
 
 // Completion: a one-shot result that a worker hands back to the fiber or

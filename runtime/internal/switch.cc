@@ -78,8 +78,9 @@ void Worker::switch_to(Fiber* from, Fiber* to, SwitchAction action) {
   after_switch(t);  // resumed, possibly on another worker
 }
 
-void Worker::suspend(SwitchAction action) {
-  Worker* w = current_worker();
+void Worker::suspend(SwitchAction action) { suspend_from(current_worker(), action); }
+
+void Worker::suspend_from(Worker* w, SwitchAction action) {
   Fiber* self = w->current_;
   WEFT_DCHECK(self != nullptr, "suspend() off a fiber");
   Fiber* next = w->next_local();  // step 1

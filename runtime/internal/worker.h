@@ -114,6 +114,9 @@ class Worker {
   // suspend() switches the running fiber out and runs the next local fiber
   // or the worker's loop. Suspends.
   static void suspend(SwitchAction action);
+  // suspend_from() is suspend() for a caller that already holds the running
+  // fiber's worker `w` (current_worker(), read before any suspension).
+  static void suspend_from(Worker* w, SwitchAction action);
   // arm_timer() puts the running fiber's park deadline on this worker's
   // wheel; disarm_timer() takes it off whichever wheel holds it (any
   // worker of the runtime, under that wheel's lock).
