@@ -130,6 +130,14 @@ ExitStatus from_siginfo(const siginfo_t& info) {
   return s;
 }
 
+// timeout_nanos(): a per-call timeout as SocketCore::io() takes it (-1:
+// none).
+int64_t timeout_nanos(absl::Duration d) {
+  if (d == absl::InfiniteDuration()) return -1;
+  if (d < absl::ZeroDuration()) return 0;
+  return absl::ToInt64Nanoseconds(d);
+}
+
 }  // namespace
 
 std::optional<int> error_number(const absl::Status& s) { return weft::internal::errno_of(s); }
@@ -161,7 +169,14 @@ absl::StatusOr<size_t> PipeReader::read(std::span<char> buf) {
   if (buf.empty()) return size_t{0};
   const int fd = core_->fd();
   return core_->io(
-      Dir::kRead, "read", -1, [&] { return ::read(fd, buf.data(), buf.size()); }, buf.size());
+      Dir::kRead, "read", timeout_ns_, [&] { return ::read(fd, buf.data(), buf.size()); }, buf.size());
+}
+
+void PipeReader::set_read_timeout(absl::Duration timeout) { timeout_ns_ = timeout_nanos(timeout); }
+
+absl::Status PipeReader::set_read_deadline(absl::Time deadline) {
+  if (!core_) return absl::FailedPreconditionError(std::string(name_) + "::set_read_deadline: not open");
+  return core_->set_deadline(Dir::kRead, deadline);
 }
 
 absl::StatusOr<std::string> PipeReader::read_to_end() {
@@ -184,11 +199,18 @@ PipeWriter& PipeWriter::operator=(PipeWriter&&) noexcept = default;
 PipeWriter::PipeWriter(std::unique_ptr<SocketCore> core) : core_(std::move(core)) {}
 
 absl::StatusOr<size_t> PipeWriter::write(std::string_view data) {
-  if (!core_) return absl::FailedPreconditionError("ChildStdin::write: not open");
+  if (!core_) return absl::FailedPreconditionError("PipeWriter::write: not open");
   if (data.empty()) return size_t{0};
   const int fd = core_->fd();
-  return core_->io(Dir::kWrite, "write", -1,
+  return core_->io(Dir::kWrite, "write", timeout_ns_,
                    [&] { return ::write(fd, data.data(), data.size()); });
+}
+
+void PipeWriter::set_write_timeout(absl::Duration timeout) { timeout_ns_ = timeout_nanos(timeout); }
+
+absl::Status PipeWriter::set_write_deadline(absl::Time deadline) {
+  if (!core_) return absl::FailedPreconditionError("PipeWriter::set_write_deadline: not open");
+  return core_->set_deadline(Dir::kWrite, deadline);
 }
 
 absl::Status PipeWriter::write_all(std::string_view data) {

@@ -120,12 +120,27 @@ class PipeReader {
   // PipeReader::close() closes the parent's end. Suspends.
   absl::Status close();
 
+  // PipeReader::set_read_timeout()
+  //
+  // A read() that waits longer than `timeout` for the child fails with
+  // kDeadlineExceeded; the pipe stays usable (read_to_end() applies it to
+  // each of its reads). absl::InfiniteDuration() (the default) waits
+  // forever.
+  void set_read_timeout(absl::Duration timeout);
+  // PipeReader::set_read_deadline()
+  //
+  // An absolute deadline: once it passes, parked and later reads fail with
+  // kDeadlineExceeded until a new one is set; absl::InfiniteFuture()
+  // clears it. kFailedPrecondition on a closed pipe. Suspends.
+  absl::Status set_read_deadline(absl::Time deadline);
+
  private:
   friend class Child;
   friend absl::StatusOr<Child> spawn(const std::vector<std::string>&, const Options&);
   explicit PipeReader(std::unique_ptr<internal::SocketCore> core, const char* name);
   std::unique_ptr<internal::SocketCore> core_;
   const char* name_ = "PipeReader";
+  int64_t timeout_ns_ = -1;
 };
 
 // PipeWriter: the parent's end of a child's stdin. Writable. One writer
@@ -153,10 +168,24 @@ class PipeWriter {
   // Suspends.
   absl::Status close();
 
+  // PipeWriter::set_write_timeout()
+  //
+  // A write() that waits longer than `timeout` for room in the pipe fails
+  // with kDeadlineExceeded (write_all(): each of its waits; on failure an
+  // unknown prefix was written). absl::InfiniteDuration() (the default)
+  // waits forever.
+  void set_write_timeout(absl::Duration timeout);
+  // PipeWriter::set_write_deadline()
+  //
+  // An absolute deadline for writes, as PipeReader::set_read_deadline().
+  // Suspends.
+  absl::Status set_write_deadline(absl::Time deadline);
+
  private:
   friend absl::StatusOr<Child> spawn(const std::vector<std::string>&, const Options&);
   explicit PipeWriter(std::unique_ptr<internal::SocketCore> core);
   std::unique_ptr<internal::SocketCore> core_;
+  int64_t timeout_ns_ = -1;
 };
 
 // Child: a started process. Movable. One fiber at a time may wait.

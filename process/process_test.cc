@@ -231,6 +231,57 @@ TEST_CASE("wait_for, try_wait, kill, signals") {
   CHECK(no_children());
 }
 
+TEST_CASE("pipe timeouts and deadlines: kDeadlineExceeded, and the pipe stays usable") {
+  on_fiber([] {
+    // A child that writes one line only once it reads one: its stdout is
+    // silent until we write.
+    Options o;
+    o.in = Stdio::pipe();
+    o.out = Stdio::pipe();
+    auto c = spawn({"sh", "-c", "read line; echo \"got $line\"; exec sleep 10"}, o);
+    REQUIRE(c.ok());
+    PipeReader& out = *c->stdout_pipe;
+    char buf[64];
+    out.set_read_timeout(absl::Milliseconds(30));
+    auto r = out.read(buf);
+    CHECK(r.status().code() == absl::StatusCode::kDeadlineExceeded);
+    // A deadline in the past fails at once, also with the timeout cleared;
+    // clearing it makes the pipe usable again.
+    out.set_read_timeout(absl::InfiniteDuration());
+    REQUIRE(out.set_read_deadline(absl::Now() - absl::Seconds(1)).ok());
+    CHECK(out.read(buf).status().code() == absl::StatusCode::kDeadlineExceeded);
+    REQUIRE(out.set_read_deadline(absl::InfiniteFuture()).ok());
+    REQUIRE(c->stdin_pipe->write_all(std::string_view("hi\n")).ok());
+    std::string got;
+    while (got.find('\n') == std::string::npos) {
+      auto n = out.read(buf);
+      REQUIRE(n.ok());
+      REQUIRE(*n > 0);
+      got.append(buf, *n);
+    }
+    CHECK(got == "got hi\n");
+    // Writes: the child no longer reads, so a large write fills the pipe
+    // and then waits for room until the timeout.
+    PipeWriter& in = *c->stdin_pipe;
+    in.set_write_timeout(absl::Milliseconds(30));
+    absl::Status w = in.write_all(std::string(1 << 20, 'x'));
+    CHECK(w.code() == absl::StatusCode::kDeadlineExceeded);
+    in.set_write_timeout(absl::InfiniteDuration());
+    REQUIRE(in.set_write_deadline(absl::Now() + absl::Milliseconds(30)).ok());
+    CHECK(in.write_all(std::string(1 << 16, 'y')).code() == absl::StatusCode::kDeadlineExceeded);
+    REQUIRE(c->kill(SIGKILL).ok());
+    REQUIRE(c->wait().ok());
+    REQUIRE(in.close().ok());
+    CHECK(in.set_write_deadline(absl::InfiniteFuture()).code() == absl::StatusCode::kFailedPrecondition);
+    // After the child is gone its stdout reaches end of stream.
+    REQUIRE(out.set_read_deadline(absl::InfiniteFuture()).ok());
+    auto rest = out.read_to_end();
+    REQUIRE(rest.ok());
+    CHECK(rest->empty());
+  });
+  CHECK(no_children());
+}
+
 TEST_CASE("writing to a child that exited is EPIPE, not SIGPIPE") {
   on_fiber([] {
     Options o;
