@@ -424,8 +424,8 @@ absl::StatusOr<WebSocket> WebSocket::connect(std::string_view url, WebSocketOpti
   if (ec) {
     absl::Status st = s->status_of(what, ec);
     if (ec == bws::error::upgrade_declined) {
-      st = absl::InvalidArgumentError(what + ": the server declined the upgrade: HTTP " +
-                                      std::to_string(res.result_int()));
+      // Beast 1.74 does not hand out the response of a declined handshake.
+      st = absl::InvalidArgumentError(what + ": the server declined the upgrade (no 101 Switching Protocols)");
     }
     s->ws.reset();
     (void)s->owned.close();

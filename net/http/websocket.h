@@ -131,8 +131,9 @@ class WebSocket {
   //
   // The client side: connects to "ws://host[:port][/path][?query]" (port
   // 80 by default; wss:// is not supported) and performs the handshake.
-  // kInvalidArgument for a bad URL or a refused upgrade (the message has the
-  // HTTP status), the connect's status otherwise. Suspends.
+  // kInvalidArgument for a bad URL or a declined upgrade (Beast 1.74 does
+  // not give us the refusing response's status), the connect's status
+  // otherwise. Suspends.
   static absl::StatusOr<WebSocket> connect(std::string_view url, WebSocketOptions opts = {});
 
   WebSocket(WebSocket&&) noexcept;

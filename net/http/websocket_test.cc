@@ -6,10 +6,14 @@
 #include <doctest/doctest.h>
 
 #include <atomic>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "absl/strings/match.h"
+#include "net/http/client.h"
+#include "net/http/server.h"
 #include "net/net.h"
 #include "runtime/runtime.h"
 #include "sync/sync.h"
@@ -294,6 +298,59 @@ TEST_CASE("a read parked on the socket is cancelled; a read deadline passes") {
       CHECK(r.status().code() == absl::StatusCode::kDeadlineExceeded);
     }
     server.join();
+  });
+}
+
+TEST_CASE("http::Server serves HTTP and WebSocket on one port (ServerOptions::upgrade)") {
+  auto rt = *Runtime::create({.workers = 2});
+  rt->block_on([] {
+    ServerOptions opts;
+    opts.upgrade = [](const Request& req, net::TcpStream& stream,
+                      std::string_view buffered) -> std::optional<Response> {
+      if (req.target() != "/echo") {
+        Response res{boost::beast::http::status::not_found, req.version()};
+        res.body() = "no such socket\n";
+        return res;
+      }
+      auto ws = WebSocket::upgrade(stream, req, buffered);
+      if (!ws.ok()) return std::nullopt;
+      for (auto m = ws->read(); m.ok(); m = ws->read()) {
+        if (!ws->write(m->data, m->kind).ok()) break;
+      }
+      return std::nullopt;
+    };
+    Server server(
+        [](const Request& req) {
+          Response res{boost::beast::http::status::ok, req.version()};
+          res.body() = "plain\n";
+          return res;
+        },
+        opts);
+    REQUIRE(server.listen(net::SocketAddress::loopback_v4(0)).ok());
+    auto loop = spawn([&] { return server.serve(); });
+    const std::string host = server.local_address()->to_string();
+
+    auto ws = WebSocket::connect("ws://" + host + "/echo");
+    REQUIRE(ws.ok());
+    REQUIRE(ws->write_text("over http::Server").ok());
+    auto m = ws->read();
+    REQUIRE(m.ok());
+    CHECK(m->data == "over http::Server");
+
+    Client client;
+    auto r = client.get("http://" + host + "/");
+    REQUIRE(r.ok());
+    CHECK(r->body() == "plain\n");
+
+    auto refused = WebSocket::connect("ws://" + host + "/nowhere");
+    CHECK(refused.status().code() == absl::StatusCode::kInvalidArgument);
+    CHECK_MESSAGE(absl::StrContains(refused.status().message(), "declined"), refused.status().ToString());
+
+    CHECK(ws->close(1000, "done").ok());
+    CHECK(server.stats().active_connections <= 2);  // the client's idle pooled connection, the WebSocket's closing
+    client.close();
+    CHECK(server.shutdown(absl::Seconds(5)).ok());
+    CHECK(loop.join().ok());
   });
 }
 
