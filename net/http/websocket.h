@@ -172,7 +172,10 @@ class WebSocket {
   // waiting and its read() returns kOutOfRange; close() returns when the
   // handshake is over. OK also if the connection was already closed by the
   // peer; kFailedPrecondition if it had failed; the handshake's error
-  // otherwise (kDeadlineExceeded: no reply). Idempotent. Suspends.
+  // otherwise (kDeadlineExceeded: no reply). Waits for a write in
+  // progress first (bounded by write_timeout); to drop a peer that does not
+  // read at once, shut the socket down (tcp().shutdown()). Idempotent.
+  // Suspends.
   absl::Status close(uint16_t code = 1000, std::string_view reason = {});
 
   // peer_close() is the peer's close frame, once one has arrived.
