@@ -347,7 +347,6 @@ TEST_CASE("http::Server serves HTTP and WebSocket on one port (ServerOptions::up
     CHECK_MESSAGE(absl::StrContains(refused.status().message(), "declined"), refused.status().ToString());
 
     CHECK(ws->close(1000, "done").ok());
-    CHECK(server.stats().active_connections <= 2);  // the client's idle pooled connection, the WebSocket's closing
     client.close();
     CHECK(server.shutdown(absl::Seconds(5)).ok());
     CHECK(loop.join().ok());
