@@ -7,10 +7,11 @@ set -euo pipefail
 # The build, then what the example tests drive the servers with (curl,
 # redis-cli, python3) and what the benchmarks load them with (wrk,
 # redis-benchmark; redis-server is the RESP baseline); tmux types into
-# chat_client's terminal in its test.
+# chat_client's terminal in its test; python3-websockets is ws_chat's client.
 packages=(bazel-bootstrap bazel-rules-cc bazel-rules-java bazel-platforms
           libboost-context-dev libboost1.74-dev libabsl-dev doctest-dev g++ libssl-dev liburing-dev
-          curl redis-tools redis-server wrk python3 util-linux openssl tmux)
+          curl redis-tools redis-server wrk python3 util-linux openssl tmux
+          python3-websockets)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

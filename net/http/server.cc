@@ -20,6 +20,12 @@
 //      what the peer still sends for a moment (so that the kernel does not
 //      reset the connection and destroy the response), close.
 //
+// Upgrades (ServerOptions::upgrade): in step 5, a plain-TCP request asking
+// to switch protocols goes to the upgrade function instead of the handler,
+// with the socket and the bytes buffered after the request. If it takes
+// the connection over, step 6 only closes the socket (the new protocol has
+// ended its own way); otherwise its response is sent as the last one.
+//
 // Shutdown: draining_ is set, the listener closed, every kIdle connection
 // claimed (kIdle -> kClosing) and closed; busy ones see draining_ after
 // their response and close. The connection list and the condition variable
@@ -128,6 +134,18 @@ std::string lower_trim(std::string_view s) {
     if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
   }
   return out;
+}
+
+// is_upgrade() is true for a request that asks to switch protocols: an
+// Upgrade field and "upgrade" among the Connection tokens.
+bool is_upgrade(const Request& req) {
+  if (req.find(bhttp::field::upgrade) == req.end()) return false;
+  auto c = req.find(bhttp::field::connection);
+  if (c == req.end()) return false;
+  for (auto token : bhttp::token_list{c->value()}) {
+    if (boost::beast::iequals(token, "upgrade")) return true;
+  }
+  return false;
 }
 
 // The status of a request the server refuses itself, or 0.
@@ -610,6 +628,7 @@ void Server::serve_requests(Conn& conn, S& stream, net::TcpStream& tcp) {
   std::optional<bhttp::request_parser<bhttp::string_body>> parser;
   uint64_t served = 0;
   bool write_failed = false;
+  bool upgraded = false;  // the upgrade function took the connection over
 
   auto flush = [&]() -> bool {
     if (out.empty()) return true;
@@ -742,8 +761,25 @@ void Server::serve_requests(Conn& conn, S& stream, net::TcpStream& tcp) {
     bool keep = req.keep_alive() && !draining_.load() &&
                 (opts_.max_requests_per_connection == 0 || served < opts_.max_requests_per_connection);
     Response res;
+    bool upgrade = false;
+    if constexpr (std::is_same_v<S, net::TcpStream>) {
+      upgrade = opts_.upgrade != nullptr && is_upgrade(req);
+    }
     try {
-      res = handler_(req);
+      if (upgrade) {
+        if (!flush()) break;  // answers to earlier pipelined requests
+        auto rest = in.data();
+        std::optional<Response> r =
+            opts_.upgrade(req, tcp, std::string_view(static_cast<const char*>(rest.data()), rest.size()));
+        if (!r.has_value()) {
+          upgraded = true;
+          break;
+        }
+        res = std::move(*r);
+        keep = false;
+      } else {
+        res = handler_(req);
+      }
     } catch (const std::exception&) {
       refuse(500);
       break;
@@ -819,7 +855,7 @@ void Server::serve_requests(Conn& conn, S& stream, net::TcpStream& tcp) {
       break;
     }
   }
-  if (ours && !write_failed && flush()) {
+  if (ours && !write_failed && !upgraded && flush()) {
     if constexpr (std::is_same_v<S, net::TcpStream>) {
       (void)tcp.shutdown(net::Shutdown::kWrite);
     } else {

@@ -151,6 +151,11 @@ class ResponseWriter {
 
 using StreamingHandler = std::function<void(const RequestHead&, BodyReader&, ResponseWriter&)>;
 
+// UpgradeHandler: see ServerOptions::upgrade. Returns std::nullopt once it
+// has taken the connection over, or a response to send instead.
+using UpgradeHandler =
+    std::function<std::optional<Response>(const Request& req, net::TcpStream& stream, std::string_view buffered)>;
+
 struct ServerOptions {
   // Request line and fields together; a longer head gets 431.
   size_t max_header_bytes = 8 * 1024;
@@ -175,6 +180,19 @@ struct ServerOptions {
   // The Server field of every response unless the handler set one; empty
   // for none.
   std::string server_name = "weft";
+  // Protocol switches: a request with "Connection: upgrade" and an Upgrade
+  // field (a WebSocket handshake) goes to this function instead of the
+  // handler, on the connection's fiber. To take the connection over (say
+  // with WebSocket::upgrade(stream, req, buffered)), it uses `stream`, the
+  // socket, and `buffered`, bytes the client sent after the request (none
+  // from a client that waits for the 101), and returns std::nullopt when it
+  // is done with it: the server then closes the socket. Or it returns a
+  // response (404 for an unknown path, say), sent with "Connection: close".
+  // Meanwhile the connection counts as busy: shutdown(grace) waits for the
+  // function to return and, at the deadline, closes the socket under it.
+  // Plain HTTP servers with a Handler only: on a TLS or streaming server
+  // upgrade requests go to the handler.
+  UpgradeHandler upgrade = nullptr;
   // HTTPS: a server tls::Context makes every connection start with a TLS
   // handshake (accept()), bounded by tls_handshake_timeout. A failed
   // handshake closes the connection and counts in stats().
