@@ -114,6 +114,9 @@ struct ServerFlags {
   // How long connections may take to finish after SIGINT/SIGTERM before
   // the server closes them and exits (run_server, shutdown step 4).
   absl::Duration drain_timeout = absl::Seconds(5);
+  // On stop, print the runtime's counters (Runtime::stats(): runs, steals,
+  // polls, idle sleeps, wake-ups per worker) to stderr, one line per worker.
+  bool stats = false;
   void add_to(Flags& flags);
 };
 
