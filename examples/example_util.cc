@@ -142,6 +142,8 @@ void ServerFlags::add_to(Flags& flags) {
             "listen on this UNIX socket path (or @NAME, an abstract name) instead of host:port");
   flags.add("drain-timeout", &drain_timeout,
             "after SIGINT/SIGTERM, how long connections may take to finish (e.g. 5s, 500ms)");
+  flags.add("stall-threshold", &stall_threshold,
+            "the runtime's stall threshold: a worker away from its loop this long is helped by a peer; 0: off");
   flags.add("stats", &stats, "on stop, print the runtime's per-worker counters to stderr");
 }
 
@@ -314,7 +316,7 @@ int run_server(const char* program, const ServerFlags& flags, ShutdownSignal& si
   // Declared before the runtime, which is destroyed first: connection
   // fibers it cancels still count themselves out.
   WaitGroup connections;
-  auto rt = Runtime::create({.workers = flags.workers});
+  auto rt = Runtime::create({.workers = flags.workers, .stall_threshold = flags.stall_threshold});
   if (!rt.ok()) {
     std::fprintf(stderr, "%s: cannot start the runtime: %s\n", program, rt.status().ToString().c_str());
     return 1;
