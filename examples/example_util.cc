@@ -142,6 +142,9 @@ void ServerFlags::add_to(Flags& flags) {
             "listen on this UNIX socket path (or @NAME, an abstract name) instead of host:port");
   flags.add("drain-timeout", &drain_timeout,
             "after SIGINT/SIGTERM, how long connections may take to finish (e.g. 5s, 500ms)");
+  flags.add("stall-threshold", &stall_threshold,
+            "the runtime's stall threshold: a worker away from its loop this long is helped by a peer; 0: off");
+  flags.add("stats", &stats, "on stop, print the runtime's per-worker counters to stderr");
 }
 
 absl::StatusOr<std::pair<std::string, uint16_t>> parse_host_port(std::string_view text) {
@@ -282,6 +285,30 @@ absl::Status serve(const ServerFlags& flags, Event& stop, const ConnectionHandle
                      [](net::TcpStream s) { return s; });
 }
 
+namespace {
+
+// print_stats() writes one line per worker of `s` to stderr (--stats).
+void print_stats(const char* program, const RuntimeStats& s) {
+  for (const WorkerStats& w : s.workers) {
+    std::fprintf(stderr,
+                 "%s: stats: worker=%d run=%llu spawned=%llu steal_attempts=%llu steal_successes=%llu "
+                 "stolen=%llu parks=%llu unparks=%llu polls=%llu poll_events=%llu messages=%llu "
+                 "idle_sleeps=%llu wakeups=%llu inject_taken=%llu\n",
+                 program, w.worker, static_cast<unsigned long long>(w.run),
+                 static_cast<unsigned long long>(w.spawned), static_cast<unsigned long long>(w.steal_attempts),
+                 static_cast<unsigned long long>(w.steal_successes), static_cast<unsigned long long>(w.stolen),
+                 static_cast<unsigned long long>(w.parks), static_cast<unsigned long long>(w.unparks),
+                 static_cast<unsigned long long>(w.polls), static_cast<unsigned long long>(w.poll_events),
+                 static_cast<unsigned long long>(w.messages), static_cast<unsigned long long>(w.idle_sleeps),
+                 static_cast<unsigned long long>(w.wakeups), static_cast<unsigned long long>(w.inject_taken));
+  }
+  std::fprintf(stderr, "%s: stats: monitor_wakeups=%llu hog_episodes=%llu handovers=%llu\n", program,
+               static_cast<unsigned long long>(s.monitor_wakeups), static_cast<unsigned long long>(s.hog_episodes),
+               static_cast<unsigned long long>(s.handovers));
+}
+
+}  // namespace
+
 int run_server(const char* program, const ServerFlags& flags, ShutdownSignal& signal,
                const ConnectionHandler& on_conn,
                const std::function<absl::Status(absl::Time drain_deadline)>& after_stop,
@@ -289,7 +316,7 @@ int run_server(const char* program, const ServerFlags& flags, ShutdownSignal& si
   // Declared before the runtime, which is destroyed first: connection
   // fibers it cancels still count themselves out.
   WaitGroup connections;
-  auto rt = Runtime::create({.workers = flags.workers});
+  auto rt = Runtime::create({.workers = flags.workers, .stall_threshold = flags.stall_threshold});
   if (!rt.ok()) {
     std::fprintf(stderr, "%s: cannot start the runtime: %s\n", program, rt.status().ToString().c_str());
     return 1;
@@ -300,6 +327,7 @@ int run_server(const char* program, const ServerFlags& flags, ShutdownSignal& si
     if (!served.ok()) return served;
     // Step 4: the listener is closed; drain.
     const absl::Time deadline = absl::Now() + flags.drain_timeout;
+    if (flags.stats) print_stats(program, (*rt)->stats());
     std::fprintf(stderr, "%s: stopping: listener closed, draining %lld connections for up to %s\n", program,
                  static_cast<long long>(connections.count()), absl::FormatDuration(flags.drain_timeout).c_str());
     if (after_stop) {

@@ -56,6 +56,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "net/net.h"
+#include "runtime/options.h"
 #include "signal/signal.h"
 #include "sync/sync.h"
 
@@ -114,6 +115,13 @@ struct ServerFlags {
   // How long connections may take to finish after SIGINT/SIGTERM before
   // the server closes them and exits (run_server, shutdown step 4).
   absl::Duration drain_timeout = absl::Seconds(5);
+  // On stop, print the runtime's counters (Runtime::stats(): runs, steals,
+  // polls, idle sleeps, wake-ups per worker) to stderr, one line per worker.
+  bool stats = false;
+  // RuntimeOptions::stall_threshold: how long a worker may stay away from
+  // its loop before the monitor hands its driver to a peer; zero turns the
+  // monitor off (for measurements, docs/benchmarks.md).
+  absl::Duration stall_threshold = RuntimeOptions{}.stall_threshold;
   void add_to(Flags& flags);
 };
 

@@ -5,7 +5,7 @@
 // echo_server with it, back to back in the same run.
 //
 //   echo_load --host 127.0.0.1 --port P --connections 100 --size 64
-//             --duration 5 --warmup 1
+//             --duration 5 --warmup 1 [--server-pid PID]
 //
 // Each connection plays ping-pong: it sends `size` bytes, waits until
 // `size` bytes have come back and match what it sent, then sends the next
@@ -18,6 +18,11 @@
 // Output: one line on stdout, after `warmup` seconds unmeasured and
 // `duration` seconds measured:
 //   msgs_per_sec=<f> p50_us=<f> p99_us=<f> p999_us=<f> errors=<n> connections=<n>
+// With --server-pid, the line goes on with the server's CPU time (user +
+// system, all its threads, from /proc/PID/stat) over the measured window
+// and the messages per server CPU-second (this load generator saturates
+// its own core, so the rate alone hides how much work the server spends):
+//   ... server_cpu_s=<f> msgs_per_server_cpu_s=<f>
 //
 // Exit status: 1 (at once, with a message on stderr) on a connect failure or
 // on content that does not match; 2 after printing the line if any
@@ -108,7 +113,7 @@ static double percentile_us(uint64_t total, double q) {
 static void usage(void) {
   fprintf(stderr,
           "usage: echo_load --host 127.0.0.1 --port P [--connections 100] [--size 64]\n"
-          "                 [--duration 5] [--warmup 1]\n");
+          "                 [--duration 5] [--warmup 1] [--server-pid PID]\n");
   exit(2);
 }
 
@@ -188,6 +193,25 @@ static void on_event(Conn* c) {
   }
 }
 
+// server_cpu_ticks() is the utime + stime of process `pid` in clock ticks,
+// or -1 if /proc/PID/stat cannot be read.
+static long long server_cpu_ticks(long pid) {
+  char path[64], buf[1024];
+  snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+  FILE* f = fopen(path, "r");
+  if (f == NULL) return -1;
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  fclose(f);
+  buf[n] = '\0';
+  // Field 2 (comm) may hold spaces: fields 3.. start after the last ')'.
+  const char* p = strrchr(buf, ')');
+  if (p == NULL) return -1;
+  unsigned long long utime = 0, stime = 0;
+  // state ppid pgrp session tty_nr tpgid flags minflt cminflt majflt cmajflt utime stime
+  if (sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &utime, &stime) != 2) return -1;
+  return (long long)(utime + stime);
+}
+
 static double parse_double(const char* name, const char* v) {
   char* end;
   double d = strtod(v, &end);
@@ -203,6 +227,7 @@ int main(int argc, char** argv) {
   const char* port = NULL;
   long connections = 100;
   double duration = 5, warmup = 1;
+  long server_pid = 0;
   for (int i = 1; i < argc; ++i) {
     char name[64];
     const char* value;
@@ -228,6 +253,8 @@ int main(int argc, char** argv) {
       duration = parse_double(name, value);
     } else if (strcmp(name, "--warmup") == 0) {
       warmup = parse_double(name, value);
+    } else if (strcmp(name, "--server-pid") == 0) {
+      server_pid = (long)parse_double(name, value);
     } else {
       usage();
     }
@@ -303,6 +330,7 @@ int main(int argc, char** argv) {
   int64_t measure_to = measure_from + (int64_t)(duration * 1e9);
   g_measuring = warmup == 0;
   int64_t measured_since = t0;
+  long long cpu_from = server_pid > 0 ? server_cpu_ticks(server_pid) : -1;
   for (long i = 0; i < connections; ++i) start_message(&conns[i], t0);
 
   static struct epoll_event events[kMaxEvents];
@@ -314,6 +342,7 @@ int main(int argc, char** argv) {
       g_msgs = 0;
       g_measuring = true;
       measured_since = now;
+      if (server_pid > 0) cpu_from = server_cpu_ticks(server_pid);
     }
     if (now >= measure_to) break;
     int64_t next = g_measuring ? measure_to : measure_from;
@@ -327,10 +356,21 @@ int main(int argc, char** argv) {
     for (int i = 0; i < n; ++i) on_event(events[i].data.ptr);
   }
 
+  long long cpu_to = server_pid > 0 ? server_cpu_ticks(server_pid) : -1;
   double secs = (double)(now - measured_since) / 1e9;
-  printf("msgs_per_sec=%.1f p50_us=%.2f p99_us=%.2f p999_us=%.2f errors=%lld connections=%ld\n",
+  printf("msgs_per_sec=%.1f p50_us=%.2f p99_us=%.2f p999_us=%.2f errors=%lld connections=%ld",
          (double)g_msgs / secs, percentile_us(g_msgs, 0.50), percentile_us(g_msgs, 0.99),
          percentile_us(g_msgs, 0.999), (long long)g_errors, connections);
+  if (server_pid > 0) {
+    if (cpu_from < 0 || cpu_to < 0) {
+      fprintf(stderr, "echo_load: cannot read /proc/%ld/stat\n", server_pid);
+      printf(" server_cpu_s=- msgs_per_server_cpu_s=-");
+    } else {
+      double cpu = (double)(cpu_to - cpu_from) / (double)sysconf(_SC_CLK_TCK);
+      printf(" server_cpu_s=%.2f msgs_per_server_cpu_s=%.1f", cpu, cpu > 0 ? (double)g_msgs / cpu : 0.0);
+    }
+  }
+  printf("\n");
   fflush(stdout);
   if (g_msgs == 0) fprintf(stderr, "echo_load: no message completed in %.1f s\n", secs);
   return g_errors > 0 || g_msgs == 0 ? 2 : 0;

@@ -10,10 +10,16 @@
 # runs --rounds times, alternating baseline and weft, and the tables show
 # the median of each side: on a shared machine one run of either can be
 # 15% off.
-#   echo  raw_epoll_server --mode echo  vs  weft echo_server,  load: echo_load
-#         (64-byte ping-pong), at 100 and 1000 connections, pinned (server on
-#         CPU 0, weft with --workers 1, load on CPU 1) and unpinned (weft with
-#         --workers 2).
+#   echo  raw_epoll_server --mode echo (reads until EAGAIN), the same with
+#         --short-read (a short read ends the read loop, as in weft),
+#         asio_echo_server (Boost.Asio, one io_context per thread) and weft
+#         echo_server, load: echo_load (64-byte ping-pong), at 100 and 1000
+#         connections, pinned (server on CPU 0, asio --threads 1, weft
+#         --workers 1, load on CPU 1) and unpinned (asio --threads 2, weft
+#         --workers 2; raw is single-threaded). All four run in each round,
+#         the order rotated per round; next to msgs/s and p50/p99 it shows k
+#         msgs per server CPU-second (the server's user + system time over
+#         the measured window, from /proc/PID/stat).
 #   http  raw_epoll_server --mode http  vs  weft http_hello,   load: wrk -t1
 #         --latency, at 100 and 1000 connections, pinned.
 #   http_server  tools/bench:http_hello_handwritten (the hand-written
@@ -44,15 +50,15 @@
 #       (default: <bazel-bin>/examples/{echo_server,http_hello,resp_server};
 #       each takes --host --port 0 --workers N, prints `listening on
 #       HOST:PORT` and exits on SIGTERM)
-#   RAW_EPOLL_SERVER, ECHO_LOAD, HTTP_HANDWRITTEN   the baseline binaries
-#       (default: bazel-bin)
+#   RAW_EPOLL_SERVER, ECHO_LOAD, HTTP_HANDWRITTEN, ASIO_ECHO_SERVER   the
+#       baseline binaries (default: bazel-bin)
 #   SERVER_CPU, CLIENT_CPU        CPUs for pinned runs (0 and 1)
 #   BAZEL, BAZEL_STARTUP_FLAGS    e.g. BAZEL_STARTUP_FLAGS=--output_base=/tmp/ob
 #
 # Exit status: 0 if every run that was attempted succeeded, 1 otherwise.
 set -euo pipefail
 # Binaries given relative to the caller's directory stay valid after the cd.
-for v in RAW_EPOLL_SERVER ECHO_LOAD HTTP_HANDWRITTEN WEFT_ECHO_SERVER WEFT_HTTP_SERVER WEFT_RESP_SERVER; do
+for v in RAW_EPOLL_SERVER ECHO_LOAD HTTP_HANDWRITTEN ASIO_ECHO_SERVER WEFT_ECHO_SERVER WEFT_HTTP_SERVER WEFT_RESP_SERVER; do
   if [[ -n ${!v:-} && ${!v} != /* ]]; then printf -v "$v" '%s' "$PWD/${!v}"; fi
 done
 cd "$(dirname "$0")/../.."
@@ -234,6 +240,7 @@ base_targets=() weft_targets=()
 [[ -n ${RAW_EPOLL_SERVER:-} ]] || base_targets+=(//tools/bench:raw_epoll_server)
 [[ -n ${ECHO_LOAD:-} ]] || base_targets+=(//tools/bench:echo_load)
 if want http_server && [[ -z ${HTTP_HANDWRITTEN:-} ]]; then base_targets+=(//tools/bench:http_hello_handwritten); fi
+if want echo && [[ -z ${ASIO_ECHO_SERVER:-} ]]; then base_targets+=(//tools/bench:asio_echo_server); fi
 declare -A weft_var=([echo_server]=WEFT_ECHO_SERVER [http_hello]=WEFT_HTTP_SERVER [resp_server]=WEFT_RESP_SERVER)
 for name in echo_server http_hello resp_server; do
   var=${weft_var[$name]}
@@ -271,6 +278,7 @@ fi
 raw_server=${RAW_EPOLL_SERVER:-$bin/tools/bench/raw_epoll_server}
 echo_load=${ECHO_LOAD:-$bin/tools/bench/echo_load}
 http_handwritten=${HTTP_HANDWRITTEN:-$bin/tools/bench/http_hello_handwritten}
+asio_echo=${ASIO_ECHO_SERVER:-$bin/tools/bench/asio_echo_server}
 weft_echo=${WEFT_ECHO_SERVER:-$bin/examples/echo_server}
 weft_http=${WEFT_HTTP_SERVER:-$bin/examples/http_hello}
 weft_resp=${WEFT_RESP_SERVER:-$bin/examples/resp_server}
@@ -289,17 +297,19 @@ echo "net_bench: ${duration} s per run after ${warmup} s warm-up; pinned = serve
 # ---- echo ------------------------------------------------------------------
 
 # echo_run SERVER_CPU|- CLIENT_CPU|- CONNS SERVER...: sets res_rate (msgs/s,
-# or FAIL) and res_p99 (us). Not to be run in a subshell: the processes it
-# starts must stay visible to cleanup.
+# or FAIL), res_p50 and res_p99 (us) and res_kcpu (thousand messages per
+# second of the server's CPU time, user + system over the measured window,
+# read by echo_load from /proc/PID/stat). Not to be run in a subshell: the
+# processes it starts must stay visible to cleanup.
 echo_run() {
   local scpu=$1 ccpu=$2 conns=$3
   shift 3
-  res_rate=FAIL res_p99=-
+  res_rate=FAIL res_p50=- res_p99=- res_kcpu=-
   start_server "$scpu" "$@" || return 0
   local out=$tmp/echo_load.out rc=0
   run_client "$ccpu" $((duration + warmup + 60)) "$out" \
     "$echo_load" --host 127.0.0.1 --port "$server_port" --connections "$conns" --size 64 \
-    --duration "$duration" --warmup "$warmup" || rc=$?
+    --duration "$duration" --warmup "$warmup" --server-pid "$server_pid" || rc=$?
   stop_server
   local line
   line=$(grep '^msgs_per_sec=' "$out" || true)
@@ -308,36 +318,68 @@ echo_run() {
     sed 's/^/    /' "$out" >&2
     return 0
   fi
-  res_rate=$(kv msgs_per_sec "$line") res_p99=$(kv p99_us "$line")
+  res_rate=$(kv msgs_per_sec "$line") res_p50=$(kv p50_us "$line") res_p99=$(kv p99_us "$line")
+  res_kcpu=$(awk -v v="$(kv msgs_per_server_cpu_s "$line")" 'BEGIN { if (v ~ /^[0-9.]+$/) printf "%.1f", v / 1000; else print "-" }')
+}
+
+# range V...: "min-max" of the values, or "-" if any is not a number.
+range() {
+  local v
+  for v in "$@"; do [[ $v =~ ^[0-9.]+$ ]] || { echo -; return; }; done
+  printf '%s\n' "$@" | sort -g | awk '
+    function f(x) { return x >= 100 ? sprintf("%.0f", x) : sprintf("%.1f", x) }
+    NR == 1 { lo = $1 } { hi = $1 } END { printf "%s-%s", f(lo), f(hi) }'
 }
 
 if want echo; then
   echo
   echo "## echo: 64-byte ping-pong (echo_load)"
-  [[ -x $weft_echo ]] || echo "weft echo_server not built ($weft_echo): weft columns skipped"
   echo
-  echo "| placement | conns | raw msgs/s | raw p99 us | weft msgs/s | weft p99 us | weft/raw msgs/s | weft/raw p99 |"
-  echo "|---|---|---|---|---|---|---|---|"
+  echo "Servers: raw = raw_epoll_server, edge-triggered, reads until EAGAIN; raw-short = the same,"
+  echo "a short read ends the read loop (as weft does); both one thread. asio = asio_echo_server,"
+  echo "one io_context per thread (--threads = weft's --workers). weft = examples/echo_server."
+  echo "Pinned: server on CPU $server_cpu with 1 thread/worker, load on CPU $client_cpu. Unpinned:"
+  echo "2 threads/workers (raw stays single-threaded), no pinning. Each round runs every server"
+  echo "once, in an order rotated per round; cells are medians over $rounds rounds [min-max]."
+  echo "k msgs/CPU-s = messages per second of the server's own CPU time (user + system)."
+  [[ -x $weft_echo ]] || echo "weft echo_server not built ($weft_echo): weft rows skipped"
+  [[ -x $asio_echo ]] || echo "asio_echo_server not built ($asio_echo): asio rows skipped"
+  echo
+  echo "| placement | conns | server | msgs/s | p50 us | p99 us | k msgs/CPU-s | /raw msgs/s | /raw k msgs/CPU-s | /raw p99 |"
+  echo "|---|---|---|---|---|---|---|---|---|---|"
+  echo_names=(raw raw-short asio weft)
   for placement in pinned unpinned; do
     if [[ $placement == pinned ]]; then scpu=$server_cpu ccpu=$client_cpu workers=1; else scpu=- ccpu=- workers=2; fi
     for conns in $connections; do
-      rr=() rp=() wr=() wp=()
+      declare -A er=() e50=() e99=() ec=()
       for ((round = 0; round < rounds; round++)); do
-        echo_run "$scpu" "$ccpu" "$conns" "$raw_server" --mode echo --host 127.0.0.1 --port 0
-        rr+=("$res_rate") rp+=("$res_p99")
-        if [[ -x $weft_echo ]]; then
-          echo_run "$scpu" "$ccpu" "$conns" "$weft_echo" --host 127.0.0.1 --port 0 --workers "$workers"
-          wr+=("$res_rate") wp+=("$res_p99")
-        fi
+        for ((k = 0; k < ${#echo_names[@]}; k++)); do
+          name=${echo_names[$(((k + round) % ${#echo_names[@]}))]}
+          case $name in
+            raw) cmd=("$raw_server" --mode echo) ;;
+            raw-short) cmd=("$raw_server" --mode echo --short-read) ;;
+            asio) [[ -x $asio_echo ]] || continue; cmd=("$asio_echo" --threads "$workers") ;;
+            weft) [[ -x $weft_echo ]] || continue; cmd=("$weft_echo" --workers "$workers") ;;
+          esac
+          echo_run "$scpu" "$ccpu" "$conns" "${cmd[@]}" --host 127.0.0.1 --port 0
+          er[$name]+="$res_rate " e50[$name]+="$res_p50 " e99[$name]+="$res_p99 " ec[$name]+="$res_kcpu "
+        done
       done
-      raw_rate=$(median "${rr[@]}") raw_p99=$(median "${rp[@]}")
-      weft_rate=skipped weft_p99=-
-      if [[ -x $weft_echo ]]; then weft_rate=$(median "${wr[@]}") weft_p99=$(median "${wp[@]}"); fi
-      [[ $raw_rate == FAIL || $weft_rate == FAIL ]] && failed=1
-      printf '| %s%s | %s | %s | %s | %s | %s | %s | %s |\n' "$placement" \
-        "$([[ $placement == pinned ]] && echo " (w=1)" || echo " (w=2)")" "$conns" \
-        "$raw_rate" "${raw_p99:--}" "$weft_rate" "${weft_p99:--}" \
-        "$(ratio "$weft_rate" "$raw_rate")" "$(ratio "$weft_p99" "$raw_p99")"
+      base_rate='' base_kcpu='' base_p99=''
+      for name in "${echo_names[@]}"; do
+        [[ -n ${er[$name]:-} ]] || continue
+        read -r -a vr <<<"${er[$name]}"; read -r -a v50 <<<"${e50[$name]}"
+        read -r -a v99 <<<"${e99[$name]}"; read -r -a vc <<<"${ec[$name]}"
+        m_rate=$(median "${vr[@]}") m_p50=$(median "${v50[@]}") m_p99=$(median "${v99[@]}") m_kcpu=$(median "${vc[@]}")
+        [[ $m_rate == FAIL ]] && failed=1
+        if [[ $name == raw ]]; then base_rate=$m_rate base_kcpu=$m_kcpu base_p99=$m_p99; fi
+        printf '| %s%s | %s | %s | %s [%s] | %s | %s [%s] | %s [%s] | %s | %s | %s |\n' "$placement" \
+          "$([[ $placement == pinned ]] && echo " (1)" || echo " (2)")" "$conns" "$name" \
+          "$m_rate" "$(range "${vr[@]}")" "$m_p50" "$m_p99" "$(range "${v99[@]}")" \
+          "$m_kcpu" "$(range "${vc[@]}")" \
+          "$(ratio "$m_rate" "$base_rate")" "$(ratio "$m_kcpu" "$base_kcpu")" "$(ratio "$m_p99" "$base_p99")"
+      done
+      unset er e50 e99 ec
     done
   done
 fi

@@ -5,7 +5,7 @@
 // tools/bench/net_bench.sh runs it back to back with weft's echo_server,
 // http_hello and the same load generator, and prints the ratio.
 //
-//   raw_epoll_server --mode echo|http --host 127.0.0.1 --port 0
+//   raw_epoll_server --mode echo|http [--short-read] --host 127.0.0.1 --port 0
 //
 // It prints exactly `listening on HOST:PORT` (flushed) once it listens, and
 // exits with status 0 on SIGINT or SIGTERM.
@@ -28,6 +28,11 @@
 //   3. Reads go on until EAGAIN (edge triggering requires it), unless output
 //      is pending: then the connection stops reading (back-pressure) and
 //      resumes after EPOLLOUT drains the output.
+//      With --short-read (echo mode), a read that returns less than the
+//      buffer's size is taken as the end of the readable data, as weft's
+//      sockets do: the connection waits for the next edge instead of paying
+//      a read() that would fail with EAGAIN. That is safe with EPOLLET
+//      because data that arrives after the short read raises a new edge.
 //   4. TCP_NODELAY on every accepted socket; SIGPIPE is ignored.
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -79,13 +84,16 @@ typedef struct Conn {
 static char listener_tag;
 static char signal_tag;
 
+// --short-read: a short read ends the read loop (see 3. above).
+static bool short_read;
+
 static void die(const char* what) {
   fprintf(stderr, "raw_epoll_server: %s: %s\n", what, strerror(errno));
   exit(1);
 }
 
 static void usage(void) {
-  fprintf(stderr, "usage: raw_epoll_server [--mode echo|http] [--host 127.0.0.1] [--port 0]\n");
+  fprintf(stderr, "usage: raw_epoll_server [--mode echo|http] [--short-read] [--host 127.0.0.1] [--port 0]\n");
   exit(2);
 }
 
@@ -118,6 +126,7 @@ static bool echo_on_event(Conn* c) {
       c->out_len = (uint32_t)n;
       f = flush(c);
       if (f <= 0) return f == 0;  // back-pressure: resume after EPOLLOUT
+      if (short_read && n < kOutSize) return true;  // the next edge brings more
     } else if (n == 0) {
       return false;
     } else if (errno == EINTR) {
@@ -234,6 +243,10 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     const char* name = argv[i];
     const char* value = NULL;
+    if (strcmp(name, "--short-read") == 0) {
+      short_read = true;
+      continue;
+    }
     const char* eq = strchr(name, '=');
     size_t name_len = eq ? (size_t)(eq - name) : strlen(name);
     if (eq) {
