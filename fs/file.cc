@@ -4,16 +4,36 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <string>
 #include <utility>
 
 #include "fs/internal/fs_util.h"
 #include "runtime/blocking.h"
+#include "runtime/internal/uring.h"
 
 namespace weft::fs {
 
 using internal::fs_error;
 using internal::path_string;
+
+namespace {
+
+// ring_open_differs() is whether an open the ring made must be redone with
+// open(2) on the pool. io_uring first tries an open without blocking (as
+// if O_NONBLOCK), so a FIFO opened for reading does not wait for a writer
+// (and one opened for writing without a reader fails with ENXIO, which the
+// caller redoes), and a character device may skip its open-time wait.
+// Only those are redone; the check asks the inode's type without syncing
+// (no round trip on a network filesystem).
+bool ring_open_differs(int fd, bool write) {
+  struct statx st;
+  if (::statx(fd, "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC, STATX_TYPE, &st) < 0) return false;
+  if (S_ISCHR(st.stx_mode)) return true;
+  return S_ISFIFO(st.stx_mode) && !write;
+}
+
+}  // namespace
 
 absl::StatusOr<File> File::open(std::string_view path, OpenOptions o) {
   auto p = path_string("File::open", path);
@@ -35,6 +55,28 @@ absl::StatusOr<File> File::open(std::string_view path, OpenOptions o) {
   if (o.truncate) flags |= O_TRUNC;
   if (o.append) flags |= O_APPEND;
   if (o.exclusive) flags |= O_EXCL;
+  if (weft::internal::ring_available()) {
+    using weft::internal::RingOp;
+    using weft::internal::RingResult;
+    weft::internal::RingOpPtr op = weft::internal::make_ring_op(RingOp::Kind::kOpen);
+    op->path = *p;
+    op->flags = flags;
+    op->mode = o.mode;
+    switch (weft::internal::ring_call(op.get())) {
+      case RingResult::kNoRing:
+        break;
+      case RingResult::kCancelled:
+        return internal::cancelled_error("File::open", *p);
+      case RingResult::kDone:
+        if (op->res >= 0 && !ring_open_differs(op->res, write)) return File(op->res, *p);
+        if (op->res >= 0) {
+          ::close(op->res);
+        } else if (op->res != -ENXIO) {
+          return fs_error(-op->res, "File::open", *p, "open");
+        }
+        break;  // open(2) on the pool gives the blocking semantics
+    }
+  }
   return run_blocking([&]() -> absl::StatusOr<File> {
     int fd = weft::internal::retry_on_eintr([&] { return ::open(p->c_str(), flags, o.mode); });
     if (fd < 0) return fs_error(errno, "File::open", *p, "open");
@@ -182,6 +224,22 @@ absl::StatusOr<uint64_t> File::size() {
 absl::Status File::close() {
   if (fd_ < 0) return absl::OkStatus();
   int fd = std::exchange(fd_, -1);
+  if (weft::internal::ring_available()) {
+    using weft::internal::RingOp;
+    using weft::internal::RingResult;
+    weft::internal::RingOpPtr op = weft::internal::make_ring_op(RingOp::Kind::kClose);
+    op->fd = fd;
+    switch (weft::internal::ring_call(op.get())) {
+      case RingResult::kNoRing:
+        break;
+      case RingResult::kCancelled:
+        // The close goes on in the kernel (it is never cancelled).
+        return internal::cancelled_error("File::close", path_);
+      case RingResult::kDone:
+        if (op->res < 0 && op->res != -EINTR) return fs_error(-op->res, "File::close", path_, "close");
+        return absl::OkStatus();
+    }
+  }
   return run_blocking([&]() -> absl::Status {
     // No retry on EINTR: the descriptor is gone either way on Linux.
     if (::close(fd) < 0 && errno != EINTR) return fs_error(errno, "File::close", path_, "close");
