@@ -77,7 +77,7 @@ TEST_CASE("kAuto serves stat, open and close on the rings; kOff on the pool") {
     rt->block_on([&] { REQUIRE(write_file(d / "f", "hello").ok()); });
   }
   const bool rings = rings_expected();
-  MESSAGE("io_uring rings on this machine: ", rings ? "yes" : "no (pool only)");
+  MESSAGE("io_uring rings on this machine: " << (rings ? "yes" : "no (pool only)"));
   for (IoUringMode mode : {IoUringMode::kAuto, IoUringMode::kOff}) {
     CAPTURE(static_cast<int>(mode));
     auto rt = make_runtime(2, mode);

@@ -12,6 +12,7 @@
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <thread>
 
 #include "runtime/internal/blocking_pool.h"
 #include "runtime/internal/park.h"
@@ -107,6 +108,12 @@ absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::create(const RuntimeOption
       s->stop();
       return absl::ResourceExhaustedError(std::string("cannot start worker thread: ") + e.what());
     }
+  }
+  // Each worker sets up its io_uring (or finds it cannot) on its own thread
+  // before its loop; wait for that, so that Runtime::stats() says from the
+  // start which workers have a ring.
+  for (auto& w : s->workers_) {
+    while (!w->loop_started()) std::this_thread::yield();
   }
   try {
     s->monitor_->start();

@@ -55,6 +55,10 @@
 
 #include "runtime/platform/syscall.h"
 
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#endif
+
 namespace weft::internal {
 
 namespace {
@@ -91,6 +95,15 @@ absl::StatusOr<std::unique_ptr<Ring>> Ring::create(unsigned entries, std::atomic
     r->impl_.reset();
     return errno_status(-rc, "io_uring_queue_init");
   }
+#if defined(__SANITIZE_ADDRESS__)
+  // liburing maps the rings with its own mmap system call, which ASan does
+  // not see: the shadow of those pages may still hold the poison of an
+  // earlier mapping at the same address (a fiber stack's redzones).
+  io_uring& u = r->impl_->ring;
+  __asan_unpoison_memory_region(u.sq.ring_ptr, u.sq.ring_sz);
+  __asan_unpoison_memory_region(u.cq.ring_ptr, u.cq.ring_sz);
+  __asan_unpoison_memory_region(u.sq.sqes, u.sq.ring_entries * sizeof(io_uring_sqe));
+#endif
   r->event_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (r->event_fd_ < 0) return errno_status(errno, "eventfd");
   rc = io_uring_register_eventfd(&r->impl_->ring, r->event_fd_);

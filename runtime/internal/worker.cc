@@ -97,6 +97,7 @@ void Worker::run_loop() {
   init_thread_context(&thread_ctx_);
   AltSignalStack alt;
   start_ring();
+  loop_started_.store(true, std::memory_order_release);
   while (!sched_->stopping()) {
     sync_thread_signal_mask();  // signals reserved or released since the last turn
     Fiber* f = find_runnable();

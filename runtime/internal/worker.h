@@ -92,6 +92,9 @@ class Worker {
   // ring_active() is whether this worker serves file calls on its own
   // io_uring (uring.h): set once its loop has created the ring.
   bool ring_active() const { return ring_active_.load(std::memory_order_acquire); }
+  // loop_started() is whether the worker's thread has set up its ring (or
+  // given up on one) and entered its loop.
+  bool loop_started() const { return loop_started_.load(std::memory_order_acquire); }
   // send() queues a message and wakes the worker if it sleeps.
   void send(WorkerMessage* m);
   // notify() interrupts the worker's poll_once if it blocks.
@@ -288,6 +291,7 @@ class Worker {
   std::atomic<bool> woken_to_search_{false};
   std::atomic<size_t> io_count_{0};  // io_live_, readable by other threads
   std::atomic<bool> ring_active_{false};  // ring_ != null, for stats
+  std::atomic<bool> loop_started_{false};  // set once by the owner
   WorkerCounters counters_;          // written by the owner only
 
   // --- hand-over (monitor.cc) ---
