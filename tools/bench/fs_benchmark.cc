@@ -28,24 +28,9 @@
 
 namespace {
 
+using weft::bench::drop_cache;
+using weft::bench::flag_str;
 using weft::bench::now_ns;
-
-std::string flag_str(int argc, char** argv, const std::string& name, const std::string& def) {
-  std::string prefix = "--" + name + "=";
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    if (a.rfind(prefix, 0) == 0) return a.substr(prefix.size());
-  }
-  return def;
-}
-
-void drop_cache(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return;
-  ::fdatasync(fd);
-  ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
-  ::close(fd);
-}
 
 uint64_t plain_read(const std::string& path, char* buf, size_t cap) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
