@@ -14,6 +14,8 @@
 //      copied out (as File::pread on the ring would have to, so that a
 //      cancelled read never writes into the caller's freed buffer).
 //   4. pwrite 4 KiB: the same with writes (no sync), copied in.
+//   4b. pread of 64 KiB (--ios / 4 reads) and of 1 MiB (--ios / 64), warm:
+//      where the copy and the kernel's copy outweigh the hand-off.
 //   5. cold read: 3 files of --mib MiB after posix_fadvise(DONTNEED), 3
 //      fibers reading 1 MiB at a time. Pool: File::read. Ring: read ops at
 //      the file position, copied out.
@@ -150,29 +152,33 @@ int main(int argc, char** argv) {
                      });
                    },
                    nullptr, {}});
-  auto small_io = [&](bool write) {
-    return [&, write](weft::Runtime* rt, bool ring) {
-      on_fibers(rt, kFibers, [&, write, ring](int f) {
+  auto small_io = [&](bool write, size_t size, int64_t count) {
+    return [&, write, size, count](weft::Runtime* rt, bool ring) {
+      on_fibers(rt, kFibers, [&, write, ring, size, count](int f) {
         auto file = weft::fs::File::open(io_file, {.read = true, .write = write});
         if (!file.ok()) std::abort();
-        char buf[kSmallIo];
-        std::memset(buf, 'w', sizeof buf);
-        for (int64_t i = f; i < ios; i += kFibers) {
-          uint64_t off = scatter(static_cast<uint64_t>(i));
+        auto buf = std::make_unique<char[]>(size);
+        std::memset(buf.get(), 'w', size);
+        for (int64_t i = f; i < count; i += kFibers) {
+          uint64_t off = scatter(static_cast<uint64_t>(i)) % (kIoFile - size + 1) / kSmallIo * kSmallIo;
           if (ring) {
-            ring_rw(write ? RingOp::Kind::kWrite : RingOp::Kind::kRead, file->native_handle(), buf, kSmallIo, off);
+            ring_rw(write ? RingOp::Kind::kWrite : RingOp::Kind::kRead, file->native_handle(), buf.get(), size, off);
           } else if (write) {
-            if (!file->pwrite(std::string_view(buf, kSmallIo), off).ok()) std::abort();
+            if (!file->pwrite(std::string_view(buf.get(), size), off).ok()) std::abort();
           } else {
-            auto n = file->pread(std::span<char>(buf, kSmallIo), off);
-            if (!n.ok() || *n != kSmallIo) std::abort();
+            auto n = file->pread(std::span<char>(buf.get(), size), off);
+            if (!n.ok() || *n != size) std::abort();
           }
         }
       });
     };
   };
-  loads.push_back({"pread 4 KiB (warm)", "ns/read", static_cast<double>(ios), small_io(false), nullptr, {}});
-  loads.push_back({"pwrite 4 KiB (warm)", "ns/write", static_cast<double>(ios), small_io(true), nullptr, {}});
+  loads.push_back({"pread 4 KiB (warm)", "ns/read", static_cast<double>(ios), small_io(false, kSmallIo, ios), nullptr, {}});
+  loads.push_back({"pwrite 4 KiB (warm)", "ns/write", static_cast<double>(ios), small_io(true, kSmallIo, ios), nullptr, {}});
+  loads.push_back({"pread 64 KiB (warm)", "ns/read", static_cast<double>(ios / 4),
+                   small_io(false, 64 << 10, ios / 4), nullptr, {}});
+  loads.push_back({"pread 1 MiB (warm)", "ns/read", static_cast<double>(ios / 64),
+                   small_io(false, 1 << 20, ios / 64), nullptr, {}});
   loads.push_back({"cold read 3 x " + std::to_string(mib) + " MiB", "ms", 1e6,
                    [&](weft::Runtime* rt, bool ring) {
                      std::atomic<uint64_t> total{0};
