@@ -105,7 +105,7 @@ TEST_CASE("kAuto serves stat, open and close on the rings; kOff on the pool") {
       uint64_t ring_ops = after.total(&WorkerStats::ring_ops) - before.total(&WorkerStats::ring_ops);
       if (mode == IoUringMode::kAuto && rings) {
         CHECK(after.rings_active() == 2);
-        CHECK(ring_ops == 6);  // stat, lstat, 2 exists, open, close
+        CHECK(ring_ops == 7);  // stat, lstat, 2 exists, open, read, close
       } else {
         CHECK(after.rings_active() == 0);
         CHECK(ring_ops == 0);
@@ -155,9 +155,11 @@ TEST_CASE("errors: identical statuses on the ring and on the pool") {
     REQUIRE(create_dir(d / "locked").ok());
     REQUIRE(write_file(d / "locked/inner", "x").ok());
   });
+  REQUIRE(::mkfifo((d / "fifo").c_str(), 0600) == 0);
   REQUIRE(::chmod((d / "locked").c_str(), 0) == 0);
   const bool root = ::geteuid() == 0;
   std::string long_name(300, 'n');
+  char buf[16];
   struct Case {
     const char* what;
     std::function<absl::Status()> call;
@@ -174,11 +176,20 @@ TEST_CASE("errors: identical statuses on the ring and on the pool") {
       {"open EISDIR", [&] { return File::open(d / "dir", {.write = true}).status(); }},
       {"open EEXIST", [&] { return File::open(d / "f", {.write = true, .create = true, .exclusive = true}).status(); }},
       {"open ELOOP", [&] { return File::open(d / "loop1").status(); }},
+      {"read EISDIR", [&] { return File::open(d / "dir")->read(std::span<char>(buf, 16)).status(); }},
+      {"pread EISDIR", [&] { return File::open(d / "dir")->pread(std::span<char>(buf, 16), 0).status(); }},
+      {"read EBADF", [&] { return File::open(d / "f", {.write = true})->read(std::span<char>(buf, 16)).status(); }},
+      {"write EBADF", [&] { return File::open(d / "f")->write("x").status(); }},
+      {"pwrite EBADF", [&] { return File::open(d / "f")->pwrite("x", 0); }},
+      {"write ENOSPC", [&] { return File::open("/dev/full", {.write = true})->write("x").status(); }},
+      {"pwrite ENOSPC", [&] { return File::open("/dev/full", {.write = true})->pwrite("xy", 0); }},
+      {"pread ESPIPE", [&] { return File::open(d / "fifo", {.read = true, .write = true})->pread(std::span<char>(buf, 1), 0).status(); }},
       {"stat EACCES", [&] { return stat(d / "locked/inner").status(); }},
       {"open EACCES", [&] { return File::open(d / "locked/inner").status(); }},
   };
   for (const Case& c : cases) {
-    CAPTURE(c.what);
+    std::string what = c.what;
+    CAPTURE(what);
     absl::Status a = pool->block_on(c.call);
     absl::Status b = ring->block_on(c.call);
     CAPTURE(a);
@@ -190,6 +201,44 @@ TEST_CASE("errors: identical statuses on the ring and on the pool") {
     CHECK_FALSE(a.ok());
     CHECK(a == b);  // code, message (call, path, errno text) and errno payload
     CHECK(error_number(a) == error_number(b));
+  }
+}
+
+TEST_CASE("File read, write, pread, pwrite: the same bytes on the ring and on the pool") {
+  TempDir d;
+  const bool rings = rings_expected();
+  for (IoUringMode mode : {IoUringMode::kAuto, IoUringMode::kOff}) {
+    CAPTURE(static_cast<int>(mode));
+    auto rt = make_runtime(2, mode);
+    rt->block_on([&] {
+      std::string name = d / (mode == IoUringMode::kAuto ? "ring" : "pool");
+      auto f = File::open(name, {.read = true, .write = true, .create = true});
+      REQUIRE(f.ok());
+      uint64_t ops_before = rt->stats().total(&WorkerStats::ring_ops);
+      CHECK(*f->write("hello ") == 6);
+      CHECK(*f->write("world") == 5);
+      CHECK(f->pwrite("W", 6).ok());
+      std::string big(200 << 10, 'b');  // above the ring's 4 KiB limit: the pool
+      CHECK(f->pwrite(big, 11).ok());
+      char buf[32];
+      auto n = f->pread(std::span<char>(buf, 11), 0);
+      REQUIRE(n.ok());
+      CHECK(std::string(buf, *n) == "hello World");
+      CHECK(*f->seek(0) == 0);
+      n = f->read(std::span<char>(buf, 5));
+      REQUIRE(n.ok());
+      CHECK(std::string(buf, *n) == "hello");
+      n = f->read(std::span<char>(buf, 6));  // the ring's read moved the file position
+      CHECK(std::string(buf, *n) == " World");
+      n = f->pread(std::span<char>(buf, 32), 11 + big.size() - 4);
+      CHECK(*n == 4);  // a short read at the end
+      uint64_t ops = rt->stats().total(&WorkerStats::ring_ops) - ops_before;
+      // On the ring: 2 writes, the small pwrite, 2 reads and the first
+      // pread; not the big pwrite, nor the last pread (32 bytes... which is
+      // small: on the ring too).
+      CHECK(ops == (mode == IoUringMode::kAuto && rings ? 7u : 0u));
+      CHECK(f->close().ok());
+    });
   }
 }
 
@@ -340,7 +389,7 @@ TEST_CASE("stress: stat, open, close from many fibers on several workers") {
     CHECK(bytes.load() == expect_bytes);
     uint64_t ops = rt->stats().total(&WorkerStats::ring_ops) - ops_before;
     if (mode == IoUringMode::kAuto && rings) {
-      CHECK(ops == static_cast<uint64_t>(4 * total));  // 2 stats, open, close
+      CHECK(ops == static_cast<uint64_t>(5 * total));  // 2 stats, open, pread, close
     } else {
       CHECK(ops == 0);
     }
