@@ -14,6 +14,7 @@
 #include "fs/internal/fs_util.h"
 #include "runtime/blocking.h"
 #include "runtime/internal/uring.h"
+#include "runtime/runtime.h"
 
 namespace weft::fs {
 
@@ -323,6 +324,9 @@ absl::Status File::close() {
         return absl::OkStatus();
     }
   }
+  // Not cancellable: a close dropped from the pool's queue would leak the
+  // descriptor.
+  this_fiber::CancellationShield shield;
   return run_blocking([&]() -> absl::Status {
     // No retry on EINTR: the descriptor is gone either way on Linux.
     if (::close(fd) < 0 && errno != EINTR) return fs_error(errno, "File::close", path_, "close");
