@@ -113,10 +113,13 @@ class File {
   const std::string& path() const { return path_; }
 
  private:
-  File(int fd, std::string path) : fd_(fd), path_(std::move(path)) {}
+  File(int fd, std::string path, bool regular) : fd_(fd), regular_(regular), path_(std::move(path)) {}
   absl::Status closed_error(const char* op) const;
 
   int fd_ = -1;
+  // A regular file: small reads and writes may go to the worker's io_uring
+  // (pipes and devices keep the pool's plain read/write semantics).
+  bool regular_ = false;
   std::string path_;
 };
 

@@ -5,6 +5,7 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -12,11 +13,13 @@
 #include <cerrno>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <random>
 #include <utility>
 
 #include "fs/internal/fs_util.h"
 #include "runtime/blocking.h"
+#include "runtime/internal/uring.h"
 
 namespace weft::fs {
 
@@ -161,9 +164,52 @@ absl::Status write_atomic(const std::string& path, std::string_view data, mode_t
   return absl::OkStatus();
 }
 
+FileStatus to_file_status(const struct statx& st) {
+  FileStatus s;
+  s.kind = kind_of_mode(st.stx_mode);
+  s.size = st.stx_size;
+  s.permissions = st.stx_mode & 07777;
+  s.mtime = absl::FromUnixSeconds(st.stx_mtime.tv_sec) + absl::Nanoseconds(st.stx_mtime.tv_nsec);
+  s.inode = st.stx_ino;
+  s.device = makedev(st.stx_dev_major, st.stx_dev_minor);
+  s.links = st.stx_nlink;
+  s.uid = st.stx_uid;
+  s.gid = st.stx_gid;
+  return s;
+}
+
+// ring_stat() runs statx on the calling worker's io_uring (uring.h):
+// nullopt if there is none (or it is full), and the caller uses the pool.
+std::optional<absl::StatusOr<struct statx>> ring_stat(std::string_view call, const std::string& p,
+                                                      bool follow) {
+  using weft::internal::RingOp;
+  using weft::internal::RingResult;
+  if (!weft::internal::ring_available()) return std::nullopt;
+  weft::internal::RingOpPtr op = weft::internal::make_ring_op(RingOp::Kind::kStatx);
+  op->path = p;
+  op->flags = follow ? 0 : AT_SYMLINK_NOFOLLOW;
+  op->mask = STATX_BASIC_STATS;
+  switch (weft::internal::ring_call(op.get())) {
+    case RingResult::kNoRing:
+      return std::nullopt;
+    case RingResult::kCancelled:
+      return absl::StatusOr<struct statx>(internal::cancelled_error(call, p));
+    case RingResult::kDone:
+      break;
+  }
+  if (op->res < 0) {
+    return absl::StatusOr<struct statx>(fs_error(-op->res, call, p, follow ? "stat" : "lstat"));
+  }
+  return absl::StatusOr<struct statx>(op->stx);
+}
+
 absl::StatusOr<FileStatus> stat_impl(std::string_view call, std::string_view path, bool follow) {
   auto p = path_string(call, path);
   if (!p.ok()) return p.status();
+  if (auto r = ring_stat(call, *p, follow)) {
+    if (!r->ok()) return r->status();
+    return to_file_status(**r);
+  }
   return run_blocking([&]() -> absl::StatusOr<FileStatus> {
     struct stat st;
     int rc = follow ? ::stat(p->c_str(), &st) : ::lstat(p->c_str(), &st);
@@ -288,6 +334,11 @@ absl::StatusOr<FileStatus> lstat(std::string_view path) { return stat_impl("lsta
 absl::StatusOr<bool> exists(std::string_view path) {
   auto p = path_string("exists", path);
   if (!p.ok()) return p.status();
+  if (auto r = ring_stat("exists", *p, true)) {
+    if (r->ok()) return true;
+    if (weft::internal::errno_of(r->status()) == ENOENT) return false;
+    return r->status();
+  }
   return run_blocking([&]() -> absl::StatusOr<bool> {
     struct stat st;
     if (::stat(p->c_str(), &st) == 0) return true;

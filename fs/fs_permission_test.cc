@@ -32,6 +32,24 @@ int run_checks(const std::string& dir) {
       ++failures;
     }
   };
+  // stat and File::open on the workers' io_uring and on the pool: the
+  // same statuses, message included.
+  std::string hidden = dir + "/noexec/f";
+  for (const char* what : {"stat", "lstat", "exists", "File::open"}) {
+    absl::Status on[2];
+    for (IoUringMode mode : {IoUringMode::kAuto, IoUringMode::kOff}) {
+      auto rt = *Runtime::create({.workers = 1, .io_uring = mode});
+      on[mode == IoUringMode::kOff] = rt->block_on([&] {
+        std::string_view w(what);
+        if (w == "stat") return stat(hidden).status();
+        if (w == "lstat") return lstat(hidden).status();
+        if (w == "exists") return exists(hidden).status();
+        return File::open(secret).status();
+      });
+    }
+    expect(what, on[0], error_number(on[0]) == EACCES && on[0] == on[1]);
+    if (on[0] != on[1]) std::fprintf(stderr, "  the pool said: %s\n", on[1].ToString().c_str());
+  }
   auto rt = *Runtime::create({.workers = 1});
   rt->block_on([&] {
     absl::Status r = read_file(secret).status();
@@ -76,6 +94,12 @@ TEST_CASE("EACCES: unreadable file, unwritable and unlistable directory") {
   REQUIRE(::chmod(locked.c_str(), 0500) == 0);  // r-x: list but not write
   std::string unlistable = dir + "/unlistable";
   REQUIRE(::mkdir(unlistable.c_str(), 0100) == 0);  // --x
+  std::string noexec = dir + "/noexec";
+  REQUIRE(::mkdir(noexec.c_str(), 0700) == 0);
+  fd = ::open((noexec + "/f").c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+  REQUIRE(fd >= 0);
+  ::close(fd);
+  REQUIRE(::chmod(noexec.c_str(), 0600) == 0);  // rw-: no search
 
   int failures = 0;
   if (::geteuid() != 0) {
@@ -107,6 +131,7 @@ TEST_CASE("EACCES: unreadable file, unwritable and unlistable directory") {
   ::chmod(secret.c_str(), 0600);
   ::chmod(unlistable.c_str(), 0700);
   ::chmod(locked.c_str(), 0700);
+  ::chmod(noexec.c_str(), 0700);
   auto rt = *Runtime::create({.workers = 1});
   rt->block_on([&] { CHECK(remove_all(dir).ok()); });
 }

@@ -63,6 +63,13 @@ struct BlockingPoolStats {
 
 // --- The runtime ------------------------------------------------------------
 
+// Whether workers serve file calls on an io_uring of their own (docs/fs.md,
+// "io_uring"). kAuto: each worker creates a ring when it starts and uses
+// the blocking pool if the kernel refuses one (ENOSYS, or EPERM under a
+// seccomp filter). kOff: the pool only. The environment variable
+// WEFT_IO_URING=0 turns rings off whatever this says.
+enum class IoUringMode : uint8_t { kAuto, kOff };
+
 struct RuntimeOptions {
   // Worker threads; 0 means one per online CPU.
   int workers = 0;
@@ -89,6 +96,9 @@ struct RuntimeOptions {
   // limit and the idle keep-alive. Runtime::configure_blocking() changes
   // them later.
   BlockingPoolOptions blocking = {};
+  // io_uring for stat, lstat, exists, File::open and File::close (the
+  // calls where a ring measured faster than the pool; docs/fs.md).
+  IoUringMode io_uring = IoUringMode::kAuto;
 };
 
 struct WorkerStats {
@@ -102,6 +112,12 @@ struct WorkerStats {
   // with I/O).
   uint64_t idle_sleeps = 0, wakeups = 0, inject_taken = 0;
   size_t queue_depth = 0;
+  // ring_active: the worker has an io_uring (RuntimeOptions::io_uring);
+  // ring_ops: file calls submitted to it; ring_dropped: results of calls
+  // whose fiber was cancelled first, dropped when they came (an open's
+  // descriptor closed).
+  bool ring_active = false;
+  uint64_t ring_ops = 0, ring_dropped = 0;
 };
 
 struct RuntimeStats {
@@ -115,6 +131,12 @@ struct RuntimeStats {
   // The runtime's blocking pool, per lane: queue depth, threads alive and
   // busy, threads started and exited, calls served and dropped.
   BlockingPoolStats blocking = {};
+  // Workers that serve file calls on their own io_uring.
+  int rings_active() const {
+    int n = 0;
+    for (const auto& w : workers) n += w.ring_active ? 1 : 0;
+    return n;
+  }
   // Sum of a counter over all workers, e.g. total(&WorkerStats::run).
   uint64_t total(uint64_t WorkerStats::*field) const {
     uint64_t s = 0;

@@ -30,6 +30,15 @@ absl::Status fs_error2(int err, std::string_view call, std::string_view from,
   return weft::internal::errno_status(err, op);
 }
 
+absl::Status cancelled_error(std::string_view call, std::string_view path) {
+  std::string m = "fs::";
+  m.append(call);
+  m += "(\"";
+  m.append(path);
+  m += "\"): the waiting fiber was cancelled";
+  return absl::CancelledError(m);
+}
+
 absl::StatusOr<std::string> path_string(std::string_view call, std::string_view path) {
   if (path.empty()) {
     return absl::InvalidArgumentError("fs::" + std::string(call) + "(\"\"): empty path");

@@ -22,6 +22,10 @@ absl::Status fs_error(int err, std::string_view call, std::string_view path,
 absl::Status fs_error2(int err, std::string_view call, std::string_view from,
                       std::string_view to, std::string_view syscall);
 
+// cancelled_error() is kCancelled `fs::CALL("PATH"): the waiting fiber was
+// cancelled` (a call on a worker's io_uring that the fiber gave up on).
+absl::Status cancelled_error(std::string_view call, std::string_view path);
+
 // path_string() copies a path for the kernel; kInvalidArgument if it is
 // empty or holds a NUL byte.
 absl::StatusOr<std::string> path_string(std::string_view call, std::string_view path);

@@ -75,6 +75,15 @@ inline bool cancel_seen(const Fiber* f) {
 }  // namespace
 
 void park(Fiber* self, uint64_t seq, int64_t deadline_nanos, Cancellable c) {
+  if (self->unwind_requested && !self->unwinding) {
+    // Shutdown step 4 runs a fiber that was runnable when the shutdown
+    // came; if it reaches a new wait before its first suspension point
+    // throws, nobody would ever claim this park (step 3 is over). Claim it
+    // here and return: the caller sees unwind_pending() and unwinds.
+    uint64_t expect = (seq << 2) | kParking;
+    self->wake_word.compare_exchange_strong(expect, (seq << 2) | kNotified, std::memory_order_acq_rel);
+    return;
+  }
   if (self->cancel_shield > 0) c = Cancellable::kNo;
   if (c == Cancellable::kYes) {
     self->cancel_park.store(seq, std::memory_order_seq_cst);  // cancellable step 1

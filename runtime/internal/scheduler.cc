@@ -7,9 +7,12 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <new>
 #include <string>
+#include <string_view>
 #include <system_error>
+#include <thread>
 
 #include "runtime/internal/blocking_pool.h"
 #include "runtime/internal/park.h"
@@ -39,10 +42,21 @@ bool report_guard_fault(void* addr, char* buf, size_t len) {
 
 }  // namespace
 
+namespace {
+// io_uring_wanted(): kOff, or WEFT_IO_URING=0 in the environment (for
+// tests and for comparing against the pool), turns the rings off.
+bool io_uring_wanted_by(IoUringMode mode) {
+  if (mode == IoUringMode::kOff) return false;
+  const char* env = std::getenv("WEFT_IO_URING");
+  return env == nullptr || std::string_view(env) != "0";
+}
+}  // namespace
+
 Scheduler::Scheduler(const RuntimeOptions& opts)
     : default_stack_size_(round_stack_size(opts.stack_size)),
       stack_cache_size_(opts.stack_cache_size),
       seed_(opts.seed != 0 ? opts.seed : static_cast<uint64_t>(monotonic_now())),
+      io_uring_wanted_(io_uring_wanted_by(opts.io_uring)),
       epoch_nanos_(monotonic_now()) {}
 
 absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::create(const RuntimeOptions& opts) {
@@ -94,6 +108,12 @@ absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::create(const RuntimeOption
       s->stop();
       return absl::ResourceExhaustedError(std::string("cannot start worker thread: ") + e.what());
     }
+  }
+  // Each worker sets up its io_uring (or finds it cannot) on its own thread
+  // before its loop; wait for that, so that Runtime::stats() says from the
+  // start which workers have a ring.
+  for (auto& w : s->workers_) {
+    while (!w->loop_started()) std::this_thread::yield();
   }
   try {
     s->monitor_->start();
@@ -324,6 +344,9 @@ void Scheduler::fill_stats(RuntimeStats* out) const {
     s.idle_sleeps = c.idle_sleeps.load(std::memory_order_relaxed);
     s.wakeups = c.wakeups.load(std::memory_order_relaxed);
     s.inject_taken = c.inject_taken.load(std::memory_order_relaxed);
+    s.ring_ops = c.ring_ops.load(std::memory_order_relaxed);
+    s.ring_dropped = c.ring_dropped.load(std::memory_order_relaxed);
+    s.ring_active = wp->ring_active();
     s.queue_depth = wp->queue_depth();
     out->workers.push_back(s);
   }

@@ -54,7 +54,11 @@ class Scheduler {
   // epoll_data of a rescued worker's epoll fd in its rescuer's poller
   // (monitor.cc): generation 0xffffffff, which no I/O token uses.
   static uint64_t rescue_data(int worker) { return (uint64_t{0xffffffffu} << 32) | static_cast<uint32_t>(worker); }
-  static bool is_rescue_data(uint64_t data) { return (data >> 32) == 0xffffffffu && data != kWakeupData; }
+  static bool is_rescue_data(uint64_t data) {
+    return (data >> 32) == 0xffffffffu && data != kWakeupData && data != kRingData;
+  }
+  // epoll_data of each worker's io_uring completion eventfd (uring.h).
+  static constexpr uint64_t kRingData = (uint64_t{0xffffffffu} << 32) | 0xfffffffeu;
 
   static absl::StatusOr<std::unique_ptr<Scheduler>> create(const RuntimeOptions& opts);
   ~Scheduler();
@@ -66,6 +70,9 @@ class Scheduler {
   size_t default_stack_size() const { return default_stack_size_; }
   size_t stack_cache_size() const { return stack_cache_size_; }
   uint64_t seed() const { return seed_; }
+  // io_uring_wanted() is whether workers should try to create a ring
+  // (RuntimeOptions::io_uring, and the WEFT_IO_URING environment variable).
+  bool io_uring_wanted() const { return io_uring_wanted_; }
   // blocking_pool() is the runtime's blocking pool (blocking_pool.h):
   // created with the scheduler, shut down by stop() after the fibers are
   // reaped, destroyed with the scheduler.
@@ -140,6 +147,7 @@ class Scheduler {
   size_t default_stack_size_;
   size_t stack_cache_size_;
   uint64_t seed_;
+  bool io_uring_wanted_;
   int64_t epoch_nanos_;
   std::unique_ptr<BlockingPool> blocking_pool_;
 

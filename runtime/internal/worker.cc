@@ -31,6 +31,7 @@
 #include <utility>
 
 #include "runtime/internal/scheduler.h"
+#include "runtime/internal/uring.h"
 #include "runtime/platform/fault.h"
 #include "runtime/platform/signal_mask.h"
 
@@ -43,6 +44,7 @@ constexpr uint32_t kPollInterval = 61;         // ticks between busy polls
 constexpr int kLifoBudget = 3;                 // consecutive LIFO-slot runs
 constexpr size_t kMaxInjectBatch = 64;
 constexpr uint64_t kIdBlock = 1024;
+constexpr unsigned kRingEntries = 256;  // SQ slots; the CQ has twice as many
 
 uint64_t next_rand(uint64_t* s) {
   // xorshift64*
@@ -94,6 +96,8 @@ void Worker::run_loop() {
   set_current_worker(this);
   init_thread_context(&thread_ctx_);
   AltSignalStack alt;
+  start_ring();
+  loop_started_.store(true, std::memory_order_release);
   while (!sched_->stopping()) {
     sync_thread_signal_mask();  // signals reserved or released since the last turn
     Fiber* f = find_runnable();
@@ -103,7 +107,38 @@ void Worker::run_loop() {
     searching_ = false;
     sched_->num_searching_.fetch_sub(1, std::memory_order_seq_cst);
   }
+  stop_ring();
   set_current_worker(nullptr);
+}
+
+void Worker::start_ring() {
+  if (!sched_->io_uring_wanted()) return;
+  absl::StatusOr<std::unique_ptr<Ring>> r = Ring::create(kRingEntries, &counters_.ring_ops, &counters_.ring_dropped);
+  if (!r.ok()) return;  // ENOSYS, EPERM...: this worker's file calls use the pool
+  absl::Status st;
+  {
+    std::lock_guard<SpinLock> g(driver_lock_);
+    // Edge-triggered: a rescuer that sees the edge does not reap (it is not
+    // the ring's thread) and must not be woken by it again; the owner
+    // reaps before each of its own epoll_waits anyway (uring.cc, step 3).
+    st = poller_.add((*r)->event_fd(), EPOLLIN | EPOLLET, Scheduler::kRingData);
+  }
+  if (!st.ok()) return;
+  ring_ = std::move(*r);
+  set_thread_ring(ring_.get());
+  ring_active_.store(true, std::memory_order_release);
+}
+
+void Worker::stop_ring() {
+  if (ring_ == nullptr) return;
+  ring_->drain();  // uring.cc step 5: no CQE may still be owed
+  set_thread_ring(nullptr);
+  {
+    std::lock_guard<SpinLock> g(driver_lock_);
+    (void)poller_.remove(ring_->event_fd());
+  }
+  ring_.reset();
+  ring_active_.store(false, std::memory_order_release);
 }
 
 void Worker::push_local(Fiber* f, bool lifo) {
@@ -155,6 +190,7 @@ Fiber* Worker::next_local() {
   ++tick_;
   progress_.store(tick_, std::memory_order_relaxed);  // for the monitor
   if (rescued_by_.load(std::memory_order_relaxed) >= 0) reclaim_driver();
+  if (ring_ != nullptr && ring_->ready()) ring_->reap();  // uring.cc step 3
   // The busy poll comes first: the inject check below may return, and with
   // both intervals 61 it would otherwise skip every busy poll while the
   // inject queue is never empty (many yielding fibers).

@@ -28,6 +28,7 @@
 #include <atomic>
 #include <cstdint>
 #include <deque>
+#include <memory>
 #include <thread>
 #include <vector>
 
@@ -46,6 +47,7 @@
 namespace weft::internal {
 
 class CancelState;
+class Ring;
 class Scheduler;
 
 // Per-worker counters. Written by the owner only (relaxed load+store, no
@@ -56,6 +58,8 @@ struct WorkerCounters {
   std::atomic<uint64_t> parks{0}, unparks{0};
   std::atomic<uint64_t> polls{0}, poll_events{0}, messages{0}, timers_fired{0};
   std::atomic<uint64_t> idle_sleeps{0}, wakeups{0}, inject_taken{0};
+  std::atomic<uint64_t> ring_ops{0};      // calls submitted to the worker's io_uring
+  std::atomic<uint64_t> ring_dropped{0};  // results of abandoned calls
   void bump(std::atomic<uint64_t>& c, uint64_t n = 1) {
     c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
   }
@@ -85,6 +89,12 @@ class Worker {
   // registered_sockets() is the number of live registrations in this
   // worker's poller (relaxed; for placement policies).
   size_t registered_sockets() const { return io_count_.load(std::memory_order_relaxed); }
+  // ring_active() is whether this worker serves file calls on its own
+  // io_uring (uring.h): set once its loop has created the ring.
+  bool ring_active() const { return ring_active_.load(std::memory_order_acquire); }
+  // loop_started() is whether the worker's thread has set up its ring (or
+  // given up on one) and entered its loop.
+  bool loop_started() const { return loop_started_.load(std::memory_order_acquire); }
   // send() queues a message and wakes the worker if it sleeps.
   void send(WorkerMessage* m);
   // notify() interrupts the worker's poll_once if it blocks.
@@ -176,6 +186,11 @@ class Worker {
 
   // worker.cc: the loop and the idle protocol.
   void run_loop();
+  // start_ring() creates this worker's io_uring and registers its eventfd
+  // with the poller, if the runtime wants rings and the kernel allows one;
+  // stop_ring() drains and frees it (uring.cc, setup and step 5).
+  void start_ring();
+  void stop_ring();
   Fiber* next_local();                  // LIFO, queue, periodic inject/poll
   Fiber* runnable(Fiber* f);            // attach a stack, or fail f and pick another
   bool attach_stack(Fiber* f);
@@ -255,6 +270,9 @@ class Worker {
   std::vector<Worker*> serving_;  // drivers this worker serves as a rescuer
   std::vector<CancelState*> deferred_cancels_;  // each holds a reference
   uint64_t rng_;
+  // The worker's io_uring, or null (never created, or stopped). Only the
+  // owner's own thread submits to it and reaps it; a rescuer never does.
+  std::unique_ptr<Ring> ring_;
   uint64_t id_next_ = 0, id_end_ = 0;  // block of fiber ids (Scheduler::new_fiber)
   static constexpr int kMaxEvents = 256;
   epoll_event events_[kMaxEvents];
@@ -275,6 +293,8 @@ class Worker {
   // Set by a waker that hands this idle worker the searching role.
   std::atomic<bool> woken_to_search_{false};
   std::atomic<size_t> io_count_{0};  // io_live_, readable by other threads
+  std::atomic<bool> ring_active_{false};  // ring_ != null, for stats
+  std::atomic<bool> loop_started_{false};  // set once by the owner
   WorkerCounters counters_;          // written by the owner only
 
   // --- hand-over (monitor.cc) ---

@@ -28,6 +28,7 @@
 #include "runtime/internal/cancel.h"
 #include "runtime/internal/park.h"
 #include "runtime/internal/scheduler.h"
+#include "runtime/internal/uring.h"
 #include "runtime/internal/worker.h"
 
 namespace weft::internal {
@@ -89,6 +90,10 @@ void Worker::serve_driver(Worker* runner, int timeout_ms, bool use_poller) {
   runner->poll_woken_ = 0;
   epoll_event* events = runner->events_;
   int n = 0;
+  // The owner reaps its ring before it polls (uring.cc step 3): a CQE that
+  // came while it ran fibers may have had its eventfd edge taken by a
+  // rescuer, and the fibers it wakes must not wait behind a blocking poll.
+  if (runner == this && ring_ != nullptr && ring_->reap() > 0) timeout_ms = 0;
   // A non-blocking poll with no socket registered has nothing to find but
   // a pending eventfd signal, which must be drained all the same: a rescuer
   // watches this epoll fd level-triggered and would be woken by it forever.
@@ -104,6 +109,12 @@ void Worker::serve_driver(Worker* runner, int timeout_ms, bool use_poller) {
     if (data == Scheduler::kWakeupData) {
       runner->counters_.bump(runner->counters_.wakeups);
       wakeup_.drain();
+    } else if (data == Scheduler::kRingData) {
+      // The ring's eventfd: only its own thread reaps (uring.cc step 3).
+      if (runner == this && ring_ != nullptr) {
+        ring_->clear_event();
+        ring_->reap();
+      }
     } else if (Scheduler::is_rescue_data(data)) {
       // A driver this worker serves has work: serve_rescued() runs it.
     } else {

@@ -1,9 +1,12 @@
 #include "tools/bench/bench_util.h"
 
+#include <fcntl.h>
 #include <sys/mman.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <boost/context/detail/fcontext.hpp>
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -105,6 +108,28 @@ int64_t flag(int argc, char** argv, const std::string& name, int64_t def) {
     if (std::strncmp(argv[i], prefix.c_str(), prefix.size()) == 0) return std::atoll(argv[i] + prefix.size());
   }
   return def;
+}
+
+std::string flag_str(int argc, char** argv, const std::string& name, const std::string& def) {
+  std::string prefix = "--" + name + "=";
+  for (int i = 1; i < argc; ++i) {
+    if (std::strncmp(argv[i], prefix.c_str(), prefix.size()) == 0) return std::string(argv[i] + prefix.size());
+  }
+  return def;
+}
+
+void drop_cache(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  ::fdatasync(fd);
+  ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+  ::close(fd);
+}
+
+double median(std::vector<double>* v) {
+  std::sort(v->begin(), v->end());
+  size_t n = v->size();
+  return n % 2 == 1 ? (*v)[n / 2] : ((*v)[n / 2 - 1] + (*v)[n / 2]) / 2;
 }
 
 void report(const std::string& name, double value, const std::string& unit, const std::string& baseline_name,

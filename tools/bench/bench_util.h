@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace weft::bench {
 
@@ -30,6 +31,16 @@ double raw_parked_bytes(int64_t n);
 
 // flag() returns the value of --name=value in argv, or def.
 int64_t flag(int argc, char** argv, const std::string& name, int64_t def);
+
+// flag_str() returns the value of --name=value in argv, or def.
+std::string flag_str(int argc, char** argv, const std::string& name, const std::string& def);
+
+// drop_cache() evicts a file from the page cache (fdatasync, then
+// posix_fadvise DONTNEED), for cold-read measurements.
+void drop_cache(const std::string& path);
+
+// median() of a non-empty list (sorts it).
+double median(std::vector<double>* v);
 
 // report() prints one result line: name, ns/op (or the unit given), the
 // baseline and the ratio, and the target.

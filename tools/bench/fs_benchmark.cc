@@ -7,7 +7,8 @@
 //      parallel). Printed as the speed-up of the fibers.
 //   2. 100,000 stats (--stats) of 2,000 small files (page cache warm): a
 //      plain loop of stat(2) versus 64 fibers calling fs::stat. This
-//      measures the cost of the pool hop per call.
+//      measures the cost of the pool hop per call (io_uring kOff; the
+//      workers' rings are measured by fs_ring_benchmark).
 //
 //   bazel run -c opt //tools/bench:fs_benchmark -- [--dir=/var/tmp] [--mib=64] [--runs=3]
 #include <fcntl.h>
@@ -28,24 +29,9 @@
 
 namespace {
 
+using weft::bench::drop_cache;
+using weft::bench::flag_str;
 using weft::bench::now_ns;
-
-std::string flag_str(int argc, char** argv, const std::string& name, const std::string& def) {
-  std::string prefix = "--" + name + "=";
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    if (a.rfind(prefix, 0) == 0) return a.substr(prefix.size());
-  }
-  return def;
-}
-
-void drop_cache(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return;
-  ::fdatasync(fd);
-  ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
-  ::close(fd);
-}
 
 uint64_t plain_read(const std::string& path, char* buf, size_t cap) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
@@ -73,7 +59,9 @@ int main(int argc, char** argv) {
     return 1;
   }
   std::string dir = templ;
-  auto rt = *weft::Runtime::create({.workers = 2});
+  // The blocking pool only: the workers' rings have their own benchmark
+  // (fs_ring_benchmark), and these numbers stay comparable with earlier runs.
+  auto rt = *weft::Runtime::create({.workers = 2, .io_uring = weft::IoUringMode::kOff});
   constexpr size_t kChunk = 1 << 20;
   std::vector<std::string> files;
   rt->block_on([&] {

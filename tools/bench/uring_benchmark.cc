@@ -36,28 +36,13 @@
 
 namespace {
 
+using weft::bench::drop_cache;
+using weft::bench::flag_str;
 using weft::bench::now_ns;
-
-std::string flag_str(int argc, char** argv, const std::string& name, const std::string& def) {
-  std::string prefix = "--" + name + "=";
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    if (a.rfind(prefix, 0) == 0) return a.substr(prefix.size());
-  }
-  return def;
-}
 
 [[noreturn]] void die(const char* what, int err) {
   std::fprintf(stderr, "uring_benchmark: %s: %s\n", what, std::strerror(err));
   std::exit(1);
-}
-
-void drop_cache(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return;
-  ::fdatasync(fd);
-  ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
-  ::close(fd);
 }
 
 constexpr size_t kChunk = 1 << 20;
@@ -156,11 +141,6 @@ uint64_t ring_stats(io_uring* ring, const std::vector<std::string>& paths, int64
   return sum;
 }
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -177,7 +157,9 @@ int main(int argc, char** argv) {
   std::string templ = base + "/weft_uring_bench.XXXXXX";
   if (::mkdtemp(templ.data()) == nullptr) die("mkdtemp", errno);
   std::string dir = templ;
-  auto rt = *weft::Runtime::create({.workers = 2});
+  // The fibers' side is the blocking pool: the workers' own rings
+  // (fs_ring_benchmark) are off here.
+  auto rt = *weft::Runtime::create({.workers = 2, .io_uring = weft::IoUringMode::kOff});
   std::vector<std::string> files;
   const uint64_t want = 3 * (static_cast<uint64_t>(mib) << 20);
   rt->block_on([&] {
@@ -233,7 +215,7 @@ int main(int argc, char** argv) {
     read_ratios.push_back(ring_ms / fib);
   }
   std::printf("cold read: median ring/pool over %lld runs %.2f\n", static_cast<long long>(runs),
-              median(read_ratios));
+              weft::bench::median(&read_ratios));
 
   // 2. Small-file stats.
   constexpr int kFiles = 2000;
@@ -291,7 +273,7 @@ int main(int argc, char** argv) {
     stat_ratios.push_back(ring_ns / fib_ns);
   }
   std::printf("stats: median ring/pool over %lld runs %.2f\n", static_cast<long long>(runs),
-              median(stat_ratios));
+              weft::bench::median(&stat_ratios));
   io_uring_queue_exit(&ring);
   rt->block_on([&] { (void)weft::fs::remove_all(dir); });
   return 0;
