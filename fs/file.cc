@@ -325,9 +325,20 @@ absl::Status File::close() {
     }
   }
   // Not cancellable: a close dropped from the pool's queue would leak the
-  // descriptor.
+  // descriptor. A runtime that shuts down drops queued calls all the same
+  // (and unwinds this fiber); then the guard closes the descriptor here.
+  // A call that started is waited for before run_blocking() returns or
+  // unwinds, so `ran` is final when the guard reads it.
   this_fiber::CancellationShield shield;
+  struct CloseIfNotRun {
+    int fd;
+    bool ran = false;
+    ~CloseIfNotRun() {
+      if (!ran) ::close(fd);
+    }
+  } guard{fd};
   return run_blocking([&]() -> absl::Status {
+    guard.ran = true;
     // No retry on EINTR: the descriptor is gone either way on Linux.
     if (::close(fd) < 0 && errno != EINTR) return fs_error(errno, "File::close", path_, "close");
     return absl::OkStatus();
