@@ -304,22 +304,23 @@ void BlockingPool::Lane::run() {
       ++busy_;
       l.unlock();
       sync_thread_signal_mask();
-      // Counted before the waiter wakes, so a caller that sees its call
-      // done also sees it in the counters.
+      // Counted (served, and no longer busy) before the waiter wakes, so a
+      // caller that sees its call done also sees it in the counters.
       if (call->start()) {
         call->invoke();
         l.lock();
         ++served_;
+        --busy_;
         l.unlock();
         call->finish();
       } else {
         l.lock();
         ++dropped_;
+        --busy_;
         l.unlock();
       }
       call->unref();
       l.lock();
-      --busy_;
     }
   }
   t_pool = nullptr;
