@@ -63,6 +63,22 @@ concept ByteStream = requires(S& s, std::span<char> buf, std::string_view data) 
 // the file comment). OK maps to a clear error_code.
 boost::system::error_code to_error_code(const absl::Status& s);
 
+// gather_buffers() puts the non-empty buffers of an Asio buffer sequence,
+// at most kMaxGather of them, into `iov` for one writev(); returns how
+// many. A write of the first few buffers is a valid write_some().
+inline constexpr size_t kMaxGather = 16;
+template <class ConstBufferSequence>
+size_t gather_buffers(const ConstBufferSequence& buffers, iovec (&iov)[kMaxGather]) {
+  size_t count = 0;
+  for (auto it = boost::asio::buffer_sequence_begin(buffers);
+       it != boost::asio::buffer_sequence_end(buffers) && count < kMaxGather; ++it) {
+    boost::asio::const_buffer b(*it);
+    if (b.size() == 0) continue;
+    iov[count++] = iovec{const_cast<void*>(b.data()), b.size()};
+  }
+  return count;
+}
+
 template <ByteStream S>
 class BeastStream {
  public:
@@ -109,14 +125,8 @@ class BeastStream {
     if constexpr (requires(S& s, std::span<const iovec> v) {
                     { s.writev(v) } -> std::same_as<absl::StatusOr<size_t>>;
                   }) {
-      iovec iov[16];
-      size_t count = 0;
-      for (auto it = boost::asio::buffer_sequence_begin(buffers);
-           it != boost::asio::buffer_sequence_end(buffers) && count < 16; ++it) {
-        boost::asio::const_buffer b(*it);
-        if (b.size() == 0) continue;
-        iov[count++] = iovec{const_cast<void*>(b.data()), b.size()};
-      }
+      iovec iov[kMaxGather];
+      const size_t count = gather_buffers(buffers, iov);
       if (count == 0) return 0;
       absl::StatusOr<size_t> n = count == 1
           ? stream_->write(std::string_view(static_cast<const char*>(iov[0].iov_base), iov[0].iov_len))

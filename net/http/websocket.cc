@@ -278,14 +278,8 @@ size_t WsIo::read_some(const MutableBufferSequence& buffers, error_code& ec) {
 template <class ConstBufferSequence>
 size_t WsIo::write_some(const ConstBufferSequence& buffers, error_code& ec) {
   ec = {};
-  iovec iov[16];
-  size_t count = 0;
-  for (auto it = boost::asio::buffer_sequence_begin(buffers);
-       it != boost::asio::buffer_sequence_end(buffers) && count < 16; ++it) {
-    boost::asio::const_buffer b(*it);
-    if (b.size() == 0) continue;
-    iov[count++] = iovec{const_cast<void*>(b.data()), b.size()};
-  }
+  iovec iov[kMaxGather];
+  const size_t count = gather_buffers(buffers, iov);
   if (count == 0) return 0;
   absl::StatusOr<size_t> n =
       count == 1 ? s_->tcp->write(std::string_view(static_cast<const char*>(iov[0].iov_base), iov[0].iov_len))
