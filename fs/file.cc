@@ -103,7 +103,7 @@ absl::StatusOr<File> File::open(std::string_view path, OpenOptions o) {
   if (o.truncate) flags |= O_TRUNC;
   if (o.append) flags |= O_APPEND;
   if (o.exclusive) flags |= O_EXCL;
-  if (weft::internal::ring_available()) {
+  if (internal::kRingOpenClose && weft::internal::ring_available()) {
     using weft::internal::RingOp;
     using weft::internal::RingResult;
     weft::internal::RingOpPtr op = weft::internal::make_ring_op(RingOp::Kind::kOpen);
@@ -308,7 +308,7 @@ absl::StatusOr<uint64_t> File::size() {
 absl::Status File::close() {
   if (fd_ < 0) return absl::OkStatus();
   int fd = std::exchange(fd_, -1);
-  if (weft::internal::ring_available()) {
+  if (internal::kRingOpenClose && weft::internal::ring_available()) {
     using weft::internal::RingOp;
     using weft::internal::RingResult;
     weft::internal::RingOpPtr op = weft::internal::make_ring_op(RingOp::Kind::kClose);

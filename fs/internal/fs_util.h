@@ -30,6 +30,19 @@ absl::Status cancelled_error(std::string_view call, std::string_view path);
 // empty or holds a NUL byte.
 absl::StatusOr<std::string> path_string(std::string_view call, std::string_view path);
 
+// kRingOpenClose: whether File::open and File::close may go to the
+// worker's io_uring. Not under ThreadSanitizer: it follows descriptors
+// through the libc calls it intercepts, and an open or close that the
+// kernel does for the ring is invisible to it, so a descriptor number the
+// ring closed and libc then reused reads as a race (the soak's TSan run
+// reported one). Under TSan, open and close go to the pool; stat and small
+// reads and writes still use the ring.
+#ifdef WEFT_TSAN
+inline constexpr bool kRingOpenClose = false;
+#else
+inline constexpr bool kRingOpenClose = true;
+#endif
+
 // write_all_fd() writes all of data to fd, counting into *done. Blocking.
 absl::Status write_all_fd(int fd, std::string_view data, uint64_t* done, std::string_view call,
                       std::string_view path);
