@@ -393,7 +393,18 @@ to_us() {
     sub(/[a-z]+$/, "", v); printf "%.1f", v * m }'
 }
 
-# http_run CONNS SERVER...: sets res_rate (req/s, or FAIL) and res_p99 (us).
+# cpu_ticks PID: the process's user + system time in clock ticks (all its
+# threads), from /proc/PID/stat; empty if it cannot be read.
+cpu_ticks() {
+  local stat
+  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 0
+  # Fields after the ")" that ends the command name: utime is the 12th, stime the 13th.
+  awk '{ print $12 + $13 }' <<<"${stat##*) }"
+}
+clk_tck=$(getconf CLK_TCK 2>/dev/null || echo 100)
+
+# http_run CONNS SERVER...: sets res_rate (req/s, or FAIL), res_p99 (us) and
+# res_kcpu (see wrk_run).
 http_run() {
   local conns=$1
   shift
@@ -403,17 +414,21 @@ http_run() {
 }
 
 # wrk_run CONNS URL NAME: loads the server started last (server_pid) with
-# wrk, then stops it; sets res_rate (req/s, or FAIL) and res_p99 (us).
+# wrk, then stops it; sets res_rate (req/s, or FAIL), res_p99 (us) and
+# res_kcpu: thousand requests per second of the server's own CPU time (user
+# + system over the measured run, from /proc/PID/stat), or "-".
 wrk_run() {
   local conns=$1 url=$2
   shift 2
-  res_rate=FAIL res_p99=-
-  local out=$tmp/wrk.out rc=0
+  res_rate=FAIL res_p99=- res_kcpu=-
+  local out=$tmp/wrk.out rc=0 t0 t1 w0 w1
   if ((warmup > 0)); then
     run_client "$client_cpu" $((warmup + 60)) "$out" wrk -t1 -c"$conns" -d"${warmup}s" "$url" || rc=$?
   fi
+  t0=$(cpu_ticks "$server_pid") w0=$(date +%s.%N)
   ((rc == 0)) && { run_client "$client_cpu" $((duration + 60)) "$out" \
     wrk -t1 -c"$conns" -d"${duration}s" --latency "$url" || rc=$?; }
+  t1=$(cpu_ticks "$server_pid") w1=$(date +%s.%N)
   stop_server
   local rps p99
   rps=$(awk '/^Requests\/sec:/ { print $2 }' "$out")
@@ -428,6 +443,12 @@ wrk_run() {
     grep -E '^ *(Socket errors|Non-2xx)' "$out" | sed 's/^ */    /' >&2
   fi
   res_rate=$rps res_p99=$(to_us "$p99")
+  # wrk's rate times the window it was measured over (which includes wrk's
+  # start and exit, a few ms), over the server's CPU seconds in that window.
+  if [[ -n $t0 && -n $t1 ]]; then
+    res_kcpu=$(awk -v r="$rps" -v a="$t0" -v b="$t1" -v hz="$clk_tck" -v w0="$w0" -v w1="$w1" \
+      'BEGIN { if (b > a) printf "%.1f", r * (w1 - w0) / ((b - a) / hz) / 1000; else print "-" }')
+  fi
 }
 
 if want http; then
@@ -436,24 +457,29 @@ if want http; then
   if ensure_tool wrk wrk; then
     [[ -x $weft_http ]] || echo "weft http_hello not built ($weft_http): weft columns skipped"
     echo
-    echo "| conns | raw req/s | raw p99 us | weft req/s | weft p99 us | weft/raw req/s | weft/raw p99 |"
-    echo "|---|---|---|---|---|---|---|"
+    echo "k req/CPU-s = requests per second of the server's own CPU time (user + system)."
+    echo
+    echo "| conns | raw req/s | raw p99 us | raw k req/CPU-s | weft req/s | weft p99 us | weft k req/CPU-s | weft/raw req/s | weft/raw p99 | weft/raw k req/CPU-s |"
+    echo "|---|---|---|---|---|---|---|---|---|---|"
     for conns in $connections; do
-      rr=() rp=() wr=() wp=()
+      rr=() rp=() rc=() wr=() wp=() wc=()
       for ((round = 0; round < rounds; round++)); do
         http_run "$conns" "$raw_server" --mode http --host 127.0.0.1 --port 0
-        rr+=("$res_rate") rp+=("$res_p99")
+        rr+=("$res_rate") rp+=("$res_p99") rc+=("$res_kcpu")
         if [[ -x $weft_http ]]; then
           http_run "$conns" "$weft_http" --host 127.0.0.1 --port 0 --workers 1
-          wr+=("$res_rate") wp+=("$res_p99")
+          wr+=("$res_rate") wp+=("$res_p99") wc+=("$res_kcpu")
         fi
       done
-      raw_rate=$(median "${rr[@]}") raw_p99=$(median "${rp[@]}")
-      weft_rate=skipped weft_p99=-
-      if [[ -x $weft_http ]]; then weft_rate=$(median "${wr[@]}") weft_p99=$(median "${wp[@]}"); fi
+      raw_rate=$(median "${rr[@]}") raw_p99=$(median "${rp[@]}") raw_kcpu=$(median "${rc[@]}")
+      weft_rate=skipped weft_p99=- weft_kcpu=-
+      if [[ -x $weft_http ]]; then
+        weft_rate=$(median "${wr[@]}") weft_p99=$(median "${wp[@]}") weft_kcpu=$(median "${wc[@]}")
+      fi
       [[ $raw_rate == FAIL || $weft_rate == FAIL ]] && failed=1
-      printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$conns" "$raw_rate" "${raw_p99:--}" \
-        "$weft_rate" "${weft_p99:--}" "$(ratio "$weft_rate" "$raw_rate")" "$(ratio "$weft_p99" "$raw_p99")"
+      printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$conns" "$raw_rate" "${raw_p99:--}" "$raw_kcpu" \
+        "$weft_rate" "${weft_p99:--}" "$weft_kcpu" "$(ratio "$weft_rate" "$raw_rate")" \
+        "$(ratio "$weft_p99" "$raw_p99")" "$(ratio "$weft_kcpu" "$raw_kcpu")"
     done
   else
     echo "http section skipped: wrk is not installed"
@@ -471,21 +497,25 @@ if want http_server; then
       failed=1
     else
       echo
-      echo "| conns | hand-written req/s | p99 us | Beast req/s | p99 us | Beast/hand-written req/s | Beast/hand-written p99 |"
-      echo "|---|---|---|---|---|---|---|"
+      echo "k req/CPU-s = requests per second of the server's own CPU time (user + system); cells are"
+      echo "medians over $rounds rounds [min-max]."
+      echo
+      echo "| conns | hand-written req/s | p99 us | k req/CPU-s | Beast req/s | p99 us | k req/CPU-s | Beast/hand-written req/s | p99 | k req/CPU-s |"
+      echo "|---|---|---|---|---|---|---|---|---|---|"
       for conns in $connections; do
-        hr=() hp=() br=() bp=()
+        hr=() hp=() hc=() br=() bp=() bc=()
         for ((round = 0; round < rounds; round++)); do
           http_run "$conns" "$http_handwritten" --host 127.0.0.1 --port 0 --workers 1
-          hr+=("$res_rate") hp+=("$res_p99")
+          hr+=("$res_rate") hp+=("$res_p99") hc+=("$res_kcpu")
           http_run "$conns" "$weft_http" --host 127.0.0.1 --port 0 --workers 1
-          br+=("$res_rate") bp+=("$res_p99")
+          br+=("$res_rate") bp+=("$res_p99") bc+=("$res_kcpu")
         done
-        h_rate=$(median "${hr[@]}") h_p99=$(median "${hp[@]}")
-        b_rate=$(median "${br[@]}") b_p99=$(median "${bp[@]}")
+        h_rate=$(median "${hr[@]}") h_p99=$(median "${hp[@]}") h_kcpu=$(median "${hc[@]}")
+        b_rate=$(median "${br[@]}") b_p99=$(median "${bp[@]}") b_kcpu=$(median "${bc[@]}")
         [[ $h_rate == FAIL || $b_rate == FAIL ]] && failed=1
-        printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$conns" "$h_rate" "${h_p99:--}" \
-          "$b_rate" "${b_p99:--}" "$(ratio "$b_rate" "$h_rate")" "$(ratio "$b_p99" "$h_p99")"
+        printf '| %s | %s [%s] | %s | %s | %s [%s] | %s | %s | %s | %s | %s |\n' "$conns" \
+          "$h_rate" "$(range "${hr[@]}")" "${h_p99:--}" "$h_kcpu" "$b_rate" "$(range "${br[@]}")" "${b_p99:--}" \
+          "$b_kcpu" "$(ratio "$b_rate" "$h_rate")" "$(ratio "$b_p99" "$h_p99")" "$(ratio "$b_kcpu" "$h_kcpu")"
       done
     fi
   else
@@ -561,28 +591,31 @@ if want https; then
       failed=1
     else
       echo
-      echo "| conns | nginx req/s | nginx p99 us | weft req/s | weft p99 us | weft/nginx req/s | weft/nginx p99 |"
-      echo "|---|---|---|---|---|---|---|"
+      echo "k req/CPU-s = requests per second of the server's own CPU time (user + system)."
+      echo
+      echo "| conns | nginx req/s | nginx p99 us | nginx k req/CPU-s | weft req/s | weft p99 us | weft k req/CPU-s | weft/nginx req/s | weft/nginx p99 | weft/nginx k req/CPU-s |"
+      echo "|---|---|---|---|---|---|---|---|---|---|"
       for conns in $connections; do
-        nr=() np=() wr=() wp=()
+        nr=() np=() nc=() wr=() wp=() wc=()
         for ((round = 0; round < rounds; round++)); do
-          res_rate=FAIL res_p99=-
+          res_rate=FAIL res_p99=- res_kcpu=-
           if start_nginx "$tmp/cert.pem" "$tmp/key.pem"; then
             wrk_run "$conns" "https://127.0.0.1:$server_port/" nginx
           fi
-          nr+=("$res_rate") np+=("$res_p99")
-          res_rate=FAIL res_p99=-
+          nr+=("$res_rate") np+=("$res_p99") nc+=("$res_kcpu")
+          res_rate=FAIL res_p99=- res_kcpu=-
           if start_server "$server_cpu" "$weft_http" --host 127.0.0.1 --port 0 --workers 1 \
               --tls-cert "$tmp/cert.pem" --tls-key "$tmp/key.pem"; then
             wrk_run "$conns" "https://127.0.0.1:$server_port/" "$weft_http"
           fi
-          wr+=("$res_rate") wp+=("$res_p99")
+          wr+=("$res_rate") wp+=("$res_p99") wc+=("$res_kcpu")
         done
-        n_rate=$(median "${nr[@]}") n_p99=$(median "${np[@]}")
-        w_rate=$(median "${wr[@]}") w_p99=$(median "${wp[@]}")
+        n_rate=$(median "${nr[@]}") n_p99=$(median "${np[@]}") n_kcpu=$(median "${nc[@]}")
+        w_rate=$(median "${wr[@]}") w_p99=$(median "${wp[@]}") w_kcpu=$(median "${wc[@]}")
         [[ $n_rate == FAIL || $w_rate == FAIL ]] && failed=1
-        printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$conns" "$n_rate" "${n_p99:--}" \
-          "$w_rate" "${w_p99:--}" "$(ratio "$w_rate" "$n_rate")" "$(ratio "$w_p99" "$n_p99")"
+        printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$conns" "$n_rate" "${n_p99:--}" "$n_kcpu" \
+          "$w_rate" "${w_p99:--}" "$w_kcpu" "$(ratio "$w_rate" "$n_rate")" "$(ratio "$w_p99" "$n_p99")" \
+          "$(ratio "$w_kcpu" "$n_kcpu")"
       done
     fi
   else
