@@ -34,6 +34,7 @@
 
 #include <time.h>
 
+#include <array>
 #include <charconv>
 #include <cstring>
 #include <exception>
@@ -107,10 +108,15 @@ std::string_view http_date() {
   return std::string_view(cached, cached_len);
 }
 
-bool is_tchar(unsigned char c) {
-  if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) return true;
-  return c != 0 && std::strchr("!#$%&'*+-.^_`|~", c) != nullptr;
-}
+// kTchar[c]: c may appear in a token (RFC 9110 5.6.2).
+constexpr std::array<bool, 256> kTchar = [] {
+  std::array<bool, 256> t{};
+  for (int c = '0'; c <= '9'; ++c) t[c] = true;
+  for (int c = 'a'; c <= 'z'; ++c) t[c] = true;
+  for (int c = 'A'; c <= 'Z'; ++c) t[c] = true;
+  for (char c : std::string_view("!#$%&'*+-.^_`|~")) t[static_cast<unsigned char>(c)] = true;
+  return t;
+}();
 
 // could_be_request() is false once the buffered start of a request cannot
 // begin an HTTP/1.x request line: the method must be a token followed by a
@@ -119,10 +125,34 @@ bool could_be_request(std::string_view data) {
   for (size_t i = 0; i < data.size(); ++i) {
     unsigned char c = static_cast<unsigned char>(data[i]);
     if (c == ' ') return i > 0;
-    if (!is_tchar(c)) return false;
+    if (!kTchar[c]) return false;
     if (i >= 32) return false;  // no method is this long
   }
   return true;
+}
+
+// splits_line() is true if s holds CR, LF or NUL: in a response's status
+// line or fields, such a byte would end the line (or the head) early.
+// Eight bytes at a time: a word with no byte below 0x20 (the usual case:
+// names and values are printable) holds none of the three; only a word
+// with a control byte (a tab, say) is looked at byte by byte.
+bool splits_line(std::string_view s) {
+  constexpr uint64_t kOnes = 0x0101010101010101ull, kHigh = 0x8080808080808080ull;
+  auto bad = [](unsigned char c) { return c <= '\r' && (c == '\r' || c == '\n' || c == 0); };
+  const char* p = s.data();
+  const char* const end = p + s.size();
+  for (; end - p >= 8; p += 8) {
+    uint64_t w;
+    std::memcpy(&w, p, sizeof w);
+    if (((w - 0x20 * kOnes) & ~w & kHigh) == 0) continue;  // every byte is 0x20 or more
+    for (int i = 0; i < 8; ++i) {
+      if (bad(static_cast<unsigned char>(p[i]))) return true;
+    }
+  }
+  for (; p != end; ++p) {
+    if (bad(static_cast<unsigned char>(*p))) return true;
+  }
+  return false;
 }
 
 // lower_trim() is the ASCII-lowercased token without surrounding blanks.
@@ -148,31 +178,41 @@ bool is_upgrade(const Request& req) {
   return false;
 }
 
-// The status of a request the server refuses itself, or 0.
+// The status of a request the server refuses itself, or 0. One pass over
+// the fields in arrival order, comparing the field enums Beast stored: a
+// lookup by name (find, count) costs a tree walk with case-insensitive
+// string compares, several times this for the usual handful of fields.
 unsigned check_head(const bhttp::request_parser<bhttp::string_body>& parser, const ServerOptions& opts) {
   const Request& req = parser.get();
-  size_t hosts = req.count(bhttp::field::host);
-  if (hosts > 1 || (hosts == 0 && req.version() >= 11)) return 400;
-  if (req.method() == bhttp::verb::unknown && !opts.allow_unknown_methods) return 501;
-  auto te = req.find(bhttp::field::transfer_encoding);
-  if (te != req.end()) {
-    // Beast decodes chunked only when it is the last coding; we implement
-    // no other coding.
-    std::string_view v = te->value();
-    bool others = false;
-    size_t chunked_seen = 0;
-    while (!v.empty()) {
-      size_t comma = v.find(',');
-      std::string coding = lower_trim(v.substr(0, comma));
-      v = comma == std::string_view::npos ? std::string_view() : v.substr(comma + 1);
-      if (coding.empty()) continue;
-      if (coding == "chunked") {
-        ++chunked_seen;
-      } else {
-        others = true;
+  size_t hosts = 0;
+  bool te_others = false;
+  size_t te_fields = 0, chunked_seen = 0;
+  for (const auto& f : req) {
+    const bhttp::field name = f.name();
+    if (name == bhttp::field::host) {
+      ++hosts;
+    } else if (name == bhttp::field::transfer_encoding) {
+      // Beast decodes chunked only when it is the last coding; we implement
+      // no other coding.
+      ++te_fields;
+      std::string_view v = f.value();
+      while (!v.empty()) {
+        size_t comma = v.find(',');
+        std::string coding = lower_trim(v.substr(0, comma));
+        v = comma == std::string_view::npos ? std::string_view() : v.substr(comma + 1);
+        if (coding.empty()) continue;
+        if (coding == "chunked") {
+          ++chunked_seen;
+        } else {
+          te_others = true;
+        }
       }
     }
-    if (others) return 501;
+  }
+  if (hosts > 1 || (hosts == 0 && req.version() >= 11)) return 400;
+  if (req.method() == bhttp::verb::unknown && !opts.allow_unknown_methods) return 501;
+  if (te_fields > 0) {
+    if (te_others) return 501;
     if (chunked_seen != 1 || !parser.chunked()) return 400;
   }
   return 0;
@@ -230,28 +270,32 @@ struct RequestStream {
   }
 };
 
-// append_head() serializes the status line and fields of a response whose
-// body is sent whole: the handler's fields except Content-Length,
-// Transfer-Encoding and Connection, which the server decides, then Server
-// and Date unless the handler set them, Content-Length (not for 1xx, 204
-// and 304) and Connection.
-// A handler's "Connection: close" (res.keep_alive(false)) clears `keep`.
-// Returns false, having appended part of a head, if a field name or value
-// holds CR, LF or NUL (a handler bug that would split the response).
 // How a response's body is delimited.
 enum class Framing { kLength, kChunked, kNone };
 
+// append_head() serializes the status line and fields of a response: the
+// handler's fields except Content-Length, Transfer-Encoding and Connection,
+// which the server decides, then Server and Date unless the handler set
+// them, the framing field (Content-Length or Transfer-Encoding; none for
+// 1xx, 204 and 304) and Connection.
+// A handler's "Connection: close" (res.keep_alive(false)) clears `keep`.
+// Returns false, appending nothing, if the reason phrase or a field name or
+// value holds CR, LF or NUL (a handler bug that would split the response).
+// Two passes: the first checks and measures, the second copies into space
+// made once (a hello-world response is about ten fields' worth of small
+// appends, each a capacity check and a copy call otherwise).
 bool append_head(std::string& out, const ResponseHead& res, Framing framing, uint64_t length, bool& keep,
                  bool http10, const std::string& server_name) {
-  char num[24];
+  using namespace std::string_view_literals;
   const unsigned status = res.result_int();
-  out.append("HTTP/1.1 ");
-  auto [end, ec] = std::to_chars(num, num + sizeof num, status);
-  out.append(num, static_cast<size_t>(end - num));
-  out.push_back(' ');
-  std::string_view reason = res.reason();
-  out.append(reason.data(), reason.size());
-  out.append("\r\n");
+  char status_digits[8];
+  const size_t status_len =
+      static_cast<size_t>(std::to_chars(status_digits, status_digits + sizeof status_digits, status).ptr -
+                          status_digits);
+  const std::string_view reason = res.reason();
+  if (splits_line(reason)) return false;
+  // Pass 1.
+  size_t size = "HTTP/1.1 "sv.size() + status_len + 1 + reason.size() + 2;
   bool has_server = false, has_date = false;
   for (const auto& f : res) {
     switch (f.name()) {
@@ -272,43 +316,84 @@ bool append_head(std::string& out, const ResponseHead& res, Framing framing, uin
       default:
         break;
     }
-    std::string_view name = f.name_string();
-    std::string_view value = f.value();
-    if (name.find_first_of(std::string_view("\r\n\0", 3)) != std::string_view::npos ||
-        value.find_first_of(std::string_view("\r\n\0", 3)) != std::string_view::npos) {
-      return false;
-    }
-    out.append(name.data(), name.size());
-    out.append(": ");
-    out.append(value.data(), value.size());
-    out.append("\r\n");
+    const std::string_view name = f.name_string();
+    const std::string_view value = f.value();
+    if (splits_line(name) || splits_line(value)) return false;
+    size += name.size() + 2 + value.size() + 2;
   }
-  if (!has_server && !server_name.empty()) {
-    out.append("Server: ");
-    out.append(server_name);
-    out.append("\r\n");
+  const bool add_server = !has_server && !server_name.empty();
+  const std::string_view date = has_date ? std::string_view() : http_date();
+  const bool has_body = !(status < 200 || status == 204 || status == 304);
+  char length_digits[24];
+  size_t length_len = 0;
+  if (has_body && framing == Framing::kLength) {
+    length_len = static_cast<size_t>(
+        std::to_chars(length_digits, length_digits + sizeof length_digits, length).ptr - length_digits);
+  }
+  constexpr std::string_view kServer = "Server: ", kDate = "Date: ", kLength = "Content-Length: ",
+                             kChunked = "Transfer-Encoding: chunked\r\n", kClose = "Connection: close\r\n",
+                             kKeepAlive = "Connection: keep-alive\r\n", kCrlf = "\r\n";
+  if (add_server) size += kServer.size() + server_name.size() + 2;
+  if (!has_date) size += kDate.size() + date.size() + 2;
+  if (has_body && framing == Framing::kLength) size += kLength.size() + length_len + 2;
+  if (has_body && framing == Framing::kChunked) size += kChunked.size();
+  if (!keep) {
+    size += kClose.size();
+  } else if (http10) {
+    size += kKeepAlive.size();
+  }
+  size += 2;
+  // Pass 2.
+  const size_t at = out.size();
+  out.resize(at + size);
+  char* p = out.data() + at;
+  auto put = [&p](std::string_view s) __attribute__((always_inline)) {
+    std::memcpy(p, s.data(), s.size());
+    p += s.size();
+  };
+  put("HTTP/1.1 "sv);
+  put(std::string_view(status_digits, status_len));
+  *p++ = ' ';
+  put(reason);
+  put(kCrlf);
+  for (const auto& f : res) {
+    switch (f.name()) {
+      case bhttp::field::connection:
+      case bhttp::field::content_length:
+      case bhttp::field::transfer_encoding:
+        continue;
+      default:
+        break;
+    }
+    put(f.name_string());
+    put(": "sv);
+    put(f.value());
+    put(kCrlf);
+  }
+  if (add_server) {
+    put(kServer);
+    put(server_name);
+    put(kCrlf);
   }
   if (!has_date) {
-    out.append("Date: ");
-    out.append(http_date());
-    out.append("\r\n");
+    put(kDate);
+    put(date);
+    put(kCrlf);
   }
-  if (!(status < 200 || status == 204 || status == 304)) {
-    if (framing == Framing::kLength) {
-      out.append("Content-Length: ");
-      auto [e, ec2] = std::to_chars(num, num + sizeof num, length);
-      out.append(num, static_cast<size_t>(e - num));
-      out.append("\r\n");
-    } else if (framing == Framing::kChunked) {
-      out.append("Transfer-Encoding: chunked\r\n");
-    }
+  if (has_body && framing == Framing::kLength) {
+    put(kLength);
+    put(std::string_view(length_digits, length_len));
+    put(kCrlf);
   }
+  if (has_body && framing == Framing::kChunked) put(kChunked);
   if (!keep) {
-    out.append("Connection: close\r\n");
+    put(kClose);
   } else if (http10) {
-    out.append("Connection: keep-alive\r\n");
+    put(kKeepAlive);
   }
-  out.append("\r\n");
+  put(kCrlf);
+  WEFT_DCHECK(p == out.data() + out.size(), "append_head: measured %zu bytes, wrote %zu", size,
+              static_cast<size_t>(p - (out.data() + at)));
   return true;
 }
 
@@ -404,9 +489,7 @@ class StreamResponse final : public ResponseWriter {
       framing = Framing::kLength;
     }
     if (framing == Framing::kNone) keep_ = false;  // HTTP/1.0: the close ends the body
-    const size_t before = out_.size();
     if (!append_head(out_, head, framing, length, keep_, http10_, server_name_)) {
-      out_.resize(before);
       return absl::InvalidArgumentError("ResponseWriter::begin: a field name or value holds CR, LF or NUL");
     }
     begun_ = true;
@@ -513,11 +596,13 @@ struct Server::Conn {
 
 Server::Server(Handler handler, ServerOptions opts) : handler_(std::move(handler)), opts_(std::move(opts)) {
   WEFT_CHECK(handler_ != nullptr, "http::Server: the handler is empty");
+  WEFT_CHECK(!splits_line(opts_.server_name), "http::Server: ServerOptions::server_name holds CR, LF or NUL");
 }
 
 Server::Server(StreamingHandler handler, ServerOptions opts)
     : streaming_(std::move(handler)), opts_(std::move(opts)) {
   WEFT_CHECK(streaming_ != nullptr, "http::Server: the streaming handler is empty");
+  WEFT_CHECK(!splits_line(opts_.server_name), "http::Server: ServerOptions::server_name holds CR, LF or NUL");
 }
 
 Server::~Server() {
@@ -637,7 +722,14 @@ void Server::serve_requests(Conn& conn, S& stream, net::TcpStream& tcp) {
     if (!s.ok()) write_failed = true;
     return s.ok();
   };
-  auto refuse = [&](unsigned status) {
+  // The branches that a plain request does not take (refusals, streaming
+  // handlers, upgrades, chunked responses, the closing drain) run in
+  // lambdas kept out of line: their locals (a Response, Beast's serializer
+  // and buffer_body parser, a drain buffer) would otherwise sit in this
+  // frame and spread the hot path of every connection's fiber over more
+  // stack pages and cache lines, which costs TLB and cache misses once a
+  // worker serves about a thousand connections.
+  auto refuse = [&](unsigned status) __attribute__((noinline)) {
     rejected_.fetch_add(1, std::memory_order_relaxed);
     Response res{static_cast<bhttp::status>(status), 11};
     if (!opts_.server_name.empty()) res.set(bhttp::field::server, opts_.server_name);
@@ -648,6 +740,102 @@ void Server::serve_requests(Conn& conn, S& stream, net::TcpStream& tcp) {
     res.prepare_payload();
     boost::system::error_code ec;
     bhttp::write(sink, res, ec);
+  };
+  // A response the handler asked to send chunked: Beast serializes it.
+  // Returns false if the write failed.
+  auto write_chunked = [&](Response& res, bool& keep, bool head_only) __attribute__((noinline)) -> bool {
+    boost::system::error_code ec;
+    res.version(11);
+    if (!opts_.server_name.empty() && res.find(bhttp::field::server) == res.end()) {
+      res.set(bhttp::field::server, opts_.server_name);
+    }
+    if (res.find(bhttp::field::date) == res.end()) res.set(bhttp::field::date, http_date());
+    res.erase(bhttp::field::content_length);
+    if (auto c = res.find(bhttp::field::connection); c != res.end()) {
+      for (auto token : bhttp::token_list{c->value()}) {
+        if (boost::beast::iequals(token, "close")) keep = false;
+      }
+    }
+    // Chunked responses only go to HTTP/1.1 clients, for whom keep-alive
+    // is the default.
+    if (keep) {
+      res.erase(bhttp::field::connection);
+    } else {
+      res.set(bhttp::field::connection, "close");
+    }
+    if (head_only) {
+      bhttp::serializer<false, bhttp::string_body> sr{res};
+      bhttp::write_header(sink, sr, ec);
+    } else if (res.body().size() >= kDirectBody) {
+      if (!flush()) return false;
+      bhttp::write(io, res, ec);
+      if (ec) {
+        write_failed = true;
+        return false;
+      }
+    } else {
+      bhttp::write(sink, res, ec);
+    }
+    return true;
+  };
+  // The upgrade function: true with `res` set to its answer, false once it
+  // has taken the connection over.
+  auto run_upgrade = [&](Request& req, Response& res) __attribute__((noinline)) -> bool {
+    auto rest = in.data();
+    std::optional<Response> r =
+        opts_.upgrade(req, tcp, std::string_view(static_cast<const char*>(rest.data()), rest.size()));
+    if (!r.has_value()) return false;
+    res = std::move(*r);
+    return true;
+  };
+  // 5s: the streaming handler reads the body and writes the response
+  // itself (StreamBody, StreamResponse); the server finishes what it left
+  // undone. True to go on with the next request.
+  auto serve_streaming = [&]() __attribute__((noinline)) -> bool {
+    bhttp::request_parser<bhttp::buffer_body> bp{std::move(*parser)};
+    bp.body_limit(opts_.max_body_bytes);
+    const auto& head = bp.get();
+    ++served;
+    requests_.fetch_add(1, std::memory_order_relaxed);
+    bool keep = head.keep_alive() && !draining_.load() &&
+                (opts_.max_requests_per_connection == 0 || served < opts_.max_requests_per_connection);
+    std::function<bool()> send_continue;
+    if (!bp.is_done()) {
+      auto expect = head.find(bhttp::field::expect);
+      if (expect != head.end() && lower_trim(expect->value()) == "100-continue") {
+        send_continue = [&] {
+          out.append("HTTP/1.1 100 Continue\r\n\r\n");
+          return flush();
+        };
+      }
+    }
+    StreamBody<decltype(io)> body(io, in, bp, std::move(send_continue));
+    StreamResponse<S> writer(stream, out, keep, head.version() < 11, head.method() == bhttp::verb::head,
+                             opts_.server_name);
+    bool threw = false;
+    try {
+      streaming_(head, body, writer);
+    } catch (const std::exception&) {
+      threw = true;
+    }
+    if (rs.deadline_set) {
+      (void)tcp.set_read_deadline(absl::InfiniteFuture());
+      rs.deadline_set = false;
+    }
+    if (!writer.begun()) {
+      refuse(!threw && body.http_status() != 0 ? body.http_status() : 500);
+      return false;
+    }
+    if (threw) return false;  // mid-body: the close tells the client it is cut short
+    if (!writer.finished()) (void)writer.finish();
+    if (writer.failed()) {
+      write_failed = true;
+      return false;
+    }
+    if (!body.done()) keep = false;  // the rest of the body is not worth reading
+    if (!keep || draining_.load()) return false;
+    if (out.size() >= kFlushAt && !flush()) return false;
+    return true;
   };
 
   for (;;) {
@@ -705,53 +893,8 @@ void Server::serve_requests(Conn& conn, S& stream, net::TcpStream& tcp) {
     }
 
     if (streaming_ != nullptr) {
-      // 5s: the streaming handler reads the body and writes the response
-      // itself (StreamBody, StreamResponse); the server finishes what it
-      // left undone.
-      bhttp::request_parser<bhttp::buffer_body> bp{std::move(*parser)};
-      bp.body_limit(opts_.max_body_bytes);
-      const auto& head = bp.get();
-      ++served;
-      requests_.fetch_add(1, std::memory_order_relaxed);
-      bool keep = head.keep_alive() && !draining_.load() &&
-                  (opts_.max_requests_per_connection == 0 || served < opts_.max_requests_per_connection);
-      std::function<bool()> send_continue;
-      if (!bp.is_done()) {
-        auto expect = head.find(bhttp::field::expect);
-        if (expect != head.end() && lower_trim(expect->value()) == "100-continue") {
-          send_continue = [&] {
-            out.append("HTTP/1.1 100 Continue\r\n\r\n");
-            return flush();
-          };
-        }
-      }
-      StreamBody<decltype(io)> body(io, in, bp, std::move(send_continue));
-      StreamResponse<S> writer(stream, out, keep, head.version() < 11, head.method() == bhttp::verb::head,
-                               opts_.server_name);
-      bool threw = false;
-      try {
-        streaming_(head, body, writer);
-      } catch (const std::exception&) {
-        threw = true;
-      }
-      if (rs.deadline_set) {
-        (void)tcp.set_read_deadline(absl::InfiniteFuture());
-        rs.deadline_set = false;
-      }
-      if (!writer.begun()) {
-        refuse(!threw && body.http_status() != 0 ? body.http_status() : 500);
-        break;
-      }
-      if (threw) break;  // mid-body: the close tells the client it is cut short
-      if (!writer.finished()) (void)writer.finish();
-      if (writer.failed()) {
-        write_failed = true;
-        break;
-      }
-      if (!body.done()) keep = false;  // the rest of the body is not worth reading
-      if (!keep || draining_.load()) break;
-      if (out.size() >= kFlushAt && !flush()) break;
-      continue;
+      if (serve_streaming()) continue;
+      break;
     }
 
     // 5: the handler and the response.
@@ -768,14 +911,10 @@ void Server::serve_requests(Conn& conn, S& stream, net::TcpStream& tcp) {
     try {
       if (upgrade) {
         if (!flush()) break;  // answers to earlier pipelined requests
-        auto rest = in.data();
-        std::optional<Response> r =
-            opts_.upgrade(req, tcp, std::string_view(static_cast<const char*>(rest.data()), rest.size()));
-        if (!r.has_value()) {
+        if (!run_upgrade(req, res)) {
           upgraded = true;
           break;
         }
-        res = std::move(*r);
         keep = false;
       } else {
         res = handler_(req);
@@ -791,10 +930,8 @@ void Server::serve_requests(Conn& conn, S& stream, net::TcpStream& tcp) {
       // The common case: we write the head ourselves, in one pass over the
       // handler's fields (Beast's serializer and four set() calls cost
       // about a tenth of a hello-world server's CPU).
-      const size_t before = out.size();
       if (!append_head(out, res, Framing::kLength, res.body().size(), keep, req.version() < 11,
                        opts_.server_name)) {
-        out.resize(before);
         refuse(500);
         break;
       }
@@ -809,38 +946,8 @@ void Server::serve_requests(Conn& conn, S& stream, net::TcpStream& tcp) {
           out.append(res.body());
         }
       }
-    } else {
-      res.version(11);
-      if (!opts_.server_name.empty() && res.find(bhttp::field::server) == res.end()) {
-        res.set(bhttp::field::server, opts_.server_name);
-      }
-      if (res.find(bhttp::field::date) == res.end()) res.set(bhttp::field::date, http_date());
-      res.erase(bhttp::field::content_length);
-      if (auto c = res.find(bhttp::field::connection); c != res.end()) {
-        for (auto token : bhttp::token_list{c->value()}) {
-          if (boost::beast::iequals(token, "close")) keep = false;
-        }
-      }
-      // Chunked responses only go to HTTP/1.1 clients, for whom keep-alive
-      // is the default.
-      if (keep) {
-        res.erase(bhttp::field::connection);
-      } else {
-        res.set(bhttp::field::connection, "close");
-      }
-      if (head_only) {
-        bhttp::serializer<false, bhttp::string_body> sr{res};
-        bhttp::write_header(sink, sr, ec);
-      } else if (res.body().size() >= kDirectBody) {
-        if (!flush()) break;
-        bhttp::write(io, res, ec);
-        if (ec) {
-          write_failed = true;
-          break;
-        }
-      } else {
-        bhttp::write(sink, res, ec);
-      }
+    } else if (!write_chunked(res, keep, head_only)) {
+      break;
     }
     if (!keep) break;
     if (out.size() >= kFlushAt && !flush()) break;
@@ -862,7 +969,9 @@ void Server::serve_requests(Conn& conn, S& stream, net::TcpStream& tcp) {
       (void)stream.shutdown();  // close_notify, then the TCP half-close
     }
     tcp.set_read_timeout(absl::Milliseconds(500));
-    char sink_buf[4096];
+    in.clear();
+    auto space = in.prepare(kReadChunk);
+    const std::span<char> sink_buf(static_cast<char*>(space.data()), space.size());
     for (int i = 0; i < 64; ++i) {
       auto r = stream.read(sink_buf);
       if (!r.ok() || *r == 0) break;

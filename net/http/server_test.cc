@@ -12,6 +12,7 @@
 #include "net/net.h"
 #include "runtime/runtime.h"
 #include "sync/sync.h"
+#include "tests/test_util.h"
 
 namespace weft::http {
 namespace {
@@ -28,6 +29,17 @@ Response hello(const Request& req) {
     res.chunked(true);
   } else if (req.target() == "/inject") {
     res.set("X-Injected", "a\r\nSet-Cookie: evil=1");
+  } else if (req.target() == "/inject-reason") {
+    res.reason("OK\r\nSet-Cookie: evil=1");
+  } else if (req.target() == "/inject-late") {
+    res.set("X-Late", "0123456789abc\nSet-Cookie: evil=1");  // LF in the second 8-byte word
+  } else if (req.target() == "/inject-name") {
+    res.set("X-Name\r\nSet-Cookie: evil=1\r\nX", "v");
+  } else if (req.target() == "/tab") {
+    res.set("X-Tab", "0123456789\tabc");  // a tab is a legal value byte
+    res.body() = "tab";
+  } else if (req.target() == "/inject-nul") {
+    res.set("X-Nul", std::string("a\0Set-Cookie: evil=1", 20));
   } else if (req.target() == "/throw") {
     throw std::runtime_error("handler failed");
   } else if (req.target() == "/slow") {
@@ -217,15 +229,32 @@ TEST_CASE("501 for unknown methods and codings, 500 when the handler throws") {
     CHECK(starts_with(send_recv(ts, "GET /throw HTTP/1.1\r\nHost: x\r\n\r\n"),
                       "HTTP/1.1 500 Internal Server Error\r\n"));
     // A field value with CR LF from the handler never reaches the wire.
-    std::string r = send_recv(ts, "GET /inject HTTP/1.1\r\nHost: x\r\n\r\n");
-    CHECK(starts_with(r, "HTTP/1.1 500 Internal Server Error\r\n"));
-    CHECK(count(r, "evil") == 0);
+    CHECK(send_recv(ts, "GET /tab HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").find("X-Tab: 0123456789\tabc\r\n") !=
+          std::string::npos);
+    for (const char* target : {"/inject", "/inject-reason", "/inject-nul", "/inject-late", "/inject-name"}) {
+      std::string r = send_recv(ts, std::string("GET ") + target + " HTTP/1.1\r\nHost: x\r\n\r\n");
+      CHECK_MESSAGE(starts_with(r, "HTTP/1.1 500 Internal Server Error\r\n"), target << ": " << r);
+      CHECK_MESSAGE(count(r, "evil") == 0, target);
+    }
+    // Transfer-Encoding in two fields reads as one list: chunked twice is
+    // malformed, another coding is not implemented.
+    CHECK(starts_with(send_recv(ts, "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                                    "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+                      "HTTP/1.1 400 Bad Request\r\n"));
+    CHECK(starts_with(send_recv(ts, "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n"
+                                    "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+                      "HTTP/1.1 501 Not Implemented\r\n"));
   });
   rt->block_on([] {
     TestServer ts({.allow_unknown_methods = true});
     CHECK(starts_with(send_recv(ts, "BREW / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
                       "HTTP/1.1 200 OK\r\n"));
   });
+}
+
+TEST_CASE("a server name that would split the response is refused at construction") {
+  testing::expect_death([] { Server server(hello, {.server_name = "weft\r\nSet-Cookie: evil=1"}); },
+                        "ServerOptions::server_name holds CR, LF or NUL");
 }
 
 TEST_CASE("limits: 431, 413, requests per connection, request and idle timeouts") {
