@@ -213,6 +213,10 @@ unsigned check_head(const bhttp::request_parser<bhttp::string_body>& parser, con
   if (req.method() == bhttp::verb::unknown && !opts.allow_unknown_methods) return 501;
   if (te_fields > 0) {
     if (te_others) return 501;
+    // One Transfer-Encoding field only: with an empty one first (Beast
+    // accepts it, then chunked from the next), a proxy in front that reads
+    // the first field would frame the body differently (smuggling).
+    if (te_fields > 1) return 400;
     if (chunked_seen != 1 || !parser.chunked()) return 400;
   }
   return 0;
@@ -490,7 +494,7 @@ class StreamResponse final : public ResponseWriter {
     }
     if (framing == Framing::kNone) keep_ = false;  // HTTP/1.0: the close ends the body
     if (!append_head(out_, head, framing, length, keep_, http10_, server_name_)) {
-      return absl::InvalidArgumentError("ResponseWriter::begin: a field name or value holds CR, LF or NUL");
+      return absl::InvalidArgumentError("ResponseWriter::begin: the reason or a field name or value holds CR, LF or NUL");
     }
     begun_ = true;
     framing_ = no_body ? Framing::kLength : framing;
@@ -723,12 +727,12 @@ void Server::serve_requests(Conn& conn, S& stream, net::TcpStream& tcp) {
     return s.ok();
   };
   // The branches that a plain request does not take (refusals, streaming
-  // handlers, upgrades, chunked responses, the closing drain) run in
-  // lambdas kept out of line: their locals (a Response, Beast's serializer
-  // and buffer_body parser, a drain buffer) would otherwise sit in this
-  // frame and spread the hot path of every connection's fiber over more
-  // stack pages and cache lines, which costs TLB and cache misses once a
-  // worker serves about a thousand connections.
+  // handlers, upgrades, chunked responses) run in lambdas kept out of line,
+  // and the closing drain reads into `in`: their locals (a Response,
+  // Beast's serializer and buffer_body parser, a drain buffer) would
+  // otherwise sit in this frame and spread the hot path of every
+  // connection's fiber over more stack pages and cache lines, which costs
+  // TLB and cache misses once a worker serves about a thousand connections.
   auto refuse = [&](unsigned status) __attribute__((noinline)) {
     rejected_.fetch_add(1, std::memory_order_relaxed);
     Response res{static_cast<bhttp::status>(status), 11};
@@ -744,6 +748,14 @@ void Server::serve_requests(Conn& conn, S& stream, net::TcpStream& tcp) {
   // A response the handler asked to send chunked: Beast serializes it.
   // Returns false if the write failed.
   auto write_chunked = [&](Response& res, bool& keep, bool head_only) __attribute__((noinline)) -> bool {
+    // Beast's serializer writes the reason and fields as they are: the
+    // same check as append_head's.
+    bool splits = splits_line(res.reason());
+    for (const auto& f : res) splits = splits || splits_line(f.name_string()) || splits_line(f.value());
+    if (splits) {
+      refuse(500);
+      return false;
+    }
     boost::system::error_code ec;
     res.version(11);
     if (!opts_.server_name.empty() && res.find(bhttp::field::server) == res.end()) {
@@ -970,7 +982,7 @@ void Server::serve_requests(Conn& conn, S& stream, net::TcpStream& tcp) {
     }
     tcp.set_read_timeout(absl::Milliseconds(500));
     in.clear();
-    auto space = in.prepare(kReadChunk);
+    auto space = in.prepare(4096);
     const std::span<char> sink_buf(static_cast<char*>(space.data()), space.size());
     for (int i = 0; i < 64; ++i) {
       auto r = stream.read(sink_buf);

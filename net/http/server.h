@@ -42,9 +42,9 @@
 //     request timeout); HTTP/1.1 without Host, or two Host fields (400);
 //     a transfer coding other than chunked (501), chunked not last (400);
 //     a method Beast does not know (501, unless allowed);
-//   - a handler that throws, or sets a field whose name or value holds CR,
-//     LF or NUL (which would split the response), gets a 500 and the
-//     connection closes.
+//   - a handler that throws, or sets a reason phrase or a field whose name
+//     or value holds CR, LF or NUL (which would split the response), gets a
+//     500 and the connection closes.
 //
 // Streaming, for bodies too large or too slow to hold whole: a server made
 // with a StreamingHandler gets the request head, reads the body piece by
@@ -134,8 +134,8 @@ class ResponseWriter {
   // Transfer-Encoding and Connection as for plain responses and adds Date
   // and Server unless set; a Content-Length the handler set fixes the body
   // length. kFailedPrecondition if called twice; kInvalidArgument for a
-  // field with CR, LF or NUL, or a malformed Content-Length (nothing is
-  // sent). Suspends.
+  // reason or field with CR, LF or NUL, or a malformed Content-Length
+  // (nothing is sent). Suspends.
   virtual absl::Status begin(ResponseHead head) = 0;
   // write() sends the next piece of the body (as one chunk when chunked;
   // an empty piece sends nothing). kFailedPrecondition before begin() or

@@ -36,8 +36,16 @@ Response hello(const Request& req) {
   } else if (req.target() == "/inject-name") {
     res.set("X-Name\r\nSet-Cookie: evil=1\r\nX", "v");
   } else if (req.target() == "/tab") {
-    res.set("X-Tab", "0123456789\tabc");  // a tab is a legal value byte
+    res.set("X-Tab", "a\tbcdefghijklmnop");  // a tab is a legal value byte (in the first 8-byte word)
     res.body() = "tab";
+  } else if (req.target() == "/inject-chunked") {
+    res.set("X-Injected", "a\r\nSet-Cookie: evil=1");
+    res.body() = "body";
+    res.chunked(true);
+  } else if (req.target() == "/inject-chunked-reason") {
+    res.reason("OK\r\nSet-Cookie: evil=1");
+    res.body() = "body";
+    res.chunked(true);
   } else if (req.target() == "/inject-nul") {
     res.set("X-Nul", std::string("a\0Set-Cookie: evil=1", 20));
   } else if (req.target() == "/throw") {
@@ -229,15 +237,21 @@ TEST_CASE("501 for unknown methods and codings, 500 when the handler throws") {
     CHECK(starts_with(send_recv(ts, "GET /throw HTTP/1.1\r\nHost: x\r\n\r\n"),
                       "HTTP/1.1 500 Internal Server Error\r\n"));
     // A field value with CR LF from the handler never reaches the wire.
-    CHECK(send_recv(ts, "GET /tab HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").find("X-Tab: 0123456789\tabc\r\n") !=
+    CHECK(send_recv(ts, "GET /tab HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").find("X-Tab: a\tbcdefghijklmnop\r\n") !=
           std::string::npos);
-    for (const char* target : {"/inject", "/inject-reason", "/inject-nul", "/inject-late", "/inject-name"}) {
+    for (const char* target : {"/inject", "/inject-reason", "/inject-nul", "/inject-late", "/inject-name",
+                               "/inject-chunked", "/inject-chunked-reason"}) {
       std::string r = send_recv(ts, std::string("GET ") + target + " HTTP/1.1\r\nHost: x\r\n\r\n");
       CHECK_MESSAGE(starts_with(r, "HTTP/1.1 500 Internal Server Error\r\n"), target << ": " << r);
       CHECK_MESSAGE(count(r, "evil") == 0, target);
     }
-    // Transfer-Encoding in two fields reads as one list: chunked twice is
-    // malformed, another coding is not implemented.
+    // Transfer-Encoding in two fields: refused. Chunked twice is malformed,
+    // another coding is not implemented, and an empty field before chunked
+    // (which Beast would accept) frames the body differently for a proxy
+    // that reads the first field only.
+    CHECK(starts_with(send_recv(ts, "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding:\r\n"
+                                    "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+                      "HTTP/1.1 400 Bad Request\r\n"));
     CHECK(starts_with(send_recv(ts, "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
                                     "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
                       "HTTP/1.1 400 Bad Request\r\n"));
