@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # Smoke test of net_bench.sh's echo baselines: raw_epoll_server (reading
-# until EAGAIN and with --short-read) and asio_echo_server (1 and 2
-# threads) each print `listening on HOST:PORT`, echo what echo_load sends
-# (echo_load checks every byte), report their CPU time through
-# echo_load --server-pid, and exit 0 on SIGTERM.
+# until EAGAIN and with --short-read), asio_echo_server (1 and 2 threads)
+# and the Go echo server (tools/bench/go/echo_server.go, built here with
+# go build as net_bench.sh builds it; 1 and 2 threads) each print
+# `listening on HOST:PORT`, echo what echo_load sends (echo_load checks
+# every byte), report their CPU time through echo_load --server-pid, and
+# exit 0 on SIGTERM. Without `go` on PATH the Go server is skipped, with a
+# message, and the test still passes: the build does not need Go, and a
+# test does not install packages.
 set -uo pipefail
 RAW=tools/bench/raw_epoll_server
 ASIO=tools/bench/asio_echo_server
 LOAD=tools/bench/echo_load
+GO_SRC=tools/bench/go/echo_server.go
 tmp=${TEST_TMPDIR:-$(mktemp -d)}
 fail() { echo "echo_servers_test: $*" >&2; exit 1; }
 
@@ -38,4 +43,14 @@ check raw "$RAW" --mode echo
 check raw-short "$RAW" --mode echo --short-read
 check asio-1 "$ASIO" --threads 1
 check asio-2 "$ASIO" --threads 2
+if command -v go >/dev/null; then
+  # GOCACHE in the test's own temporary directory, the one place a
+  # sandboxed test can count on writing to.
+  GOCACHE="$tmp/gocache" GO111MODULE=off go build -o "$tmp/go_echo_server" "$GO_SRC" >"$tmp/go_build.log" 2>&1 ||
+    fail "go build $GO_SRC failed: $(cat "$tmp/go_build.log")"
+  check go-1 "$tmp/go_echo_server" --threads 1
+  check go-2 "$tmp/go_echo_server" --threads 2
+else
+  echo "go is not installed (Debian package golang-go): Go echo server skipped"
+fi
 echo PASS

@@ -12,14 +12,17 @@
 # 15% off.
 #   echo  raw_epoll_server --mode echo (reads until EAGAIN), the same with
 #         --short-read (a short read ends the read loop, as in weft),
-#         asio_echo_server (Boost.Asio, one io_context per thread) and weft
-#         echo_server, load: echo_load (64-byte ping-pong), at 100 and 1000
-#         connections, pinned (server on CPU 0, asio --threads 1, weft
-#         --workers 1, load on CPU 1) and unpinned (asio --threads 2, weft
-#         --workers 2; raw is single-threaded). All four run in each round,
-#         the order rotated per round; next to msgs/s and p50/p99 it shows k
-#         msgs per server CPU-second (the server's user + system time over
-#         the measured window, from /proc/PID/stat).
+#         asio_echo_server (Boost.Asio, one io_context per thread),
+#         tools/bench/go/echo_server.go (a goroutine per connection, built
+#         with Debian's golang-go, installed if missing; skipped if Go or
+#         the build is missing) and weft echo_server, load: echo_load
+#         (64-byte ping-pong), at 100 and 1000 connections, pinned (server
+#         on CPU 0, asio and go --threads 1, weft --workers 1, load on CPU 1)
+#         and unpinned (asio and go --threads 2, weft --workers 2; raw is
+#         single-threaded). All five run in each round, the order rotated
+#         per round; next to msgs/s and p50/p99 it shows k msgs per server
+#         CPU-second (the server's user + system time over the measured
+#         window, from /proc/PID/stat).
 #   http  raw_epoll_server --mode http  vs  weft http_hello,   load: wrk -t1
 #         --latency, at 100 and 1000 connections, pinned.
 #   http_server  tools/bench:http_hello_handwritten (the hand-written
@@ -42,7 +45,10 @@
 #   --rounds N        runs of each side per row, median shown (NET_BENCH_ROUNDS, 3)
 #   --long            --duration 30, and 10x the redis-benchmark requests
 #   --sections LIST   comma-separated subset of echo,http,http_server,resp,https (all)
-#   --no-build        use the binaries as they are; do not run bazel
+#   --no-build        use the binaries as they are; do not run bazel. The Go
+#                     echo server is still built (go build, under a second,
+#                     into this run's temporary directory, so there is no
+#                     earlier binary to use) unless GO_ECHO_SERVER is set
 # Environment:
 #   NET_BENCH_CONNECTIONS      connection counts for echo and http ("100 1000")
 #   NET_BENCH_REDIS_REQUESTS   redis-benchmark -n (200000)
@@ -52,13 +58,15 @@
 #       HOST:PORT` and exits on SIGTERM)
 #   RAW_EPOLL_SERVER, ECHO_LOAD, HTTP_HANDWRITTEN, ASIO_ECHO_SERVER   the
 #       baseline binaries (default: bazel-bin)
+#   GO_ECHO_SERVER   a built tools/bench/go/echo_server.go (default: go build
+#       it for this run)
 #   SERVER_CPU, CLIENT_CPU        CPUs for pinned runs (0 and 1)
 #   BAZEL, BAZEL_STARTUP_FLAGS    e.g. BAZEL_STARTUP_FLAGS=--output_base=/tmp/ob
 #
 # Exit status: 0 if every run that was attempted succeeded, 1 otherwise.
 set -euo pipefail
 # Binaries given relative to the caller's directory stay valid after the cd.
-for v in RAW_EPOLL_SERVER ECHO_LOAD HTTP_HANDWRITTEN ASIO_ECHO_SERVER WEFT_ECHO_SERVER WEFT_HTTP_SERVER WEFT_RESP_SERVER; do
+for v in RAW_EPOLL_SERVER ECHO_LOAD HTTP_HANDWRITTEN ASIO_ECHO_SERVER GO_ECHO_SERVER WEFT_ECHO_SERVER WEFT_HTTP_SERVER WEFT_RESP_SERVER; do
   if [[ -n ${!v:-} && ${!v} != /* ]]; then printf -v "$v" '%s' "$PWD/${!v}"; fi
 done
 cd "$(dirname "$0")/../.."
@@ -275,6 +283,26 @@ if ((build)) && ((${#targets[@]})); then
   # ask for the -c opt output directory instead.
   bin=$("$bazel" "${bazel_startup[@]}" info -c opt bazel-bin 2>/dev/null) || bin="bazel-bin"
 fi
+# The Go echo server is not a bazel target (the WORKSPACE has no Go rules):
+# go build it into $tmp, with its build cache there too. Debian's Go 1.19
+# ships the standard library compiled, so a cold build takes under a second;
+# a cache kept between runs would save little and leave a directory behind.
+# A missing Go or a failed build skips the go rows, as for asio.
+go_echo=${GO_ECHO_SERVER:-}
+if want echo && [[ -z $go_echo ]]; then
+  go_echo="(not built: go is missing)"
+  if ensure_tool go golang-go; then
+    echo "building tools/bench/go/echo_server.go (go build)"
+    if (cd tools/bench/go && GOCACHE="$tmp/gocache" GO111MODULE=off go build -o "$tmp/go_echo_server" echo_server.go) \
+      >"$tmp/go_build.log" 2>&1; then
+      go_echo=$tmp/go_echo_server
+    else
+      echo "net_bench: warning: go build of tools/bench/go/echo_server.go failed; the go rows will be skipped:" >&2
+      tail -n 20 "$tmp/go_build.log" | sed 's/^/    /' >&2
+      go_echo="(not built: go build failed)"
+    fi
+  fi
+fi
 raw_server=${RAW_EPOLL_SERVER:-$bin/tools/bench/raw_epoll_server}
 echo_load=${ECHO_LOAD:-$bin/tools/bench/echo_load}
 http_handwritten=${HTTP_HANDWRITTEN:-$bin/tools/bench/http_hello_handwritten}
@@ -337,17 +365,19 @@ if want echo; then
   echo
   echo "Servers: raw = raw_epoll_server, edge-triggered, reads until EAGAIN; raw-short = the same,"
   echo "a short read ends the read loop (as weft does); both one thread. asio = asio_echo_server,"
-  echo "one io_context per thread (--threads = weft's --workers). weft = examples/echo_server."
+  echo "one io_context per thread (--threads = weft's --workers). go = tools/bench/go/echo_server.go,"
+  echo "a goroutine per connection (--threads sets GOMAXPROCS). weft = examples/echo_server."
   echo "Pinned: server on CPU $server_cpu with 1 thread/worker, load on CPU $client_cpu. Unpinned:"
   echo "2 threads/workers (raw stays single-threaded), no pinning. Each round runs every server"
   echo "once, in an order rotated per round; cells are medians over $rounds rounds [min-max]."
   echo "k msgs/CPU-s = messages per second of the server's own CPU time (user + system)."
   [[ -x $weft_echo ]] || echo "weft echo_server not built ($weft_echo): weft rows skipped"
   [[ -x $asio_echo ]] || echo "asio_echo_server not built ($asio_echo): asio rows skipped"
+  [[ -x $go_echo ]] || echo "Go echo_server not built ($go_echo): go rows skipped"
   echo
   echo "| placement | conns | server | msgs/s | p50 us | p99 us | k msgs/CPU-s | /raw msgs/s | /raw k msgs/CPU-s | /raw p99 |"
   echo "|---|---|---|---|---|---|---|---|---|---|"
-  echo_names=(raw raw-short asio weft)
+  echo_names=(raw raw-short asio go weft)
   for placement in pinned unpinned; do
     if [[ $placement == pinned ]]; then scpu=$server_cpu ccpu=$client_cpu workers=1; else scpu=- ccpu=- workers=2; fi
     for conns in $connections; do
@@ -359,6 +389,7 @@ if want echo; then
             raw) cmd=("$raw_server" --mode echo) ;;
             raw-short) cmd=("$raw_server" --mode echo --short-read) ;;
             asio) [[ -x $asio_echo ]] || continue; cmd=("$asio_echo" --threads "$workers") ;;
+            go) [[ -x $go_echo ]] || continue; cmd=("$go_echo" --threads "$workers") ;;
             weft) [[ -x $weft_echo ]] || continue; cmd=("$weft_echo" --workers "$workers") ;;
           esac
           echo_run "$scpu" "$ccpu" "$conns" "${cmd[@]}" --host 127.0.0.1 --port 0
