@@ -1,7 +1,6 @@
 // weft::fs on the workers' io_uring rings (RuntimeOptions::io_uring) and
 // on the blocking pool: the same results and statuses either way,
 // cancellation without descriptor leaks, and shutdown with calls in flight.
-#include <dirent.h>
 #include <doctest/doctest.h>
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -18,6 +17,7 @@
 #include "fs/internal/fs_util.h"
 #include "runtime/blocking.h"
 #include "runtime/runtime.h"
+#include "tests/net_util.h"
 
 namespace weft::fs {
 namespace {
@@ -39,17 +39,7 @@ struct TempDir {
   std::string path;
 };
 
-// open_fds() counts /proc/self/fd without the descriptor that reads it.
-int open_fds() {
-  DIR* d = ::opendir("/proc/self/fd");
-  REQUIRE(d != nullptr);
-  int n = 0;
-  while (dirent* e = ::readdir(d)) {
-    if (e->d_name[0] != '.') ++n;
-  }
-  ::closedir(d);
-  return n - 1;
-}
+using testing::open_fds;
 
 // Whether this process may use io_uring at all (the environment may turn
 // it off with WEFT_IO_URING=0, or the kernel may refuse it).

@@ -1,7 +1,8 @@
 // tests/net_util.h
 //
-// Helpers for network tests: open descriptor counts, a loopback listener
-// with its address, and a raised RLIMIT_NOFILE.
+// Helpers for tests that watch descriptors: the count of open descriptors
+// (the leak checks of the net, fs and process tests) and a raised
+// RLIMIT_NOFILE.
 #pragma once
 
 #include <dirent.h>

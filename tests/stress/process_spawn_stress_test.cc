@@ -2,7 +2,6 @@
 // bytes written by one fiber and read back by another. Afterwards: no
 // child left (running or zombie) and no descriptor left open.
 // --scale=N multiplies the number of children.
-#include <dirent.h>
 #include <doctest/doctest.h>
 #include <sys/wait.h>
 
@@ -14,21 +13,11 @@
 #include "process/process.h"
 #include "runtime/runtime.h"
 #include "sync/sync.h"
+#include "tests/net_util.h"
 #include "tests/stress_util.h"
 
 namespace weft {
 namespace {
-
-int count_fds() {
-  DIR* d = ::opendir("/proc/self/fd");
-  REQUIRE(d != nullptr);
-  int n = 0;
-  while (dirent* e = ::readdir(d)) {
-    if (e->d_name[0] != '.') ++n;
-  }
-  ::closedir(d);
-  return n - 1;  // the directory itself
-}
 
 bool no_children() {
   siginfo_t info{};
@@ -49,7 +38,7 @@ TEST_CASE("1,000 cat children, 50 at a time, 64 KiB each, checksummed") {
   // Warm up once so lazily created process-wide descriptors (the reaper's
   // epoll set, the runtime's) are counted in the baseline.
   rt->block_on([] { (void)process::output({"true"}); });
-  const int fds_before = count_fds();
+  const int fds_before = testing::open_fds();
   std::atomic<int64_t> ok{0};
   std::atomic<int64_t> next{0};
   rt->block_on([&] {
@@ -88,7 +77,7 @@ TEST_CASE("1,000 cat children, 50 at a time, 64 KiB each, checksummed") {
   });
   CHECK(ok.load() == children);
   CHECK(no_children());
-  CHECK(count_fds() == fds_before);
+  CHECK(testing::open_fds() == fds_before);
   MESSAGE(children << " children, " << ok.load() << " checksums matched");
 }
 
