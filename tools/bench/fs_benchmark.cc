@@ -12,7 +12,6 @@
 //
 //   bazel run -c opt //tools/bench:fs_benchmark -- [--dir=/var/tmp] [--mib=64] [--runs=3]
 #include <fcntl.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -26,11 +25,13 @@
 #include "runtime/blocking.h"
 #include "runtime/runtime.h"
 #include "tools/bench/bench_util.h"
+#include "tools/bench/fs_bench_util.h"
 
 namespace {
 
 using weft::bench::drop_cache;
 using weft::bench::flag_str;
+using weft::bench::kReadChunk;
 using weft::bench::now_ns;
 
 uint64_t plain_read(const std::string& path, char* buf, size_t cap) {
@@ -62,51 +63,22 @@ int main(int argc, char** argv) {
   // The blocking pool only: the workers' rings have their own benchmark
   // (fs_ring_benchmark), and these numbers stay comparable with earlier runs.
   auto rt = *weft::Runtime::create({.workers = 2, .io_uring = weft::IoUringMode::kOff});
-  constexpr size_t kChunk = 1 << 20;
-  std::vector<std::string> files;
-  rt->block_on([&] {
-    std::string data(static_cast<size_t>(mib) << 20, '\0');
-    for (size_t i = 0; i < data.size(); i += 4096) data[i] = static_cast<char>(i >> 12);
-    for (int i = 0; i < 3; ++i) {
-      files.push_back(dir + "/big" + std::to_string(i));
-      if (!weft::fs::write_file(files.back(), data, {.sync = true}).ok()) std::abort();
-    }
-  });
+  std::vector<std::string> files = weft::bench::write_big_files(rt.get(), dir, 3, mib);
 
   // 1. Cold reads.
   double best_seq = 1e30, best_fib = 1e30;
   std::vector<double> ratios;
-  auto buf = std::make_unique<char[]>(kChunk);
+  auto buf = std::make_unique<char[]>(kReadChunk);
   for (int64_t r = 0; r < runs; ++r) {
     for (auto& f : files) drop_cache(f);
     int64_t t0 = now_ns();
     uint64_t total = 0;
-    for (auto& f : files) total += plain_read(f, buf.get(), kChunk);
+    for (auto& f : files) total += plain_read(f, buf.get(), kReadChunk);
     double seq = static_cast<double>(now_ns() - t0) / 1e6;
     if (total != 3 * (static_cast<uint64_t>(mib) << 20)) std::abort();
     for (auto& f : files) drop_cache(f);
     t0 = now_ns();
-    total = rt->block_on([&] {
-      std::vector<weft::JoinHandle<uint64_t>> hs;
-      for (auto& f : files) {
-        hs.push_back(weft::spawn([&f] {
-          auto file = weft::fs::File::open(f);
-          if (!file.ok()) std::abort();
-          auto b = std::make_unique<char[]>(kChunk);
-          uint64_t n = 0;
-          for (;;) {
-            auto got = file->read(std::span<char>(b.get(), kChunk));
-            if (!got.ok()) std::abort();
-            if (*got == 0) break;
-            n += *got;
-          }
-          return n;
-        }));
-      }
-      uint64_t t = 0;
-      for (auto& h : hs) t += h.join();
-      return t;
-    });
+    total = weft::bench::read_on_fibers(rt.get(), files);
     double fib = static_cast<double>(now_ns() - t0) / 1e6;
     if (total != 3 * (static_cast<uint64_t>(mib) << 20)) std::abort();
     std::printf("run %lld: cold read 3 x %lld MiB: sequential %.1f ms, 3 fibers %.1f ms (x%.2f)\n",
@@ -124,40 +96,13 @@ int main(int argc, char** argv) {
 
   // 2. Small-file stats.
   constexpr int kFiles = 2000;
-  std::vector<std::string> small;
-  for (int i = 0; i < kFiles; ++i) {
-    small.push_back(dir + "/s" + std::to_string(i));
-    int fd = ::open(small.back().c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
-    if (fd < 0 || ::write(fd, "x", 1) != 1) std::abort();
-    ::close(fd);
-  }
+  std::vector<std::string> small = weft::bench::write_small_files(dir, kFiles);
   int64_t t0 = now_ns();
-  uint64_t sum = 0;
-  for (int64_t i = 0; i < stats; ++i) {
-    struct stat st;
-    if (::stat(small[static_cast<size_t>(i % kFiles)].c_str(), &st) != 0) std::abort();
-    sum += static_cast<uint64_t>(st.st_size);
-  }
+  uint64_t sum = weft::bench::plain_stats(small, stats);
   double plain_ns = static_cast<double>(now_ns() - t0) / static_cast<double>(stats);
   constexpr int kFibers = 64;
   t0 = now_ns();
-  uint64_t fsum = rt->block_on([&] {
-    std::vector<weft::JoinHandle<uint64_t>> hs;
-    for (int f = 0; f < kFibers; ++f) {
-      hs.push_back(weft::spawn([&, f] {
-        uint64_t s = 0;
-        for (int64_t i = f; i < stats; i += kFibers) {
-          auto st = weft::fs::stat(small[static_cast<size_t>(i % kFiles)]);
-          if (!st.ok()) std::abort();
-          s += st->size;
-        }
-        return s;
-      }));
-    }
-    uint64_t t = 0;
-    for (auto& h : hs) t += h.join();
-    return t;
-  });
+  uint64_t fsum = weft::bench::stats_on_fibers(rt.get(), small, stats, kFibers);
   double fib_ns = static_cast<double>(now_ns() - t0) / static_cast<double>(stats);
   if (sum != fsum) std::abort();
   std::printf("%lld stats of %d small files: plain loop %.0f ns/stat, %d fibers on fs::stat %.0f ns/stat (x%.2f of the loop's time)\n",

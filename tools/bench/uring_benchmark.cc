@@ -33,19 +33,19 @@
 #include "fs/fs.h"
 #include "runtime/runtime.h"
 #include "tools/bench/bench_util.h"
+#include "tools/bench/fs_bench_util.h"
 
 namespace {
 
 using weft::bench::drop_cache;
 using weft::bench::flag_str;
+using weft::bench::kReadChunk;
 using weft::bench::now_ns;
 
 [[noreturn]] void die(const char* what, int err) {
   std::fprintf(stderr, "uring_benchmark: %s: %s\n", what, std::strerror(err));
   std::exit(1);
 }
-
-constexpr size_t kChunk = 1 << 20;
 
 // Reads every file whole through one ring, `depth` reads in flight per file.
 uint64_t ring_read(io_uring* ring, const std::vector<std::string>& files, int depth) {
@@ -72,15 +72,15 @@ uint64_t ring_read(io_uring* ring, const std::vector<std::string>& files, int de
     Slot& sl = slots[s];
     if (next[sl.file] >= sizes[sl.file]) return;
     sl.off = next[sl.file];
-    next[sl.file] += kChunk;
+    next[sl.file] += kReadChunk;
     io_uring_sqe* sqe = io_uring_get_sqe(ring);
-    io_uring_prep_read(sqe, fds[sl.file], sl.buf.get(), kChunk, sl.off);
+    io_uring_prep_read(sqe, fds[sl.file], sl.buf.get(), kReadChunk, sl.off);
     io_uring_sqe_set_data64(sqe, s);
     ++inflight;
   };
   for (size_t s = 0; s < slots.size(); ++s) {
     slots[s].file = static_cast<int>(s % files.size());
-    slots[s].buf = std::make_unique<char[]>(kChunk);
+    slots[s].buf = std::make_unique<char[]>(kReadChunk);
     issue(s);
   }
   while (inflight > 0) {
@@ -160,16 +160,8 @@ int main(int argc, char** argv) {
   // The fibers' side is the blocking pool: the workers' own rings
   // (fs_ring_benchmark) are off here.
   auto rt = *weft::Runtime::create({.workers = 2, .io_uring = weft::IoUringMode::kOff});
-  std::vector<std::string> files;
+  std::vector<std::string> files = weft::bench::write_big_files(rt.get(), dir, 3, mib);
   const uint64_t want = 3 * (static_cast<uint64_t>(mib) << 20);
-  rt->block_on([&] {
-    std::string data(static_cast<size_t>(mib) << 20, '\0');
-    for (size_t i = 0; i < data.size(); i += 4096) data[i] = static_cast<char>(i >> 12);
-    for (int i = 0; i < 3; ++i) {
-      files.push_back(dir + "/big" + std::to_string(i));
-      if (!weft::fs::write_file(files.back(), data, {.sync = true}).ok()) std::abort();
-    }
-  });
 
   // 1. Cold reads; the order of the two sides alternates between runs.
   std::vector<double> read_ratios;
@@ -183,27 +175,7 @@ int main(int argc, char** argv) {
       if (do_ring) {
         total = ring_read(&ring, files, static_cast<int>(depth));
       } else {
-        total = rt->block_on([&] {
-          std::vector<weft::JoinHandle<uint64_t>> hs;
-          for (auto& f : files) {
-            hs.push_back(weft::spawn([&f] {
-              auto file = weft::fs::File::open(f);
-              if (!file.ok()) std::abort();
-              auto b = std::make_unique<char[]>(kChunk);
-              uint64_t n = 0;
-              for (;;) {
-                auto got = file->read(std::span<char>(b.get(), kChunk));
-                if (!got.ok()) std::abort();
-                if (*got == 0) break;
-                n += *got;
-              }
-              return n;
-            }));
-          }
-          uint64_t t = 0;
-          for (auto& h : hs) t += h.join();
-          return t;
-        });
+        total = weft::bench::read_on_fibers(rt.get(), files);
       }
       double ms = static_cast<double>(now_ns() - t0) / 1e6;
       if (total != want) std::abort();
@@ -220,22 +192,11 @@ int main(int argc, char** argv) {
   // 2. Small-file stats.
   constexpr int kFiles = 2000;
   constexpr int kFibers = 64;
-  std::vector<std::string> small;
-  for (int i = 0; i < kFiles; ++i) {
-    small.push_back(dir + "/s" + std::to_string(i));
-    int fd = ::open(small.back().c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
-    if (fd < 0 || ::write(fd, "x", 1) != 1) std::abort();
-    ::close(fd);
-  }
+  std::vector<std::string> small = weft::bench::write_small_files(dir, kFiles);
   std::vector<double> stat_ratios;
   for (int64_t r = 0; r < runs; ++r) {
     int64_t t0 = now_ns();
-    uint64_t sum = 0;
-    for (int64_t i = 0; i < stats; ++i) {
-      struct stat st;
-      if (::stat(small[static_cast<size_t>(i % kFiles)].c_str(), &st) != 0) std::abort();
-      sum += static_cast<uint64_t>(st.st_size);
-    }
+    uint64_t sum = weft::bench::plain_stats(small, stats);
     double plain_ns = static_cast<double>(now_ns() - t0) / static_cast<double>(stats);
     double fib_ns = 0, ring_ns = 0;
     for (int side = 0; side < 2; ++side) {
@@ -245,23 +206,7 @@ int main(int argc, char** argv) {
       if (do_ring) {
         got = ring_stats(&ring, small, stats, kFibers);
       } else {
-        got = rt->block_on([&] {
-          std::vector<weft::JoinHandle<uint64_t>> hs;
-          for (int f = 0; f < kFibers; ++f) {
-            hs.push_back(weft::spawn([&, f] {
-              uint64_t s = 0;
-              for (int64_t i = f; i < stats; i += kFibers) {
-                auto st = weft::fs::stat(small[static_cast<size_t>(i % kFiles)]);
-                if (!st.ok()) std::abort();
-                s += st->size;
-              }
-              return s;
-            }));
-          }
-          uint64_t t = 0;
-          for (auto& h : hs) t += h.join();
-          return t;
-        });
+        got = weft::bench::stats_on_fibers(rt.get(), small, stats, kFibers);
       }
       double ns = static_cast<double>(now_ns() - t0) / static_cast<double>(stats);
       if (got != sum) std::abort();
