@@ -47,6 +47,30 @@ using weft::bench::now_ns;
   std::exit(1);
 }
 
+// A finished request: the slot it was issued on and its result.
+struct Completion {
+  size_t slot;
+  int res;
+};
+
+// submit_and_reap() submits the queued requests, waits for at least one to
+// finish and returns every one that has finished. Dies on a failed one,
+// naming it `what`.
+std::vector<Completion> submit_and_reap(io_uring* ring, const char* what) {
+  io_uring_submit(ring);
+  io_uring_cqe* cqe;
+  int rc = io_uring_wait_cqe(ring, &cqe);
+  if (rc < 0) die("io_uring_wait_cqe", -rc);
+  std::vector<Completion> done;
+  unsigned head;
+  io_uring_for_each_cqe(ring, head, cqe) {
+    if (cqe->res < 0) die(what, -cqe->res);
+    done.push_back({static_cast<size_t>(io_uring_cqe_get_data64(cqe)), cqe->res});
+  }
+  io_uring_cq_advance(ring, static_cast<unsigned>(done.size()));
+  return done;
+}
+
 // Reads every file whole through one ring, `depth` reads in flight per file.
 uint64_t ring_read(io_uring* ring, const std::vector<std::string>& files, int depth) {
   struct Slot {
@@ -84,22 +108,12 @@ uint64_t ring_read(io_uring* ring, const std::vector<std::string>& files, int de
     issue(s);
   }
   while (inflight > 0) {
-    io_uring_submit(ring);
-    io_uring_cqe* cqe;
-    int rc = io_uring_wait_cqe(ring, &cqe);
-    if (rc < 0) die("io_uring_wait_cqe", -rc);
-    unsigned head;
-    unsigned seen = 0;
-    std::vector<size_t> again;
-    io_uring_for_each_cqe(ring, head, cqe) {
-      if (cqe->res < 0) die("ring read", -cqe->res);
-      total += static_cast<uint64_t>(cqe->res);
-      again.push_back(static_cast<size_t>(io_uring_cqe_get_data64(cqe)));
-      ++seen;
+    std::vector<Completion> done = submit_and_reap(ring, "ring read");
+    inflight -= static_cast<int>(done.size());
+    for (const Completion& c : done) {
+      total += static_cast<uint64_t>(c.res);
+      issue(c.slot);
     }
-    io_uring_cq_advance(ring, seen);
-    inflight -= static_cast<int>(seen);
-    for (size_t s : again) issue(s);
   }
   for (int fd : fds) ::close(fd);
   return total;
@@ -120,23 +134,11 @@ uint64_t ring_stats(io_uring* ring, const std::vector<std::string>& paths, int64
   };
   for (int s = 0; s < depth; ++s) issue(static_cast<size_t>(s));
   while (done < n) {
-    io_uring_submit(ring);
-    io_uring_cqe* cqe;
-    int rc = io_uring_wait_cqe(ring, &cqe);
-    if (rc < 0) die("io_uring_wait_cqe", -rc);
-    unsigned head;
-    unsigned seen = 0;
-    std::vector<size_t> again;
-    io_uring_for_each_cqe(ring, head, cqe) {
-      if (cqe->res < 0) die("ring statx", -cqe->res);
-      size_t slot = static_cast<size_t>(io_uring_cqe_get_data64(cqe));
-      sum += bufs[slot].stx_size;
-      again.push_back(slot);
-      ++seen;
+    for (const Completion& c : submit_and_reap(ring, "ring statx")) {
+      sum += bufs[c.slot].stx_size;
+      ++done;
+      issue(c.slot);
     }
-    io_uring_cq_advance(ring, seen);
-    done += seen;
-    for (size_t s : again) issue(s);
   }
   return sum;
 }
