@@ -34,6 +34,16 @@ std::pair<net::TcpStream, net::TcpStream> connected_pair() {
   return {std::move(*c), std::move(s->stream)};
 }
 
+// read_request() reads one request from s with Beast, into a request and a
+// buffer of its own, and returns the error code Beast saw.
+boost::beast::error_code read_request(BeastStream<net::TcpStream>& s) {
+  boost::beast::flat_buffer buf;
+  Req req;
+  boost::beast::error_code ec;
+  bhttp::read(s, buf, req, ec);
+  return ec;
+}
+
 TEST_CASE("a request and a chunked response through Beast over TCP, split in small writes") {
   auto rt = *Runtime::create({.workers = 2});
   rt->block_on([] {
@@ -82,32 +92,20 @@ TEST_CASE("end of stream, mid-message end, reset and timeout map to Asio errors"
       auto [client, server] = connected_pair();
       REQUIRE(client.close().ok());
       BeastStream s(server);
-      boost::beast::flat_buffer buf;
-      Req req;
-      boost::beast::error_code ec;
-      bhttp::read(s, buf, req, ec);
-      CHECK(ec == bhttp::error::end_of_stream);
+      CHECK(read_request(s) == bhttp::error::end_of_stream);
     }
     SUBCASE("eof mid-message is partial_message") {
       auto [client, server] = connected_pair();
       REQUIRE(client.write_all("GET / HTTP/1.1\r\nHo").ok());
       REQUIRE(client.close().ok());
       BeastStream s(server);
-      boost::beast::flat_buffer buf;
-      Req req;
-      boost::beast::error_code ec;
-      bhttp::read(s, buf, req, ec);
-      CHECK(ec == bhttp::error::partial_message);
+      CHECK(read_request(s) == bhttp::error::partial_message);
     }
     SUBCASE("read timeout is timed_out, and last_status() keeps the weft status") {
       auto [client, server] = connected_pair();
       server.set_read_timeout(absl::Milliseconds(20));
       BeastStream s(server);
-      boost::beast::flat_buffer buf;
-      Req req;
-      boost::beast::error_code ec;
-      bhttp::read(s, buf, req, ec);
-      CHECK(ec == boost::asio::error::timed_out);
+      CHECK(read_request(s) == boost::asio::error::timed_out);
       CHECK(s.last_status().code() == absl::StatusCode::kDeadlineExceeded);
       // The throwing overload throws the same code.
       char b[4];
