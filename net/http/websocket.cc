@@ -118,7 +118,7 @@ class WsIo {
   WebSocket::Shared* shared() const { return s_; }
 
  private:
-  size_t read_direct(std::span<char> buf, error_code& ec);
+  size_t finish_read(const absl::StatusOr<size_t>& n, error_code& ec);
   WebSocket::Shared* s_;
 };
 
@@ -209,8 +209,10 @@ struct WebSocket::Shared {
   }
 };
 
-size_t WsIo::read_direct(std::span<char> buf, error_code& ec) {
-  absl::StatusOr<size_t> n = s_->tcp->read(buf);
+// finish_read() turns the result of a socket read into what Beast expects:
+// the byte count, eof at the end of the stream, or the error code of a
+// failed status, whose weft status stays in last_io.
+size_t WsIo::finish_read(const absl::StatusOr<size_t>& n, error_code& ec) {
   if (!n.ok()) {
     s_->last_io = n.status();
     ec = to_error_code(n.status());
@@ -239,7 +241,7 @@ size_t WsIo::read_some(const MutableBufferSequence& buffers, error_code& ec) {
     s.prefix_pos += n;
     return n;
   }
-  if (!s.in_read_call || s.in_close) return read_direct(buf, ec);  // step 4: we hold mu, nobody else reads
+  if (!s.in_read_call || s.in_close) return finish_read(s.tcp->read(buf), ec);  // step 4: we hold mu, nobody else reads
   for (;;) {
     // Step 5: a close() is waiting for the reader to run the handshake.
     if (s.close_started && !s.close_done) {
@@ -264,14 +266,8 @@ size_t WsIo::read_some(const MutableBufferSequence& buffers, error_code& ec) {
     }
     s.mu.lock();
     if (woken_for_close) continue;
-    if (waited.ok() && !n.ok()) waited = n.status();
-    if (!waited.ok()) {
-      s.last_io = waited;
-      ec = to_error_code(waited);
-      return 0;
-    }
-    if (*n == 0) ec = boost::asio::error::eof;
-    return *n;
+    if (!waited.ok()) n = waited;  // the wait failed, so there was no read
+    return finish_read(n, ec);
   }
 }
 
