@@ -38,5 +38,14 @@ int main(int argc, char** argv) {
   std::printf("  %lld fibers in %.1f ms on %d workers; steals %llu, stolen %llu\n", static_cast<long long>(n),
               elapsed / 1e6, workers, static_cast<unsigned long long>(st.total(&WorkerStats::steal_successes)),
               static_cast<unsigned long long>(st.total(&WorkerStats::stolen)));
+  // Who ran the fibers, and how they got there: the spawner's worker runs
+  // what is left once it waits; the other one keeps up, or does not,
+  // through the inject queue and steals.
+  for (size_t i = 0; i < st.workers.size(); ++i) {
+    const WorkerStats& w = st.workers[i];
+    std::printf("  worker %zu: ran %llu, took %llu from the inject queue, %llu steals, %llu idle sleeps\n", i,
+                static_cast<unsigned long long>(w.run), static_cast<unsigned long long>(w.inject_taken),
+                static_cast<unsigned long long>(w.steal_successes), static_cast<unsigned long long>(w.idle_sleeps));
+  }
   return 0;
 }
