@@ -108,6 +108,9 @@ struct Fiber {
   Fiber* reg_prev = nullptr;
   Fiber* reg_next = nullptr;
   int reg_shard = 0;
+  // How the control block was allocated: (origin worker << 8) | size
+  // class, 0: by malloc (block_cache.h; free_fiber_block() in spawn.cc).
+  uint32_t block_tag = 0;
 
   // Where the fiber was spawned (for the monitor's hog report).
   int spawn_line = 0;

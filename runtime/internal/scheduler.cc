@@ -90,6 +90,9 @@ absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::create(const RuntimeOption
     if (!st.ok()) return st;
     s->workers_.push_back(std::make_unique<Worker>(s.get(), i, std::move(*poller), std::move(*wakeup)));
   }
+  std::vector<BlockCache*> caches;
+  for (auto& w : s->workers_) caches.push_back(&w->blocks());
+  for (auto& w : s->workers_) w->blocks().set_peers(caches);
   install_stack_overflow_handler(report_guard_fault);
 #ifndef NDEBUG
   if (opts.report_hogs) install_backtrace_handler();
@@ -149,8 +152,12 @@ absl::StatusOr<Fiber*> Scheduler::new_fiber(size_t stack_size, size_t extra, voi
                                       " bytes is too large for a " + std::to_string(size) +
                                       "-byte stack; capture less by value");
   }
-  void* mem = ::operator new(fiber_block_size(extra));
+  // A block spawned on a worker comes from its cache and goes back to it
+  // (block_cache.h); one spawned elsewhere, or too large, from malloc.
+  const uint32_t cls = w != nullptr ? BlockCache::class_of(fiber_block_size(extra)) : 0;
+  void* mem = cls != 0 ? w->blocks().alloc(cls) : ::operator new(fiber_block_size(extra));
   Fiber* f = new (mem) Fiber();
+  f->block_tag = cls != 0 ? (static_cast<uint32_t>(w->id()) << 8) | cls : 0;
   f->sched = this;
   f->stack_size = size;
   // Spawned while the runtime is being torn down: cancel at first run.

@@ -40,6 +40,19 @@ void JoinStateBase::complete(std::exception_ptr error, bool cancelled, uint64_t 
 
 void release_join_state(JoinStateBase* s) { s->release(); }
 
+void free_fiber_block(void* block, uint32_t tag) {
+  const uint32_t cls = tag & 0xffu;
+  // The calling worker may belong to another runtime than the block's
+  // origin: its cache then keeps the block, which is still a valid block
+  // of its class (block_cache.h).
+  Worker* w = cls != 0 ? current_worker() : nullptr;
+  if (w == nullptr) {
+    ::operator delete(block);
+    return;
+  }
+  w->blocks().free(block, cls, static_cast<int>(tag >> 8));
+}
+
 void cancel_join_state(JoinStateBase* s, uint64_t fiber_id) { s->complete(nullptr, true, fiber_id); }
 
 WakeReason JoinStateBase::wait(int64_t deadline_nanos) {
@@ -120,6 +133,7 @@ absl::StatusOr<Fiber*> new_fiber(Scheduler* s, size_t stack_size, size_t extra, 
 void start_new_fiber(Scheduler* s, Fiber* f, JoinStateBase* join, TaskBase* task, int target_worker,
                      const char* file, int line, CancelState* token) {
   if (token != nullptr) bind_fiber_token(f, token);
+  join->set_block_tag(f->block_tag);
   f->join = join;
   f->task = task;
   f->spawn_file = file;

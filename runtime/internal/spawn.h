@@ -32,6 +32,11 @@ class TaskBase {
   virtual void fail(const absl::Status& why) = 0;
 };
 
+// free_fiber_block() frees a fiber's control block: into the calling
+// worker's block cache, which sends it back to the worker that allocated it
+// (block_cache.h), or with ::operator delete off a worker or for tag 0.
+void free_fiber_block(void* block, uint32_t tag);
+
 // JoinState: the result slot shared by a fiber and its JoinHandle. It
 // lives in the fiber's control block (after the Fiber, before the task) and
 // frees the block when both references are gone: the handle's, and the
@@ -43,10 +48,14 @@ class JoinStateBase {
   void release() {
     if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
       void* block = block_;
+      const uint32_t tag = block_tag_;
       this->~JoinStateBase();
-      ::operator delete(block);
+      free_fiber_block(block, tag);
     }
   }
+  // set_block_tag() records how the block was allocated (Fiber::block_tag),
+  // so that the last release frees it the same way. Before the fiber starts.
+  void set_block_tag(uint32_t tag) { block_tag_ = tag; }
   // complete() publishes the outcome and wakes the joiner. Called once, by
   // the fiber (or the runtime when it cancels a fiber that never ran).
   void complete(std::exception_ptr error, bool cancelled, uint64_t fiber_id);
@@ -71,6 +80,7 @@ class JoinStateBase {
  private:
   void* const block_;
   std::atomic<int> refs_{2};  // the handle and the fiber
+  uint32_t block_tag_ = 0;
   std::atomic<bool> done_{false};
   SpinLock lock_;
   WaitList waiters_;

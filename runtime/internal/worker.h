@@ -32,6 +32,7 @@
 #include <thread>
 #include <vector>
 
+#include "runtime/internal/block_cache.h"
 #include "runtime/internal/fiber.h"
 #include "runtime/internal/fiber_context.h"
 #include "runtime/internal/inject_queue.h"
@@ -118,6 +119,8 @@ class Worker {
   uint64_t next_fiber_id(std::atomic<uint64_t>& global);
   // release_stack() returns an exited fiber's stack to this worker's cache.
   void release_stack(const Stack& s) { stacks_.put(s); }
+  // blocks() is this worker's cache of fiber control blocks (block_cache.h).
+  BlockCache& blocks() { return blocks_; }
   void count_park() { counters_.bump(counters_.parks); }
   // SwitchAction: what after_switch() does with the fiber that switched out.
   enum class SwitchAction : uint8_t { kNone, kYield, kPark, kExit };
@@ -260,6 +263,7 @@ class Worker {
   size_t poll_woken_ = 0;  // fibers queued by the current poll_once()
   bool searching_ = false;
   StackCache stacks_;
+  BlockCache blocks_;
   ExecutionContext thread_ctx_;
   Fiber* current_ = nullptr;
   struct {
