@@ -596,6 +596,36 @@ TEST_CASE("shutdown(grace): fibers that ignore cancellation are left, named, and
   CHECK(rt->stats().live_fibers == 0);
 }
 
+TEST_CASE("shutdown(grace): fibers that never started are counted, and cancelled before they run") {
+  // One worker, held by a fiber that spawns 50 more and spins until the
+  // drain cancels it: the 50 are queued, unstarted, and unregistered (only
+  // started fibers are; Scheduler::start_registered).
+  auto rt = make(1);
+  std::atomic<bool> spawned{false};
+  std::atomic<int> ran{0};
+  std::atomic<int64_t> live_seen{-1};
+  std::vector<JoinHandle<void>> children;
+  Runtime* r = rt.get();
+  auto holder = rt->spawn([&] {
+    CancellationToken mine = this_fiber::cancellation();
+    for (int i = 0; i < 50; ++i) children.push_back(spawn([&] { ran.fetch_add(1); }));
+    live_seen.store(r->stats().live_fibers);
+    spawned.store(true);
+    while (!mine.cancelled()) {
+    }
+  });
+  REQUIRE(weft::testing::eventually([&] { return spawned.load(); }));
+  CHECK(live_seen.load() == 51);
+  CHECK(rt->stats().live_fibers == 51);
+  ShutdownReport report = rt->shutdown(absl::Seconds(20));
+  CHECK(report.cancelled == 51);
+  CHECK(report.left == 0);
+  holder.join();
+  for (auto& c : children) CHECK_THROWS_AS(c.join(), FiberCancelled);
+  CHECK(ran.load() == 0);
+  CHECK(rt->stats().live_fibers == 0);
+}
+
 TEST_CASE("after the drain starts, spawns are cancelled: from outside at once, from fibers before they run") {
   auto rt = make(2);
   std::atomic<bool> started{false}, draining{false}, inner_ran{false};

@@ -150,7 +150,8 @@ struct ShutdownReport {
   int64_t cancelled = 0;  // fibers alive when the shutdown began
   int64_t left = 0;       // of those (and of what they spawned), still alive at the deadline: unwound
   absl::Duration took;    // from the call to the end of the unwind
-  // "fiber <id> (spawned at <file>:<line>)" for up to 16 of the fibers left.
+  // "fiber <id> (spawned at <file>:<line>)" for up to 16 of the fibers left
+  // that had started (queued fibers that never ran are counted in `left`).
   std::vector<std::string> left_fibers;
 };
 

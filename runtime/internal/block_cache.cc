@@ -16,7 +16,7 @@
 
 namespace weft::internal {
 
-static_assert(sizeof(void*) * 2 <= BlockCache::kGranule, "a free block's header must fit its class");
+static_assert(sizeof(void*) * 4 <= BlockCache::kGranule, "a free block's header must fit its class");
 
 BlockCache::BlockCache(int index, size_t max_cached_bytes) : index_(index), max_cached_bytes_(max_cached_bytes) {}
 
@@ -25,7 +25,10 @@ BlockCache::~BlockCache() {
     while (head != nullptr) delete_block(std::exchange(head, head->next));
   }
   FreeBlock* r = remote_.exchange(nullptr, std::memory_order_acquire);
-  while (r != nullptr) delete_block(std::exchange(r, r->next));
+  while (r != nullptr) {
+    FreeBlock* batch = std::exchange(r, r->next_batch);
+    while (batch != nullptr) delete_block(std::exchange(batch, batch->next));
+  }
   for (Batch& b : outgoing_) {
     while (b.head != nullptr) delete_block(std::exchange(b.head, b.head->next));
   }
@@ -35,13 +38,16 @@ void BlockCache::set_peers(std::vector<BlockCache*> peers) {
   WEFT_CHECK(index_ >= 0 && static_cast<size_t>(index_) < peers.size() && peers[static_cast<size_t>(index_)] == this,
              "BlockCache %d is not at its own index among %zu peers", index_, peers.size());
   peers_ = std::move(peers);
-  outgoing_.assign(peers_.size(), Batch{});
+  outgoing_.assign(peers_.size() * (kClasses + 1), Batch{});
 }
 
 BlockCache::FreeBlock* BlockCache::as_free(void* block, uint32_t cls) {
   auto* b = static_cast<FreeBlock*>(block);
   b->next = nullptr;
+  b->next_batch = nullptr;
+  b->last = nullptr;
   b->cls = cls;
+  b->count = 0;
   WEFT_POISON(reinterpret_cast<char*>(block) + sizeof(FreeBlock), class_size(cls) - sizeof(FreeBlock));
   return b;
 }
@@ -61,6 +67,11 @@ void* BlockCache::alloc(uint32_t cls) {
   }
   lists_[cls] = b->next;
   cached_bytes_ -= class_size(cls);
+  // The next block is likely cold (freed on another core): start loading
+  // it for writing now, for the next spawn.
+  if (const char* next = reinterpret_cast<const char*>(lists_[cls])) {
+    for (size_t off = 0; off < class_size(cls); off += kGranule) __builtin_prefetch(next + off, 1, 3);
+  }
   WEFT_UNPOISON(b, class_size(cls));
   return b;
 }
@@ -83,7 +94,7 @@ void BlockCache::free(void* block, uint32_t cls, int origin) {
     keep(b);  // step 2 (a block of unknown origin stays here)
     return;
   }
-  Batch& out = outgoing_[static_cast<size_t>(origin)];  // step 3a
+  Batch& out = outgoing(origin, cls);  // step 3a
   if (out.head == nullptr) {
     out.head = out.tail = b;
   } else {
@@ -91,7 +102,7 @@ void BlockCache::free(void* block, uint32_t cls, int origin) {
     out.tail = b;
   }
   if (++out.n == kBatch) {
-    peers_[static_cast<size_t>(origin)]->push_remote(out.head, out.tail);
+    peers_[static_cast<size_t>(origin)]->push_remote(out);
     out = Batch{};
   }
 }
@@ -100,24 +111,37 @@ void BlockCache::flush() {
   for (size_t i = 0; i < outgoing_.size(); ++i) {
     Batch& out = outgoing_[i];
     if (out.head == nullptr) continue;
-    peers_[i]->push_remote(out.head, out.tail);
+    peers_[i / (kClasses + 1)]->push_remote(out);
     out = Batch{};
   }
 }
 
-void BlockCache::push_remote(FreeBlock* head, FreeBlock* tail) {
-  // Step 3b: tail->next is the only field of the chain written after the
-  // CAS reads the list, and only until the CAS succeeds.
+void BlockCache::push_remote(const Batch& b) {
+  // Step 3b: the batch's first block carries its last block and count;
+  // its next_batch is the only field written after the CAS reads the
+  // list, and only until the CAS succeeds.
+  b.head->last = b.tail;
+  b.head->count = b.n;
   FreeBlock* old = remote_.load(std::memory_order_relaxed);
   do {
-    tail->next = old;
-  } while (!remote_.compare_exchange_weak(old, head, std::memory_order_release, std::memory_order_relaxed));
+    b.head->next_batch = old;
+  } while (!remote_.compare_exchange_weak(old, b.head, std::memory_order_release, std::memory_order_relaxed));
 }
 
 void BlockCache::collect() {
   if (remote_.load(std::memory_order_relaxed) == nullptr) return;
   FreeBlock* b = remote_.exchange(nullptr, std::memory_order_acquire);  // step 4
-  while (b != nullptr) keep(std::exchange(b, b->next));
+  while (b != nullptr) {
+    FreeBlock* first = std::exchange(b, b->next_batch);
+    const size_t bytes = first->count * class_size(first->cls);
+    if (cached_bytes_ + bytes > max_cached_bytes_) {
+      while (first != nullptr) delete_block(std::exchange(first, first->next));
+      continue;
+    }
+    first->last->next = lists_[first->cls];
+    lists_[first->cls] = first;
+    cached_bytes_ += bytes;
+  }
 }
 
 }  // namespace weft::internal

@@ -24,15 +24,19 @@
 //   2. free() of a block whose origin is this cache: push it on the class's
 //      own list, or delete it if the cache holds max_cached_bytes already.
 //   3. free() of a block whose origin is peer p: (a) append it to the
-//      outgoing batch for p; (b) when the batch holds kBatch blocks, or on
-//      flush(), link the batch onto p's remote list with one CAS (release),
-//      the only step that touches another cache.
-//   4. collect(): take p's whole remote list with one exchange (acquire,
-//      pairing with 3b's release, so the block's last writes by the freeing
-//      thread happen before its reuse), and sort it onto the own lists,
-//      deleting what is over the cap.
-// A free block holds its link and class in its first 16 bytes; under ASan
-// the rest is poisoned until alloc() hands it out again.
+//      outgoing batch for p and its class; (b) when the batch holds kBatch
+//      blocks, or on flush(), link the batch onto p's remote list with one
+//      CAS (release), the only step that touches another cache.
+//   4. collect(): take the whole remote list with one exchange (acquire,
+//      pairing with 3b's release, so the blocks' last writes by the freeing
+//      thread happen before their reuse), and splice each batch onto its
+//      class's list whole (the batch's first block knows its last block and
+//      its count), or delete it if it would go over the cap. Only the
+//      batches' first and last blocks are touched here: the rest were last
+//      written by another core, and walking them would be one cache miss
+//      per block.
+// A free block holds its links, class and batch count in its first 32
+// bytes; under ASan the rest is poisoned until alloc() hands it out again.
 #pragma once
 
 #include <atomic>
@@ -86,8 +90,11 @@ class BlockCache {
 
  private:
   struct FreeBlock {
-    FreeBlock* next;
+    FreeBlock* next;        // the next block of the batch or list
+    FreeBlock* next_batch;  // on the remote list, in a batch's first block
+    FreeBlock* last;        // in a batch's first block
     uint32_t cls;
+    uint32_t count;         // in a batch's first block
   };
   struct Batch {
     FreeBlock* head = nullptr;
@@ -97,16 +104,19 @@ class BlockCache {
 
   static FreeBlock* as_free(void* block, uint32_t cls);
   static void delete_block(FreeBlock* b);
+  Batch& outgoing(int origin, uint32_t cls) {
+    return outgoing_[static_cast<size_t>(origin) * (kClasses + 1) + cls];
+  }
   void keep(FreeBlock* b);                          // own list, or delete over the cap
   void collect();                                   // step 4
-  void push_remote(FreeBlock* head, FreeBlock* tail);  // step 3b, from a peer
+  void push_remote(const Batch& b);                 // step 3b, from a peer
 
   const int index_;
   const size_t max_cached_bytes_;
   size_t cached_bytes_ = 0;
   FreeBlock* lists_[kClasses + 1] = {};
   std::vector<BlockCache*> peers_;
-  std::vector<Batch> outgoing_;
+  std::vector<Batch> outgoing_;  // by origin and class
   // Blocks peers gave back; any thread pushes (CAS), the owner takes all.
   alignas(64) std::atomic<FreeBlock*> remote_{nullptr};
 };

@@ -61,10 +61,10 @@ TEST_CASE("BlockCache poisons a cached block past its link, so ASan sees a use a
   auto* p = static_cast<char*>(c.alloc(3));
   CHECK_FALSE(__asan_address_is_poisoned(p + 100));
   c.free(p, 3, 0);
-  CHECK(__asan_address_is_poisoned(p + 16));
+  CHECK(__asan_address_is_poisoned(p + 32));
   CHECK(__asan_address_is_poisoned(p + 191));
   CHECK(c.alloc(3) == p);
-  CHECK_FALSE(__asan_address_is_poisoned(p + 16));
+  CHECK_FALSE(__asan_address_is_poisoned(p + 32));
   CHECK_FALSE(__asan_address_is_poisoned(p + 191));
   c.free(p, 3, 0);
 }

@@ -63,7 +63,6 @@ struct FiberCancelExt {
 
 struct Fiber {
   ExecutionContext ctx;
-  Fiber* next = nullptr;  // InjectQueue link
   WorkerMessage msg;      // kSpawn / kWake into a worker's inbox
   uint64_t id = 0;
   Scheduler* sched = nullptr;

@@ -99,6 +99,15 @@ class RunQueue {
     return x;
   }
 
+  // peek(k) is the item the k+1-th pop() from now would return, or
+  // nullptr; thieves may take it meanwhile, so it is a hint (for a
+  // prefetch). Owner only.
+  T* peek(uint32_t k) const {
+    uint32_t h = head_.load(std::memory_order_relaxed);
+    uint32_t t = tail_.load(std::memory_order_relaxed);
+    return t - h > k ? buf_[(h + k) & kMask].load(std::memory_order_relaxed) : nullptr;
+  }
+
   uint32_t size() const {
     uint32_t h = head_.load(std::memory_order_acquire);
     uint32_t t = tail_.load(std::memory_order_acquire);

@@ -2,6 +2,7 @@
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <thread>
 #include <vector>
@@ -120,21 +121,100 @@ TEST_CASE("InjectQueue keeps FIFO order across batches") {
   Item items[6];
   for (int i = 0; i < 6; ++i) items[i].value = i;
   q.push(&items[0]);
-  items[1].next = &items[2];
-  q.push_batch(&items[1], &items[2], 2);
+  Item* two[] = {&items[1], &items[2]};
+  q.push_batch(two, 2);
   q.push(&items[3]);
   CHECK(q.len() == 4);
-  size_t n = 0;
-  Item* c = q.pop_batch(3, &n);
-  CHECK(n == 3);
-  CHECK(c->value == 0);
-  CHECK(c->next->value == 1);
-  CHECK(c->next->next->value == 2);
-  CHECK(c->next->next->next == nullptr);
-  c = q.pop_batch(10, &n);
-  CHECK(n == 1);
-  CHECK(c->value == 3);
-  CHECK(q.pop_batch(10, &n) == nullptr);
+  Item* out[10] = {};
+  CHECK(q.pop_batch(out, 3) == 3);
+  CHECK(out[0]->value == 0);
+  CHECK(out[1]->value == 1);
+  CHECK(out[2]->value == 2);
+  CHECK(q.pop_batch(out, 10) == 1);
+  CHECK(out[0]->value == 3);
+  CHECK(q.pop_batch(out, 10) == 0);
+  CHECK(q.len() == 0);
+}
+
+TEST_CASE("InjectQueue keeps FIFO order across node boundaries and reuses nodes") {
+  using Q = InjectQueue<Item>;
+  const size_t kN = Q::kNodeItems * 5 + 17;
+  std::vector<Item> items(kN);
+  std::vector<Item*> ptrs(kN);
+  for (size_t i = 0; i < kN; ++i) {
+    items[i].value = static_cast<int>(i);
+    ptrs[i] = &items[i];
+  }
+  Q q;
+  for (int round = 0; round < 3; ++round) {
+    // Batches that straddle nodes, singles, then pops of odd sizes.
+    size_t pushed = 0;
+    q.push_batch(ptrs.data(), Q::kNodeItems - 3);
+    pushed += Q::kNodeItems - 3;
+    for (int i = 0; i < 10; ++i) q.push(ptrs[pushed++]);
+    q.push_batch(ptrs.data() + pushed, kN - pushed);
+    CHECK(q.len() == kN);
+    std::vector<Item*> out(kN);
+    size_t got = 0;
+    size_t step = 1;
+    while (size_t n = q.pop_batch(out.data() + got, std::min(step, kN - got))) {
+      got += n;
+      step = step * 3 + 1;
+      if (got == kN) break;
+    }
+    CHECK(got == kN);
+    int bad = 0;
+    for (size_t i = 0; i < kN; ++i) bad += out[i]->value != static_cast<int>(i);
+    CHECK(bad == 0);
+    CHECK(q.len() == 0);
+    Item* none[1];
+    CHECK(q.pop_batch(none, 1) == 0);
+  }
+}
+
+TEST_CASE("InjectQueue stress: many producers and consumers, every item exactly once") {
+  using Q = InjectQueue<Item>;
+  constexpr int kProducers = 3, kConsumers = 3;
+  const int kPer = 60000 * static_cast<int>(weft::testing::scale());
+  std::vector<Item> items(static_cast<size_t>(kPer * kProducers));
+  std::vector<std::atomic<int>> seen(items.size());
+  Q q;
+  std::atomic<int> producers_done{0};
+  std::atomic<long> taken{0};
+  std::vector<std::thread> threads;
+  for (int p = 0; p < kProducers; ++p) {
+    threads.emplace_back([&, p] {
+      Item* batch[200];
+      int i = 0;
+      while (i < kPer) {
+        int n = std::min(kPer - i, 1 + (i % 200));
+        for (int k = 0; k < n; ++k) batch[k] = &items[static_cast<size_t>(p * kPer + i + k)];
+        if (n == 1) {
+          q.push(batch[0]);
+        } else {
+          q.push_batch(batch, static_cast<size_t>(n));
+        }
+        i += n;
+      }
+      producers_done.fetch_add(1);
+    });
+  }
+  for (int c = 0; c < kConsumers; ++c) {
+    threads.emplace_back([&, c] {
+      Item* out[64];
+      for (;;) {
+        size_t n = q.pop_batch(out, static_cast<size_t>(1 + c * 31));
+        for (size_t k = 0; k < n; ++k) seen[static_cast<size_t>(out[k] - items.data())].fetch_add(1);
+        taken.fetch_add(static_cast<long>(n));
+        if (n == 0 && producers_done.load() == kProducers && q.len() == 0) break;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  CHECK(taken.load() == static_cast<long>(items.size()));
+  int bad = 0;
+  for (auto& s : seen) bad += s.load() != 1;
+  CHECK(bad == 0);
 }
 
 TEST_CASE("MpscInbox delivers every message from many producers") {

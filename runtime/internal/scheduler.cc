@@ -80,7 +80,7 @@ absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::create(const RuntimeOption
   if (!blocking.ok()) return blocking;
   std::unique_ptr<Scheduler> s(new Scheduler(opts));
   s->blocking_pool_ = std::make_unique<BlockingPool>(opts.blocking);
-  s->registry_ = std::make_unique<RegistryShard[]>(static_cast<size_t>(n) + 1);
+  s->registry_ = std::make_unique<RegistryShard[]>(static_cast<size_t>(n));
   for (int i = 0; i < n; ++i) {
     auto poller = Poller::create();
     if (!poller.ok()) return poller.status();
@@ -165,12 +165,35 @@ absl::StatusOr<Fiber*> Scheduler::new_fiber(size_t stack_size, size_t extra, voi
   f->id = w != nullptr ? w->next_fiber_id(g_next_fiber_id)
                        : g_next_fiber_id.fetch_add(1, std::memory_order_relaxed);
   *extra_mem = static_cast<char*>(mem) + kFiberHeader;
-  f->reg_shard = w != nullptr ? w->id() : num_workers();
+  // Registered when it first runs (start_registered()); until then it is
+  // counted as unstarted.
+  if (w != nullptr) {
+    w->count_created();
+  } else {
+    outside_created_.fetch_add(1, std::memory_order_release);
+  }
+  return f;
+}
+
+void Scheduler::start_registered(Worker* w, Fiber* f) {
+  // On the worker that runs f first, so that a spawner never takes the
+  // lock of the shard its fibers' exits take (they usually exit where they
+  // started).
+  f->reg_shard = w->id();
   register_fiber(f);
+  w->count_unstarted_gone();  // after registering: see live_fibers()
   // After registering: drain() sets draining_ before it walks the registry,
   // so a fiber it does not find sees the flag (shutdown.cc, draining step 2).
   if (draining_.load(std::memory_order_seq_cst)) f->cancel_requested.store(true, std::memory_order_relaxed);
-  return f;
+}
+
+void Scheduler::count_unstarted_gone() {
+  Worker* w = current_worker();
+  if (w != nullptr && w->scheduler() == this) {
+    w->count_unstarted_gone();
+  } else {
+    outside_gone_.fetch_add(1, std::memory_order_release);
+  }
 }
 
 void Scheduler::free_control_block(Fiber* f) {
@@ -201,9 +224,24 @@ void Scheduler::unregister_fiber(Fiber* f) {
   --s.count;
 }
 
+int64_t Scheduler::unstarted_fibers() const {
+  // Gone first, then created: a fiber counted gone was created before
+  // (its creation happens before its first run, and the acquire loads
+  // see it), so the difference never misses a fiber that is unstarted
+  // throughout; it may count one that starts meanwhile twice.
+  uint64_t gone = outside_gone_.load(std::memory_order_acquire);
+  for (const auto& w : workers_) gone += w->unstarted_gone_count();
+  uint64_t created = outside_created_.load(std::memory_order_acquire);
+  for (const auto& w : workers_) created += w->created_count();
+  return created > gone ? static_cast<int64_t>(created - gone) : 0;
+}
+
 int64_t Scheduler::live_fibers() const {
-  int64_t n = 0;
-  for (int i = 0; i <= num_workers(); ++i) {
+  // Unstarted, then registered: a fiber that starts between the two reads
+  // registered before it counted itself gone, so the second read finds it.
+  // Never less than the fibers alive throughout the call; at rest, exact.
+  int64_t n = unstarted_fibers();
+  for (int i = 0; i < num_workers(); ++i) {
     RegistryShard& s = registry_[static_cast<size_t>(i)];
     std::lock_guard<SpinLock> g(s.lock);
     n += s.count;
@@ -226,7 +264,7 @@ void Scheduler::discard_unstarted(Fiber* f, const absl::Status* why) {
   }
   f->task->~TaskBase();
   release_fiber_tokens(f);
-  unregister_fiber(f);
+  count_unstarted_gone();
   free_control_block(f);
 }
 

@@ -114,7 +114,13 @@ class Scheduler {
   void drain(absl::Duration grace, ShutdownReport* report);
 
   void fill_stats(RuntimeStats* out) const;
+  // live_fibers() is the number of fibers not yet freed: unstarted ones
+  // plus the registry's. unstarted_fibers() is the first part.
   int64_t live_fibers() const;
+  int64_t unstarted_fibers() const;
+  // start_registered() registers f on worker w, which runs it for the first
+  // time (Worker::runnable), and marks it cancelled if a drain has begun.
+  void start_registered(Worker* w, Fiber* f);
 
   // now_tick() is the timer tick (1 ms since the runtime started);
   // deadline_tick() the first tick at or after a monotonic deadline.
@@ -132,6 +138,9 @@ class Scheduler {
   // discard_unstarted() drops a fiber that never ran: cancelled, or failed
   // with *why.
   void discard_unstarted(Fiber* f, const absl::Status* why = nullptr);
+  // count_unstarted_gone() counts a fiber that left the unstarted state on
+  // the calling thread (its worker's counter, or the outside one).
+  void count_unstarted_gone();
 
  private:
   friend class Worker;  // the shared group below
@@ -152,21 +161,29 @@ class Scheduler {
   std::unique_ptr<BlockingPool> blocking_pool_;
 
   // --- shared with workers ---
-  InjectQueue<Fiber> inject_;
-  std::atomic<bool> stopping_{false};
-  std::atomic<uint32_t> num_searching_{0};
+  // Each group on its own cache lines: the inject queue's lock and length
+  // change at every overflow and take; stopping_ is read at every turn of
+  // every worker's loop; the idle counts at every spawn (notify_idle).
+  alignas(64) InjectQueue<Fiber> inject_;
+  alignas(64) std::atomic<bool> stopping_{false};
+  alignas(64) std::atomic<uint32_t> num_searching_{0};
   std::atomic<uint32_t> num_idle_{0};
   std::mutex idle_mu_;
   std::vector<Worker*> idle_ ABSL_GUARDED_BY(idle_mu_);
   std::unique_ptr<Monitor> monitor_;  // created with the workers
 
-  // --- the registry of live fibers: one shard per worker, one for others ---
+  // --- the registry of started fibers: one shard per worker, which holds
+  // the fibers that first ran on it (start_registered()) ---
   struct alignas(64) RegistryShard {
     SpinLock lock;
     Fiber* head ABSL_GUARDED_BY(lock) = nullptr;
     int64_t count ABSL_GUARDED_BY(lock) = 0;
   };
   std::unique_ptr<RegistryShard[]> registry_;
+  // Fibers created, and fibers that stopped being unstarted, on threads
+  // that are not this runtime's workers (the workers count their own).
+  alignas(64) std::atomic<uint64_t> outside_created_{0};
+  std::atomic<uint64_t> outside_gone_{0};
 
   // --- shutdown ---
   std::mutex stop_mu_;  // serializes stop()

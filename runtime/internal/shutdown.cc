@@ -10,7 +10,8 @@
 //      as the reaper. It gathers every queued fiber through each worker's
 //      take_all_for_shutdown().
 //   3. It marks every live fiber unwind_requested and claims the parked
-//      ones.
+//      ones: the registry's (started) fibers here, the unstarted ones as
+//      step 2 gathers them (only started fibers are registered).
 //   4. It runs them: a fiber that never started is cancelled; one that is
 //      suspended returns from its suspension point by throwing FiberUnwind,
 //      which unwinds its stack and completes its JoinHandle as cancelled.
@@ -30,12 +31,14 @@
 // # Draining (Runtime::shutdown(grace), before the above)
 //   1. drain() sets draining_ under submit_mu_: from then on, submissions
 //      from other threads are cancelled at once.
-//   2. It walks the registry and cancels every live fiber (request_cancel,
-//      and its own token, read under the fiber's cancel_lock: a fiber
-//      exiting concurrently unpublishes its tokens' block under that lock
-//      before freeing it, cancel.cc "A fiber's tokens" step 4). A fiber
-//      created concurrently registers before it reads draining_, so the
-//      walk finds it or it starts cancelled.
+//   2. It walks the registry and cancels every started fiber
+//      (request_cancel, and its own token, read under the fiber's
+//      cancel_lock: a fiber exiting concurrently unpublishes its tokens'
+//      block under that lock before freeing it, cancel.cc "A fiber's
+//      tokens" step 4). A fiber registers on its first run and then reads
+//      draining_ (Scheduler::start_registered), so one that has not
+//      started, or starts concurrently, is found by the walk or starts
+//      cancelled.
 //   3. It polls live_fibers() every millisecond until zero or the grace
 //      period ends, and records what is left.
 #include <time.h>
@@ -123,7 +126,8 @@ void Scheduler::drain(absl::Duration grace, ShutdownReport* report) {
   if (stopped_.load(std::memory_order_acquire)) return;
   std::vector<Fiber*> claimed;  // step 2
   std::vector<CancelState*> owns;
-  for (int i = 0; i <= num_workers(); ++i) {
+  report->cancelled += unstarted_fibers();  // they start cancelled
+  for (int i = 0; i < num_workers(); ++i) {
     RegistryShard& s = registry_[static_cast<size_t>(i)];
     std::lock_guard<SpinLock> g(s.lock);
     report->cancelled += s.count;
@@ -148,7 +152,7 @@ void Scheduler::drain(absl::Duration grace, ShutdownReport* report) {
     nanosleep(&ts, nullptr);
   }
   report->left = live_fibers();
-  for (int i = 0; i <= num_workers() && report->left_fibers.size() < 16; ++i) {
+  for (int i = 0; i < num_workers() && report->left_fibers.size() < 16; ++i) {
     RegistryShard& s = registry_[static_cast<size_t>(i)];
     std::lock_guard<SpinLock> g(s.lock);
     for (Fiber* f = s.head; f != nullptr && report->left_fibers.size() < 16; f = f->reg_next) {
@@ -197,14 +201,17 @@ void Scheduler::reap() {
   // inject queue, which we drain too.
   auto gather = [&] {
     for (auto& wp : workers_) wp->take_all_for_shutdown(&ready);
-    size_t n = 0;
-    while (Fiber* chain = inject_.pop_batch(1024, &n)) {
-      for (; chain != nullptr; chain = chain->next) ready.push_back(chain);
+    Fiber* batch[256];
+    while (size_t n = inject_.pop_batch(batch, 256)) ready.insert(ready.end(), batch, batch + n);
+    // Step 3 for the fibers that never started (they are not registered):
+    // they are cancelled without running.
+    for (Fiber* f : ready) {
+      if (f->ctx.fctx == nullptr) f->unwind_requested = true;
     }
   };
   gather();
   // Step 3.
-  for (int i = 0; i <= num_workers(); ++i) {
+  for (int i = 0; i < num_workers(); ++i) {
     RegistryShard& s = registry_[static_cast<size_t>(i)];
     std::lock_guard<SpinLock> g(s.lock);
     for (Fiber* f = s.head; f != nullptr; f = f->reg_next) {
@@ -226,7 +233,7 @@ void Scheduler::reap() {
     if (!fired) break;
   }
   // Step 5: whatever is left blocked forever while unwinding.
-  for (int i = 0; i <= num_workers(); ++i) {
+  for (int i = 0; i < num_workers(); ++i) {
     RegistryShard& s = registry_[static_cast<size_t>(i)];
     for (;;) {
       Fiber* f;

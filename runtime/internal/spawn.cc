@@ -16,8 +16,12 @@ namespace weft {
 namespace internal {
 
 void JoinStateBase::complete(std::exception_ptr error, bool cancelled, uint64_t fiber_id) {
-  if (error && refs_.load(std::memory_order_acquire) == 1) {
-    // Nobody holds the handle: the exception can never be observed.
+  // Nobody holds the handle (detached or dropped; the acquire orders the
+  // handle's last use before this): nobody waits or can start to, so
+  // there is nothing to lock or wake.
+  const bool detached = refs_.load(std::memory_order_acquire) == 1;
+  if (error && detached) {
+    // The exception can never be observed.
     const char* what = "unknown exception";
     try {
       std::rethrow_exception(error);
@@ -29,6 +33,11 @@ void JoinStateBase::complete(std::exception_ptr error, bool cancelled, uint64_t 
       fatal(__FILE__, __LINE__, "exception escaped detached fiber %llu: %s",
             static_cast<unsigned long long>(fiber_id), what);
     }
+  }
+  if (detached) {
+    cancelled_ = cancelled;
+    done_.store(true, std::memory_order_release);
+    return;
   }
   WakeSet wake;
   std::lock_guard<SpinLock> g(lock_);

@@ -115,6 +115,14 @@ class Worker {
   // the LIFO slot, or the back of the queue while a poll dispatches.
   void wake_here(Fiber* f);
   void count_spawn() { counters_.bump(counters_.spawned); }
+  // Fibers created on this worker, and fibers that stopped being unstarted
+  // here (first run, or discarded): Scheduler::live_fibers() counts the
+  // unstarted ones from these, since only started fibers are registered.
+  // Owner only; release stores for live_fibers()'s acquire loads.
+  void count_created() { bump_release(unstarted_in_); }
+  void count_unstarted_gone() { bump_release(unstarted_out_); }
+  uint64_t created_count() const { return unstarted_in_.load(std::memory_order_acquire); }
+  uint64_t unstarted_gone_count() const { return unstarted_out_.load(std::memory_order_acquire); }
   // next_fiber_id() hands out ids from a block reserved from `global`.
   uint64_t next_fiber_id(std::atomic<uint64_t>& global);
   // release_stack() returns an exited fiber's stack to this worker's cache.
@@ -195,6 +203,7 @@ class Worker {
   void start_ring();
   void stop_ring();
   Fiber* next_local();                  // LIFO, queue, periodic inject/poll
+  static void prefetch_fiber(const Fiber* f);
   Fiber* runnable(Fiber* f);            // attach a stack, or fail f and pick another
   bool attach_stack(Fiber* f);
   Fiber* find_runnable();               // next_local, inject, poll, steal, sleep
@@ -300,6 +309,10 @@ class Worker {
   std::atomic<bool> ring_active_{false};  // ring_ != null, for stats
   std::atomic<bool> loop_started_{false};  // set once by the owner
   WorkerCounters counters_;          // written by the owner only
+  std::atomic<uint64_t> unstarted_in_{0}, unstarted_out_{0};  // owner only
+  static void bump_release(std::atomic<uint64_t>& c) {
+    c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_release);
+  }
 
   // --- hand-over (monitor.cc) ---
   // Published by the owner at every turn of its loop and every switch
