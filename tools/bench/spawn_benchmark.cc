@@ -1,6 +1,8 @@
 // spawn: one fiber spawns N fibers (default 1,000,000) that each add 1 to
 // an atomic, then waits for all. 2 workers. Baseline: starting and
 // finishing a raw Boost.Context context on a reused stack.
+#include <sys/resource.h>
+
 #include <atomic>
 #include <cstdio>
 
@@ -35,6 +37,9 @@ int main(int argc, char** argv) {
   RuntimeStats st = rt->stats();
   bench::report("spawn (per fiber)", static_cast<double>(elapsed) / static_cast<double>(n), "ns",
                 "raw fcontext start", baseline, 100, "<= 100 ns per fiber");
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  std::printf("  peak RSS %.1f MiB (the process's, baseline included)\n", static_cast<double>(ru.ru_maxrss) / 1024);
   std::printf("  %lld fibers in %.1f ms on %d workers; steals %llu, stolen %llu\n", static_cast<long long>(n),
               elapsed / 1e6, workers, static_cast<unsigned long long>(st.total(&WorkerStats::steal_successes)),
               static_cast<unsigned long long>(st.total(&WorkerStats::stolen)));
