@@ -209,6 +209,10 @@ Fiber* Worker::next_local() {
   if (tick_ % kPollInterval == 0) {
     poll_once(0);
     if (serves_others()) serve_rescued();
+    // Blocks given back by peers wait on the remote list until this worker
+    // spawns again; a worker that has stopped spawning but never idles
+    // would hold them all (block_cache.h step 4 keeps up to the cap).
+    blocks_.trim();
   }
   if (tick_ % kGlobalQueueInterval == 0) {
     Fiber* f = take_from_inject(kMaxInjectBatch);
