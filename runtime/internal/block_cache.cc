@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "runtime/platform/check.h"
+#include "runtime/platform/prefetch.h"
 
 #if defined(__SANITIZE_ADDRESS__)
 #include <sanitizer/asan_interface.h>
@@ -70,7 +71,7 @@ void* BlockCache::alloc(uint32_t cls) {
   // The next block is likely cold (freed on another core): start loading
   // it for writing now, for the next spawn.
   if (const char* next = reinterpret_cast<const char*>(lists_[cls])) {
-    for (size_t off = 0; off < class_size(cls); off += kGranule) __builtin_prefetch(next + off, 1, 3);
+    for (size_t off = 0; off < class_size(cls); off += kGranule) prefetch_for_write(next + off);
   }
   WEFT_UNPOISON(b, class_size(cls));
   return b;
