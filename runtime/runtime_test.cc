@@ -8,6 +8,7 @@
 
 #include <array>
 #include <atomic>
+#include <functional>
 #include <set>
 #include <stdexcept>
 #include <string>
@@ -302,6 +303,60 @@ TEST_CASE("per-spawn stack size allows deep recursion") {
     return h.join();
   });
   CHECK(depth == 1500);
+}
+
+TEST_CASE("fibers that start on an exiting fiber's stack keep their own identity, size and waits") {
+  // On one worker, a spawner queues fibers and waits: each exits into the
+  // next, which has never run, so most start on the previous one's stack
+  // (switch.cc step 4). Each must still be itself: its id, its exception,
+  // its waits, and its own stack size (a fiber asking for 4 MiB must not
+  // get a 64 KiB stack handed over).
+  auto rt = make(1);
+  const int kFibers = 300;
+  rt->block_on([&] {
+    std::vector<JoinHandle<uint64_t>> hs;
+    std::vector<int> kind;
+    // 0: plain, 1: yields, 2: sleeps, 3: 4 MiB stack and deep recursion,
+    // 4: throws. The big one follows a plain one, which exits into it.
+    constexpr int kOrder[] = {0, 3, 4, 1, 2};
+    for (int i = 0; i < kFibers; ++i) {
+      const int k = kOrder[i % 5];
+      kind.push_back(k);
+      SpawnOptions o;
+      if (k == 3) o.stack_size = 4 << 20;
+      hs.push_back(spawn(
+          [k] {
+            if (k == 1) this_fiber::yield();
+            if (k == 2) (void)this_fiber::sleep_for(absl::Microseconds(100));
+            if (k == 3) {
+              std::function<int(int)> rec = [&](int d) -> int {
+                volatile char pad[1024];
+                pad[0] = static_cast<char>(d);
+                return d == 0 ? pad[0] : 1 + rec(d - 1);
+              };
+              if (rec(1500) != 1500) throw std::logic_error("recursion");
+            }
+            if (k == 4) throw std::runtime_error("boom");
+            return this_fiber::id();
+          },
+          o));
+    }
+    std::set<uint64_t> ids;
+    for (int i = 0; i < kFibers; ++i) {
+      if (kind[static_cast<size_t>(i)] == 4) {
+        CHECK_THROWS_AS(hs[static_cast<size_t>(i)].join(), std::runtime_error);
+      } else {
+        ids.insert(hs[static_cast<size_t>(i)].join());
+      }
+    }
+    CHECK(ids.size() == static_cast<size_t>(kFibers - kFibers / 5));
+    CHECK(ids.count(this_fiber::id()) == 0);
+  });
+  // block_on's fiber exits after its result reaches this thread.
+  REQUIRE(weft::testing::eventually([&] { return rt->stats().live_fibers == 0; }));
+  RuntimeStats st = rt->stats();
+  CHECK(st.total(&WorkerStats::completed) == static_cast<uint64_t>(kFibers + 1));
+  CHECK(st.total(&WorkerStats::run) >= static_cast<uint64_t>(kFibers + 1));
 }
 
 TEST_CASE("stack overflow is reported with the fiber id, then aborts") {

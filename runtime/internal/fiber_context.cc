@@ -69,6 +69,21 @@ void release_context(ExecutionContext* ctx) {
   ctx->tsan_fiber = nullptr;
 }
 
+void hand_over_context(ExecutionContext* from, ExecutionContext* to) {
+  to->fctx = nullptr;  // running; saved at its first switch
+  to->stack_bottom = from->stack_bottom;
+  to->stack_size = from->stack_size;
+  to->asan_fake_stack = nullptr;
+#if WEFT_HAVE_TSAN
+  to->tsan_fiber = __tsan_create_fiber(0);
+  __tsan_switch_to_fiber(to->tsan_fiber, 0);
+  if (from->tsan_fiber != nullptr) __tsan_destroy_fiber(from->tsan_fiber);
+#endif
+  from->tsan_fiber = nullptr;
+  from->stack_bottom = nullptr;
+  from->stack_size = 0;
+}
+
 void on_context_start(ExecutionContext* self) {
 #if WEFT_HAVE_ASAN
   __sanitizer_finish_switch_fiber(nullptr, nullptr, nullptr);

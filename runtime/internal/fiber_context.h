@@ -51,6 +51,14 @@ void release_context(ExecutionContext* ctx);
 Transfer switch_context(ExecutionContext* from, ExecutionContext* to,
                         void* data, bool from_exits);
 
+// hand_over_context() gives the stack that `from` runs on to `to`, a
+// context that has never run, without a jump: the caller goes on running
+// on the same stack as `to` (switch.cc step 4). For ThreadSanitizer it is a
+// switch to a new fiber (and `from`'s is destroyed); AddressSanitizer sees
+// no switch, since the stack does not change. `from` is left with no stack
+// and nothing to release.
+void hand_over_context(ExecutionContext* from, ExecutionContext* to);
+
 // on_context_start() must be the first call in a ContextEntry.
 void on_context_start(ExecutionContext* self);
 

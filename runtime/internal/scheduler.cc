@@ -256,6 +256,11 @@ void Scheduler::release_fiber(Worker* w, Fiber* f) {
   free_control_block(f);
 }
 
+void Scheduler::release_started(Fiber* f) {
+  unregister_fiber(f);
+  free_control_block(f);
+}
+
 void Scheduler::discard_unstarted(Fiber* f, const absl::Status* why) {
   if (why != nullptr) {
     f->task->fail(*why);

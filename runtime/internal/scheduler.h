@@ -135,6 +135,9 @@ class Scheduler {
   Monitor& monitor() { return *monitor_; }
   // release_fiber() frees an exited fiber (on worker w, after its switch).
   void release_fiber(Worker* w, Fiber* f);
+  // release_started() frees an exited fiber whose stack and context were
+  // handed over (switch.cc step 4).
+  void release_started(Fiber* f);
   // discard_unstarted() drops a fiber that never ran: cancelled, or failed
   // with *why.
   void discard_unstarted(Fiber* f, const absl::Status* why = nullptr);

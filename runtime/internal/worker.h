@@ -219,6 +219,9 @@ class Worker {
   // switch.cc
   void resume(Fiber* f);                // from the worker's own stack
   void switch_to(Fiber* from, Fiber* to, SwitchAction action);
+  // start_here() runs `next` on the stack of `self`, which has exited
+  // (switching step 4), if next has never run; false: switch to it.
+  bool start_here(Fiber* self, Fiber* next);
   static void after_switch(Transfer t);
   void publish_running(Fiber* f);
 
