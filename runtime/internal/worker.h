@@ -209,6 +209,7 @@ class Worker {
   Fiber* find_runnable();               // next_local, inject, poll, steal, sleep
   Fiber* take_from_inject(size_t max);
   Fiber* steal();
+  void steal_backoff();
   void sleep_until_work();
   // leave_idle() ends an idle period (off the idle list, sleeping_ false);
   // a no-op when the worker is not idle.
@@ -286,6 +287,10 @@ class Worker {
   std::vector<Worker*> serving_;  // drivers this worker serves as a rescuer
   std::vector<CancelState*> deferred_cancels_;  // each holds a reference
   uint64_t rng_;
+  // The victim of this worker's last steal that took fewer than
+  // kSmallSteal fibers, and when (steal back-off, worker.cc), or -1.
+  int small_steal_victim_ = -1;
+  int64_t small_steal_at_ = 0;
   // The worker's io_uring, or null (never created, or stopped). Only the
   // owner's own thread submits to it and reaps it; a rescuer never does.
   std::unique_ptr<Ring> ring_;
