@@ -103,7 +103,8 @@ struct Fiber {
   uint64_t timer_seq = 0;
   TimerEntry timer;
 
-  // Registry of live fibers (shard `reg_shard`, under its lock).
+  // Registry of started fibers: the shard `reg_shard` of the worker that
+  // first ran it (Scheduler::start_registered), under its lock.
   Fiber* reg_prev = nullptr;
   Fiber* reg_next = nullptr;
   int reg_shard = 0;
