@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Echo servers side by side, in rotated order, with a per-round ratio:
+#
+#   tools/bench/echo_ab.sh [--rounds 7] [--connections 1000] [--pinned|--unpinned]
+#       [--duration 5] [--load PATH] NAME='SERVER COMMAND' NAME='SERVER COMMAND' ...
+#
+# e.g.
+#   tools/bench/echo_ab.sh --connections 1000 \
+#       weft="$BIN/examples/echo_server --workers 1" \
+#       asio="$BIN/tools/bench/asio_echo_server --threads 1"
+#
+# Each server command must accept --host and --port and print
+# "listening on HOST:PORT" (echo_server, asio_echo_server, raw_epoll_server
+# do). In round i the servers run in the order rotated by i, so drift of the
+# machine falls on every server alike. Pinned (the default): the server on
+# CPU 0, echo_load on CPU 1. Per run: msgs/s, k msgs per server
+# CPU-second (echo_load --server-pid) and p99. The summary gives each
+# server's median and range, and the median and range of its per-round
+# ratio of msgs per CPU-second against the first server named: the same
+# binary swings by up to 1.4x between rounds on a shared host, while the
+# ratio within a round is steadier. net_bench.sh is the full table; this is
+# the A/B of two or more builds.
+set -euo pipefail
+rounds=7 conns=1000 pinned=1 duration=5 load=""
+names=() cmds=()
+while (($#)); do
+  case $1 in
+    --rounds) rounds=$2; shift 2 ;;
+    --connections) conns=$2; shift 2 ;;
+    --pinned) pinned=1; shift ;;
+    --unpinned) pinned=0; shift ;;
+    --duration) duration=$2; shift 2 ;;
+    --load) load=$2; shift 2 ;;
+    *=*) names+=("${1%%=*}"); cmds+=("${1#*=}"); shift ;;
+    *) echo "echo_ab.sh: unknown argument '$1' (servers are NAME='COMMAND')" >&2; exit 2 ;;
+  esac
+done
+((${#names[@]} >= 1)) || { echo "echo_ab.sh: name at least one server, NAME='COMMAND'" >&2; exit 2; }
+if [[ -z $load ]]; then
+  here=$(cd "$(dirname "$0")/../.." && pwd)
+  load=$(cd "$here" && bazel info -c opt bazel-bin 2>/dev/null)/tools/bench/echo_load
+fi
+[[ -x $load ]] || { echo "echo_ab.sh: no echo_load at $load (bazel build -c opt //tools/bench:echo_load, or --load PATH)" >&2; exit 2; }
+
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+server_cpu=() load_cpu=()
+if ((pinned)); then server_cpu=(taskset -c 0); load_cpu=(taskset -c 1); fi
+
+# run CMD: one measured run; prints "msgs_per_sec cpu_rate p99_us" or "fail".
+run() {
+  local sp port=""
+  # shellcheck disable=SC2086  # the command is split into words on purpose
+  "${server_cpu[@]}" $1 --host 127.0.0.1 --port 0 >"$out/server.out" 2>&1 &
+  sp=$!
+  for _ in $(seq 200); do
+    port=$(sed -n 's/^listening on .*:\([0-9]*\)$/\1/p' "$out/server.out")
+    [[ -n $port ]] && break
+    sleep 0.05
+  done
+  local line=""
+  if [[ -n $port ]]; then
+    line=$("${load_cpu[@]}" "$load" --host 127.0.0.1 --port "$port" --connections "$conns" --size 64 \
+      --duration "$duration" --warmup 1 --server-pid "$sp" 2>&1 | grep msgs_per_sec || true)
+  fi
+  kill -TERM "$sp" 2>/dev/null || true
+  wait "$sp" 2>/dev/null || true
+  if [[ -z $line ]]; then echo fail; return; fi
+  echo "$line" | tr ' ' '\n' |
+    awk -F= '$1=="msgs_per_sec"{r=$2} $1=="msgs_per_server_cpu_s"{c=$2} $1=="p99_us"{p=$2} END {printf "%.0f %.0f %s\n", r, c, p}'
+}
+
+n=${#names[@]}
+for ((i = 0; i < rounds; ++i)); do
+  for ((j = 0; j < n; ++j)); do
+    k=$(((i + j) % n))
+    r=$(run "${cmds[$k]}")
+    echo "round $((i + 1)) ${names[$k]} $r" | tee -a "$out/samples" >&2
+  done
+done
+
+python3 - "$out/samples" "${names[@]}" <<'PY'
+import collections, statistics, sys
+path, names = sys.argv[1], sys.argv[2:]
+runs = collections.defaultdict(dict)  # name -> round -> (rate, cpu, p99)
+for line in open(path):
+    f = line.split()
+    if len(f) == 6:
+        runs[f[2]][int(f[1])] = (float(f[3]), float(f[4]), float(f[5]))
+base = names[0]
+print(f"{'server':12s} {'msgs/s':>8s} {'k msgs/CPU-s [range]':>22s} {'p99 ms':>7s}  ratio of k msgs/CPU-s to {base}, median [range]")
+for nm in names:
+    r = runs.get(nm, {})
+    if not r:
+        print(f"{nm:12s} no successful run")
+        continue
+    rate = statistics.median(v[0] for v in r.values())
+    cpu = [v[1] for v in r.values()]
+    p99 = statistics.median(v[2] for v in r.values())
+    ratios = [r[i][1] / runs[base][i][1] for i in r if i in runs.get(base, {})]
+    rs = f"{statistics.median(ratios):.3f} [{min(ratios):.3f}-{max(ratios):.3f}]" if ratios else "-"
+    print(f"{nm:12s} {rate:8.0f} {statistics.median(cpu)/1000:7.1f} [{min(cpu)/1000:.1f}-{max(cpu)/1000:.1f}] {p99/1000:7.2f}  {rs}")
+PY
