@@ -89,7 +89,9 @@ struct RuntimeOptions {
   absl::Duration stall_threshold = absl::Milliseconds(5);
   // A stuck episode that lasts this long is reported on stderr, once:
   // "weft: fiber 17 has run 230 ms on worker 1 without suspending (spawned
-  // at file:line)...", at most 10 reports a second.
+  // at file:line)...", at most 10 reports a second. Only time the worker's
+  // thread ran or was blocked in the kernel counts, not time it waited for
+  // a CPU (an oversubscribed host); the same goes for hog_episodes.
   absl::Duration hog_report_threshold = absl::Milliseconds(100);
   bool report_hogs = true;
   // The runtime's blocking pool (runtime/blocking.h): each lane's thread

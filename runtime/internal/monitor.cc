@@ -14,7 +14,23 @@
 //      epoll_wait with nothing to do).
 //   2. The monitor samples them every stall_threshold/2. A worker that is
 //      awake and whose progress has not moved for stall_threshold is stuck:
-//      an episode starts (counted once). It ends when progress moves.
+//      its driver is handed over (below), and an episode starts, counted
+//      once its charged time (2b) reaches stall_threshold. It ends when
+//      progress moves.
+//   2b. A stall is charged to the fiber only for the time its thread ran
+//      or was blocked in the kernel, not for time it waited for a CPU: on an
+//      oversubscribed host (more runnable threads than CPUs, a container's
+//      CPU quota) a worker can sit in the kernel's run queue for tens of
+//      milliseconds with no fault of its fiber. At each sample of a worker
+//      that has not moved, the monitor reads the thread's CPU time and its
+//      state (/proc/self/task/TID/stat): blocked in the kernel ('S', 'D': a
+//      blocking system call, the mistake hog reports exist for) charges the
+//      whole interval since the last sample; runnable ('R') charges only the
+//      CPU time it ran in that interval. The driver is handed over after
+//      stall_threshold of wall time either way (its sockets wait just the
+//      same); an episode is counted once stall_threshold is charged, and a
+//      report printed once report_threshold is. Without the thread's clock
+//      or state (no /proc), the whole interval is charged, as before.
 //   3. When every worker sleeps (and none is stuck), the monitor parks on
 //      a futex: it stores parked_ = 1, re-checks that every worker still
 //      sleeps, and waits. A worker leaving idle stores sleeping_ = false,
@@ -70,6 +86,7 @@
 #include "runtime/platform/futex.h"
 #include "runtime/platform/monotonic.h"
 #include "runtime/platform/signal_mask.h"
+#include "runtime/platform/thread_clock.h"
 
 namespace weft::internal {
 
@@ -193,25 +210,62 @@ bool Monitor::check(int64_t now) {
       x.progress = p;
       x.since = now;
       x.stuck = false;
+      x.counted = false;
       x.reported = false;
+      x.sampled_at = now;
+      x.cpu_at = -1;  // read at the first sample that finds it still
+      x.charged = 0;
       if (!sleeping) awake = true;
       continue;
     }
     awake = true;
+    charge(w, x, now);  // step 2b
     const int64_t ran = now - x.since;
     if (ran < opts_.stall_nanos) continue;
-    if (!x.stuck) {
-      x.stuck = true;
+    x.stuck = true;
+    if (!x.counted && x.charged >= opts_.stall_nanos) {
+      x.counted = true;
       episodes_.fetch_add(1, std::memory_order_relaxed);
     }
     int r = w->rescued_by();
     if (r < 0 || watch_[static_cast<size_t>(r)].stuck) hand_over(w);
-    if (opts_.report && !x.reported && ran >= opts_.report_nanos) {
+    if (opts_.report && !x.reported && x.charged >= opts_.report_nanos) {
       x.reported = true;
-      report(w, ran);
+      report(w, x.charged, ran - x.charged);
     }
   }
   return awake;
+}
+
+void Monitor::charge(Worker* w, Watch& x, int64_t now) {
+  const int64_t interval = now - x.sampled_at;
+  x.sampled_at = now;
+  int tid;
+  clockid_t clock;
+  if (!w->thread_ids(&tid, &clock)) {
+    x.charged += interval;
+    return;
+  }
+  const int64_t cpu = cpu_clock_nanos(clock);
+  const int64_t prev = x.cpu_at;
+  x.cpu_at = cpu;
+  if (cpu < 0) {
+    x.charged += interval;
+    return;
+  }
+  switch (thread_state(tid)) {
+    case ThreadState::kRunnable:
+      // The first sample of a stall has no earlier CPU reading: charge
+      // the interval, as a thread that ran all along would be.
+      x.charged += prev < 0 ? interval : std::clamp<int64_t>(cpu - prev, 0, interval);
+      break;
+    case ThreadState::kOther:  // stopped by a debugger: not the fiber's doing
+      break;
+    case ThreadState::kBlocked:
+    case ThreadState::kUnknown:
+      x.charged += interval;
+      break;
+  }
 }
 
 void Monitor::hand_over(Worker* stuck) {
@@ -232,7 +286,7 @@ void Monitor::hand_over(Worker* stuck) {
   handovers_.fetch_add(1, std::memory_order_relaxed);
 }
 
-void Monitor::report(Worker* w, int64_t ran_nanos) {
+void Monitor::report(Worker* w, int64_t ran_nanos, int64_t waited_nanos) {
   const int64_t now = monotonic_now();
   if (now - window_start_ >= 1'000'000'000) {
     window_start_ = now;
@@ -258,12 +312,16 @@ void Monitor::report(Worker* w, int64_t ran_nanos) {
   int r = w->rescued_by();
   char served[96] = "";
   if (r >= 0) std::snprintf(served, sizeof(served), "; worker %d serves its sockets and timers meanwhile", r);
+  char waited[96] = "";
+  if (waited_nanos >= 1'000'000) {
+    std::snprintf(waited, sizeof(waited), " (and waited %" PRId64 " ms for a CPU)", waited_nanos / 1'000'000);
+  }
   if (id != 0) {
-    std::fprintf(stderr, "weft: fiber %" PRIu64 " has run %" PRId64 " ms on worker %d without suspending%s%s%s\n",
-                 id, ran_nanos / 1'000'000, w->id(), where, served, also);
+    std::fprintf(stderr, "weft: fiber %" PRIu64 " has run %" PRId64 " ms on worker %d without suspending%s%s%s%s\n",
+                 id, ran_nanos / 1'000'000, w->id(), waited, where, served, also);
   } else {
-    std::fprintf(stderr, "weft: worker %d has not returned to its loop for %" PRId64 " ms%s%s\n", w->id(),
-                 ran_nanos / 1'000'000, served, also);
+    std::fprintf(stderr, "weft: worker %d has not returned to its loop for %" PRId64 " ms%s%s%s\n", w->id(),
+                 ran_nanos / 1'000'000, waited, served, also);
   }
 #ifndef NDEBUG
   // Debug builds: where it is stuck, printed by the worker's own thread

@@ -51,15 +51,24 @@ class Monitor {
   struct Watch {  // per worker, monitor thread only
     uint64_t progress = 0;
     int64_t since = 0;     // when progress last moved (or the worker slept)
-    bool stuck = false;    // in an episode
+    bool stuck = false;    // stalled for stall_nanos: its driver is handed over
+    bool counted = false;  // charged stall_nanos: an episode (step 2b)
     bool reported = false;
+    // Step 2b: the stall charged to the fiber, and the worker thread's CPU
+    // time at the last sample (-1: not read).
+    int64_t sampled_at = 0;
+    int64_t cpu_at = -1;
+    int64_t charged = 0;
   };
 
   void run();
   // check() samples every worker once; returns true if any is awake.
   bool check(int64_t now);
   void hand_over(Worker* stuck);
-  void report(Worker* w, int64_t ran_nanos);
+  // charge() adds to x.charged the part of the time since the last sample
+  // that worker w's fiber held its thread (step 2b).
+  void charge(Worker* w, Watch& x, int64_t now);
+  void report(Worker* w, int64_t ran_nanos, int64_t waited_nanos);
   void unpark();
   bool all_idle() const;
 

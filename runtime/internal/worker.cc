@@ -36,6 +36,7 @@
 #include "runtime/platform/monotonic.h"
 #include "runtime/platform/prefetch.h"
 #include "runtime/platform/signal_mask.h"
+#include "runtime/platform/thread_clock.h"
 
 namespace weft::internal {
 
@@ -112,6 +113,8 @@ void Worker::run_loop() {
   init_thread_context(&thread_ctx_);
   AltSignalStack alt;
   start_ring();
+  has_cpu_clock_ = own_cpu_clock(&cpu_clock_);
+  kernel_tid_.store(internal::kernel_tid(), std::memory_order_release);
   loop_started_.store(true, std::memory_order_release);
   while (!sched_->stopping()) {
     sync_thread_signal_mask();  // signals reserved or released since the last turn

@@ -24,6 +24,7 @@
 #pragma once
 
 #include <sys/epoll.h>
+#include <time.h>
 
 #include <atomic>
 #include <cstdint>
@@ -168,6 +169,15 @@ class Worker {
   void join_thread();
   bool thread_started() const { return thread_.joinable(); }
   pthread_t native_thread() { return thread_.native_handle(); }
+  // thread_ids() gives the worker thread's kernel id and CPU-time clock
+  // once its loop has started (false before, or if it has no such clock).
+  // For the monitor (monitor.cc, step 2b), which stops before the thread
+  // ends.
+  bool thread_ids(int* tid, clockid_t* cpu_clock) const {
+    *tid = kernel_tid_.load(std::memory_order_acquire);
+    *cpu_clock = cpu_clock_;
+    return *tid != 0 && has_cpu_clock_;
+  }
   // send_shutdown() tells the loop to stop (any thread).
   void send_shutdown();
   // take_all_for_shutdown() moves every queued fiber (inbox, LIFO slot, run
@@ -344,6 +354,10 @@ class Worker {
 
   WorkerMessage shutdown_msg_;
   std::thread thread_;
+  // Written before kernel_tid_ is published (release), read after it.
+  std::atomic<int> kernel_tid_{0};
+  clockid_t cpu_clock_{};
+  bool has_cpu_clock_ = false;
 };
 
 }  // namespace weft::internal

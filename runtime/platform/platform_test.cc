@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <fstream>
 #include <iterator>
 #include <string>
@@ -13,6 +14,7 @@
 #include "runtime/platform/eventfd.h"
 #include "runtime/platform/prefetch.h"
 #include "runtime/platform/syscall.h"
+#include "runtime/platform/thread_clock.h"
 
 namespace weft::internal {
 
@@ -82,6 +84,51 @@ TEST_CASE("prefetch_for_write is a hint: any address, mapped or not, and the mem
   REQUIRE(text.find("flags") != std::string::npos);
   CHECK(cpu_has_prefetchw() == (text.find(" 3dnowprefetch") != std::string::npos));
 #endif
+}
+
+TEST_CASE("thread_state and cpu_clock_nanos tell a computing thread from a blocked one") {
+  CHECK(thread_state(kernel_tid()) == ThreadState::kRunnable);  // we are on a CPU now
+  CHECK(thread_state(-1) == ThreadState::kUnknown);
+  clockid_t self;
+  REQUIRE(own_cpu_clock(&self));
+  const int64_t cpu0 = cpu_clock_nanos(self);
+  REQUIRE(cpu0 >= 0);
+  const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(30);
+  while (std::chrono::steady_clock::now() < until) {
+  }
+  CHECK(cpu_clock_nanos(self) - cpu0 >= 10'000'000);  // spun 30 ms: ran at least 10 of them
+
+  // A thread blocked in read(2) on an empty pipe: kBlocked, and its clock
+  // stands still, read from this thread.
+  int p[2];
+  REQUIRE(::pipe(p) == 0);
+  std::atomic<int> tid{0};
+  std::atomic<bool> clock_ok{false};
+  clockid_t its_clock{};
+  std::thread reader([&] {
+    clock_ok.store(own_cpu_clock(&its_clock));
+    tid.store(kernel_tid());
+    char c;
+    CHECK(::read(p[0], &c, 1) == 1);
+  });
+  while (tid.load() == 0) std::this_thread::yield();
+  REQUIRE(clock_ok.load());
+  ThreadState st = ThreadState::kRunnable;
+  for (int i = 0; i < 5000 && st != ThreadState::kBlocked; ++i) {  // until it has entered read(2)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    st = thread_state(tid.load());
+  }
+  CHECK(st == ThreadState::kBlocked);
+  const int64_t before = cpu_clock_nanos(its_clock);
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  const int64_t after = cpu_clock_nanos(its_clock);
+  CHECK(before >= 0);
+  CHECK(after - before < 5'000'000);  // blocked 50 ms: ran (almost) none of it
+  CHECK(thread_state(tid.load()) == ThreadState::kBlocked);
+  REQUIRE(::write(p[1], "x", 1) == 1);
+  reader.join();
+  ::close(p[0]);
+  ::close(p[1]);
 }
 
 }  // namespace weft::internal

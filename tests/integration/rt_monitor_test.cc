@@ -8,6 +8,8 @@
 // bounds below are generous for a loaded 2-CPU machine and sanitizers, and
 // far below that.
 #include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
@@ -320,6 +322,79 @@ TEST_CASE("stall_threshold is validated, and zero turns the monitor off") {
   RuntimeStats st = (*rt)->stats();
   CHECK(st.hog_episodes == 0);
   CHECK(st.monitor_wakeups == 0);
+}
+
+// Step 2b of monitor.cc: a worker whose thread waits for a CPU (here: a
+// SCHED_IDLE worker thread sharing one CPU with a spinning thread, so it
+// runs a slice now and then and waits hundreds of milliseconds between) is
+// not a hog. Its fiber yields all the time it runs; no report, no episode.
+TEST_CASE("a worker held off its CPU by the host is not reported as a hog") {
+  cpu_set_t allowed;
+  REQUIRE(sched_getaffinity(0, sizeof(allowed), &allowed) == 0);
+  if (CPU_COUNT(&allowed) < 2) {
+    MESSAGE("one CPU only: the monitor would share it with the starved worker; nothing to check");
+    return;
+  }
+  int cpu = -1;
+  for (int c = 0; c < CPU_SETSIZE; ++c) {
+    if (CPU_ISSET(c, &allowed)) cpu = c;  // the last one
+  }
+  cpu_set_t one;
+  CPU_ZERO(&one);
+  CPU_SET(cpu, &one);
+
+  RuntimeOptions opts;
+  opts.workers = 1;
+  auto rt = Runtime::create(opts);
+  REQUIRE(rt.ok());
+  StderrCapture err;
+  std::atomic<bool> stop_spinner{false};
+  std::thread spinner([&] {
+    REQUIRE(pthread_setaffinity_np(pthread_self(), sizeof(one), &one) == 0);
+    while (!stop_spinner.load(std::memory_order_relaxed)) {
+    }
+  });
+  bool starved_setup = false;
+  int64_t worst_gap = 0, turns = 0;
+  (*rt)->block_on([&] {
+    // On the worker's thread: onto the spinner's CPU, at the lowest policy.
+    sched_param idle{};
+    if (pthread_setaffinity_np(pthread_self(), sizeof(one), &one) != 0 ||
+        pthread_setschedparam(pthread_self(), SCHED_IDLE, &idle) != 0) {
+      return;
+    }
+    starved_setup = true;
+    int64_t last = now_ms();
+    const int64_t end = last + 1500;
+    while (last < end) {
+      this_fiber::yield();
+      int64_t t = now_ms();
+      worst_gap = std::max(worst_gap, t - last);
+      last = t;
+      ++turns;
+    }
+    sched_param normal{};
+    (void)pthread_setschedparam(pthread_self(), SCHED_OTHER, &normal);
+    (void)pthread_setaffinity_np(pthread_self(), sizeof(allowed), &allowed);
+  });
+  stop_spinner.store(true);
+  spinner.join();
+  std::string text = err.text();
+  RuntimeStats st = (*rt)->stats();
+  MESSAGE("worst gap between two turns of the yielding fiber: " << worst_gap << " ms in " << turns
+                                                                 << " turns; episodes " << st.hog_episodes
+                                                                 << ", reports " << st.hog_reports);
+  if (!starved_setup) {
+    MESSAGE("cannot pin the worker or set SCHED_IDLE here; nothing to check");
+    return;
+  }
+  if (worst_gap < 150) {
+    MESSAGE("the worker was never held off its CPU for 150 ms (the report threshold is 100); nothing to check");
+    return;
+  }
+  CHECK(st.hog_reports == 0);
+  CHECK(st.hog_episodes == 0);
+  CHECK(text.find("without suspending") == std::string::npos);
 }
 
 }  // namespace
