@@ -175,8 +175,10 @@ class Worker {
   // ends.
   bool thread_ids(int* tid, clockid_t* cpu_clock) const {
     *tid = kernel_tid_.load(std::memory_order_acquire);
+    // has_cpu_clock_ and cpu_clock_ are written before the tid is published.
+    if (*tid == 0 || !has_cpu_clock_) return false;
     *cpu_clock = cpu_clock_;
-    return *tid != 0 && has_cpu_clock_;
+    return true;
   }
   // send_shutdown() tells the loop to stop (any thread).
   void send_shutdown();
