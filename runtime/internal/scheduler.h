@@ -2,7 +2,8 @@
 //
 // Scheduler: the state a runtime's workers share: the workers, the global
 // injection queue, the idle-worker bookkeeping, the registry of started
-// fibers and the count of unstarted ones, and shutdown. NOT for users: the public API is runtime/runtime.h.
+// fibers and the count of unstarted ones, and shutdown. NOT for users:
+// the public API is runtime/runtime.h.
 //
 //   scheduler.cc  creation, the fiber registry, submit, io_call, the idle
 //                 list, stats
