@@ -36,7 +36,10 @@
 //      sleeps, and waits. A worker leaving idle stores sleeping_ = false,
 //      then reads parked_ and wakes it (seq_cst on both sides: either the
 //      monitor's re-check sees the worker awake, or the worker sees the
-//      monitor parked). An idle runtime costs no monitor wake-ups.
+//      monitor parked). An idle runtime costs no monitor wake-ups. Back
+//      from the park, every watch starts over: a worker that woke and has
+//      not turned its loop yet (it runs its driver's batch, or a cancel
+//      callback, first) has been stuck for no longer than since its wake.
 //
 // # Hand-over of a stuck worker S's driver to a rescuer R
 //   1. The monitor picks R: an idle worker first, else any worker that is
@@ -192,6 +195,10 @@ void Monitor::run() {
       parked_.store(1, std::memory_order_seq_cst);  // step 3
       if (all_idle() && stop_.load(std::memory_order_acquire) == 0) futex_wait(&parked_, 1, nullptr);
       parked_.store(0, std::memory_order_seq_cst);
+      // The samples taken before the park are as old as the idle spell: a
+      // worker that woke and has not yet turned its loop would look stuck
+      // since then. Each watch starts over at the next check.
+      for (Watch& x : watch_) x.since = 0;
       continue;
     }
     timespec ts{interval / 1'000'000'000, interval % 1'000'000'000};

@@ -14,9 +14,9 @@
 # do). In round i the servers run in the order rotated by i, so drift of the
 # machine falls on every server alike. Pinned (the default): the server on
 # CPU 0, echo_load on CPU 1. Per run: msgs/s, k msgs per server
-# CPU-second (echo_load --server-pid) and p99. The summary gives each
-# server's median and range, and the median and range of its per-round
-# ratio of msgs per CPU-second against the first server named: the same
+# CPU-second (echo_load --server-pid), p50 and p99. The summary gives each
+# server's medians and ranges, and the median and range of its per-round
+# ratios of msgs per CPU-second and of p99 against the first server named: the same
 # binary swings by up to 1.4x between rounds on a shared host, while the
 # ratio within a round is steadier. net_bench.sh is the full table; this is
 # the A/B of two or more builds.
@@ -67,7 +67,8 @@ run() {
   wait "$sp" 2>/dev/null || true
   if [[ -z $line ]]; then echo fail; return; fi
   echo "$line" | tr ' ' '\n' |
-    awk -F= '$1=="msgs_per_sec"{r=$2} $1=="msgs_per_server_cpu_s"{c=$2} $1=="p99_us"{p=$2} END {printf "%.0f %.0f %s\n", r, c, p}'
+    awk -F= '$1=="msgs_per_sec"{r=$2} $1=="msgs_per_server_cpu_s"{c=$2} $1=="p50_us"{m=$2} $1=="p99_us"{p=$2}
+      END {printf "%.0f %.0f %s %s\n", r, c, p, m}'
 }
 
 n=${#names[@]}
@@ -82,13 +83,20 @@ done
 python3 - "$out/samples" "${names[@]}" <<'PY'
 import collections, statistics, sys
 path, names = sys.argv[1], sys.argv[2:]
-runs = collections.defaultdict(dict)  # name -> round -> (rate, cpu, p99)
+runs = collections.defaultdict(dict)  # name -> round -> (rate, cpu, p99, p50)
 for line in open(path):
     f = line.split()
-    if len(f) == 6:
-        runs[f[2]][int(f[1])] = (float(f[3]), float(f[4]), float(f[5]))
+    if len(f) == 7:
+        runs[f[2]][int(f[1])] = (float(f[3]), float(f[4]), float(f[5]), float(f[6]))
 base = names[0]
-print(f"{'server':12s} {'msgs/s':>8s} {'k msgs/CPU-s [range]':>22s} {'p99 ms':>7s}  ratio of k msgs/CPU-s to {base}, median [range]")
+
+def ratio(r, k):
+    """Median [range] over the rounds of r's field k against the base's."""
+    rs = [r[i][k] / runs[base][i][k] for i in r if i in runs.get(base, {})]
+    return f"{statistics.median(rs):.3f} [{min(rs):.3f}-{max(rs):.3f}]" if rs else "-"
+
+print(f"{'server':12s} {'msgs/s':>8s} {'k msgs/CPU-s [range]':>22s} {'p50 ms':>7s} {'p99 ms [range]':>18s}"
+      f"  to {base}, median [range] of per-round ratios: k msgs/CPU-s; p99")
 for nm in names:
     r = runs.get(nm, {})
     if not r:
@@ -96,8 +104,9 @@ for nm in names:
         continue
     rate = statistics.median(v[0] for v in r.values())
     cpu = [v[1] for v in r.values()]
-    p99 = statistics.median(v[2] for v in r.values())
-    ratios = [r[i][1] / runs[base][i][1] for i in r if i in runs.get(base, {})]
-    rs = f"{statistics.median(ratios):.3f} [{min(ratios):.3f}-{max(ratios):.3f}]" if ratios else "-"
-    print(f"{nm:12s} {rate:8.0f} {statistics.median(cpu)/1000:7.1f} [{min(cpu)/1000:.1f}-{max(cpu)/1000:.1f}] {p99/1000:7.2f}  {rs}")
+    p99 = [v[2] for v in r.values()]
+    p50 = statistics.median(v[3] for v in r.values())
+    print(f"{nm:12s} {rate:8.0f} {statistics.median(cpu)/1000:7.1f} [{min(cpu)/1000:.1f}-{max(cpu)/1000:.1f}]"
+          f" {p50/1000:7.2f} {statistics.median(p99)/1000:6.2f} [{min(p99)/1000:.2f}-{max(p99)/1000:.2f}]"
+          f"  {ratio(r, 1)}; {ratio(r, 2)}")
 PY
