@@ -123,6 +123,7 @@ absl::Status SocketCore::wait(Dir d, int64_t op_deadline, const char* what) {
     return absl::DeadlineExceededError(std::string(kind_) + "::" + what + ": timed out");
   }
   waiters_[i].push_back(&w);
+  if (d == Dir::kRead) set_wake_hint(&w);
   lock_.unlock();
   WakeReason r = settle_wait(w, waiters_[i], lock_, w.wait(op_deadline));
   if (r == WakeReason::kNotified) return absl::OkStatus();  // retry the call

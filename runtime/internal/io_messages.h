@@ -46,6 +46,19 @@ class IoSource {
   // on_io_timeout() reports that timer `index` (0 or 1) set with
   // kSetSocketTimeout expired.
   virtual void on_io_timeout(int index) = 0;
+
+  // wake_hint() is memory that on_io_events() is likely to touch first
+  // beyond this object (the last waiter that parked here), for the
+  // dispatch loop to prefetch a few events ahead (worker_io.cc, step 3);
+  // nullptr: none. Only a hint: it may be stale, and is never
+  // dereferenced, only prefetched.
+  const void* wake_hint() const { return wake_hint_.load(std::memory_order_relaxed); }
+
+ protected:
+  void set_wake_hint(const void* p) { wake_hint_.store(p, std::memory_order_relaxed); }
+
+ private:
+  std::atomic<const void*> wake_hint_{nullptr};
 };
 
 // IoToken identifies one registration: slot index and generation. Events

@@ -216,6 +216,7 @@ class Worker {
   void stop_ring();
   Fiber* next_local();                  // LIFO, queue, periodic inject/poll
   static void prefetch_fiber(const Fiber* f);
+  static void prefetch_stack(Fiber* f);
   Fiber* runnable(Fiber* f);            // attach a stack, or fail f and pick another
   bool attach_stack(Fiber* f);
   Fiber* find_runnable();               // next_local, inject, poll, steal, sleep
@@ -252,6 +253,10 @@ class Worker {
   void drain_inbox(Worker* runner) ABSL_EXCLUSIVE_LOCKS_REQUIRED(driver_lock_);
   void handle_io_message(IoMessage* m) ABSL_EXCLUSIVE_LOCKS_REQUIRED(driver_lock_);
   void dispatch_io(uint64_t data, uint32_t events) ABSL_EXCLUSIVE_LOCKS_REQUIRED(driver_lock_);
+  // The slot an event's data names, if the index is in range (no
+  // generation check: for prefetching only).
+  IoSlot* slot_hint(uint64_t data) ABSL_EXCLUSIVE_LOCKS_REQUIRED(driver_lock_);
+  void prefetch_dispatch(const epoll_event* events, int n, int i) ABSL_EXCLUSIVE_LOCKS_REQUIRED(driver_lock_);
   void fire_timers(Worker* runner) ABSL_EXCLUSIVE_LOCKS_REQUIRED(driver_lock_);
   // run_deferred_cancels() cancels the states whose deadlines fire_timers()
   // found due, after the driver lock is dropped: their callbacks may touch

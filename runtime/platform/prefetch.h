@@ -3,7 +3,8 @@
 // prefetch_for_write(): start loading a cache line that the caller is about
 // to write, in the state that allows the write (PREFETCHW), so that a line
 // last written by another core costs one round trip, not a read and then
-// an invalidation. NOT for users.
+// an invalidation. prefetch_for_read(): a plain read prefetch (PREFETCHT0),
+// for a line that this core wrote last. NOT for users.
 //
 // GCC emits PREFETCHW for __builtin_prefetch(p, 1) only when the target
 // has it (-mprfchw); without, it emits a read prefetch, and it dropped the
@@ -28,6 +29,14 @@ inline void prefetch_for_write(const void* p) {
   asm volatile("prefetcht0 %0" : : "m"(*static_cast<const char*>(p)));
 #else
   __builtin_prefetch(p, 1, 3);
+#endif
+}
+
+inline void prefetch_for_read(const void* p) {
+#if defined(__x86_64__)
+  asm volatile("prefetcht0 %0" : : "m"(*static_cast<const char*>(p)));
+#else
+  __builtin_prefetch(p, 0, 3);
 #endif
 }
 

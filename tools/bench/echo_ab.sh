@@ -2,7 +2,7 @@
 # Echo servers side by side, in rotated order, with a per-round ratio:
 #
 #   tools/bench/echo_ab.sh [--rounds 7] [--connections 1000] [--pinned|--unpinned]
-#       [--duration 5] [--load PATH] NAME='SERVER COMMAND' NAME='SERVER COMMAND' ...
+#       [--together] [--duration 5] [--load PATH] NAME='SERVER COMMAND' ...
 #
 # e.g.
 #   tools/bench/echo_ab.sh --connections 1000 \
@@ -20,8 +20,17 @@
 # binary swings by up to 1.4x between rounds on a shared host, while the
 # ratio within a round is steadier. net_bench.sh is the full table; this is
 # the A/B of two or more builds.
+#
+# --together runs all the servers at once in each round, each driven by its
+# own echo_load (pinned: every server on CPU 0, every echo_load on CPU 1),
+# so that every server meets the same host in the same seconds: the
+# per-round ratio of msgs per server CPU-second then holds to about 1% (the
+# same binary against itself: 1.001, 0.98-1.11 over 6 rounds, where one at
+# a time it ranged 0.996-1.77). The servers share the CPU and its caches,
+# so the absolute figures are lower than alone and cache misses weigh more:
+# use it to compare builds, not to quote a server's rate.
 set -euo pipefail
-rounds=7 conns=1000 pinned=1 duration=5 load=""
+rounds=7 conns=1000 pinned=1 duration=5 load="" together=0
 names=() cmds=()
 while (($#)); do
   case $1 in
@@ -30,6 +39,7 @@ while (($#)); do
     --pinned) pinned=1; shift ;;
     --unpinned) pinned=0; shift ;;
     --duration) duration=$2; shift 2 ;;
+    --together) together=1; shift ;;
     --load) load=$2; shift 2 ;;
     *=*) names+=("${1%%=*}"); cmds+=("${1#*=}"); shift ;;
     *) echo "echo_ab.sh: unknown argument '$1' (servers are NAME='COMMAND')" >&2; exit 2 ;;
@@ -47,24 +57,37 @@ trap 'rm -rf "$out"' EXIT
 server_cpu=() load_cpu=()
 if ((pinned)); then server_cpu=(taskset -c 0); load_cpu=(taskset -c 1); fi
 
-# run CMD: one measured run; prints "msgs_per_sec cpu_rate p99_us" or "fail".
-run() {
-  local sp port=""
+# start I CMD: starts server I (output in $out/server.I); sets pid[I] and
+# port[I] (empty if it never said where it listens).
+pid=() port=()
+start() {
+  local i=$1 p=""
   # shellcheck disable=SC2086  # the command is split into words on purpose
-  "${server_cpu[@]}" $1 --host 127.0.0.1 --port 0 >"$out/server.out" 2>&1 &
-  sp=$!
+  "${server_cpu[@]}" $2 --host 127.0.0.1 --port 0 >"$out/server.$i" 2>&1 &
+  pid[i]=$!
   for _ in $(seq 200); do
-    port=$(sed -n 's/^listening on .*:\([0-9]*\)$/\1/p' "$out/server.out")
-    [[ -n $port ]] && break
+    p=$(sed -n 's/^listening on .*:\([0-9]*\)$/\1/p' "$out/server.$i")
+    [[ -n $p ]] && break
     sleep 0.05
   done
-  local line=""
-  if [[ -n $port ]]; then
-    line=$("${load_cpu[@]}" "$load" --host 127.0.0.1 --port "$port" --connections "$conns" --size 64 \
-      --duration "$duration" --warmup 1 --server-pid "$sp" 2>&1 | grep msgs_per_sec || true)
-  fi
-  kill -TERM "$sp" 2>/dev/null || true
-  wait "$sp" 2>/dev/null || true
+  port[i]=$p
+}
+
+# load I: drives server I until the end of the run; writes $out/load.I.
+load_run() {
+  local i=$1
+  : >"$out/load.$i"
+  [[ -n ${port[i]} ]] || return 0
+  "${load_cpu[@]}" "$load" --host 127.0.0.1 --port "${port[i]}" --connections "$conns" --size 64 \
+    --duration "$duration" --warmup 1 --server-pid "${pid[i]}" >"$out/load.$i" 2>&1 || true
+}
+
+# finish I: stops server I; prints "msgs_per_sec cpu_rate p99_us p50_us" or "fail".
+finish() {
+  local i=$1 line
+  kill -TERM "${pid[i]}" 2>/dev/null || true
+  wait "${pid[i]}" 2>/dev/null || true
+  line=$(grep msgs_per_sec "$out/load.$i" || true)
   if [[ -z $line ]]; then echo fail; return; fi
   echo "$line" | tr ' ' '\n' |
     awk -F= '$1=="msgs_per_sec"{r=$2} $1=="msgs_per_server_cpu_s"{c=$2} $1=="p50_us"{m=$2} $1=="p99_us"{p=$2}
@@ -73,11 +96,25 @@ run() {
 
 n=${#names[@]}
 for ((i = 0; i < rounds; ++i)); do
-  for ((j = 0; j < n; ++j)); do
-    k=$(((i + j) % n))
-    r=$(run "${cmds[$k]}")
-    echo "round $((i + 1)) ${names[$k]} $r" | tee -a "$out/samples" >&2
-  done
+  if ((together)); then
+    for ((j = 0; j < n; ++j)); do start "$j" "${cmds[$j]}"; done
+    loads=()
+    for ((j = 0; j < n; ++j)); do
+      load_run "$j" &
+      loads+=($!)
+    done
+    wait "${loads[@]}"
+    for ((j = 0; j < n; ++j)); do
+      echo "round $((i + 1)) ${names[$j]} $(finish "$j")" | tee -a "$out/samples" >&2
+    done
+  else
+    for ((j = 0; j < n; ++j)); do
+      k=$(((i + j) % n))
+      start 0 "${cmds[$k]}"
+      load_run 0
+      echo "round $((i + 1)) ${names[$k]} $(finish 0)" | tee -a "$out/samples" >&2
+    done
+  fi
 done
 
 python3 - "$out/samples" "${names[@]}" <<'PY'
