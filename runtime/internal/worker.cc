@@ -55,6 +55,9 @@ constexpr int64_t kStealBackoffNanos = 2000;
 constexpr size_t kPrefetchBytes = 384;
 // How many runs ahead: one run is shorter than a memory round trip.
 constexpr uint32_t kPrefetchAhead = 2;
+// The stack top of the next fiber is prefetched only while at least this
+// many fibers are queued (prefetch_stack).
+constexpr uint32_t kColdQueue = 8;
 // Free control blocks a worker keeps for its next spawns (block_cache.h);
 // beyond this they go back to malloc. 4 MiB is about 11,000 blocks of 384
 // bytes (a Fiber, a join state and a small lambda).
@@ -213,8 +216,10 @@ void Worker::prefetch_fiber(const Fiber* f) {
 // (perf, echo at 1,000 connections: jump_fcontext was the largest user-space
 // cost, 90% of its samples on that load). Its control block was prefetched
 // a run ago (as peek(1)), so reading ctx.fctx here rarely waits. Two lines
-// (the saved registers and the frame above): eight measured no better, and
-// every instruction here is paid by every switch, hot or cold. A hint: the
+// (the saved registers and the frame above): eight measured no better. It
+// runs only while kColdQueue fibers or more are queued: with fewer (a few
+// fibers yielding in turn) the stacks are warm, and the prefetch, the read
+// and the dependent load before it cost yield 2-4%. A hint: the
 // fiber may be stolen and switched meanwhile, and a prefetch of a stale
 // address is harmless; the read is relaxed-atomic for that reason, and left
 // out under ThreadSanitizer, which would see the plain writes of a switch.
@@ -270,7 +275,7 @@ Fiber* Worker::next_local() {
   Fiber* f = queue_.pop();
   if (f != nullptr) {
     prefetch_fiber(queue_.peek(kPrefetchAhead - 1));
-    prefetch_stack(queue_.peek(0));
+    if (queue_.size() >= kColdQueue) prefetch_stack(queue_.peek(0));
   }
   return f;
 }
