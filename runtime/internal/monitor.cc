@@ -26,11 +26,12 @@
 //      state (/proc/self/task/TID/stat): blocked in the kernel ('S', 'D': a
 //      blocking system call, the mistake hog reports exist for) charges the
 //      whole interval since the last sample; runnable ('R') charges only the
-//      CPU time it ran in that interval. The driver is handed over after
-//      stall_threshold of wall time either way (its sockets wait just the
-//      same); an episode is counted once stall_threshold is charged, and a
-//      report printed once report_threshold is. Without the thread's clock
-//      or state (no /proc), the whole interval is charged, as before.
+//      CPU time it ran in that interval (at the first sample, with no
+//      earlier reading, one sampling period at most). The driver is handed
+//      over after stall_threshold of wall time either way (its sockets wait
+//      just the same); an episode is counted once stall_threshold is
+//      charged, and a report printed once report_threshold is. Without the
+//      thread's clock or state (no /proc), the whole interval is charged.
 //   3. When every worker sleeps (and none is stuck), the monitor parks on
 //      a futex: it stores parked_ = 1, re-checks that every worker still
 //      sleeps, and waits. A worker leaving idle stores sleeping_ = false,
@@ -187,7 +188,7 @@ bool Monitor::all_idle() const {
 }
 
 void Monitor::run() {
-  const int64_t interval = std::max<int64_t>(opts_.stall_nanos / 2, 500'000);
+  const int64_t interval = sample_nanos();
   while (stop_.load(std::memory_order_acquire) == 0) {
     wakeups_.fetch_add(1, std::memory_order_relaxed);
     sync_thread_signal_mask();
@@ -263,8 +264,12 @@ void Monitor::charge(Worker* w, Watch& x, int64_t now) {
   switch (thread_state(tid)) {
     case ThreadState::kRunnable:
       // The first sample of a stall has no earlier CPU reading: charge
-      // the interval, as a thread that ran all along would be.
-      x.charged += prev < 0 ? interval : std::clamp<int64_t>(cpu - prev, 0, interval);
+      // one sampling period, as a thread that ran all along would be, but
+      // no more: the monitor itself may have waited for a CPU, and a
+      // stretched interval is not the fiber's doing (rt_monitor_test's
+      // starved worker once counted an episode that way, on a loaded
+      // machine). The samples after it charge the CPU time exactly.
+      x.charged += prev < 0 ? std::min(interval, sample_nanos()) : std::clamp<int64_t>(cpu - prev, 0, interval);
       break;
     case ThreadState::kOther:  // stopped by a debugger: not the fiber's doing
       break;

@@ -7,6 +7,7 @@
 // at the top of monitor.cc. NOT for users; RuntimeOptions configures it.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <thread>
@@ -48,6 +49,8 @@ class Monitor {
   uint64_t wakeups() const { return wakeups_.load(std::memory_order_relaxed); }
 
  private:
+  // The sampling period (step 2): half the stall threshold, at least 0.5 ms.
+  int64_t sample_nanos() const { return std::max<int64_t>(opts_.stall_nanos / 2, 500'000); }
   struct Watch {  // per worker, monitor thread only
     uint64_t progress = 0;
     int64_t since = 0;     // when progress last moved (or the worker slept)
