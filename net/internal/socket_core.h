@@ -196,14 +196,16 @@ class alignas(64) SocketCore final : public IoSource {
   void wake_dir(int i, WakeSet& wake) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
   absl::Status closed_status(const char* what) const;
 
-  // The first cache line holds what every read and every readiness edge
-  // touch (after the vtable pointer and IoSource's wake hint), and the
-  // object is aligned to a line: the dispatch loop prefetches that one
-  // line a few events ahead (worker_io.cc step 3), where a 216-byte object
+  // What every read and every readiness edge touch comes first (after the
+  // vtable pointer and IoSource's wake hint): the first cache line, and
+  // the edge count and short-read mark at the start of the second. The
+  // object is aligned to a line, so the dispatch loop prefetches those two
+  // lines a few events ahead (worker_io.cc step 3), where a 216-byte object
   // at any 16-byte offset spans three or four.
   std::atomic<uint32_t> users_{0};  // 2 * in-flight calls | closed bit
   const int fd_;
-  // Readiness, waiters and deadlines; callbacks take only this lock.
+  // Readiness, waiters and deadlines (waiters_ and ready_ here,
+  // drain_waiters_ and deadline_ below); callbacks take only this lock.
   SpinLock lock_;
   bool ready_[2] ABSL_GUARDED_BY(lock_) = {false, false};
   std::atomic<bool> expired_[2] = {false, false};  // written under lock_

@@ -48,7 +48,7 @@ class IoSource {
   virtual void on_io_timeout(int index) = 0;
 
   // wake_hint() is memory that on_io_events() is likely to touch first
-  // beyond this object (the last waiter that parked here), for the
+  // beyond this object (for a socket: its last reader to park), for the
   // dispatch loop to prefetch a few events ahead (worker_io.cc, step 3);
   // nullptr: none. Only a hint: it may be stale, and is never
   // dereferenced, only prefetched.

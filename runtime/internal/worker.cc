@@ -55,8 +55,8 @@ constexpr int64_t kStealBackoffNanos = 2000;
 constexpr size_t kPrefetchBytes = 384;
 // How many runs ahead: one run is shorter than a memory round trip.
 constexpr uint32_t kPrefetchAhead = 2;
-// The stack top of the next fiber is prefetched only while at least this
-// many fibers are queued (prefetch_stack).
+// The stack top of the fiber about to run is prefetched only while at least
+// this many fibers are queued, counting it (prefetch_stack).
 constexpr uint32_t kColdQueue = 8;
 // Free control blocks a worker keeps for its next spawns (block_cache.h);
 // beyond this they go back to malloc. 4 MiB is about 11,000 blocks of 384
@@ -209,30 +209,23 @@ void Worker::prefetch_fiber(const Fiber* f) {
   for (size_t off = 0; off < kPrefetchBytes; off += 64) prefetch_for_write(p + off);
 }
 
-// prefetch_stack() starts loading the saved context of the fiber that runs
-// after the one just popped: the first load of jump_fcontext is from that
-// fiber's stack top, a line last touched when the fiber parked and, with
-// a thousand fibers cycling through a worker, long gone from its caches
-// (perf, echo at 1,000 connections: jump_fcontext was the largest user-space
-// cost, 90% of its samples on that load). Its control block was prefetched
-// a run ago (as peek(1)), so reading ctx.fctx here rarely waits. Two lines
-// (the saved registers and the frame above): eight measured no better. It
-// runs only while kColdQueue fibers or more are queued: with fewer (a few
-// fibers yielding in turn) the stacks are warm, and the prefetch, the read
-// and the dependent load before it cost yield 2-4%. A hint: the
-// fiber may be stolen and switched meanwhile, and a prefetch of a stale
-// address is harmless; the read is relaxed-atomic for that reason, and left
-// out under ThreadSanitizer, which would see the plain writes of a switch.
-void Worker::prefetch_stack(Fiber* f) {
-#if !defined(__SANITIZE_THREAD__)
-  if (f == nullptr) return;
-  const char* sp = static_cast<const char*>(__atomic_load_n(&f->ctx.fctx, __ATOMIC_RELAXED));
+// prefetch_stack() starts loading the saved context of the fiber just
+// popped, which this worker now owns: the first load of jump_fcontext is
+// from that fiber's stack top, a line last touched when the fiber parked
+// and, with a thousand fibers cycling through a worker, long gone from its
+// caches (perf, echo at 1,000 connections: jump_fcontext was the largest
+// user-space cost, 90% of its samples on that load). The rest of the way
+// to the jump (runnable(), switch_to()) overlaps part of the miss. Its
+// fctx was saved before it was queued (switch.cc step 3), and no other
+// thread can run it now, so the read is an ordinary one. Two lines: the
+// saved registers and the frame above. Only while kColdQueue fibers or
+// more are queued: with fewer (a few fibers yielding in turn) the stacks
+// are warm and the work is pure cost.
+void Worker::prefetch_stack(const Fiber* f) {
+  const char* sp = static_cast<const char*>(f->ctx.fctx);
   if (sp == nullptr) return;  // never run: its stack is not chosen yet
   prefetch_for_read(sp);
   prefetch_for_read(sp + 64);
-#else
-  (void)f;
-#endif
 }
 
 Fiber* Worker::next_local() {
@@ -275,7 +268,7 @@ Fiber* Worker::next_local() {
   Fiber* f = queue_.pop();
   if (f != nullptr) {
     prefetch_fiber(queue_.peek(kPrefetchAhead - 1));
-    if (queue_.size() >= kColdQueue) prefetch_stack(queue_.peek(0));
+    if (queue_.size() + 1 >= kColdQueue) prefetch_stack(f);
   }
   return f;
 }

@@ -216,7 +216,7 @@ class Worker {
   void stop_ring();
   Fiber* next_local();                  // LIFO, queue, periodic inject/poll
   static void prefetch_fiber(const Fiber* f);
-  static void prefetch_stack(Fiber* f);
+  static void prefetch_stack(const Fiber* f);
   Fiber* runnable(Fiber* f);            // attach a stack, or fail f and pick another
   bool attach_stack(Fiber* f);
   Fiber* find_runnable();               // next_local, inject, poll, steal, sleep
