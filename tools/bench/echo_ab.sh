@@ -62,11 +62,12 @@ if ((pinned)); then server_cpu=(taskset -c 0); load_cpu=(taskset -c 1); fi
 pid=() port=()
 start() {
   local i=$1 p=""
+  : >"$out/server.$i"  # no port of an earlier server in it
   # shellcheck disable=SC2086  # the command is split into words on purpose
-  "${server_cpu[@]}" $2 --host 127.0.0.1 --port 0 >"$out/server.$i" 2>&1 &
+  "${server_cpu[@]}" $2 --host 127.0.0.1 --port 0 >>"$out/server.$i" 2>&1 &
   pid[i]=$!
   for _ in $(seq 200); do
-    p=$(sed -n 's/^listening on .*:\([0-9]*\)$/\1/p' "$out/server.$i")
+    p=$(sed -n 's/^listening on .*:\([0-9]*\)$/\1/p' "$out/server.$i" 2>/dev/null || true)
     [[ -n $p ]] && break
     sleep 0.05
   done
@@ -82,7 +83,9 @@ load_run() {
     --duration "$duration" --warmup 1 --server-pid "${pid[i]}" >"$out/load.$i" 2>&1 || true
 }
 
-# finish I: stops server I; prints "msgs_per_sec cpu_rate p99_us p50_us" or "fail".
+# finish I: stops server I and waits for it (so not in a subshell: $(...)
+# could not wait for it); prints "msgs_per_sec cpu_rate p99_us p50_us" or
+# "fail".
 finish() {
   local i=$1 line
   kill -TERM "${pid[i]}" 2>/dev/null || true
@@ -105,14 +108,16 @@ for ((i = 0; i < rounds; ++i)); do
     done
     wait "${loads[@]}"
     for ((j = 0; j < n; ++j)); do
-      echo "round $((i + 1)) ${names[$j]} $(finish "$j")" | tee -a "$out/samples" >&2
+      finish "$j" >"$out/result"
+      echo "round $((i + 1)) ${names[$j]} $(<"$out/result")" | tee -a "$out/samples" >&2
     done
   else
     for ((j = 0; j < n; ++j)); do
       k=$(((i + j) % n))
       start 0 "${cmds[$k]}"
       load_run 0
-      echo "round $((i + 1)) ${names[$k]} $(finish 0)" | tee -a "$out/samples" >&2
+      finish 0 >"$out/result"
+      echo "round $((i + 1)) ${names[$k]} $(<"$out/result")" | tee -a "$out/samples" >&2
     done
   fi
 done
