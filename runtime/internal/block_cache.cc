@@ -68,10 +68,16 @@ void* BlockCache::alloc(uint32_t cls) {
   }
   lists_[cls] = b->next;
   cached_bytes_ -= class_size(cls);
-  // The next block is likely cold (freed on another core): start loading
-  // it for writing now, for the next spawn.
-  if (const char* next = reinterpret_cast<const char*>(lists_[cls])) {
-    for (size_t off = 0; off < class_size(cls); off += kGranule) prefetch_for_write(next + off);
+  // The blocks are likely cold (freed on another core, whose cache may
+  // still hold them): start loading for writing the one after next, for
+  // the spawn after next. One spawn ahead is shorter than the round trip
+  // to the other core's cache (docs/benchmarks.md, "Spawn when the runner
+  // keeps up"); the next block's own lines were prefetched by the alloc
+  // before, so reading its link here does not wait.
+  if (const FreeBlock* next = lists_[cls]) {
+    if (const char* after = reinterpret_cast<const char*>(next->next)) {
+      for (size_t off = 0; off < class_size(cls); off += kGranule) prefetch_for_write(after + off);
+    }
   }
   WEFT_UNPOISON(b, class_size(cls));
   return b;
