@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <memory>
 #include <optional>
 #include <string>
@@ -623,6 +624,49 @@ TEST_CASE("shutdown(grace): fibers that never started are counted, and cancelled
   holder.join();
   for (auto& c : children) CHECK_THROWS_AS(c.join(), FiberCancelled);
   CHECK(ran.load() == 0);
+  CHECK(rt->stats().live_fibers == 0);
+}
+
+TEST_CASE("shutdown(grace): a fiber running since it started, never suspended, is counted and sees the drain") {
+  // The fiber neither suspends nor takes a token, so it is not in the
+  // registry (Scheduler::register_running): the drain reaches it through
+  // draining_, which its cancellation check reads.
+  auto rt = make(2);
+  std::atomic<bool> running{false};
+  auto spinner = rt->spawn([&] {
+    running.store(true);
+    const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (!this_fiber::cancelled()) {
+      if (std::chrono::steady_clock::now() > give_up) return false;
+    }
+    return true;
+  });
+  REQUIRE(weft::testing::eventually([&] { return running.load(); }));
+  CHECK(rt->stats().live_fibers == 1);
+  ShutdownReport report = rt->shutdown(absl::Seconds(10));
+  CHECK(report.cancelled == 1);
+  CHECK(report.left == 0);
+  CHECK(spinner.join());
+  CHECK(rt->stats().live_fibers == 0);
+}
+
+TEST_CASE("shutdown(grace): a fiber that never suspends and ignores the drain is left and named") {
+  auto rt = make(2);
+  std::atomic<bool> running{false};
+  const int line = __LINE__ + 1;
+  auto hog = rt->spawn([&] {
+    running.store(true);
+    const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(600);
+    while (std::chrono::steady_clock::now() < until) {
+    }
+  });
+  REQUIRE(weft::testing::eventually([&] { return running.load(); }));
+  ShutdownReport report = rt->shutdown(absl::Milliseconds(100));
+  CHECK(report.left == 1);
+  REQUIRE(report.left_fibers.size() == 1);
+  CAPTURE(report.left_fibers[0]);
+  CHECK(report.left_fibers[0].find("cancel_test.cc:" + std::to_string(line) + ")") != std::string::npos);
+  hog.join();  // it ran to its end: nothing could unwind it
   CHECK(rt->stats().live_fibers == 0);
 }
 

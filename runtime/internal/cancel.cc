@@ -8,6 +8,7 @@
 
 #include "runtime/internal/fiber.h"
 #include "runtime/internal/park.h"
+#include "runtime/internal/scheduler.h"
 #include "runtime/internal/worker.h"
 #include "runtime/platform/check.h"
 
@@ -202,7 +203,13 @@ CancelState* fiber_current_token(Fiber* self) {
     x->own_token = own;
     self->cancel_ext = x;
   }
-  if (self->cancel_requested.load(std::memory_order_seq_cst)) own->cancel(CancelCause::kCancelled);
+  // Registered now, if not yet, so that a drain finds this token; after
+  // publishing it: a drain that walks the shard after this sees it, and
+  // one that walked before has set draining_ already.
+  self->sched->register_running(current_worker(), self);
+  if (self->cancel_requested.load(std::memory_order_seq_cst) || self->sched->draining()) {
+    own->cancel(CancelCause::kCancelled);
+  }
   return own;
 }
 

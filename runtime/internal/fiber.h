@@ -103,11 +103,14 @@ struct Fiber {
   uint64_t timer_seq = 0;
   TimerEntry timer;
 
-  // Registry of started fibers: the shard `reg_shard` of the worker that
-  // first ran it (Scheduler::start_registered), under its lock.
+  // Registry of the fibers a drain or a shutdown must be able to find: the
+  // shard `reg_shard` of the worker the fiber was on when it first
+  // suspended or took a token of its own (Scheduler::register_running),
+  // under that shard's lock. -1 until then: a fiber that runs to its end
+  // without either is never registered (it is counted instead).
   Fiber* reg_prev = nullptr;
   Fiber* reg_next = nullptr;
-  int reg_shard = 0;
+  int reg_shard = -1;
   // How the control block was allocated: (origin worker << 8) | size
   // class, 0: by malloc (block_cache.h; free_fiber_block() in spawn.cc).
   uint32_t block_tag = 0;

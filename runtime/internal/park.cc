@@ -67,6 +67,9 @@ namespace {
 // step 1, which runs on every cancellable park.
 inline bool cancel_seen(const Fiber* f) {
   if (f->cancel_requested.load(std::memory_order_seq_cst)) return true;
+  // A drain cancels every fiber: those it found in the registry through
+  // cancel_requested, the others (not registered yet) through this flag.
+  if (f->sched->draining()) return true;
   const FiberCancelExt* x = f->cancel_ext;  // null: no token
   if (x == nullptr) return false;
   const CancelState* t = x->top != nullptr ? x->top : x->token;
@@ -75,6 +78,11 @@ inline bool cancel_seen(const Fiber* f) {
 }  // namespace
 
 void park(Fiber* self, uint64_t seq, int64_t deadline_nanos, Cancellable c) {
+  Worker* w = current_worker();
+  // Registered before the cancellation check below: a drain either finds
+  // the fiber in the registry or is seen by that check (shutdown.cc,
+  // draining step 2).
+  self->sched->register_running(w, self);
   if (self->unwind_requested && !self->unwinding) {
     // Shutdown step 4 runs a fiber that was runnable when the shutdown
     // came; if it reaches a new wait before its first suspension point
@@ -95,7 +103,6 @@ void park(Fiber* self, uint64_t seq, int64_t deadline_nanos, Cancellable c) {
       return;
     }
   }
-  Worker* w = current_worker();
   if (deadline_nanos >= 0) w->arm_timer(self, seq, deadline_nanos);
   w->count_park();
   Worker::suspend_from(w, Worker::SwitchAction::kPark);  // step 2 runs in after_switch

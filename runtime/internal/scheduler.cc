@@ -165,8 +165,8 @@ absl::StatusOr<Fiber*> Scheduler::new_fiber(size_t stack_size, size_t extra, voi
   f->id = w != nullptr ? w->next_fiber_id(g_next_fiber_id)
                        : g_next_fiber_id.fetch_add(1, std::memory_order_relaxed);
   *extra_mem = static_cast<char*>(mem) + kFiberHeader;
-  // Registered when it first runs (start_registered()); until then it is
-  // counted as unstarted.
+  // Counted as unregistered until it registers (register_running()) or is
+  // freed.
   if (w != nullptr) {
     w->count_created();
   } else {
@@ -175,24 +175,32 @@ absl::StatusOr<Fiber*> Scheduler::new_fiber(size_t stack_size, size_t extra, voi
   return f;
 }
 
-void Scheduler::start_registered(Worker* w, Fiber* f) {
-  // On the worker that runs f first, so that a spawner never takes the
-  // lock of the shard its fibers' exits take (they usually exit where they
-  // started).
+void Scheduler::register_first(Worker* w, Fiber* f) {
+  // In the shard of the worker f runs on, so that a spawner never takes
+  // the lock of the shard its fibers' exits take (they usually exit on the
+  // worker they suspended on). drain() sets draining_ before it walks the
+  // registry, so a fiber that registers after the walk passed its shard
+  // finds the flag in its next cancellation check (shutdown.cc, draining
+  // step 2).
   f->reg_shard = w->id();
   register_fiber(f);
-  w->count_unstarted_gone();  // after registering: see live_fibers()
-  // After registering: drain() sets draining_ before it walks the registry,
-  // so a fiber it does not find sees the flag (shutdown.cc, draining step 2).
-  if (draining_.load(std::memory_order_seq_cst)) f->cancel_requested.store(true, std::memory_order_relaxed);
+  w->count_unregistered_gone();  // after registering: see live_fibers()
 }
 
-void Scheduler::count_unstarted_gone() {
+void Scheduler::count_unregistered_gone() {
   Worker* w = current_worker();
   if (w != nullptr && w->scheduler() == this) {
-    w->count_unstarted_gone();
+    w->count_unregistered_gone();
   } else {
     outside_gone_.fetch_add(1, std::memory_order_release);
+  }
+}
+
+void Scheduler::forget_fiber(Worker* w, Fiber* f) {
+  if (f->reg_shard >= 0) {
+    unregister_fiber(f);
+  } else {
+    w->count_unregistered_gone();
   }
 }
 
@@ -224,23 +232,24 @@ void Scheduler::unregister_fiber(Fiber* f) {
   --s.count;
 }
 
-int64_t Scheduler::unstarted_fibers() const {
+int64_t Scheduler::unregistered_fibers() const {
   // Gone first, then created: a fiber counted gone was created before
-  // (its creation happens before its first run, and the acquire loads
-  // see it), so the difference never misses a fiber that is unstarted
-  // throughout; it may count one that starts meanwhile twice.
+  // (its creation happens before it runs, and the acquire loads see it),
+  // so the difference never misses a fiber that is unregistered
+  // throughout; it may count one that registers meanwhile twice.
   uint64_t gone = outside_gone_.load(std::memory_order_acquire);
-  for (const auto& w : workers_) gone += w->unstarted_gone_count();
+  for (const auto& w : workers_) gone += w->unregistered_gone_count();
   uint64_t created = outside_created_.load(std::memory_order_acquire);
   for (const auto& w : workers_) created += w->created_count();
   return created > gone ? static_cast<int64_t>(created - gone) : 0;
 }
 
 int64_t Scheduler::live_fibers() const {
-  // Unstarted, then registered: a fiber that starts between the two reads
-  // registered before it counted itself gone, so the second read finds it.
-  // Never less than the fibers alive throughout the call; at rest, exact.
-  int64_t n = unstarted_fibers();
+  // Unregistered, then registered: a fiber that registers between the two
+  // reads registered before it counted itself gone, so the second read
+  // finds it. Never less than the fibers alive throughout the call; at
+  // rest, exact.
+  int64_t n = unregistered_fibers();
   for (int i = 0; i < num_workers(); ++i) {
     RegistryShard& s = registry_[static_cast<size_t>(i)];
     std::lock_guard<SpinLock> g(s.lock);
@@ -250,14 +259,14 @@ int64_t Scheduler::live_fibers() const {
 }
 
 void Scheduler::release_fiber(Worker* w, Fiber* f) {
-  unregister_fiber(f);
+  forget_fiber(w, f);
   release_context(&f->ctx);
   w->release_stack(f->stack);
   free_control_block(f);
 }
 
-void Scheduler::release_started(Fiber* f) {
-  unregister_fiber(f);
+void Scheduler::release_started(Worker* w, Fiber* f) {
+  forget_fiber(w, f);
   free_control_block(f);
 }
 
@@ -269,7 +278,7 @@ void Scheduler::discard_unstarted(Fiber* f, const absl::Status* why) {
   }
   f->task->~TaskBase();
   release_fiber_tokens(f);
-  count_unstarted_gone();
+  count_unregistered_gone();
   free_control_block(f);
 }
 

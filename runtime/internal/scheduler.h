@@ -1,8 +1,8 @@
 // runtime/internal/scheduler.h
 //
 // Scheduler: the state a runtime's workers share: the workers, the global
-// injection queue, the idle-worker bookkeeping, the registry of started
-// fibers and the count of unstarted ones, and shutdown. NOT for users:
+// injection queue, the idle-worker bookkeeping, the registry of fibers a
+// drain must find and the count of the others, and shutdown. NOT for users:
 // the public API is runtime/runtime.h.
 //
 //   scheduler.cc  creation, the fiber registry, submit, io_call, the idle
@@ -115,13 +115,24 @@ class Scheduler {
   void drain(absl::Duration grace, ShutdownReport* report);
 
   void fill_stats(RuntimeStats* out) const;
-  // live_fibers() is the number of fibers not yet freed: unstarted ones
-  // plus the registry's. unstarted_fibers() is the first part.
+  // live_fibers() is the number of fibers not yet freed: the unregistered
+  // ones (not started, or running since they started without having
+  // suspended or taken a token) plus the registry's.
+  // unregistered_fibers() is the first part.
   int64_t live_fibers() const;
-  int64_t unstarted_fibers() const;
-  // start_registered() registers f on worker w, which runs it for the first
-  // time (Worker::runnable), and marks it cancelled if a drain has begun.
-  void start_registered(Worker* w, Fiber* f);
+  int64_t unregistered_fibers() const;
+  // register_running() registers f, the fiber running on worker w, if it
+  // is not yet: before its first suspension (park(), suspend_from()) and
+  // when it first takes a token of its own (fiber_current_token()), the
+  // two ways a drain reaches a fiber that is not running (shutdown.cc,
+  // "Draining"). A fiber that does neither until it exits never touches
+  // the registry.
+  void register_running(Worker* w, Fiber* f) {
+    if (f->reg_shard < 0) register_first(w, f);
+  }
+  // draining() is true once drain() has begun: every fiber of the runtime
+  // is cancelled from then on (park.cc cancel_seen()).
+  bool draining() const { return draining_.load(std::memory_order_seq_cst); }
 
   // now_tick() is the timer tick (1 ms since the runtime started);
   // deadline_tick() the first tick at or after a monotonic deadline.
@@ -137,21 +148,26 @@ class Scheduler {
   // release_fiber() frees an exited fiber (on worker w, after its switch).
   void release_fiber(Worker* w, Fiber* f);
   // release_started() frees an exited fiber whose stack and context were
-  // handed over (switch.cc step 4).
-  void release_started(Fiber* f);
+  // handed over (switch.cc step 4), on worker w.
+  void release_started(Worker* w, Fiber* f);
   // discard_unstarted() drops a fiber that never ran: cancelled, or failed
   // with *why.
   void discard_unstarted(Fiber* f, const absl::Status* why = nullptr);
-  // count_unstarted_gone() counts a fiber that left the unstarted state on
-  // the calling thread (its worker's counter, or the outside one).
-  void count_unstarted_gone();
+  // count_unregistered_gone() counts a fiber that was never registered and
+  // is gone (discarded unstarted), on the calling thread: its worker's
+  // counter, or the outside one.
+  void count_unregistered_gone();
 
  private:
   friend class Worker;  // the shared group below
   explicit Scheduler(const RuntimeOptions& opts);
 
+  void register_first(Worker* w, Fiber* f);
   void register_fiber(Fiber* f);
   void unregister_fiber(Fiber* f);
+  // forget_fiber() takes an exited fiber out of the live count on worker
+  // w: unregisters it, or counts it gone if it never registered.
+  void forget_fiber(Worker* w, Fiber* f);
   void free_control_block(Fiber* f);
   void reap();  // shutdown.cc
 
@@ -176,16 +192,17 @@ class Scheduler {
   std::vector<Worker*> idle_ ABSL_GUARDED_BY(idle_mu_);
   std::unique_ptr<Monitor> monitor_;  // created with the workers
 
-  // --- the registry of started fibers: one shard per worker, which holds
-  // the fibers that first ran on it (start_registered()) ---
+  // --- the registry: one shard per worker, which holds the fibers that
+  // registered on it (register_running()) ---
   struct alignas(64) RegistryShard {
     SpinLock lock;
     Fiber* head ABSL_GUARDED_BY(lock) = nullptr;
     int64_t count ABSL_GUARDED_BY(lock) = 0;
   };
   std::unique_ptr<RegistryShard[]> registry_;
-  // Fibers created, and fibers that stopped being unstarted, on threads
-  // that are not this runtime's workers (the workers count their own).
+  // Fibers created, and unregistered fibers gone (registered, or freed
+  // without registering), on threads that are not this runtime's workers
+  // (the workers count their own).
   alignas(64) std::atomic<uint64_t> outside_created_{0};
   std::atomic<uint64_t> outside_gone_{0};
 
@@ -197,7 +214,8 @@ class Scheduler {
   std::mutex submit_mu_;
   std::atomic<bool> stopped_{false};
   // Set by drain(): submissions from other threads are cancelled at once,
-  // and fibers spawned from now on start cancelled.
+  // and every fiber is cancelled (fibers spawned from now on start
+  // cancelled).
   std::atomic<bool> draining_{false};
 };
 

@@ -10,8 +10,10 @@
 //      as the reaper. It gathers every queued fiber through each worker's
 //      take_all_for_shutdown().
 //   3. It marks every live fiber unwind_requested and claims the parked
-//      ones: the registry's (started) fibers here, the unstarted ones as
-//      step 2 gathers them (only started fibers are registered).
+//      ones: the registry's fibers here, the unstarted ones as step 2
+//      gathers them. Every started fiber is registered by now: the workers
+//      left their loops at switches, and a fiber registers before it
+//      first suspends (Scheduler::register_running).
 //   4. It runs them: a fiber that never started is cancelled; one that is
 //      suspended returns from its suspension point by throwing FiberUnwind,
 //      which unwinds its stack and completes its JoinHandle as cancelled.
@@ -31,18 +33,25 @@
 // # Draining (Runtime::shutdown(grace), before the above)
 //   1. drain() sets draining_ under submit_mu_: from then on, submissions
 //      from other threads are cancelled at once.
-//   2. It walks the registry and cancels every started fiber
+//   2. It walks the registry and cancels every registered fiber
 //      (request_cancel, and its own token, read under the fiber's
 //      cancel_lock: a fiber exiting concurrently unpublishes its tokens'
 //      block under that lock before freeing it, cancel.cc "A fiber's
-//      tokens" step 4). A fiber registers on its first run and then reads
-//      draining_ (Scheduler::start_registered), so one that has not
-//      started, or starts concurrently, is found by the walk or starts
-//      cancelled.
+//      tokens" step 4). A fiber registers before its first suspension and
+//      when it first takes a token of its own, and reads draining_ after
+//      either (park()'s cancellation check reads it; so does
+//      fiber_current_token()). So a fiber that is parked, queued after a
+//      yield, or holds a token is found by the walk or sees the flag; one
+//      that has not started, or has run without either since it started,
+//      sees the flag at its first cancellation check or first run
+//      (park.cc cancel_seen(), switch.cc fiber_entry()).
 //   3. It polls live_fibers() every millisecond until zero or the grace
-//      period ends, and records what is left.
+//      period ends, and records what is left: the registry's fibers and,
+//      not being registered, the ones running at that moment, by their
+//      workers' published fibers.
 #include <time.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <string>
 #include <mutex>
@@ -126,7 +135,7 @@ void Scheduler::drain(absl::Duration grace, ShutdownReport* report) {
   if (stopped_.load(std::memory_order_acquire)) return;
   std::vector<Fiber*> claimed;  // step 2
   std::vector<CancelState*> owns;
-  report->cancelled += unstarted_fibers();  // they start cancelled
+  report->cancelled += unregistered_fibers();  // they see draining_
   for (int i = 0; i < num_workers(); ++i) {
     RegistryShard& s = registry_[static_cast<size_t>(i)];
     std::lock_guard<SpinLock> g(s.lock);
@@ -152,13 +161,29 @@ void Scheduler::drain(absl::Duration grace, ShutdownReport* report) {
     nanosleep(&ts, nullptr);
   }
   report->left = live_fibers();
+  auto name = [](uint64_t id, const char* file, int line) {
+    return "fiber " + std::to_string(id) + " (spawned at " + (file != nullptr ? file : "?") + ":" +
+           std::to_string(line) + ")";
+  };
+  std::vector<uint64_t> named;
   for (int i = 0; i < num_workers() && report->left_fibers.size() < 16; ++i) {
     RegistryShard& s = registry_[static_cast<size_t>(i)];
     std::lock_guard<SpinLock> g(s.lock);
     for (Fiber* f = s.head; f != nullptr && report->left_fibers.size() < 16; f = f->reg_next) {
-      report->left_fibers.push_back("fiber " + std::to_string(f->id) + " (spawned at " +
-                                    (f->spawn_file != nullptr ? f->spawn_file : "?") + ":" +
-                                    std::to_string(f->spawn_line) + ")");
+      report->left_fibers.push_back(name(f->id, f->spawn_file, f->spawn_line));
+      named.push_back(f->id);
+    }
+  }
+  // A fiber that has run since it started without suspending is not
+  // registered; the worker running it publishes it (for the monitor).
+  for (int i = 0; i < num_workers() && report->left_fibers.size() < 16; ++i) {
+    uint64_t id;
+    const char* file;
+    int line;
+    workers_[static_cast<size_t>(i)]->running_fiber(&id, &file, &line);
+    if (id != 0 && std::find(named.begin(), named.end(), id) == named.end()) {
+      report->left_fibers.push_back(name(id, file, line));
+      named.push_back(id);
     }
   }
 }

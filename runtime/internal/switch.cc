@@ -16,8 +16,8 @@
 //      (Worker::start_here): the successor's body runs in the same
 //      fiber_entry frame, as a plain call. The exited fiber is freed at
 //      once (nothing runs on its behalf any more, and its registers are
-//      not needed); the successor is registered and counted as a run, as
-//      a jump to it would. This skips the stack cache, the context set-up,
+//      not needed); the successor is counted as a run, as a jump to it
+//      would. This skips the stack cache, the context set-up,
 //      the jump and after_switch() for a fiber that starts.
 //   Every switch goes through switch_context() (fiber_context.cc), which
 //   tells ASan and TSan about it; a hand-over (step 4) through
@@ -92,6 +92,9 @@ void Worker::suspend(SwitchAction action) { suspend_from(current_worker(), actio
 void Worker::suspend_from(Worker* w, SwitchAction action) {
   Fiber* self = w->current_;
   WEFT_DCHECK(self != nullptr, "suspend() off a fiber");
+  // A fiber that is not running must be findable by a drain or a shutdown
+  // (park() has registered it already, before its cancellation check).
+  w->sched_->register_running(w, self);
   Fiber* next = w->next_local();  // step 1
   w->switch_to(self, next, action);
 }
@@ -130,8 +133,7 @@ bool Worker::start_here(Fiber* self, Fiber* next) {
   next->stack = self->stack;
   self->stack = Stack{};
   hand_over_context(&self->ctx, &next->ctx);
-  sched_->release_started(self);
-  sched_->start_registered(this, next);
+  sched_->release_started(this, self);
   counters_.bump(counters_.run);
   current_ = next;
   publish_running(next);

@@ -291,7 +291,6 @@ Fiber* Worker::runnable(Fiber* f) {
     if (f->unwind_requested) {  // shutdown: never started, never will
       sched_->discard_unstarted(f);
     } else if (attach_stack(f)) {
-      sched_->start_registered(this, f);
       break;
     }
     f = next_local();

@@ -116,14 +116,14 @@ class Worker {
   // the LIFO slot, or the back of the queue while a poll dispatches.
   void wake_here(Fiber* f);
   void count_spawn() { counters_.bump(counters_.spawned); }
-  // Fibers created on this worker, and fibers that stopped being unstarted
-  // here (first run, or discarded): Scheduler::live_fibers() counts the
-  // unstarted ones from these, since only started fibers are registered.
+  // Fibers created on this worker, and unregistered fibers gone here
+  // (registered, freed without ever registering, or discarded):
+  // Scheduler::live_fibers() counts the unregistered ones from these.
   // Owner only; release stores for live_fibers()'s acquire loads.
-  void count_created() { bump_release(unstarted_in_); }
-  void count_unstarted_gone() { bump_release(unstarted_out_); }
-  uint64_t created_count() const { return unstarted_in_.load(std::memory_order_acquire); }
-  uint64_t unstarted_gone_count() const { return unstarted_out_.load(std::memory_order_acquire); }
+  void count_created() { bump_release(unregistered_in_); }
+  void count_unregistered_gone() { bump_release(unregistered_out_); }
+  uint64_t created_count() const { return unregistered_in_.load(std::memory_order_acquire); }
+  uint64_t unregistered_gone_count() const { return unregistered_out_.load(std::memory_order_acquire); }
   // next_fiber_id() hands out ids from a block reserved from `global`.
   uint64_t next_fiber_id(std::atomic<uint64_t>& global);
   // release_stack() returns an exited fiber's stack to this worker's cache.
@@ -334,7 +334,7 @@ class Worker {
   std::atomic<bool> ring_active_{false};  // ring_ != null, for stats
   std::atomic<bool> loop_started_{false};  // set once by the owner
   WorkerCounters counters_;          // written by the owner only
-  std::atomic<uint64_t> unstarted_in_{0}, unstarted_out_{0};  // owner only
+  std::atomic<uint64_t> unregistered_in_{0}, unregistered_out_{0};  // owner only
   static void bump_release(std::atomic<uint64_t>& c) {
     c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_release);
   }
