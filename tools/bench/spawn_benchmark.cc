@@ -7,6 +7,13 @@
 // frame, as Go's side has them (separate heap objects): until 2026-12-01
 // the bound shared a line with the counter, so each turn of the spawner
 // read a line the other core had just written.
+//
+// --work=K makes the spawner compute K steps of a xorshift chain before
+// each spawn, so that it is slower than the runner: the runner then keeps
+// up with it, taking each fiber soon after it is spawned (by stealing),
+// the regime that one run in a few falls into by itself (docs/benchmarks.md,
+// "Spawn when the runner keeps up"). The chain's own time, measured alone
+// in the same run, is subtracted from the figure.
 #include <sys/resource.h>
 
 #include <atomic>
@@ -16,11 +23,33 @@
 #include "sync/wait_group.h"
 #include "tools/bench/bench_util.h"
 
+namespace {
+// chain() is k dependent xorshift steps: work that no compiler folds away.
+__attribute__((noinline)) uint64_t chain(uint64_t x, int64_t k) {
+  for (int64_t i = 0; i < k; ++i) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+  }
+  return x;
+}
+}  // namespace
+
 int main(int argc, char** argv) {
   using namespace weft;
   const int64_t n = bench::flag(argc, argv, "fibers", 1000000);
   const int workers = static_cast<int>(bench::flag(argc, argv, "workers", 2));
+  const int64_t work = bench::flag(argc, argv, "work", 0);
   double baseline = bench::raw_start_ns(n);
+  double work_ns = 0;
+  std::atomic<uint64_t> sink{0};
+  if (work > 0) {
+    uint64_t x = 88172645463325252ull;
+    int64_t w0 = bench::now_ns();
+    for (int64_t i = 0; i < n; ++i) x = chain(x, work);
+    work_ns = static_cast<double>(bench::now_ns() - w0) / static_cast<double>(n);
+    sink.store(x, std::memory_order_relaxed);
+  }
   auto rt = *Runtime::create({.workers = workers});
   struct alignas(64) Sum {
     std::atomic<int64_t> v{0};
@@ -29,17 +58,21 @@ int main(int argc, char** argv) {
     explicit Group(int64_t count) : wg(count) {}
     WaitGroup wg;
   };
-  int64_t elapsed = rt->block_on([&sum, n] {
+  int64_t elapsed = rt->block_on([&sum, &sink, n, work] {
     Group g(n);
+    uint64_t x = 88172645463325252ull;
     int64_t t0 = bench::now_ns();
     for (int64_t i = 0; i < n; ++i) {
+      if (work > 0) x = chain(x, work);
       spawn([&sum, &g] {
         sum.v.fetch_add(1, std::memory_order_relaxed);
         g.wg.done();
       }).detach();
     }
     (void)g.wg.wait();
-    return bench::now_ns() - t0;
+    int64_t t = bench::now_ns() - t0;
+    sink.fetch_xor(x, std::memory_order_relaxed);
+    return t;
   });
   if (sum.v.load() != n) {
     std::fprintf(stderr, "spawn bench: expected %lld, got %lld\n", static_cast<long long>(n),
@@ -47,8 +80,13 @@ int main(int argc, char** argv) {
     return 1;
   }
   RuntimeStats st = rt->stats();
-  bench::report("spawn (per fiber)", static_cast<double>(elapsed) / static_cast<double>(n), "ns",
+  const double per_fiber = static_cast<double>(elapsed) / static_cast<double>(n);
+  bench::report(work > 0 ? "spawn (per fiber, work subtracted)" : "spawn (per fiber)", per_fiber - work_ns, "ns",
                 "raw fcontext start", baseline, 100, "<= 100 ns per fiber");
+  if (work > 0) {
+    std::printf("  the spawner's work: %.1f ns per fiber alone, %.1f ns with the spawns (%llx)\n", work_ns, per_fiber,
+                static_cast<unsigned long long>(sink.load() & 0xf));
+  }
   rusage ru{};
   getrusage(RUSAGE_SELF, &ru);
   std::printf("  peak RSS %.1f MiB (the process's, baseline included)\n", static_cast<double>(ru.ru_maxrss) / 1024);
