@@ -153,7 +153,9 @@ struct ShutdownReport {
   int64_t left = 0;       // of those (and of what they spawned), still alive at the deadline: unwound
   absl::Duration took;    // from the call to the end of the unwind
   // "fiber <id> (spawned at <file>:<line>)" for up to 16 of the fibers left
-  // that had started (queued fibers that never ran are counted in `left`).
+  // that had started: those that had suspended or taken a token, and those
+  // running at the deadline (queued fibers that never ran are counted in
+  // `left`).
   std::vector<std::string> left_fibers;
 };
 
