@@ -101,17 +101,25 @@ absl::Status SocketCore::closed_status(const char* what) const {
   return absl::FailedPreconditionError(std::string(kind_) + "::" + what + ": socket is closed");
 }
 
+absl::Status SocketCore::op_error(absl::StatusCode code, const char* what, const char* tail) const {
+  return absl::Status(code, std::string(kind_) + "::" + what + tail);
+}
+
+absl::Status SocketCore::errno_error(int err, const char* what) const {
+  return errno_status(err, std::string(kind_) + "::" + what);
+}
+
 absl::Status SocketCore::wait(Dir d, int64_t op_deadline, const char* what) {
   const int i = static_cast<int>(d);
   Waiter w;
   lock_.lock();
   if (closed()) {
     lock_.unlock();
-    return absl::CancelledError(std::string(kind_) + "::" + what + ": socket closed while waiting");
+    return op_error(absl::StatusCode::kCancelled, what, ": socket closed while waiting");
   }
   if (expired_[i].load(std::memory_order_relaxed)) {
     lock_.unlock();
-    return absl::DeadlineExceededError(std::string(kind_) + "::" + what + ": deadline passed");
+    return op_error(absl::StatusCode::kDeadlineExceeded, what, ": deadline passed");
   }
   if (ready_[i]) {
     ready_[i] = false;
@@ -120,7 +128,7 @@ absl::Status SocketCore::wait(Dir d, int64_t op_deadline, const char* what) {
   }
   if (op_deadline >= 0 && op_deadline <= monotonic_now()) {
     lock_.unlock();
-    return absl::DeadlineExceededError(std::string(kind_) + "::" + what + ": timed out");
+    return op_error(absl::StatusCode::kDeadlineExceeded, what, ": timed out");
   }
   waiters_[i].push_back(&w);
   if (d == Dir::kRead) set_wake_hint(&w);
@@ -128,9 +136,9 @@ absl::Status SocketCore::wait(Dir d, int64_t op_deadline, const char* what) {
   WakeReason r = settle_wait(w, waiters_[i], lock_, w.wait(op_deadline));
   if (r == WakeReason::kNotified) return absl::OkStatus();  // retry the call
   if (r == WakeReason::kCancelled) {
-    return absl::CancelledError(std::string(kind_) + "::" + what + ": the waiting fiber was cancelled");
+    return op_error(absl::StatusCode::kCancelled, what, ": the waiting fiber was cancelled");
   }
-  return absl::DeadlineExceededError(std::string(kind_) + "::" + what + ": timed out");
+  return op_error(absl::StatusCode::kDeadlineExceeded, what, ": timed out");
 }
 
 bool SocketCore::level_ready(Dir d) const {

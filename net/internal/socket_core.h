@@ -195,6 +195,14 @@ class alignas(64) SocketCore final : public IoSource {
   // was woken, d keeps a ready token for the next wait().
   void wake_dir(int i, WakeSet& wake) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
   absl::Status closed_status(const char* what) const;
+  // The failures of io() and wait(), built out of line: their strings
+  // would otherwise take room in the frames of the hot path, which every
+  // parked fiber's stack holds (docs/benchmarks.md, "The stack a parked
+  // reader holds"). "<kind>::<what><tail>" with `code`; errno_error() is
+  // errno_status() of "<kind>::<what>".
+  [[gnu::cold, gnu::noinline]] absl::Status op_error(absl::StatusCode code, const char* what,
+                                                     const char* tail) const;
+  [[gnu::cold, gnu::noinline]] absl::Status errno_error(int err, const char* what) const;
 
   // What every read and every readiness edge touch comes first (after the
   // vtable pointer and IoSource's wake hint): the first cache line, and
@@ -248,7 +256,7 @@ absl::StatusOr<size_t> SocketCore::io(Dir d, const char* what, int64_t timeout_n
     ~Release() { s->release(); }
   } release{this};
   if (expired_[static_cast<int>(d)].load(std::memory_order_acquire)) {
-    return absl::DeadlineExceededError(std::string(kind_) + "::" + what + ": deadline passed");
+    return op_error(absl::StatusCode::kDeadlineExceeded, what, ": deadline passed");
   }
   int64_t op_deadline = -1;
   // After a short stream read, wait for an edge before the first try, if
@@ -279,7 +287,7 @@ absl::StatusOr<size_t> SocketCore::io(Dir d, const char* what, int64_t timeout_n
       int err = last_errno();
       if (err == EINTR) continue;
       if (err != EAGAIN && err != EWOULDBLOCK) {
-        return errno_status(err, std::string(kind_) + "::" + what);
+        return errno_error(err, what);
       }
     }
     try_first = true;
@@ -299,7 +307,7 @@ absl::StatusOr<size_t> SocketCore::io(Dir d, const char* what, int64_t timeout_n
         if (n >= 0) return static_cast<size_t>(n);  // not a new short-read mark: a deadline run
         int err = last_errno();
         if (err != EAGAIN && err != EWOULDBLOCK && err != EINTR) {
-          return errno_status(err, std::string(kind_) + "::" + what);
+          return errno_error(err, what);
         }
       }
       return st;
