@@ -9,6 +9,7 @@
 
 #include <cstddef>
 #include <cstdlib>
+#include <filesystem>
 #include <string>
 
 #include "net/io.h"
@@ -28,7 +29,10 @@ struct SockDir {
     REQUIRE(::mkdtemp(templ.data()) != nullptr);
     path = templ;
   }
-  ~SockDir() { std::system(("rm -rf " + path).c_str()); }
+  ~SockDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+  }
   std::string operator/(const std::string& n) const { return path + "/" + n; }
   std::string path;
 };

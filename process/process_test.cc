@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <filesystem>
 #include <string>
 #include <thread>
 #include <vector>
@@ -183,7 +184,8 @@ TEST_CASE("stdio to files and /dev/null") {
     REQUIRE(e.ok());
     CHECK(e->out.empty());
   });
-  std::system(("rm -rf " + dir).c_str());
+  std::error_code ec;
+  std::filesystem::remove_all(dir, ec);
 }
 
 TEST_CASE("wait_for, try_wait, kill, signals") {
