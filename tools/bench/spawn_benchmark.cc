@@ -11,9 +11,9 @@
 // --work=K makes the spawner compute K steps of a xorshift chain before
 // each spawn, so that it is slower than the runner: the runner then keeps
 // up with it, taking each fiber soon after it is spawned (by stealing),
-// the regime that one run in a few falls into by itself (docs/benchmarks.md,
-// "Spawn when the runner keeps up"). The chain's own time, measured alone
-// in the same run, is subtracted from the figure.
+// the regime some runs fall into by themselves (docs/benchmarks.md, "Spawn
+// when the runner keeps up"). The chain's own time, measured alone in the
+// same run, is subtracted from the figure.
 #include <sys/resource.h>
 
 #include <atomic>
@@ -84,8 +84,7 @@ int main(int argc, char** argv) {
   bench::report(work > 0 ? "spawn (per fiber, work subtracted)" : "spawn (per fiber)", per_fiber - work_ns, "ns",
                 "raw fcontext start", baseline, 100, "<= 100 ns per fiber");
   if (work > 0) {
-    std::printf("  the spawner's work: %.1f ns per fiber alone, %.1f ns with the spawns (%llx)\n", work_ns, per_fiber,
-                static_cast<unsigned long long>(sink.load() & 0xf));
+    std::printf("  the spawner's work: %.1f ns per fiber alone, %.1f ns with the spawns\n", work_ns, per_fiber);
   }
   rusage ru{};
   getrusage(RUSAGE_SELF, &ru);
