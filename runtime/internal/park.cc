@@ -29,9 +29,12 @@
 //
 // # Cancellable parks (a fiber's cancellation reaching its wait)
 //   A fiber is cancelled when its sticky cancel_requested flag is set
-//   (abort, shutdown) or its innermost token is cancelled.
-//   1. The parking fiber stores its sequence in cancel_park (seq_cst), then
-//      loads both (seq_cst). Either set: it claims its own park
+//   (abort, shutdown), its runtime is draining (draining_, which reaches
+//   the fibers a drain's registry walk cannot: shutdown.cc, draining step
+//   2), or its innermost token is cancelled.
+//   1. The parking fiber registers (Scheduler::register_running), stores
+//      its sequence in cancel_park (seq_cst), then loads the flag, the
+//      drain flag and the token (seq_cst). Any set: it claims its own park
 //      (kParking -> kNotified) and does not suspend.
 //   2. A canceller stores the flag or the token's cause (seq_cst), then
 //      loads cancel_park (seq_cst: request_cancel, or the fiber's

@@ -253,8 +253,8 @@ class Worker {
   void drain_inbox(Worker* runner) ABSL_EXCLUSIVE_LOCKS_REQUIRED(driver_lock_);
   void handle_io_message(IoMessage* m) ABSL_EXCLUSIVE_LOCKS_REQUIRED(driver_lock_);
   void dispatch_io(uint64_t data, uint32_t events) ABSL_EXCLUSIVE_LOCKS_REQUIRED(driver_lock_);
-  // The slot an event's data names, if the index is in range (no
-  // generation check: for prefetching only).
+  // The slot an event's data names, if the index is in range; the
+  // generation is not checked (dispatch_io() checks it; the prefetch does not need to).
   IoSlot* slot_hint(uint64_t data) ABSL_EXCLUSIVE_LOCKS_REQUIRED(driver_lock_);
   void prefetch_dispatch(const epoll_event* events, int n, int i) ABSL_EXCLUSIVE_LOCKS_REQUIRED(driver_lock_);
   void fire_timers(Worker* runner) ABSL_EXCLUSIVE_LOCKS_REQUIRED(driver_lock_);

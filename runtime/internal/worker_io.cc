@@ -295,12 +295,10 @@ void Worker::prefetch_dispatch(const epoll_event* events, int n, int i) {
 }
 
 void Worker::dispatch_io(uint64_t data, uint32_t events) {
-  uint32_t idx = static_cast<uint32_t>(data & 0xffffffffu);
-  uint32_t gen = static_cast<uint32_t>(data >> 32);
-  if (idx >= io_slots_.size()) return;
-  IoSlot& s = io_slots_[idx];
-  if (s.source == nullptr || s.gen != gen) return;  // stale: closed or moved
-  s.source->on_io_events(events);
+  IoSlot* s = slot_hint(data);
+  // Stale: closed or moved.
+  if (s == nullptr || s->source == nullptr || s->gen != static_cast<uint32_t>(data >> 32)) return;
+  s->source->on_io_events(events);
 }
 
 void Worker::fire_timers(Worker* runner) {
