@@ -13,6 +13,7 @@
 
 #include "net/internal/socket_core.h"
 #include "net/resolve.h"
+#include "runtime/platform/direct_syscall.h"
 #include "runtime/runtime.h"
 
 namespace weft::net {
@@ -135,7 +136,7 @@ absl::StatusOr<size_t> TcpStream::read(std::span<char> buf) {
   if (buf.empty()) return size_t{0};
   const int fd = core_->fd();
   return core_->io(
-      Dir::kRead, "read", read_timeout_ns_, [&] { return ::recv(fd, buf.data(), buf.size(), 0); },
+      Dir::kRead, "read", read_timeout_ns_, [&] { return internal::sys::recv(fd, buf.data(), buf.size(), 0); },
       buf.size());
 }
 
@@ -158,7 +159,7 @@ absl::StatusOr<size_t> TcpStream::write(std::string_view data) {
   if (data.empty()) return size_t{0};
   const int fd = core_->fd();
   return core_->io(Dir::kWrite, "write", write_timeout_ns_,
-                   [&] { return ::send(fd, data.data(), data.size(), MSG_NOSIGNAL); });
+                   [&] { return internal::sys::send(fd, data.data(), data.size(), MSG_NOSIGNAL); });
 }
 
 absl::Status TcpStream::write_all(std::string_view data) {
@@ -181,7 +182,7 @@ absl::StatusOr<size_t> TcpStream::writev(std::span<const iovec> bufs) {
     msghdr msg{};
     msg.msg_iov = const_cast<iovec*>(bufs.data());
     msg.msg_iovlen = count;
-    return ::sendmsg(fd, &msg, MSG_NOSIGNAL);
+    return internal::sys::sendmsg(fd, &msg, MSG_NOSIGNAL);
   });
 }
 

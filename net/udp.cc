@@ -7,6 +7,7 @@
 #include <string>
 
 #include "net/internal/socket_core.h"
+#include "runtime/platform/direct_syscall.h"
 #include "runtime/runtime.h"
 
 namespace weft::net {
@@ -76,7 +77,7 @@ absl::StatusOr<size_t> UdpSocket::send_to(std::string_view data, const SocketAdd
   if (!to.valid()) return absl::InvalidArgumentError("UdpSocket::send_to: invalid address");
   const int fd = core_->fd();
   return core_->io(Dir::kWrite, "send_to", write_timeout_ns_, [&] {
-    return ::sendto(fd, data.data(), data.size(), MSG_NOSIGNAL, to.sockaddr_ptr(), to.sockaddr_len());
+    return internal::sys::sendto(fd, data.data(), data.size(), MSG_NOSIGNAL, to.sockaddr_ptr(), to.sockaddr_len());
   });
 }
 
@@ -93,7 +94,7 @@ absl::StatusOr<Datagram> UdpSocket::recv_from(std::span<char> buf) {
     msg.msg_namelen = sizeof(ss);
     msg.msg_iov = &iov;
     msg.msg_iovlen = 1;
-    ssize_t r = ::recvmsg(fd, &msg, 0);
+    ssize_t r = internal::sys::recvmsg(fd, &msg, 0);
     len = msg.msg_namelen;
     flags = msg.msg_flags;
     return r;
@@ -120,14 +121,14 @@ absl::StatusOr<size_t> UdpSocket::send(std::string_view data) {
   if (!core_) return not_open("send");
   const int fd = core_->fd();
   return core_->io(Dir::kWrite, "send", write_timeout_ns_,
-                   [&] { return ::send(fd, data.data(), data.size(), MSG_NOSIGNAL); });
+                   [&] { return internal::sys::send(fd, data.data(), data.size(), MSG_NOSIGNAL); });
 }
 
 absl::StatusOr<size_t> UdpSocket::recv(std::span<char> buf) {
   if (!core_) return not_open("recv");
   const int fd = core_->fd();
   return core_->io(Dir::kRead, "recv", read_timeout_ns_,
-                   [&] { return ::recv(fd, buf.data(), buf.size(), 0); });
+                   [&] { return internal::sys::recv(fd, buf.data(), buf.size(), 0); });
 }
 
 void UdpSocket::set_read_timeout(absl::Duration t) { read_timeout_ns_ = to_timeout_ns(t); }

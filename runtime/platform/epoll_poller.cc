@@ -4,6 +4,7 @@
 
 #include <cerrno>
 
+#include "runtime/platform/direct_syscall.h"
 #include "runtime/platform/syscall.h"
 
 namespace weft::internal {
@@ -40,7 +41,7 @@ absl::Status Poller::remove(int fd) {
 }
 
 int Poller::wait(epoll_event* out, int max_events, int timeout_ms) {
-  int n = ::epoll_wait(fd_, out, max_events, timeout_ms);
+  int n = sys::epoll_wait(fd_, out, max_events, timeout_ms);
   return n < 0 ? 0 : n;
 }
 

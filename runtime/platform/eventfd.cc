@@ -5,6 +5,7 @@
 
 #include <cstdint>
 
+#include "runtime/platform/direct_syscall.h"
 #include "runtime/platform/syscall.h"
 
 namespace weft::internal {
@@ -23,12 +24,12 @@ void Wakeup::signal() {
   if (pending_.exchange(true, std::memory_order_seq_cst)) return;
   uint64_t one = 1;
   // EAGAIN means the counter is saturated, which is still "readable".
-  (void)!retry_on_eintr([&] { return ::write(fd_, &one, sizeof(one)); });
+  (void)!retry_on_eintr([&] { return sys::write(fd_, &one, sizeof(one)); });
 }
 
 void Wakeup::drain() {
   uint64_t v;
-  (void)!retry_on_eintr([&] { return ::read(fd_, &v, sizeof(v)); });
+  (void)!retry_on_eintr([&] { return sys::read(fd_, &v, sizeof(v)); });
   pending_.store(false, std::memory_order_seq_cst);
 }
 

@@ -1,5 +1,8 @@
 #include <doctest/doctest.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -10,6 +13,7 @@
 #include <string>
 #include <thread>
 
+#include "runtime/platform/direct_syscall.h"
 #include "runtime/platform/epoll_poller.h"
 #include "runtime/platform/eventfd.h"
 #include "runtime/platform/prefetch.h"
@@ -23,6 +27,66 @@ TEST_CASE("errno_status names the operation and the errno") {
   CHECK(s.message().find("Too many open files") != std::string_view::npos);
   CHECK(s.message().find("accept4") != std::string_view::npos);
   CHECK(!s.ok());
+}
+
+// sys:: calls the kernel directly in optimised builds and glibc under the
+// sanitizers; both must keep glibc's contract: the result, or -1 and errno.
+TEST_CASE("sys:: calls return what the kernel returns, and -1 with errno on failure") {
+  int sv[2];
+  REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) == 0);
+  char buf[16] = {};
+
+  errno = 0;
+  CHECK(sys::recv(sv[0], buf, sizeof buf, 0) == -1);
+  CHECK(errno == EAGAIN);
+  CHECK(sys::send(sv[1], "hello", 5, MSG_NOSIGNAL) == 5);
+  CHECK(sys::recv(sv[0], buf, sizeof buf, 0) == 5);
+  CHECK(std::string(buf, 5) == "hello");
+
+  iovec iov[2] = {{const_cast<char*>("ab"), 2}, {const_cast<char*>("cde"), 3}};
+  msghdr msg{};
+  msg.msg_iov = iov;
+  msg.msg_iovlen = 2;
+  CHECK(sys::sendmsg(sv[1], &msg, MSG_NOSIGNAL) == 5);
+  char in[8] = {};
+  iovec rio{in, sizeof in};
+  msghdr rmsg{};
+  rmsg.msg_iov = &rio;
+  rmsg.msg_iovlen = 1;
+  CHECK(sys::recvmsg(sv[0], &rmsg, 0) == 5);
+  CHECK(std::string(in, 5) == "abcde");
+
+  CHECK(sys::write(sv[0], "xyz", 3) == 3);
+  CHECK(sys::read(sv[1], buf, sizeof buf) == 3);
+  CHECK(sys::sendto(sv[0], "q", 1, MSG_NOSIGNAL, nullptr, 0) == 1);
+
+  int ep = ::epoll_create1(EPOLL_CLOEXEC);
+  REQUIRE(ep >= 0);
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.u64 = 42;
+  REQUIRE(::epoll_ctl(ep, EPOLL_CTL_ADD, sv[1], &ev) == 0);
+  epoll_event out[4];
+  CHECK(sys::epoll_wait(ep, out, 4, 1000) == 1);
+  const uint64_t got = out[0].data.u64;  // a packed field: copied out for CHECK
+  CHECK(got == 42);
+
+  // Errors: a peer that is gone, a closed descriptor.
+  ::close(sv[1]);
+  errno = 0;
+  CHECK(sys::send(sv[0], "x", 1, MSG_NOSIGNAL) == -1);
+  CHECK(errno == EPIPE);
+  ::close(sv[0]);
+  errno = 0;
+  CHECK(sys::recv(sv[0], buf, sizeof buf, 0) == -1);
+  CHECK(errno == EBADF);
+  errno = 0;
+  CHECK(sys::read(sv[0], buf, sizeof buf) == -1);
+  CHECK(errno == EBADF);
+  ::close(ep);
+  errno = 0;
+  CHECK(sys::epoll_wait(ep, out, 4, 0) == -1);
+  CHECK(errno == EBADF);
 }
 
 TEST_CASE("Poller reports an eventfd signal and drain clears it") {
