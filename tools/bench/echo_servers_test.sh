@@ -55,6 +55,8 @@ check uring "$URING"
 # Messages of 1 MB through 16 buffers of 4 KiB for 20 connections: the
 # server runs out of buffers, queues them per connection and sends in parts.
 SIZE=1000000 check uring-starved "$URING" --buffers 16 --buffer-size 4096
+check uring-direct "$URING" --direct-send
+SIZE=1000000 check uring-direct-starved "$URING" --direct-send --buffers 16 --buffer-size 4096
 check asio-1 "$ASIO" --threads 1
 check asio-2 "$ASIO" --threads 2
 if command -v go >/dev/null; then

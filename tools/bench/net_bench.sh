@@ -12,14 +12,15 @@
 # 15% off.
 #   echo  raw_epoll_server --mode echo (reads until EAGAIN), the same with
 #         --short-read (a short read ends the read loop, as in weft),
-#         asio_echo_server (Boost.Asio, one io_context per thread),
+#         uring_echo_server (one thread, every socket call on one io_uring;
+#         skipped where the kernel cannot set up its ring), asio_echo_server (Boost.Asio, one io_context per thread),
 #         tools/bench/go/echo_server.go (a goroutine per connection, built
 #         with Debian's golang-go, installed if missing; skipped if Go or
 #         the build is missing) and weft echo_server, load: echo_load
 #         (64-byte ping-pong), at 100 and 1000 connections, pinned (server
 #         on CPU 0, asio and go --threads 1, weft --workers 1, load on CPU 1)
-#         and unpinned (asio and go --threads 2, weft --workers 2; raw is
-#         single-threaded). All five run in each round, the order rotated
+#         and unpinned (asio and go --threads 2, weft --workers 2; raw and
+#         uring are single-threaded). All six run in each round, the order rotated
 #         per round; next to msgs/s and p50/p99 it shows k msgs per server
 #         CPU-second (the server's user + system time over the measured
 #         window, from /proc/PID/stat).
@@ -249,6 +250,7 @@ base_targets=() weft_targets=()
 [[ -n ${ECHO_LOAD:-} ]] || base_targets+=(//tools/bench:echo_load)
 if want http_server && [[ -z ${HTTP_HANDWRITTEN:-} ]]; then base_targets+=(//tools/bench:http_hello_handwritten); fi
 if want echo && [[ -z ${ASIO_ECHO_SERVER:-} ]]; then base_targets+=(//tools/bench:asio_echo_server); fi
+if want echo && [[ -z ${URING_ECHO_SERVER:-} ]]; then base_targets+=(//tools/bench:uring_echo_server); fi
 declare -A weft_var=([echo_server]=WEFT_ECHO_SERVER [http_hello]=WEFT_HTTP_SERVER [resp_server]=WEFT_RESP_SERVER)
 for name in echo_server http_hello resp_server; do
   var=${weft_var[$name]}
@@ -307,6 +309,7 @@ raw_server=${RAW_EPOLL_SERVER:-$bin/tools/bench/raw_epoll_server}
 echo_load=${ECHO_LOAD:-$bin/tools/bench/echo_load}
 http_handwritten=${HTTP_HANDWRITTEN:-$bin/tools/bench/http_hello_handwritten}
 asio_echo=${ASIO_ECHO_SERVER:-$bin/tools/bench/asio_echo_server}
+uring_echo=${URING_ECHO_SERVER:-$bin/tools/bench/uring_echo_server}
 weft_echo=${WEFT_ECHO_SERVER:-$bin/examples/echo_server}
 weft_http=${WEFT_HTTP_SERVER:-$bin/examples/http_hello}
 weft_resp=${WEFT_RESP_SERVER:-$bin/examples/resp_server}
@@ -364,7 +367,8 @@ if want echo; then
   echo "## echo: 64-byte ping-pong (echo_load)"
   echo
   echo "Servers: raw = raw_epoll_server, edge-triggered, reads until EAGAIN; raw-short = the same,"
-  echo "a short read ends the read loop (as weft does); both one thread. asio = asio_echo_server,"
+  echo "a short read ends the read loop (as weft does); both one thread. uring = uring_echo_server,"
+  echo "one thread, multishot recv and batched sends on one io_uring. asio = asio_echo_server,"
   echo "one io_context per thread (--threads = weft's --workers). go = tools/bench/go/echo_server.go,"
   echo "a goroutine per connection (--threads sets GOMAXPROCS). weft = examples/echo_server."
   echo "Pinned: server on CPU $server_cpu with 1 thread/worker, load on CPU $client_cpu. Unpinned:"
@@ -373,11 +377,23 @@ if want echo; then
   echo "k msgs/CPU-s = messages per second of the server's own CPU time (user + system)."
   [[ -x $weft_echo ]] || echo "weft echo_server not built ($weft_echo): weft rows skipped"
   [[ -x $asio_echo ]] || echo "asio_echo_server not built ($asio_echo): asio rows skipped"
+  # Exit status 3: the kernel cannot set up the server's ring (Linux < 6.1,
+  # or io_uring forbidden); its rows are skipped rather than failed.
+  if [[ -x $uring_echo ]]; then
+    rc=0
+    timeout 1 "$uring_echo" --host 127.0.0.1 --port 0 >/dev/null 2>"$tmp/uring_probe.err" || rc=$?
+    if ((rc == 3)); then
+      echo "uring_echo_server cannot run here ($(cat "$tmp/uring_probe.err")): uring rows skipped"
+      uring_echo="(no io_uring)"
+    fi
+  else
+    echo "uring_echo_server not built ($uring_echo): uring rows skipped"
+  fi
   [[ -x $go_echo ]] || echo "Go echo_server not built ($go_echo): go rows skipped"
   echo
   echo "| placement | conns | server | msgs/s | p50 us | p99 us | k msgs/CPU-s | /raw msgs/s | /raw k msgs/CPU-s | /raw p99 |"
   echo "|---|---|---|---|---|---|---|---|---|---|"
-  echo_names=(raw raw-short asio go weft)
+  echo_names=(raw raw-short uring asio go weft)
   for placement in pinned unpinned; do
     if [[ $placement == pinned ]]; then scpu=$server_cpu ccpu=$client_cpu workers=1; else scpu=- ccpu=- workers=2; fi
     for conns in $connections; do
@@ -388,6 +404,7 @@ if want echo; then
           case $name in
             raw) cmd=("$raw_server" --mode echo) ;;
             raw-short) cmd=("$raw_server" --mode echo --short-read) ;;
+            uring) [[ -x $uring_echo ]] || continue; cmd=("$uring_echo") ;;
             asio) [[ -x $asio_echo ]] || continue; cmd=("$asio_echo" --threads "$workers") ;;
             go) [[ -x $go_echo ]] || continue; cmd=("$go_echo" --threads "$workers") ;;
             weft) [[ -x $weft_echo ]] || continue; cmd=("$weft_echo" --workers "$workers") ;;
