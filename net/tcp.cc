@@ -136,8 +136,8 @@ absl::StatusOr<size_t> TcpStream::read(std::span<char> buf) {
   if (buf.empty()) return size_t{0};
   const int fd = core_->fd();
   return core_->io(
-      Dir::kRead, "read", read_timeout_ns_, [&] { return internal::sys::recv(fd, buf.data(), buf.size(), 0); },
-      buf.size());
+      Dir::kRead, "read", read_timeout_ns_,
+      [&] { return internal::sys::recv(fd, buf.data(), buf.size(), 0); }, buf.size());
 }
 
 absl::Status TcpStream::read_exact(std::span<char> buf) {

@@ -77,7 +77,8 @@ absl::StatusOr<size_t> UdpSocket::send_to(std::string_view data, const SocketAdd
   if (!to.valid()) return absl::InvalidArgumentError("UdpSocket::send_to: invalid address");
   const int fd = core_->fd();
   return core_->io(Dir::kWrite, "send_to", write_timeout_ns_, [&] {
-    return internal::sys::sendto(fd, data.data(), data.size(), MSG_NOSIGNAL, to.sockaddr_ptr(), to.sockaddr_len());
+    return internal::sys::sendto(fd, data.data(), data.size(), MSG_NOSIGNAL, to.sockaddr_ptr(),
+                                 to.sockaddr_len());
   });
 }
 

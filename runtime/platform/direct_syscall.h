@@ -10,9 +10,9 @@
 // switches the thread to asynchronous cancellation before the call and
 // back after it, two atomic read-modify-writes on the thread's descriptor
 // around every call. A profile of the echo server at 1,000 connections put
-// the pair at 0.7% of the server's time (docs/benchmarks.md, "The calls
-// without glibc's cancellation wrappers"). weft never cancels a thread
-// with pthread_cancel, so it needs none of that.
+// the pair at 0.7% of the server's time (docs/benchmarks.md, "Echo on
+// io_uring, and calls without glibc's cancellation wrappers"). weft never
+// cancels a thread with pthread_cancel, so it needs none of that.
 //
 // The functions keep the libc contract: -1 with errno set on failure, so
 // the callers' errno handling (and last_errno()) is unchanged.
@@ -20,8 +20,8 @@
 // Under AddressSanitizer and ThreadSanitizer they call glibc instead: the
 // sanitizers intercept those calls to check the buffers the kernel reads
 // and to model the kernel's writes into them, and a direct call would hide
-// both. The same holds on architectures other than x86-64, where the
-// direct path is not written.
+// both. They also call glibc on architectures other than x86-64, for
+// which the direct path is not written.
 #pragma once
 
 #include <errno.h>
@@ -113,7 +113,8 @@ inline ssize_t recvmsg(int fd, msghdr* msg, int flags) {
 
 inline ssize_t read(int fd, void* buf, size_t len) {
 #if WEFT_DIRECT_SYSCALLS
-  return libc_result(syscall6(SYS_read, fd, reinterpret_cast<long>(buf), static_cast<long>(len), 0, 0, 0));
+  return libc_result(
+      syscall6(SYS_read, fd, reinterpret_cast<long>(buf), static_cast<long>(len), 0, 0, 0));
 #else
   return ::read(fd, buf, len);
 #endif
@@ -121,7 +122,8 @@ inline ssize_t read(int fd, void* buf, size_t len) {
 
 inline ssize_t write(int fd, const void* buf, size_t len) {
 #if WEFT_DIRECT_SYSCALLS
-  return libc_result(syscall6(SYS_write, fd, reinterpret_cast<long>(buf), static_cast<long>(len), 0, 0, 0));
+  return libc_result(
+      syscall6(SYS_write, fd, reinterpret_cast<long>(buf), static_cast<long>(len), 0, 0, 0));
 #else
   return ::write(fd, buf, len);
 #endif
@@ -129,8 +131,8 @@ inline ssize_t write(int fd, const void* buf, size_t len) {
 
 inline int epoll_wait(int epfd, epoll_event* events, int max_events, int timeout_ms) {
 #if WEFT_DIRECT_SYSCALLS
-  return static_cast<int>(libc_result(
-      syscall6(SYS_epoll_wait, epfd, reinterpret_cast<long>(events), max_events, timeout_ms, 0, 0)));
+  return static_cast<int>(libc_result(syscall6(SYS_epoll_wait, epfd, reinterpret_cast<long>(events),
+                                               max_events, timeout_ms, 0, 0)));
 #else
   return ::epoll_wait(epfd, events, max_events, timeout_ms);
 #endif
