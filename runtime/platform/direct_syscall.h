@@ -20,8 +20,8 @@
 // Under AddressSanitizer and ThreadSanitizer they call glibc instead: the
 // sanitizers intercept those calls to check the buffers the kernel reads
 // and to model the kernel's writes into them, and a direct call would hide
-// both. They also call glibc on architectures other than x86-64, for
-// which the direct path is not written.
+// both. They also call glibc on architectures other than x86-64 (and on
+// x32, whose long is 32 bits), for which the direct path is not written.
 #pragma once
 
 #include <errno.h>
@@ -33,7 +33,8 @@
 
 #include <cstddef>
 
-#if defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+#if defined(__x86_64__) && !defined(__ILP32__) && !defined(__SANITIZE_ADDRESS__) && \
+    !defined(__SANITIZE_THREAD__)
 #define WEFT_DIRECT_SYSCALLS 1
 #else
 #define WEFT_DIRECT_SYSCALLS 0

@@ -18,22 +18,26 @@ tmp=${TEST_TMPDIR:-$(mktemp -d)}
 fail() { echo "echo_servers_test: $*" >&2; exit 1; }
 
 check() {  # [SIZE=bytes] check NAME CMD...
-  local name=$1 pid port line rc
+  local name=$1 pid port line rc out=$tmp/$1.out err=$tmp/$1.err
   shift
-  "$@" --host 127.0.0.1 --port 0 >"$tmp/out" 2>"$tmp/err" &
+  # Files of this server's own: with one shared file, the loop below could
+  # read the previous server's port before the new server's shell had
+  # truncated it, and connect to a port nobody (or another test) listens on.
+  : >"$out"
+  "$@" --host 127.0.0.1 --port 0 >"$out" 2>"$err" &
   pid=$!
   for _ in $(seq 200); do
-    port=$(sed -n 's/^listening on 127\.0\.0\.1:\([0-9][0-9]*\)$/\1/p' "$tmp/out")
+    port=$(sed -n 's/^listening on 127\.0\.0\.1:\([0-9][0-9]*\)$/\1/p' "$out")
     [[ -n $port ]] && break
     if ! kill -0 "$pid" 2>/dev/null; then
       wait "$pid"
       rc=$?
       # Status 3: uring_echo_server found no io_uring of the kind it needs.
       if ((rc == 3)) && [[ $name == uring* ]]; then
-        echo "$name skipped: $(cat "$tmp/err")"
+        echo "$name skipped: $(cat "$err")"
         return 0
       fi
-      fail "$name exited (status $rc) before listening: $(cat "$tmp/err")"
+      fail "$name exited (status $rc) before listening: $(cat "$err")"
     fi
     sleep 0.05
   done

@@ -372,7 +372,7 @@ if want echo; then
   echo "one io_context per thread (--threads = weft's --workers). go = tools/bench/go/echo_server.go,"
   echo "a goroutine per connection (--threads sets GOMAXPROCS). weft = examples/echo_server."
   echo "Pinned: server on CPU $server_cpu with 1 thread/worker, load on CPU $client_cpu. Unpinned:"
-  echo "2 threads/workers (raw stays single-threaded), no pinning. Each round runs every server"
+  echo "2 threads/workers (raw and uring stay single-threaded), no pinning. Each round runs every server"
   echo "once, in an order rotated per round; cells are medians over $rounds rounds [min-max]."
   echo "k msgs/CPU-s = messages per second of the server's own CPU time (user + system)."
   [[ -x $weft_echo ]] || echo "weft echo_server not built ($weft_echo): weft rows skipped"

@@ -154,16 +154,19 @@ static void give_back(int32_t b) {
                         io_uring_buf_ring_mask(buffer_count), 0);
   io_uring_buf_ring_advance(buf_ring, 1);
   ++free_buffers;
-  if (starved_head >= 0) {
+  // The buffer re-arms the oldest starved connection that still reads; one
+  // that failed while it waited only closes, and the next one is tried.
+  while (starved_head >= 0) {
     Conn* c = &conns[starved_head];
     starved_head = c->next_starved;
     if (starved_head < 0) starved_tail = -1;
     c->starved = false;
     if (c->recv_done) {
-      maybe_close(c);  // it failed while it waited
-    } else if (!c->recv_armed) {
-      arm_recv(c);
+      maybe_close(c);
+      continue;
     }
+    if (!c->recv_armed) arm_recv(c);
+    break;
   }
 }
 
@@ -304,10 +307,12 @@ static void on_send(Conn* c, struct io_uring_cqe* cqe) {
   c->head = buf_next[b];
   c->sent = 0;
   give_back(b);
-  if (c->head >= 0) {
-    send_head(c);
-  } else {
+  if (c->head < 0) {
     maybe_close(c);
+  } else if (direct_send) {
+    flush_direct(c);
+  } else {
+    send_head(c);
   }
 }
 
