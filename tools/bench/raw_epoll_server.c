@@ -52,6 +52,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "tools/bench/bench_listen.h"
 enum {
   kInSize = 16384,   // http: unparsed request bytes
   kOutSize = 16384,  // pending output (echo reads into it too)
@@ -206,36 +207,6 @@ static void accept_all(int ep, int lfd) {
   }
 }
 
-// open_listener() binds host:port and listens; fills `printed` with HOST:PORT.
-static int open_listener(const char* host, const char* port, char* printed, size_t printed_size) {
-  struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
-  struct addrinfo* res = NULL;
-  int rc = getaddrinfo(host, port, &hints, &res);
-  if (rc != 0) {
-    fprintf(stderr, "raw_epoll_server: %s:%s: %s\n", host, port, gai_strerror(rc));
-    exit(1);
-  }
-  int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) die("socket");
-  int one = 1;
-  if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0) die("SO_REUSEADDR");
-  if (bind(fd, res->ai_addr, res->ai_addrlen) < 0) die("bind");
-  freeaddrinfo(res);
-  if (listen(fd, 65535) < 0) die("listen");  // the kernel caps it at somaxconn
-
-  struct sockaddr_storage ss;
-  socklen_t len = sizeof ss;
-  if (getsockname(fd, (struct sockaddr*)&ss, &len) < 0) die("getsockname");
-  char h[NI_MAXHOST], p[NI_MAXSERV];
-  rc = getnameinfo((struct sockaddr*)&ss, len, h, sizeof h, p, sizeof p, NI_NUMERICHOST | NI_NUMERICSERV);
-  if (rc != 0) {
-    fprintf(stderr, "raw_epoll_server: getnameinfo: %s\n", gai_strerror(rc));
-    exit(1);
-  }
-  snprintf(printed, printed_size, ss.ss_family == AF_INET6 ? "[%s]:%s" : "%s:%s", h, p);
-  return fd;
-}
-
 int main(int argc, char** argv) {
   Mode mode = kModeEcho;
   const char* host = "127.0.0.1";
@@ -291,7 +262,7 @@ int main(int argc, char** argv) {
   if (sfd < 0) die("signalfd");
 
   char printed[NI_MAXHOST + NI_MAXSERV + 4];
-  int lfd = open_listener(host, port, printed, sizeof printed);
+  int lfd = bench_open_listener("raw_epoll_server", host, port, SOCK_NONBLOCK, printed, sizeof printed);
   int ep = epoll_create1(EPOLL_CLOEXEC);
   if (ep < 0) die("epoll_create1");
   struct epoll_event ev = {.events = EPOLLIN | EPOLLET, .data.ptr = &listener_tag};

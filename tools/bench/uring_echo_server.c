@@ -58,6 +58,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "tools/bench/bench_listen.h"
 enum { kOpAccept = 1, kOpRecv, kOpSend, kOpSignal };
 enum { kGroup = 0, kRingEntries = 4096 };
 
@@ -316,35 +317,6 @@ static void on_send(Conn* c, struct io_uring_cqe* cqe) {
   }
 }
 
-// open_listener() binds host:port and listens; fills `printed` with HOST:PORT.
-static int open_listener(const char* host, const char* port, char* printed, size_t printed_size) {
-  struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
-  struct addrinfo* res = NULL;
-  int rc = getaddrinfo(host, port, &hints, &res);
-  if (rc != 0) {
-    fprintf(stderr, "uring_echo_server: %s:%s: %s\n", host, port, gai_strerror(rc));
-    exit(1);
-  }
-  int fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) die("socket", errno);
-  int one = 1;
-  if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0) die("SO_REUSEADDR", errno);
-  if (bind(fd, res->ai_addr, res->ai_addrlen) < 0) die("bind", errno);
-  freeaddrinfo(res);
-  if (listen(fd, 65535) < 0) die("listen", errno);
-  struct sockaddr_storage ss;
-  socklen_t len = sizeof ss;
-  if (getsockname(fd, (struct sockaddr*)&ss, &len) < 0) die("getsockname", errno);
-  char h[NI_MAXHOST], p[NI_MAXSERV];
-  rc = getnameinfo((struct sockaddr*)&ss, len, h, sizeof h, p, sizeof p, NI_NUMERICHOST | NI_NUMERICSERV);
-  if (rc != 0) {
-    fprintf(stderr, "uring_echo_server: getnameinfo: %s\n", gai_strerror(rc));
-    exit(1);
-  }
-  snprintf(printed, printed_size, ss.ss_family == AF_INET6 ? "[%s]:%s" : "%s:%s", h, p);
-  return fd;
-}
-
 static uint32_t parse_count(const char* value, uint32_t lo, uint32_t hi) {
   char* end = NULL;
   unsigned long v = strtoul(value, &end, 10);
@@ -432,7 +404,7 @@ int main(int argc, char** argv) {
   free_buffers = buffer_count;
 
   char printed[NI_MAXHOST + NI_MAXSERV + 4];
-  listen_fd = open_listener(host, port, printed, sizeof printed);
+  listen_fd = bench_open_listener("uring_echo_server", host, port, 0, printed, sizeof printed);
   arm_accept();
   arm_signal();
   printf("listening on %s\n", printed);
