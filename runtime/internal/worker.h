@@ -28,7 +28,6 @@
 
 #include <atomic>
 #include <cstdint>
-#include <deque>
 #include <memory>
 #include <thread>
 #include <vector>
@@ -39,6 +38,7 @@
 #include "runtime/internal/inject_queue.h"
 #include "runtime/internal/io_messages.h"
 #include "runtime/internal/mpsc_inbox.h"
+#include "runtime/internal/paged_table.h"
 #include "runtime/internal/run_queue.h"
 #include "runtime/internal/spin_lock.h"
 #include "runtime/internal/stack_pool.h"
@@ -318,8 +318,8 @@ class Worker {
   // --- the driver: under driver_lock_ (the owner, or its rescuer) ---
   SpinLock driver_lock_;
   Poller poller_;  // epoll_wait and epoll_ctl under driver_lock_
-  // The I/O slot table; deque: linked TimerEntries never move.
-  std::deque<IoSlot> io_slots_ ABSL_GUARDED_BY(driver_lock_);
+  // The I/O slot table; paged: linked TimerEntries never move.
+  PagedTable<IoSlot> io_slots_ ABSL_GUARDED_BY(driver_lock_);
   int32_t io_free_ ABSL_GUARDED_BY(driver_lock_) = -1;
   size_t io_live_ ABSL_GUARDED_BY(driver_lock_) = 0;
 
