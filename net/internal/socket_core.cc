@@ -109,7 +109,7 @@ absl::Status SocketCore::errno_error(int err, const char* what) const {
   return errno_status(err, std::string(kind_) + "::" + what);
 }
 
-absl::Status SocketCore::wait(Dir d, int64_t op_deadline, const char* what) {
+absl::Status SocketCore::wait(Dir d, int64_t op_deadline, const char* what, bool deadline_ahead) {
   const int i = static_cast<int>(d);
   Waiter w;
   lock_.lock();
@@ -126,7 +126,7 @@ absl::Status SocketCore::wait(Dir d, int64_t op_deadline, const char* what) {
     lock_.unlock();
     return absl::OkStatus();
   }
-  if (op_deadline >= 0 && op_deadline <= monotonic_now()) {
+  if (op_deadline >= 0 && !deadline_ahead && op_deadline <= monotonic_now()) {
     lock_.unlock();
     return op_error(absl::StatusCode::kDeadlineExceeded, what, ": timed out");
   }

@@ -92,8 +92,12 @@ class alignas(64) SocketCore final : public IoSource {
 
   // wait() parks until direction `d` may be ready: an edge since the last
   // wait, a migration, or a close. kOk means "try the call again".
-  // `op_deadline` is monotonic nanos, <0: none. Suspends.
-  absl::Status wait(Dir d, int64_t op_deadline, const char* what);
+  // `op_deadline` is monotonic nanos, <0: none. `deadline_ahead`: the
+  // caller has just made op_deadline later than the clock (now plus a
+  // positive timeout), so wait() need not read the clock again to see
+  // whether it has passed (a deadline that passes meanwhile still ends the
+  // wait, through the park's timer). Suspends.
+  absl::Status wait(Dir d, int64_t op_deadline, const char* what, bool deadline_ahead = false);
 
   // set_deadline() sets the absolute deadline of direction `d` (Go's
   // SetReadDeadline): once it passes, pending and later calls in that
@@ -295,8 +299,14 @@ absl::StatusOr<size_t> SocketCore::io(Dir d, const char* what, int64_t timeout_n
       absl::Status st = ensure_write_interest();
       if (!st.ok()) return st;
     }
-    if (timeout_nanos >= 0 && op_deadline < 0) op_deadline = monotonic_now() + timeout_nanos;
-    absl::Status st = wait(d, op_deadline, what);
+    // The first wait reads the clock once, to make the call's deadline;
+    // the wait after a wake-up that found nothing checks it again.
+    bool deadline_ahead = false;
+    if (timeout_nanos >= 0 && op_deadline < 0) {
+      op_deadline = monotonic_now() + timeout_nanos;
+      deadline_ahead = timeout_nanos > 0;
+    }
+    absl::Status st = wait(d, op_deadline, what, deadline_ahead);
     if (!st.ok()) {
       // A read that skipped its first try must not time out without one:
       // the bytes may have been there all along, their edge not yet
