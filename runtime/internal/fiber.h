@@ -97,10 +97,17 @@ struct Fiber {
   // starts, or by whoever frees it when it can no longer run.
   FiberCancelExt* cancel_ext = nullptr;
 
-  // Deadline of the current park. Linked into timer_worker's wheel, under
-  // that worker's timer lock. timer_worker first: every park reads it.
+  // The timer of timed parks (park.cc, "Timed parks"): linked into
+  // timer_worker's wheel; timer_seq is the park it may claim and timer_due
+  // the tick that park times out at. The entry may stay linked after the
+  // park ends, for the next timed park to reuse; fiber_entry() takes it
+  // off before the fiber's memory goes. timer_seq, timer_due and the
+  // entry change under timer_worker's timer lock while the entry is
+  // linked; timer_worker changes only on the fiber's own stack. It comes
+  // first: every timed park reads it.
   Worker* timer_worker = nullptr;
   uint64_t timer_seq = 0;
+  uint64_t timer_due = 0;
   TimerEntry timer;
 
   // Registry of the fibers a drain or a shutdown must be able to find: the

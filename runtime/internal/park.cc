@@ -13,8 +13,35 @@
 //      Seeing kParked it must schedule() the fiber; seeing kParking it
 //      leaves that to step 2. A stale seq, or kNotified, means somebody
 //      else won: do nothing.
-//   Timers fire under their wheel's lock and disarm takes the same lock, so
-//   a timer callback never touches a fiber that already returned.
+//   Timers fire under their wheel's lock and the fiber's end disarms under
+//   the same lock, so a timer callback never touches a fiber that has ended.
+//
+// # Timed parks (one timer entry per fiber, left linked between parks)
+//   A park with a deadline makes the fiber's TimerEntry claim it. Arming
+//   and disarming on every park cost two wheel operations, two lock
+//   round trips and a clock-derived tick each time, for a timeout that
+//   almost never fires (a keep-alive connection's idle timeout, a read
+//   timeout). So the entry outlives the park:
+//   1. park(deadline) with tick `due` (Worker::arm_timer): under the lock
+//      of the wheel that holds the entry, if it is still linked and fires
+//      at or before `due`, set timer_seq = seq and timer_due = due and
+//      leave it. Otherwise take it off (it would fire late) and file it at
+//      `due` on this worker's wheel.
+//   2. The entry fires (fire_timers, under the wheel's lock): if its
+//      fiber's timer_due is after the tick being processed, a later park
+//      reused it; file it again at timer_due. Nothing is claimed.
+//   3. Otherwise it claims park timer_seq (try_claim). If that park has
+//      ended, the sequence is stale, the claim fails, and the entry is
+//      just gone: the next timed park files it anew.
+//   4. A park that ends before its deadline leaves the entry linked.
+//   5. At the fiber's end (fiber_entry) disarm_timer() takes it off under
+//      the wheel's lock, before the fiber's memory is released.
+//   Never early: a claim happens only at a processed tick >= timer_due,
+//   the park's own deadline rounded up. Never lost: step 1 sets timer_seq
+//   only on an entry it found linked under the lock, or links itself, so
+//   the entry reaches step 2 or 3 by `due`. A keep-alive connection thus
+//   pays one wheel insertion per idle-timeout period, not an insert and an
+//   unlink per request.
 //
 // # Waiter (a park in a primitive's wait list)
 //   1. The waiter pushes itself under the primitive's lock and waits.
@@ -109,7 +136,7 @@ void park(Fiber* self, uint64_t seq, int64_t deadline_nanos, Cancellable c) {
   if (deadline_nanos >= 0) w->arm_timer(self, seq, deadline_nanos);
   w->count_park();
   Worker::suspend_from(w, Worker::SwitchAction::kPark);  // step 2 runs in after_switch
-  if (self->timer_worker != nullptr) Worker::disarm_timer(self);
+  // The timer stays linked if it has not fired (timed parks step 4).
   if (c == Cancellable::kYes) self->cancel_park.store(0, std::memory_order_relaxed);  // cancellable step 3
 }
 

@@ -259,6 +259,7 @@ int64_t Scheduler::live_fibers() const {
 }
 
 void Scheduler::release_fiber(Worker* w, Fiber* f) {
+  WEFT_DCHECK(f->timer_worker == nullptr, "release_fiber: the fiber's park timer is still armed");
   forget_fiber(w, f);
   release_context(&f->ctx);
   w->release_stack(f->stack);
@@ -266,6 +267,7 @@ void Scheduler::release_fiber(Worker* w, Fiber* f) {
 }
 
 void Scheduler::release_started(Worker* w, Fiber* f) {
+  WEFT_DCHECK(f->timer_worker == nullptr, "release_started: the fiber's park timer is still armed");
   forget_fiber(w, f);
   free_control_block(f);
 }

@@ -154,6 +154,8 @@ void fiber_entry(Transfer t) {
     }
     self->task->~TaskBase();
     release_fiber_tokens(self);  // may yield: a canceller may be firing it
+    // Timed parks step 5: the fiber's memory is about to go.
+    if (self->timer_worker != nullptr) Worker::disarm_timer(self);
     Worker* w = current_worker();
     w->counters_.bump(w->counters_.completed);
     Fiber* next = w->next_local();

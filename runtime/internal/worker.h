@@ -139,9 +139,12 @@ class Worker {
   // suspend_from() is suspend() for a caller that already holds the running
   // fiber's worker `w` (current_worker(), read before any suspension).
   static void suspend_from(Worker* w, SwitchAction action);
-  // arm_timer() puts the running fiber's park deadline on this worker's
-  // wheel; disarm_timer() takes it off whichever wheel holds it (any
-  // worker of the runtime, under that wheel's lock).
+  // arm_timer() makes the running fiber's timer claim park `seq` at
+  // deadline_nanos: it reuses the entry an earlier park left linked, on
+  // any worker's wheel, if that entry fires no later, and otherwise files
+  // it on this worker's wheel (park.cc, "Timed parks", step 1).
+  // disarm_timer() takes it off whichever wheel holds it (any worker of
+  // the runtime, under that wheel's lock).
   void arm_timer(Fiber* f, uint64_t seq, int64_t deadline_nanos);
   static void disarm_timer(Fiber* f);
   // arm_cancel_timer() puts a CancelState's deadline on this worker's

@@ -314,9 +314,18 @@ void Worker::fire_timers(Worker* runner) {
     {
       std::lock_guard<SpinLock> g(timer_lock_);
       wheel_.advance(now, [&](TimerEntry* e) {
+        auto tag = reinterpret_cast<uintptr_t>(e->owner);
+        if ((tag & 3) == 0) {
+          Fiber* f = static_cast<Fiber*>(e->owner);
+          // Timed parks step 2: a later park reused the entry and times
+          // out after this tick. Filed again at its tick; nothing fires.
+          if (f->timer_due > wheel_.now()) {
+            wheel_.insert(e, f->timer_due);
+            return;
+          }
+        }
         timers_armed_.fetch_sub(1, std::memory_order_relaxed);
         runner->counters_.bump(runner->counters_.timers_fired);
-        auto tag = reinterpret_cast<uintptr_t>(e->owner);
         if ((tag & 3) == 2) {  // a CancelState's deadline (ptr|2): cancel.h step 5
           auto* cs = reinterpret_cast<CancelState*>(tag & ~uintptr_t{3});
           cs->timer_worker_.store(nullptr, std::memory_order_release);
@@ -333,6 +342,8 @@ void Worker::fire_timers(Worker* runner) {
           }
           return;
         }
+        // Step 3: the park it was armed for, or a stale sequence if that
+        // park ended (try_claim fails, and the entry is simply gone).
         Fiber* f = static_cast<Fiber*>(e->owner);
         if (try_claim(f, f->timer_seq)) runner->push_local(f, false);
       });
@@ -367,12 +378,26 @@ int Worker::timeout_until_next_timer() {
 }
 
 void Worker::arm_timer(Fiber* f, uint64_t seq, int64_t deadline_nanos) {
+  const uint64_t due = sched_->deadline_tick(deadline_nanos);
+  if (Worker* tw = f->timer_worker) {
+    std::lock_guard<SpinLock> g(tw->timer_lock_);
+    if (f->timer.linked()) {
+      if (f->timer.deadline() <= due) {  // timed parks step 1: reuse it
+        f->timer_seq = seq;
+        f->timer_due = due;
+        return;
+      }
+      tw->wheel_.cancel(&f->timer);  // it would fire late: file it anew
+      tw->timers_armed_.fetch_sub(1, std::memory_order_relaxed);
+    }
+  }
+  // Unlinked: no timer callback can be reading these.
   f->timer_seq = seq;
+  f->timer_due = due;
   f->timer.owner = f;
   f->timer_worker = this;
-  uint64_t tick = sched_->deadline_tick(deadline_nanos);
   std::lock_guard<SpinLock> g(timer_lock_);
-  wheel_.insert(&f->timer, tick);
+  wheel_.insert(&f->timer, due);
   timers_armed_.fetch_add(1, std::memory_order_relaxed);
 }
 
