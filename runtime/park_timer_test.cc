@@ -20,27 +20,29 @@ namespace weft {
 namespace {
 
 // Parks the calling fiber on a timed wait that another fiber ends early;
-// the fiber's timer entry stays linked, due at about now + timeout.
-void wait_woken_early(absl::Duration timeout) {
+// the fiber's timer entry stays linked, due at about now + timeout. False
+// if the setter did not run within the timeout (a very slow host).
+bool wait_woken_early(absl::Duration timeout) {
   Event e;
   auto setter = spawn([&] { e.set(); });
-  CHECK(e.wait_for(timeout).ok());
+  bool woken = e.wait_for(timeout).ok();
   setter.join();
+  return woken;
 }
 
 TEST_CASE("a later deadline after a park woken early: the whole deadline, not the old one") {
   weft::testing::for_each_worker_count({1, 2}, [](int workers) {
     auto rt = *Runtime::create({.workers = workers});
     rt->block_on([] {
-      wait_woken_early(absl::Milliseconds(30));
+      CHECK(wait_woken_early(absl::Milliseconds(40)));
       Event never;
       absl::Time t0 = absl::Now();
-      // The entry left by the first wait fires at about 30 ms; it must move
+      // The entry left by the first wait fires at about 40 ms; it must move
       // itself to this wait's deadline (step 2), not end the wait.
-      absl::Status s = never.wait_for(absl::Milliseconds(120));
+      absl::Status s = never.wait_for(absl::Milliseconds(150));
       absl::Duration waited = absl::Now() - t0;
       CHECK(absl::IsDeadlineExceeded(s));
-      CHECK(waited >= absl::Milliseconds(120));
+      CHECK(waited >= absl::Milliseconds(150));
       CHECK(waited < absl::Seconds(5));
     });
   });
@@ -50,7 +52,7 @@ TEST_CASE("an earlier deadline after a park woken early: it times out at its own
   weft::testing::for_each_worker_count({1, 2}, [](int workers) {
     auto rt = *Runtime::create({.workers = workers});
     rt->block_on([] {
-      wait_woken_early(absl::Seconds(30));  // the entry left fires far too late
+      CHECK(wait_woken_early(absl::Seconds(30)));  // the entry left fires far too late
       Event never;
       absl::Time t0 = absl::Now();
       absl::Status s = never.wait_for(absl::Milliseconds(20));
@@ -70,11 +72,11 @@ TEST_CASE("a left-over timer does not wake a later park without a deadline") {
       std::atomic<bool> returned{false};
       absl::Status status;
       auto waiter = spawn([&] {
-        wait_woken_early(absl::Milliseconds(10));
-        status = go.wait();  // no deadline; the entry left fires at ~10 ms
+        CHECK(wait_woken_early(absl::Milliseconds(50)));
+        status = go.wait();  // no deadline; the entry left fires at ~50 ms
         returned.store(true);
       });
-      (void)this_fiber::sleep_for(absl::Milliseconds(60));
+      (void)this_fiber::sleep_for(absl::Milliseconds(200));
       CHECK_FALSE(returned.load());  // step 3: the stale claim failed
       go.set();
       waiter.join();
@@ -87,25 +89,26 @@ TEST_CASE("a left-over timer does not wake a later park without a deadline") {
 TEST_CASE("fibers that end with their timers linked leave nothing for the wheel to touch") {
   // Each fiber ends right after a timed park that was woken early, so its
   // entry is linked when it ends (step 5 takes it off). The entries would
-  // fire at 5-20 ms; the runtime outlives that and reuses the blocks.
+  // fire at 200-215 ms; the runtime outlives that and reuses the blocks.
   weft::testing::for_each_worker_count({1, 2}, [](int workers) {
     auto rt = *Runtime::create({.workers = workers});
     const int kFibers = 500 * static_cast<int>(weft::testing::scale());
-    std::atomic<int> done{0};
+    std::atomic<int> done{0}, woken_early{0};
     rt->block_on([&] {
       for (int round = 0; round < 2; ++round) {
         std::vector<JoinHandle<void>> hs;
         for (int i = 0; i < kFibers; ++i) {
           hs.push_back(spawn([&, i] {
-            wait_woken_early(absl::Milliseconds(5 + i % 16));
+            if (wait_woken_early(absl::Milliseconds(200 + i % 16))) woken_early.fetch_add(1);
             done.fetch_add(1);
           }));
         }
         for (auto& h : hs) h.join();
-        (void)this_fiber::sleep_for(absl::Milliseconds(40));  // past every deadline
+        (void)this_fiber::sleep_for(absl::Milliseconds(300));  // past every deadline
       }
     });
     CHECK(done.load() == 2 * kFibers);
+    CHECK(woken_early.load() > 0);  // else no fiber ended with its entry linked
   });
 }
 
