@@ -30,18 +30,25 @@ bool wait_woken_early(absl::Duration timeout) {
   return woken;
 }
 
+// Waits `timeout` on an event nobody sets; checks that the wait timed out
+// and returns how long it took.
+absl::Duration time_out_after(absl::Duration timeout) {
+  Event never;
+  absl::Time t0 = absl::Now();
+  absl::Status s = never.wait_for(timeout);
+  absl::Duration waited = absl::Now() - t0;
+  CHECK(absl::IsDeadlineExceeded(s));
+  return waited;
+}
+
 TEST_CASE("a later deadline after a park woken early: the whole deadline, not the old one") {
   weft::testing::for_each_worker_count({1, 2}, [](int workers) {
     auto rt = *Runtime::create({.workers = workers});
     rt->block_on([] {
       CHECK(wait_woken_early(absl::Milliseconds(40)));
-      Event never;
-      absl::Time t0 = absl::Now();
       // The entry left by the first wait fires at about 40 ms; it must move
       // itself to this wait's deadline (step 2), not end the wait.
-      absl::Status s = never.wait_for(absl::Milliseconds(150));
-      absl::Duration waited = absl::Now() - t0;
-      CHECK(absl::IsDeadlineExceeded(s));
+      absl::Duration waited = time_out_after(absl::Milliseconds(150));
       CHECK(waited >= absl::Milliseconds(150));
       CHECK(waited < absl::Seconds(5));
     });
@@ -53,11 +60,7 @@ TEST_CASE("an earlier deadline after a park woken early: it times out at its own
     auto rt = *Runtime::create({.workers = workers});
     rt->block_on([] {
       CHECK(wait_woken_early(absl::Seconds(30)));  // the entry left fires far too late
-      Event never;
-      absl::Time t0 = absl::Now();
-      absl::Status s = never.wait_for(absl::Milliseconds(20));
-      absl::Duration waited = absl::Now() - t0;
-      CHECK(absl::IsDeadlineExceeded(s));
+      absl::Duration waited = time_out_after(absl::Milliseconds(20));
       CHECK(waited >= absl::Milliseconds(20));
       CHECK(waited < absl::Seconds(10));  // step 1 filed it anew
     });
