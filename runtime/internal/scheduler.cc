@@ -34,6 +34,11 @@ constexpr size_t kFiberHeader = (sizeof(Fiber) + 15) & ~size_t{15};
 bool report_guard_fault(void* addr, char* buf, size_t len) {
   Worker* w = current_worker();
   Fiber* f = w != nullptr ? w->current() : nullptr;
+  if (f != nullptr && w->worker_stack_guard(addr)) {
+    std::snprintf(buf, len, "weft: worker stack overflow in a call from on_worker_stack() (fiber %llu, worker %d)\n",
+                  static_cast<unsigned long long>(f->id), w->id());
+    return true;
+  }
   if (f == nullptr || !f->stack.in_guard(addr)) return false;
   std::snprintf(buf, len, "weft: fiber stack overflow (fiber %llu, stack size %zu bytes)\n",
                 static_cast<unsigned long long>(f->id), f->stack.size);

@@ -92,6 +92,9 @@ void Worker::suspend(SwitchAction action) { suspend_from(current_worker(), actio
 void Worker::suspend_from(Worker* w, SwitchAction action) {
   Fiber* self = w->current_;
   WEFT_DCHECK(self != nullptr, "suspend() off a fiber");
+  WEFT_CHECK(!w->on_aux_,
+             "a function run by on_worker_stack() tried to suspend (block, wait, yield or do I/O); "
+             "it must run to completion");
   // A fiber that is not running must be findable by a drain or a shutdown
   // (park() has registered it already, before its cancellation check).
   w->sched_->register_running(w, self);

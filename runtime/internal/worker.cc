@@ -88,7 +88,12 @@ Worker::Worker(Scheduler* sched, int id, Poller poller, Wakeup wakeup)
   shutdown_msg_.kind = MessageKind::kShutdown;
 }
 
-Worker::~Worker() = default;
+Worker::~Worker() {
+  if (aux_stack_.base != nullptr) {
+    release_context(&aux_ctx_);  // suspended in its loop; never resumed
+    free_stack(aux_stack_);
+  }
+}
 
 void Worker::start_thread() {
   thread_ = start_runtime_thread([this] { run_loop(); });

@@ -152,6 +152,13 @@ class Worker {
   // still names w as its timer's worker.
   void arm_cancel_timer(CancelState* s, int64_t deadline_nanos);
   static void disarm_cancel_timer(CancelState* s);
+  // run_on_worker_stack() runs fn(arg) on this thread's worker's own
+  // stack (worker_stack.h); see worker_stack.cc for the protocol.
+  static void run_on_worker_stack(void (*fn)(void*), void* arg);
+  // worker_stack_guard() is whether addr lies in the guard page below this
+  // worker's stack for run_on_worker_stack() (the fault reporter).
+  bool worker_stack_guard(const void* addr) const { return aux_stack_.base != nullptr && aux_stack_.in_guard(addr); }
+  bool on_worker_stack() const { return on_aux_; }
   // handle_io_message_direct() carries out a socket message on this
   // worker's poller and slot table from its own thread (io_call's direct
   // path), taking the driver lock.
@@ -299,6 +306,11 @@ class Worker {
   BlockCache blocks_;
   ExecutionContext thread_ctx_;
   Fiber* current_ = nullptr;
+  // run_on_worker_stack(): set while a call runs on aux_ctx_, whose stack
+  // (made at the first call) every fiber of this worker shares.
+  bool on_aux_ = false;
+  ExecutionContext aux_ctx_;
+  Stack aux_stack_;
   struct {
     Fiber* from;
     SwitchAction action;
