@@ -8,7 +8,8 @@
 //      until the grace period ends.
 //   3. Check the first bytes: a method is a token followed by a space, so
 //      anything else (a TLS ClientHello, binary noise) is refused now.
-//   4. Beast reads the head (http::read_header over BeastStream). If the
+//   4. Beast reads the head (read_head(): http::read_header's loop over
+//      BeastStream, each parse step on the worker's stack). If the
 //      request did not arrive whole in one read, a read deadline bounds the
 //      rest (request_timeout). Then the checks Beast leaves to us: Host,
 //      transfer codings, unknown methods. Then the body (http::read).
@@ -42,13 +43,13 @@
 #include <string_view>
 
 #include "boost/beast/core/flat_buffer.hpp"
+#include "boost/beast/core/read_size.hpp"
 #include "boost/beast/http/buffer_body.hpp"
 #include "boost/beast/http/error.hpp"
 #include "boost/beast/http/parser.hpp"
 #include "boost/beast/http/rfc7230.hpp"
 #include "boost/beast/http/read.hpp"
 #include "boost/beast/http/serializer.hpp"
-#include "boost/beast/core/read_size.hpp"
 #include "boost/beast/http/write.hpp"
 #include "net/http/beast_stream.h"
 #include "runtime/internal/worker_stack.h"
@@ -248,7 +249,6 @@ unsigned status_for_read_error(const boost::system::error_code& ec) {
   }
   return 0;
 }
-
 
 // read_head() is Beast's http::read_header (read_some until the header is
 // done, the same errors), except that each parse step runs on the worker's

@@ -157,8 +157,9 @@ class Worker {
   static void run_on_worker_stack(void (*fn)(void*), void* arg);
   // worker_stack_guard() is whether addr lies in the guard page below this
   // worker's stack for run_on_worker_stack() (the fault reporter).
-  bool worker_stack_guard(const void* addr) const { return aux_stack_.base != nullptr && aux_stack_.in_guard(addr); }
-  bool on_worker_stack() const { return on_aux_; }
+  bool worker_stack_guard(const void* addr) const {
+    return aux_stack_.base != nullptr && aux_stack_.in_guard(addr);
+  }
   // handle_io_message_direct() carries out a socket message on this
   // worker's poller and slot table from its own thread (io_call's direct
   // path), taking the driver lock.

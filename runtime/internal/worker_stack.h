@@ -15,7 +15,8 @@
 // Rules:
 //   - f must not suspend: no I/O, lock, sleep, yield, channel or join.
 //     Suspending there aborts with a message (Worker::suspend_from checks).
-//   - An exception from f is rethrown to the caller.
+//   - f returns a value (moved out) or void; an exception from f is
+//     rethrown to the caller.
 //   - Off a fiber (a plain thread, or a worker's own loop) and inside f,
 //     f runs where the caller is.
 //   - The stack has the runtime's default fiber stack size, with a guard
@@ -36,9 +37,10 @@ namespace weft::internal {
 template <class F>
 std::invoke_result_t<F&> on_worker_stack(F&& f) {
   using R = std::invoke_result_t<F&>;
-  using Fn = std::remove_reference_t<F>;
+  static_assert(!std::is_reference_v<R>, "on_worker_stack: f must return a value (or void), not a reference");
   if constexpr (std::is_void_v<R>) {
-    Worker::run_on_worker_stack([](void* p) { (*static_cast<Fn*>(p))(); }, &f);
+    auto call = [&f] { f(); };
+    Worker::run_on_worker_stack([](void* p) { (*static_cast<decltype(call)*>(p))(); }, &call);
   } else {
     std::optional<R> result;  // R need not be default-constructible
     auto call = [&f, &result] { result.emplace(f()); };
