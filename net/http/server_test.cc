@@ -227,6 +227,32 @@ TEST_CASE("malformed requests get 400 and a close, at once") {
   });
 }
 
+TEST_CASE("a head that arrives in pieces is served; one cut off mid-head closes without an answer") {
+  auto rt = *Runtime::create({.workers = 2});
+  rt->block_on([] {
+    TestServer ts;
+    net::TcpStream c = connect(ts);
+    // Each piece is its own segment: the parse asks for more at every
+    // cut (in the method, the target, a field name, the value, before the
+    // blank line, in the body).
+    for (std::string_view piece : {"PO", "ST /ec", "ho HTTP/1.1\r\nHo", "st: x\r\nContent-Len", "gth: 5\r\n",
+                                   "Connection: close\r\n", "\r\n", "hel", "lo"}) {
+      REQUIRE(c.write_all(piece).ok());
+      (void)this_fiber::sleep_for(absl::Milliseconds(10));
+    }
+    std::string r = read_all(c);
+    CHECK(starts_with(r, "HTTP/1.1 200 OK\r\n"));
+    CHECK(r.size() >= 5);
+    CHECK(r.substr(r.size() - 5) == "hello");
+    // The peer leaves mid-head: no answer, the connection closes.
+    net::TcpStream d = connect(ts);
+    REQUIRE(d.write_all("GET / HTTP/1.1\r\nHost: x\r\n").ok());
+    REQUIRE(d.shutdown(net::Shutdown::kWrite).ok());
+    CHECK(read_all(d) == "");
+    CHECK(ts.server.stats().rejected == 0);
+  });
+}
+
 TEST_CASE("501 for unknown methods and codings, 500 when the handler throws") {
   auto rt = *Runtime::create({.workers = 2});
   rt->block_on([] {
