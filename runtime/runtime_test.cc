@@ -362,14 +362,7 @@ TEST_CASE("fibers that start on an exiting fiber's stack keep their own identity
 TEST_CASE("stack overflow is reported with the fiber id, then aborts") {
   auto overflow = [] {
     auto rt = Runtime::create({.workers = 1});
-    (*rt)->block_on([] {
-      std::function<int(int)> rec = [&](int d) -> int {
-        volatile char pad[512];
-        pad[0] = static_cast<char>(d);
-        return pad[0] + rec(d + 1);
-      };
-      return rec(0);
-    });
+    (*rt)->block_on([] { return weft::testing::overflow_stack(); });
   };
 #if defined(__SANITIZE_ADDRESS__)
   // ASan owns SIGSEGV; it cannot always report a fault on a fiber stack it

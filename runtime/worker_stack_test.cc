@@ -10,7 +10,6 @@
 
 #include <atomic>
 #include <cstdint>
-#include <functional>
 #include <memory>
 #include <set>
 #include <stdexcept>
@@ -131,14 +130,7 @@ TEST_CASE("an overflow of the worker's stack is reported as such") {
   auto overflow = [] {
     auto rt = Runtime::create({.workers = 1});
     (*rt)->block_on([] {
-      on_worker_stack([] {
-        std::function<int(int)> rec = [&](int d) -> int {
-          volatile char pad[512];
-          pad[0] = static_cast<char>(d);
-          return pad[0] + rec(d + 1);
-        };
-        return rec(0);
-      });
+      on_worker_stack([] { return weft::testing::overflow_stack(); });
     });
   };
 #if defined(__SANITIZE_ADDRESS__)

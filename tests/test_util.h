@@ -37,6 +37,7 @@ void for_each_worker_count(std::initializer_list<int> counts, Fn&& fn) {
 #include <unistd.h>
 
 #include <csignal>
+#include <functional>
 #include <string>
 
 namespace weft::testing {
@@ -51,6 +52,17 @@ bool eventually(Pred pred) {
     ::usleep(1000);
   }
   return pred();
+}
+
+// overflow_stack() recurses, 512 bytes of frame a level, until the stack
+// it runs on hits its guard page: for the stack-overflow death tests.
+inline int overflow_stack() {
+  std::function<int(int)> rec = [&](int d) -> int {
+    volatile char pad[512];
+    pad[0] = static_cast<char>(d);
+    return pad[0] + rec(d + 1);
+  };
+  return rec(0);
 }
 
 // expect_death() runs fn in a forked child and checks that the child dies
