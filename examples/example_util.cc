@@ -293,14 +293,15 @@ void print_stats(const char* program, const RuntimeStats& s) {
     std::fprintf(stderr,
                  "%s: stats: worker=%d run=%llu spawned=%llu steal_attempts=%llu steal_successes=%llu "
                  "stolen=%llu parks=%llu unparks=%llu polls=%llu poll_events=%llu messages=%llu "
-                 "idle_sleeps=%llu wakeups=%llu inject_taken=%llu\n",
+                 "idle_sleeps=%llu wakeups=%llu inject_taken=%llu largest_poll=%llu\n",
                  program, w.worker, static_cast<unsigned long long>(w.run),
                  static_cast<unsigned long long>(w.spawned), static_cast<unsigned long long>(w.steal_attempts),
                  static_cast<unsigned long long>(w.steal_successes), static_cast<unsigned long long>(w.stolen),
                  static_cast<unsigned long long>(w.parks), static_cast<unsigned long long>(w.unparks),
                  static_cast<unsigned long long>(w.polls), static_cast<unsigned long long>(w.poll_events),
                  static_cast<unsigned long long>(w.messages), static_cast<unsigned long long>(w.idle_sleeps),
-                 static_cast<unsigned long long>(w.wakeups), static_cast<unsigned long long>(w.inject_taken));
+                 static_cast<unsigned long long>(w.wakeups), static_cast<unsigned long long>(w.inject_taken),
+                 static_cast<unsigned long long>(w.largest_poll));
   }
   std::fprintf(stderr, "%s: stats: monitor_wakeups=%llu hog_episodes=%llu handovers=%llu\n", program,
                static_cast<unsigned long long>(s.monitor_wakeups), static_cast<unsigned long long>(s.hog_episodes),

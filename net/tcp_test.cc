@@ -802,5 +802,47 @@ TEST_CASE("a worker woken by its own poller wakes nobody for one fiber, and poll
   });
 }
 
+TEST_CASE("a poll takes at most 32 events, and the next polls serve the rest in full") {
+  // 200 readers park on the one worker. A fiber on that worker then makes
+  // all 200 readable without suspending, so the worker's next poll finds
+  // every event ready at once: it must take 32 (the poll batch) and leave
+  // the rest in the kernel's ready list for the polls after it, every
+  // reader getting its byte. A poll that took them all would put 200
+  // fibers in the queue at once (worker_io.cc step 2).
+  constexpr int kConns = 200;
+  constexpr uint64_t kPollBatch = 32;
+  auto rt = *Runtime::create({.workers = 1});
+  const int got = rt->block_on([&] {
+    TcpListener l = listen_loopback();
+    std::vector<TcpStream> clients;
+    std::vector<JoinHandle<int>> readers;
+    int started = 0;
+    for (int i = 0; i < kConns; ++i) {
+      auto c = TcpStream::connect(addr_of(l));
+      REQUIRE(c.ok());
+      clients.push_back(std::move(*c));
+      auto acc = l.accept();
+      REQUIRE(acc.ok());
+      readers.push_back(spawn([s = std::move(acc->stream), &started]() mutable {
+        ++started;  // then parks in read() within the same run
+        char c = 0;
+        auto r = s.read({&c, 1});
+        return r.ok() && *r == 1 && c == 'x' ? 1 : 0;
+      }));
+    }
+    // One worker: once every reader has started, every reader has parked.
+    while (started < kConns) this_fiber::yield();
+    for (TcpStream& c : clients) REQUIRE(c.write_all("x").ok());  // does not suspend
+    int n = 0;
+    for (auto& r : readers) n += r.join();
+    return n;
+  });
+  CHECK(got == kConns);
+  const RuntimeStats st = rt->stats();
+  MESSAGE("largest poll ", st.workers[0].largest_poll, ", polls ", st.workers[0].polls);
+  CHECK(st.workers[0].largest_poll <= kPollBatch);
+  CHECK(st.workers[0].largest_poll >= kPollBatch - 4);  // the setup: many events ready at once
+}
+
 }  // namespace
 }  // namespace weft::net

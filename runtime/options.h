@@ -113,6 +113,9 @@ struct WorkerStats {
   // eventfd signalled (a message, new work, or shutdown, perhaps together
   // with I/O).
   uint64_t idle_sleeps = 0, wakeups = 0, inject_taken = 0;
+  // largest_poll: the most events one epoll_wait has returned; never more
+  // than the poll batch (32, docs/scheduler.md).
+  uint64_t largest_poll = 0;
   size_t queue_depth = 0;
   // ring_active: the worker has an io_uring (RuntimeOptions::io_uring);
   // ring_ops: file calls submitted to it; ring_dropped: results of calls

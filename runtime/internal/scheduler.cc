@@ -410,6 +410,7 @@ void Scheduler::fill_stats(RuntimeStats* out) const {
     s.idle_sleeps = c.idle_sleeps.load(std::memory_order_relaxed);
     s.wakeups = c.wakeups.load(std::memory_order_relaxed);
     s.inject_taken = c.inject_taken.load(std::memory_order_relaxed);
+    s.largest_poll = c.largest_poll.load(std::memory_order_relaxed);
     s.ring_ops = c.ring_ops.load(std::memory_order_relaxed);
     s.ring_dropped = c.ring_dropped.load(std::memory_order_relaxed);
     s.ring_active = wp->ring_active();

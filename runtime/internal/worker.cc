@@ -242,6 +242,8 @@ Fiber* Worker::next_local() {
   // The busy poll comes first: the inject check below may return, and with
   // both intervals 61 it would otherwise skip every busy poll while the
   // inject queue is never empty (many yielding fibers).
+  static_assert(kPollBatch < static_cast<int>(kPollInterval),
+                "a busy poll must take fewer events than run between two (worker_io.cc step 2)");
   if (tick_ % kPollInterval == 0) {
     poll_once(0);
     if (serves_others()) serve_rescued();

@@ -60,10 +60,14 @@ struct WorkerCounters {
   std::atomic<uint64_t> parks{0}, unparks{0};
   std::atomic<uint64_t> polls{0}, poll_events{0}, messages{0}, timers_fired{0};
   std::atomic<uint64_t> idle_sleeps{0}, wakeups{0}, inject_taken{0};
+  std::atomic<uint64_t> largest_poll{0};  // a high-water mark, not a count
   std::atomic<uint64_t> ring_ops{0};      // calls submitted to the worker's io_uring
   std::atomic<uint64_t> ring_dropped{0};  // results of abandoned calls
   void bump(std::atomic<uint64_t>& c, uint64_t n = 1) {
     c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+  }
+  void raise(std::atomic<uint64_t>& c, uint64_t v) {
+    if (v > c.load(std::memory_order_relaxed)) c.store(v, std::memory_order_relaxed);
   }
 };
 
@@ -328,8 +332,12 @@ class Worker {
   // owner's own thread submits to it and reaps it; a rescuer never does.
   std::unique_ptr<Ring> ring_;
   uint64_t id_next_ = 0, id_end_ = 0;  // block of fiber ids (Scheduler::new_fiber)
-  static constexpr int kMaxEvents = 256;
-  epoll_event events_[kMaxEvents];
+  // Events one poll takes at most (worker_io.cc step 2). Fewer than the
+  // runs between two busy polls (kPollInterval, worker.cc), so that busy
+  // polls cannot build a standing queue: see docs/benchmarks.md, "A
+  // standing run queue".
+  static constexpr int kPollBatch = 32;
+  epoll_event events_[kPollBatch];
 
   // --- the driver: under driver_lock_ (the owner, or its rescuer) ---
   SpinLock driver_lock_;

@@ -9,9 +9,16 @@
 // # A wake batch (serve_driver)
 //   1. Drain the inbox: spawns and wakes sent from other threads, and the
 //      socket messages (register, modify, close, set/cancel timeout).
-//   2. epoll_wait for at most as many events as the run queue has room for
-//      (at least kMinPollEvents): the rest wait in the kernel's ready list,
-//      in order, instead of overflowing the queue out of order.
+//   2. epoll_wait for at most kPollBatch (32) events, and at most as many
+//      as the run queue has room for (at least kMinPollEvents): the rest
+//      wait in the kernel's ready list, in order, instead of overflowing
+//      the queue out of order, or standing in it. A busy poll comes every
+//      kPollInterval (61) runs; if it could take more events than ran
+//      since the last one, the queue would grow to its capacity and stay
+//      there, and every woken fiber would wait a full queue's turn between
+//      its wake-up, which touched its socket, waiter and control block,
+//      and its run, by when those lines, its stack and the kernel's socket
+//      lines that epoll_wait just read are cold again.
 //   3. Leave the idle list (idle step 4 in worker.cc), then dispatch each
 //      event to its registration; an event whose generation no longer
 //      matches its slot (closed or moved) is dropped. Each dispatch first
@@ -87,7 +94,7 @@ void Worker::serve_driver(Worker* runner, int timeout_ms, bool use_poller) {
   drain_inbox(runner);  // step 1
   // Step 2. (A blocking poll only happens with the queue empty.)
   const int room = static_cast<int>(runner->queue_.capacity() - runner->queue_.size());
-  const int max_events = std::min(kMaxEvents, std::max(room, kMinPollEvents));
+  const int max_events = std::min(kPollBatch, std::max(room, kMinPollEvents));
   runner->in_poll_ = true;
   runner->poll_woken_ = 0;
   epoll_event* events = runner->events_;
@@ -101,6 +108,7 @@ void Worker::serve_driver(Worker* runner, int timeout_ms, bool use_poller) {
   // watches this epoll fd level-triggered and would be woken by it forever.
   if (use_poller && (timeout_ms != 0 || io_live_ > 0 || wakeup_.pending())) {
     n = poller_.wait(events, max_events, timeout_ms);
+    runner->counters_.raise(runner->counters_.largest_poll, static_cast<uint64_t>(n));
   }
   // Step 3: off the idle list before waking anyone, so the wake-up below
   // cannot pick the runner (an eventfd write, and a next sleep that
