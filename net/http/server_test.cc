@@ -48,6 +48,17 @@ Response hello(const Request& req) {
     res.chunked(true);
   } else if (req.target() == "/inject-nul") {
     res.set("X-Nul", std::string("a\0Set-Cookie: evil=1", 20));
+  } else if (req.target() == "/fine") {
+    res.reason("Fine");  // a 200 with its own reason phrase
+    res.body() = "fine";
+  } else if (req.target() == "/missing") {
+    res.result(bhttp::status::not_found);
+    res.body() = "none";
+  } else if (req.target() == "/own-server-date") {
+    res.set(bhttp::field::server, "mine");
+    res.set(bhttp::field::date, "Thu, 01 Jan 1970 00:00:00 GMT");
+    res.set("X-Empty", "");
+    res.body() = "own";
   } else if (req.target() == "/throw") {
     throw std::runtime_error("handler failed");
   } else if (req.target() == "/slow") {
@@ -113,6 +124,27 @@ int count(std::string_view hay, std::string_view needle) {
 }
 
 bool starts_with(std::string_view s, std::string_view p) { return s.substr(0, p.size()) == p; }
+
+TEST_CASE("the status line and fields a handler sets go out as set, with Server and Date unless it set them") {
+  auto rt = *Runtime::create({.workers = 1});
+  rt->block_on([] {
+    TestServer ts;
+    std::string r = send_recv(ts, "GET /fine HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    CHECK_MESSAGE(starts_with(r, "HTTP/1.1 200 Fine\r\nContent-Type: text/plain\r\nServer: weft\r\nDate: "), r);
+    CHECK_MESSAGE(r.find("GMT\r\nContent-Length: 4\r\nConnection: close\r\n\r\nfine") != std::string::npos, r);
+
+    r = send_recv(ts, "GET /missing HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    CHECK_MESSAGE(starts_with(r, "HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\n"), r);
+    CHECK_MESSAGE(r.find("\r\nContent-Length: 4\r\nConnection: close\r\n\r\nnone") != std::string::npos, r);
+
+    r = send_recv(ts, "GET /own-server-date HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    CHECK_MESSAGE(r ==
+                      "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nServer: mine\r\n"
+                      "Date: Thu, 01 Jan 1970 00:00:00 GMT\r\nX-Empty: \r\nContent-Length: 3\r\n"
+                      "Connection: close\r\n\r\nown",
+                  r);
+  });
+}
 
 TEST_CASE("keep-alive, pipelining, Date and Server, HEAD, HTTP/1.0") {
   auto rt = *Runtime::create({.workers = 2});
