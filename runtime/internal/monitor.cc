@@ -12,11 +12,28 @@
 //   1. Every worker publishes progress_ (its loop tick, bumped at every
 //      switch and every turn of its loop) and sleeping_ (blocked in
 //      epoll_wait with nothing to do).
-//   2. The monitor samples them every stall_threshold/2. A worker that is
-//      awake and whose progress has not moved for stall_threshold is stuck:
-//      its driver is handed over (below), and an episode starts, counted
-//      once its charged time (2b) reaches stall_threshold. It ends when
-//      progress moves.
+//   2. The monitor samples them. A worker that is awake and whose progress
+//      has not moved for stall_threshold is stuck, and so is one that has
+//      not moved since the last sample and has sockets whose readiness it
+//      has not served (served_at, stored when its epoll_wait returns) for
+//      stall_threshold: its driver is handed over (below), and an episode
+//      starts, counted once its charged time (2b) reaches stall_threshold.
+//      It ends when progress moves.
+//   2a. When the next sample comes. While some awake worker has not moved
+//      since the last sample, has its readiness unserved for
+//      stall_threshold, or has no socket: stall_threshold/2 later. Else
+//      (every awake worker moves and polls its sockets) at the moment the
+//      first of them would have gone stall_threshold without a poll:
+//      min(served_at) + stall_threshold, at least 0.5 ms ahead. A busy
+//      runtime of socket-owning workers polls every few hundred
+//      microseconds, so that is about one sample per stall_threshold,
+//      half as many wake-ups as a fixed stall_threshold/2 (each takes the
+//      CPU from a worker for tens of microseconds on a shared CPU), and a
+//      fiber that stops its worker right after a poll is found
+//      stall_threshold after that poll: one sample sees it moved (or
+//      starved), the next, stall_threshold/2 later at most, still and
+//      starved. A worker with no socket is judged by progress alone, its
+//      polls reading no clock (step 2 of worker_io.cc's batch).
 //   2b. A stall is charged to the fiber only for the time its thread ran
 //      or was blocked in the kernel, not for time it waited for a CPU: on an
 //      oversubscribed host (more runnable threads than CPUs, a container's
@@ -188,11 +205,12 @@ bool Monitor::all_idle() const {
 }
 
 void Monitor::run() {
-  const int64_t interval = sample_nanos();
   while (stop_.load(std::memory_order_acquire) == 0) {
     wakeups_.fetch_add(1, std::memory_order_relaxed);
     sync_thread_signal_mask();
-    if (!check(monotonic_now())) {
+    const int64_t now = monotonic_now();
+    int64_t next = 0;
+    if (!check(now, &next)) {
       parked_.store(1, std::memory_order_seq_cst);  // step 3
       if (all_idle() && stop_.load(std::memory_order_acquire) == 0) futex_wait(&parked_, 1, nullptr);
       parked_.store(0, std::memory_order_seq_cst);
@@ -202,18 +220,27 @@ void Monitor::run() {
       for (Watch& x : watch_) x.since = 0;
       continue;
     }
-    timespec ts{interval / 1'000'000'000, interval % 1'000'000'000};
+    const int64_t delay = next - now;
+    timespec ts{delay / 1'000'000'000, delay % 1'000'000'000};
     futex_wait(&stop_, 0, &ts);
   }
 }
 
-bool Monitor::check(int64_t now) {
+bool Monitor::check(int64_t now, int64_t* next) {
   bool awake = false;
+  // Step 2a: the sample after this one.
+  bool soon = false;
+  int64_t due = now + opts_.stall_nanos;
   for (int i = 0; i < sched_->num_workers(); ++i) {
     Worker* w = sched_->worker(i);
     Watch& x = watch_[static_cast<size_t>(i)];
     uint64_t p = w->progress();
     bool sleeping = w->sleeping();
+    // After sleeping() saw the worker awake: both are at least as new as
+    // its wake-up (worker_io.cc stores them before it leaves idle).
+    const bool sockets = !sleeping && w->registered_sockets() > 0;
+    const int64_t served = w->served_at();
+    const bool starved = sockets && now - served >= opts_.stall_nanos;
     if (sleeping || p != x.progress || x.since == 0) {  // step 2: moving, or idle
       x.progress = p;
       x.since = now;
@@ -223,13 +250,21 @@ bool Monitor::check(int64_t now) {
       x.sampled_at = now;
       x.cpu_at = -1;  // read at the first sample that finds it still
       x.charged = 0;
-      if (!sleeping) awake = true;
+      if (!sleeping) {
+        awake = true;
+        if (!sockets || starved) {
+          soon = true;
+        } else {
+          due = std::min(due, served + opts_.stall_nanos);
+        }
+      }
       continue;
     }
     awake = true;
+    soon = true;
     charge(w, x, now);  // step 2b
     const int64_t ran = now - x.since;
-    if (ran < opts_.stall_nanos) continue;
+    if (ran < opts_.stall_nanos && !starved) continue;
     x.stuck = true;
     if (!x.counted && x.charged >= opts_.stall_nanos) {
       x.counted = true;
@@ -242,6 +277,7 @@ bool Monitor::check(int64_t now) {
       report(w, x.charged, ran - x.charged);
     }
   }
+  *next = soon ? now + sample_nanos() : std::max(due, now + kMinSampleGapNanos);
   return awake;
 }
 

@@ -49,8 +49,10 @@ class Monitor {
   uint64_t wakeups() const { return wakeups_.load(std::memory_order_relaxed); }
 
  private:
-  // The sampling period (step 2): half the stall threshold, at least 0.5 ms.
-  int64_t sample_nanos() const { return std::max<int64_t>(opts_.stall_nanos / 2, 500'000); }
+  // The sampling period while a worker may be stuck (step 2a): half the
+  // stall threshold, at least 0.5 ms.
+  int64_t sample_nanos() const { return std::max<int64_t>(opts_.stall_nanos / 2, kMinSampleGapNanos); }
+  static constexpr int64_t kMinSampleGapNanos = 500'000;
   struct Watch {  // per worker, monitor thread only
     uint64_t progress = 0;
     int64_t since = 0;     // when progress last moved (or the worker slept)
@@ -65,8 +67,9 @@ class Monitor {
   };
 
   void run();
-  // check() samples every worker once; returns true if any is awake.
-  bool check(int64_t now);
+  // check() samples every worker once; returns true if any is awake, and
+  // sets *next to when the next sample is due (step 2a).
+  bool check(int64_t now, int64_t* next);
   void hand_over(Worker* stuck);
   // charge() adds to x.charged the part of the time since the last sample
   // that worker w's fiber held its thread (step 2b).

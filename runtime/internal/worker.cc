@@ -123,6 +123,7 @@ void Worker::run_loop() {
   start_ring();
   has_cpu_clock_ = own_cpu_clock(&cpu_clock_);
   kernel_tid_.store(internal::kernel_tid(), std::memory_order_release);
+  served_at_.store(monotonic_now(), std::memory_order_relaxed);  // the monitor's starting point
   loop_started_.store(true, std::memory_order_release);
   while (!sched_->stopping()) {
     sync_thread_signal_mask();  // signals reserved or released since the last turn

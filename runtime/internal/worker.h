@@ -94,7 +94,7 @@ class Worker {
   size_t queue_depth() const { return queue_.size(); }
   // registered_sockets() is the number of live registrations in this
   // worker's poller (relaxed; for placement policies).
-  size_t registered_sockets() const { return io_count_.load(std::memory_order_relaxed); }
+  size_t registered_sockets() const { return io_count_.load(std::memory_order_acquire); }
   // ring_active() is whether this worker serves file calls on its own
   // io_uring (uring.h): set once its loop has created the ring.
   bool ring_active() const { return ring_active_.load(std::memory_order_acquire); }
@@ -171,6 +171,10 @@ class Worker {
   // --- the monitor (monitor.cc), from its own thread ---
   uint64_t progress() const { return progress_.load(std::memory_order_relaxed); }
   bool sleeping() const { return sleeping_.load(std::memory_order_seq_cst); }
+  // served_at() is when this worker's readiness was last served (its
+  // epoll_wait returned), monotonic nanos. Read after sleeping() found the
+  // worker awake, it is at least as new as the worker's wake-up.
+  int64_t served_at() const { return served_at_.load(std::memory_order_relaxed); }
   int rescued_by() const { return rescued_by_.load(std::memory_order_seq_cst); }
   // running_fiber() is what the worker runs now: fiber id (0: its own
   // loop) and spawn site.
@@ -367,6 +371,10 @@ class Worker {
   // Published by the owner at every turn of its loop and every switch
   // (relaxed stores); read by the monitor.
   std::atomic<uint64_t> progress_{0};
+  // Stored by whoever runs a wake batch of this driver that polls epoll
+  // (the owner, or its rescuer), after epoll_wait returns and before the
+  // runner leaves idle (the seq_cst store of sleeping_ publishes it).
+  std::atomic<int64_t> served_at_{0};
   std::atomic<uint64_t> running_id_{0};
   std::atomic<const char*> running_file_{nullptr};
   std::atomic<int> running_line_{0};

@@ -18,7 +18,9 @@
 //      there, and every woken fiber would wait a full queue's turn between
 //      its wake-up, which touched its socket, waiter and control block,
 //      and its run, by when those lines, its stack and the kernel's socket
-//      lines that epoll_wait just read are cold again.
+//      lines that epoll_wait just read are cold again. When epoll_wait
+//      returns, the driver stores served_at (monitor.cc step 2a); a batch
+//      that skips the call (no socket, nothing pending) reads no clock.
 //   3. Leave the idle list (idle step 4 in worker.cc), then dispatch each
 //      event to its registration; an event whose generation no longer
 //      matches its slot (closed or moved) is dropped. Each dispatch first
@@ -38,6 +40,7 @@
 #include "runtime/internal/scheduler.h"
 #include "runtime/internal/uring.h"
 #include "runtime/internal/worker.h"
+#include "runtime/platform/monotonic.h"
 #include "runtime/platform/prefetch.h"
 
 namespace weft::internal {
@@ -109,6 +112,12 @@ void Worker::serve_driver(Worker* runner, int timeout_ms, bool use_poller) {
   if (use_poller && (timeout_ms != 0 || io_live_ > 0 || wakeup_.pending())) {
     n = poller_.wait(events, max_events, timeout_ms);
     runner->counters_.raise(runner->counters_.largest_poll, static_cast<uint64_t>(n));
+    // For the monitor (monitor.cc step 2): readiness served now. Stored
+    // before the runner leaves idle (below), so a monitor that sees it
+    // awake sees this too. Only with a system call made: its cost hides
+    // the clock read, which a poll that skips epoll_wait (no socket) would
+    // add to every 61 runs of a fiber that only computes.
+    served_at_.store(monotonic_now(), std::memory_order_relaxed);
   }
   // Step 3: off the idle list before waking anyone, so the wake-up below
   // cannot pick the runner (an eventfd write, and a next sleep that
@@ -191,7 +200,10 @@ void Worker::handle_io_message(IoMessage* m) {
         s.source = m->source;
         s.fd = m->fd;
         ++io_live_;
-        io_count_.store(io_live_, std::memory_order_relaxed);
+        // The first socket: its readiness waits from now (monitor.cc step
+        // 2), not since the last poll, which may be long ago.
+        if (io_live_ == 1) served_at_.store(monotonic_now(), std::memory_order_relaxed);
+        io_count_.store(io_live_, std::memory_order_release);
       } else {
         s.next_free = io_free_;
         io_free_ = static_cast<int32_t>(idx);
