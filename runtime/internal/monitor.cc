@@ -10,8 +10,9 @@
 //
 // # Detecting a stuck worker
 //   1. Every worker publishes progress_ (its loop tick, bumped at every
-//      switch and every turn of its loop) and sleeping_ (blocked in
-//      epoll_wait with nothing to do).
+//      switch and every turn of its loop), sleeping_ (blocked in
+//      epoll_wait with nothing to do) and served_at_ (when its epoll_wait
+//      last returned; stored before it leaves idle).
 //   2. The monitor samples them. A worker that is awake and whose progress
 //      has not moved for stall_threshold is stuck, and so is one that has
 //      not moved since the last sample and has sockets whose readiness it

@@ -93,7 +93,8 @@ class Worker {
   const WorkerCounters& counters() const { return counters_; }
   size_t queue_depth() const { return queue_.size(); }
   // registered_sockets() is the number of live registrations in this
-  // worker's poller (relaxed; for placement policies).
+  // worker's poller (for placement policies, and the monitor, which reads
+  // served_at() after it: the first registration stores served_at_ first).
   size_t registered_sockets() const { return io_count_.load(std::memory_order_acquire); }
   // ring_active() is whether this worker serves file calls on its own
   // io_uring (uring.h): set once its loop has created the ring.
