@@ -380,7 +380,7 @@ TEST_CASE("a busy worker that polls its sockets wakes the monitor half as often"
                                                    << " polling a socket (every 40 ms: 20)");
   CHECK(with >= 5);  // the monitor still watches
   CHECK(with * 10 <= without * 7);
-  CHECK(r->stats().handovers == 0);
+  CHECK(r->stats().hog_episodes == 0);  // a fiber that yields is never a hog, sockets or not
 }
 
 TEST_CASE("stall_threshold is validated, and zero turns the monitor off") {
