@@ -33,8 +33,9 @@
 //      fiber that stops its worker right after a poll is found
 //      stall_threshold after that poll: one sample sees it moved (or
 //      starved), the next, stall_threshold/2 later at most, still and
-//      starved. A worker with no socket is judged by progress alone, its
-//      polls reading no clock (step 2 of worker_io.cc's batch).
+//      starved. A worker with no socket is judged by progress alone: its
+//      busy polls skip epoll_wait and read no clock (step 2 of
+//      worker_io.cc's batch).
 //   2b. A stall is charged to the fiber only for the time its thread ran
 //      or was blocked in the kernel, not for time it waited for a CPU: on an
 //      oversubscribed host (more runnable threads than CPUs, a container's
