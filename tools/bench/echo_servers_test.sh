@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Smoke test of net_bench.sh's echo baselines: raw_epoll_server (reading
 # until EAGAIN and with --short-read), uring_echo_server, asio_echo_server (1 and 2 threads)
-# and the Go echo server (tools/bench/go/echo_server.go, built here with
-# go build as net_bench.sh builds it; 1 and 2 threads) each print
+# the Go echo server (tools/bench/go/echo_server.go, built here with
+# go build as net_bench.sh builds it; 1 and 2 threads) and tokio's
+# (tools/bench/tokio's tokio_echo_server, built here offline with Debian's
+# cargo and librust-tokio-dev as net_bench.sh builds it; 1 and 2 threads)
+# each print
 # `listening on HOST:PORT`, echo what echo_load sends (echo_load checks
 # every byte), report their CPU time through echo_load --server-pid, and
-# exit 0 on SIGTERM. Without `go` on PATH the Go server is skipped, with a
-# message, and the test still passes: the build does not need Go, and a
+# exit 0 on SIGTERM. Without `go` on PATH the Go server is skipped, and
+# without /usr/bin/cargo and librust-tokio-dev the tokio server, each with
+# a message, and the test still passes: the build needs neither, and a
 # test does not install packages.
 set -uo pipefail
 RAW=tools/bench/raw_epoll_server
@@ -14,6 +18,7 @@ ASIO=tools/bench/asio_echo_server
 URING=tools/bench/uring_echo_server
 LOAD=tools/bench/echo_load
 GO_SRC=tools/bench/go/echo_server.go
+TOKIO_SRC=tools/bench/tokio
 tmp=${TEST_TMPDIR:-$(mktemp -d)}
 fail() { echo "echo_servers_test: $*" >&2; exit 1; }
 
@@ -72,5 +77,20 @@ if command -v go >/dev/null; then
   check go-2 "$tmp/go_echo_server" --threads 2
 else
   echo "go is not installed (Debian package golang-go): Go echo server skipped"
+fi
+if [[ -x /usr/bin/cargo ]] && compgen -G "/usr/share/cargo/registry/tokio-1.*" >/dev/null; then
+  # Offline, from Debian's crate sources, with everything cargo writes in
+  # the test's own temporary directory (the runfiles tree is read-only).
+  mkdir -p "$tmp/cargo_home" "$tmp/tokio_src"
+  printf '%s\n' '[source.crates-io]' 'replace-with = "debian"' '[source.debian]' \
+    'directory = "/usr/share/cargo/registry"' '[net]' 'offline = true' >"$tmp/cargo_home/config.toml"
+  cp -rL "$TOKIO_SRC"/. "$tmp/tokio_src"
+  (cd "$tmp/tokio_src" && CARGO_HOME="$tmp/cargo_home" /usr/bin/cargo build -q --release \
+    --bin tokio_echo_server --target-dir "$tmp/tokio_target") >"$tmp/tokio_build.log" 2>&1 ||
+    fail "cargo build of $TOKIO_SRC failed: $(tail -n 30 "$tmp/tokio_build.log")"
+  check tokio-1 "$tmp/tokio_target/release/tokio_echo_server" --threads 1
+  check tokio-2 "$tmp/tokio_target/release/tokio_echo_server" --threads 2
+else
+  echo "cargo or librust-tokio-dev is not installed (Debian packages cargo, librust-tokio-dev): tokio echo server skipped"
 fi
 echo PASS

@@ -16,11 +16,14 @@
 #         skipped where the kernel cannot set up its ring), asio_echo_server (Boost.Asio, one io_context per thread),
 #         tools/bench/go/echo_server.go (a goroutine per connection, built
 #         with Debian's golang-go, installed if missing; skipped if Go or
-#         the build is missing) and weft echo_server, load: echo_load
+#         the build is missing), tools/bench/tokio's tokio_echo_server (a
+#         task per connection on tokio 1.24's multi-thread runtime, built
+#         offline with Debian's cargo and librust-tokio-dev, installed if
+#         missing; skipped if the build fails) and weft echo_server, load: echo_load
 #         (64-byte ping-pong), at 100 and 1000 connections, pinned (server
-#         on CPU 0, asio and go --threads 1, weft --workers 1, load on CPU 1)
-#         and unpinned (asio and go --threads 2, weft --workers 2; raw and
-#         uring are single-threaded). All six run in each round, the order rotated
+#         on CPU 0, asio, go and tokio --threads 1, weft --workers 1, load on
+#         CPU 1) and unpinned (asio, go and tokio --threads 2, weft --workers
+#         2; raw and uring are single-threaded). All seven run in each round, the order rotated
 #         per round; next to msgs/s and p50/p99 it shows k msgs per server
 #         CPU-second (the server's user + system time over the measured
 #         window, from /proc/PID/stat).
@@ -47,9 +50,10 @@
 #   --long            --duration 30, and 10x the redis-benchmark requests
 #   --sections LIST   comma-separated subset of echo,http,http_server,resp,https (all)
 #   --no-build        use the binaries as they are; do not run bazel. The Go
-#                     echo server is still built (go build, under a second,
-#                     into this run's temporary directory, so there is no
-#                     earlier binary to use) unless GO_ECHO_SERVER is set
+#                     and tokio echo servers are still built (go build, under
+#                     a second; cargo build, about 30 s; into this run's
+#                     temporary directory, so there is no earlier binary to
+#                     use) unless GO_ECHO_SERVER / TOKIO_ECHO_SERVER is set
 # Environment:
 #   NET_BENCH_CONNECTIONS      connection counts for echo and http ("100 1000")
 #   NET_BENCH_REDIS_REQUESTS   redis-benchmark -n (200000)
@@ -61,13 +65,15 @@
 #       baseline binaries (default: bazel-bin)
 #   GO_ECHO_SERVER   a built tools/bench/go/echo_server.go (default: go build
 #       it for this run)
+#   TOKIO_ECHO_SERVER   a built tokio_echo_server (default: cargo build it
+#       for this run, about 30 s)
 #   SERVER_CPU, CLIENT_CPU        CPUs for pinned runs (0 and 1)
 #   BAZEL, BAZEL_STARTUP_FLAGS    e.g. BAZEL_STARTUP_FLAGS=--output_base=/tmp/ob
 #
 # Exit status: 0 if every run that was attempted succeeded, 1 otherwise.
 set -euo pipefail
 # Binaries given relative to the caller's directory stay valid after the cd.
-for v in RAW_EPOLL_SERVER ECHO_LOAD HTTP_HANDWRITTEN ASIO_ECHO_SERVER GO_ECHO_SERVER WEFT_ECHO_SERVER WEFT_HTTP_SERVER WEFT_RESP_SERVER; do
+for v in RAW_EPOLL_SERVER ECHO_LOAD HTTP_HANDWRITTEN ASIO_ECHO_SERVER GO_ECHO_SERVER TOKIO_ECHO_SERVER WEFT_ECHO_SERVER WEFT_HTTP_SERVER WEFT_RESP_SERVER; do
   if [[ -n ${!v:-} && ${!v} != /* ]]; then printf -v "$v" '%s' "$PWD/${!v}"; fi
 done
 cd "$(dirname "$0")/../.."
@@ -305,6 +311,35 @@ if want echo && [[ -z $go_echo ]]; then
     fi
   fi
 fi
+# tokio's echo server: cargo build of tools/bench/tokio with Debian's cargo
+# (not a rustup one on PATH), offline, from Debian's crate sources
+# (librust-tokio-dev), into $tmp; the project is copied there so that the
+# build writes nothing into the tree. A failed build skips the tokio rows.
+tokio_echo=${TOKIO_ECHO_SERVER:-}
+if want echo && [[ -z $tokio_echo ]]; then
+  tokio_echo="(not built: cargo or librust-tokio-dev is missing)"
+  if [[ ! -x /usr/bin/cargo ]] || ! compgen -G "/usr/share/cargo/registry/tokio-1.*" >/dev/null; then
+    if command -v apt-get >/dev/null && [[ $(id -u) == 0 ]]; then
+      echo "net_bench: installing Debian packages cargo and librust-tokio-dev" >&2
+      apt-get install -y -q --no-install-recommends cargo librust-tokio-dev >"$tmp/apt.log" 2>&1 || true
+    fi
+  fi
+  if [[ -x /usr/bin/cargo ]] && compgen -G "/usr/share/cargo/registry/tokio-1.*" >/dev/null; then
+    echo "building tools/bench/tokio (cargo build --release, offline)"
+    mkdir -p "$tmp/cargo_home"
+    printf '%s\n' '[source.crates-io]' 'replace-with = "debian"' '[source.debian]' \
+      'directory = "/usr/share/cargo/registry"' '[net]' 'offline = true' >"$tmp/cargo_home/config.toml"
+    cp -r tools/bench/tokio "$tmp/tokio_src"
+    if (cd "$tmp/tokio_src" && CARGO_HOME="$tmp/cargo_home" /usr/bin/cargo build -q --release \
+          --bin tokio_echo_server --target-dir "$tmp/tokio_target") >"$tmp/tokio_build.log" 2>&1; then
+      tokio_echo=$tmp/tokio_target/release/tokio_echo_server
+    else
+      echo "net_bench: warning: cargo build of tools/bench/tokio failed; the tokio rows will be skipped:" >&2
+      tail -n 20 "$tmp/tokio_build.log" | sed 's/^/    /' >&2
+      tokio_echo="(not built: cargo build failed)"
+    fi
+  fi
+fi
 raw_server=${RAW_EPOLL_SERVER:-$bin/tools/bench/raw_epoll_server}
 echo_load=${ECHO_LOAD:-$bin/tools/bench/echo_load}
 http_handwritten=${HTTP_HANDWRITTEN:-$bin/tools/bench/http_hello_handwritten}
@@ -370,7 +405,8 @@ if want echo; then
   echo "a short read ends the read loop (as weft does); both one thread. uring = uring_echo_server,"
   echo "one thread, multishot recv and batched sends on one io_uring. asio = asio_echo_server,"
   echo "one io_context per thread (--threads = weft's --workers). go = tools/bench/go/echo_server.go,"
-  echo "a goroutine per connection (--threads sets GOMAXPROCS). weft = examples/echo_server."
+  echo "a goroutine per connection (--threads sets GOMAXPROCS). tokio = tools/bench/tokio's"
+  echo "tokio_echo_server, a task per connection (--threads worker threads). weft = examples/echo_server."
   echo "Pinned: server on CPU $server_cpu with 1 thread/worker, load on CPU $client_cpu. Unpinned:"
   echo "2 threads/workers (raw and uring stay single-threaded), no pinning. Each round runs every server"
   echo "once, in an order rotated per round; cells are medians over $rounds rounds [min-max]."
@@ -390,10 +426,11 @@ if want echo; then
     echo "uring_echo_server not built ($uring_echo): uring rows skipped"
   fi
   [[ -x $go_echo ]] || echo "Go echo_server not built ($go_echo): go rows skipped"
+  [[ -x $tokio_echo ]] || echo "tokio_echo_server not built ($tokio_echo): tokio rows skipped"
   echo
   echo "| placement | conns | server | msgs/s | p50 us | p99 us | k msgs/CPU-s | /raw msgs/s | /raw k msgs/CPU-s | /raw p99 |"
   echo "|---|---|---|---|---|---|---|---|---|---|"
-  echo_names=(raw raw-short uring asio go weft)
+  echo_names=(raw raw-short uring asio go tokio weft)
   for placement in pinned unpinned; do
     if [[ $placement == pinned ]]; then scpu=$server_cpu ccpu=$client_cpu workers=1; else scpu=- ccpu=- workers=2; fi
     for conns in $connections; do
@@ -407,6 +444,7 @@ if want echo; then
             uring) [[ -x $uring_echo ]] || continue; cmd=("$uring_echo") ;;
             asio) [[ -x $asio_echo ]] || continue; cmd=("$asio_echo" --threads "$workers") ;;
             go) [[ -x $go_echo ]] || continue; cmd=("$go_echo" --threads "$workers") ;;
+            tokio) [[ -x $tokio_echo ]] || continue; cmd=("$tokio_echo" --threads "$workers") ;;
             weft) [[ -x $weft_echo ]] || continue; cmd=("$weft_echo" --workers "$workers") ;;
           esac
           echo_run "$scpu" "$ccpu" "$conns" "${cmd[@]}" --host 127.0.0.1 --port 0
