@@ -68,6 +68,33 @@ TEST_CASE("spawn and join, from fibers and from outside") {
   });
 }
 
+TEST_CASE("a fiber whose stack cannot be mapped fails its join, or the process if detached") {
+  // 1 PiB: more than the address space, so mmap fails with ENOMEM, the
+  // errno that running out of vm.max_map_count gives.
+  const SpawnOptions huge{.stack_size = size_t{1} << 50};
+  auto rt = make(2);
+  auto h = rt->spawn([] { return 1; }, huge);
+  try {
+    (void)h.join();
+    FAIL("join() of a fiber that could not start returned");
+  } catch (const SpawnError& e) {
+    const std::string what = e.what();
+    CAPTURE(what);
+    CHECK(what.find("weft: cannot start fiber: mmap(fiber stack): ") == 0);
+    CHECK(what.find("vm.max_map_count is ") != std::string::npos);
+  }
+  // The runtime goes on: the next fiber starts on a stack of the default size.
+  CHECK(rt->spawn([] { return 2; }).join() == 2);
+  CHECK(rt->block_on([&] { return spawn([] { return 3; }).join(); }) == 3);
+  weft::testing::expect_death(
+      [&] {
+        auto rt2 = make(1);
+        rt2->spawn([] {}, huge).detach();
+        for (;;) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      },
+      "a detached fiber could not start: weft: cannot start fiber: mmap(fiber stack)");
+}
+
 TEST_CASE("join rethrows the fiber's exception") {
   auto rt = make(2);
   auto h = rt->spawn([]() -> int { throw std::runtime_error("boom"); });

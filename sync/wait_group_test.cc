@@ -16,8 +16,7 @@ namespace {
 TEST_CASE("wait returns once every fiber called done") {
   weft::testing::for_each_worker_count({1, 2, 4}, [](int workers) {
     auto rt = *Runtime::create({.workers = workers});
-    // Under TSan every live fiber takes one of its 8128 thread slots.
-    const int kFibers = static_cast<int>(weft::testing::stress_size(10000));
+    const int kFibers = static_cast<int>(weft::testing::stress_fibers(10000));
     std::atomic<int> ran{0};
     rt->block_on([&] {
       WaitGroup wg;

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what weft needs on Debian 12, if it is missing, and raises
-# vm.max_map_count so hundreds of thousands of fibers can hold a stack each
+# vm.max_map_count so up to two million fibers can hold a stack each
 # (every stack is two mappings: the guard page and the usable range).
 set -euo pipefail
 
@@ -24,13 +24,13 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-want=1048576
+want=4194304
 have=$(cat /proc/sys/vm/max_map_count 2>/dev/null || echo 0)
 if [ "$have" -lt "$want" ]; then
   if [ -w /proc/sys/vm/max_map_count ]; then
     echo "$want" > /proc/sys/vm/max_map_count
   else
     echo "weft setup: vm.max_map_count is $have; raise it to $want (sysctl -w vm.max_map_count=$want)" \
-         "to run hundreds of thousands of fibers at once" >&2
+         "to run up to two million fibers at once (each fiber stack is two mappings)" >&2
   fi
 fi

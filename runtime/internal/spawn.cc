@@ -22,17 +22,18 @@ void JoinStateBase::complete(std::exception_ptr error, bool cancelled, uint64_t 
   const bool detached = refs_.load(std::memory_order_acquire) == 1;
   if (error && detached) {
     // The exception can never be observed.
+    // A fiber that never started (no stack could be mapped: Task::fail)
+    // has no id yet.
     const char* what = "unknown exception";
     try {
       std::rethrow_exception(error);
     } catch (const std::exception& e) {
       what = e.what();
-      fatal(__FILE__, __LINE__, "exception escaped detached fiber %llu: %s",
-            static_cast<unsigned long long>(fiber_id), what);
     } catch (...) {
-      fatal(__FILE__, __LINE__, "exception escaped detached fiber %llu: %s",
-            static_cast<unsigned long long>(fiber_id), what);
     }
+    if (fiber_id == 0) fatal(__FILE__, __LINE__, "a detached fiber could not start: %s", what);
+    fatal(__FILE__, __LINE__, "exception escaped detached fiber %llu: %s", static_cast<unsigned long long>(fiber_id),
+          what);
   }
   if (detached) {
     cancelled_ = cancelled;

@@ -3,6 +3,12 @@
 #include <sys/mman.h>
 
 #include <cerrno>
+#include <cstdio>
+#include <string>
+
+#include "absl/strings/cord.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 
 #include "runtime/platform/syscall.h"
 
@@ -10,6 +16,31 @@ namespace weft::internal {
 
 namespace {
 std::atomic<int64_t> g_mapped{0};
+
+// The kernel's per-process mapping limit, or -1 if it cannot be read.
+int64_t max_map_count() {
+  std::FILE* f = std::fopen("/proc/sys/vm/max_map_count", "r");
+  if (f == nullptr) return -1;
+  long long v = -1;
+  if (std::fscanf(f, "%lld", &v) != 1) v = -1;
+  std::fclose(f);
+  return v;
+}
+}  // namespace
+
+absl::Status stack_map_error(int err, std::string_view op) {
+  absl::Status s = errno_status(err, op);
+  if (err != ENOMEM) return s;
+  // Most often not memory: every stack is two mappings, and the kernel's
+  // default limit of 65,530 holds about 32,000 stacks.
+  const int64_t limit = max_map_count();
+  std::string limit_text = limit >= 0 ? absl::StrCat("vm.max_map_count is ", limit) : "vm.max_map_count is unknown";
+  absl::Status out(s.code(), absl::StrCat(s.message(), " (", mapped_stack_count(),
+                                          " fiber stacks are mapped, two mappings each, and ", limit_text,
+                                          ": raise it with tools/setup.sh or sysctl -w vm.max_map_count=N,"
+                                          " or lower the number of live fibers; else memory is exhausted)"));
+  s.ForEachPayload([&](absl::string_view url, const absl::Cord& payload) { out.SetPayload(url, payload); });
+  return out;
 }
 
 size_t round_stack_size(size_t size) {
@@ -23,11 +54,11 @@ absl::StatusOr<Stack> allocate_stack(size_t size) {
   // Map everything inaccessible, then open the usable part: two VMAs per
   // stack (see docs/runtime.md on vm.max_map_count).
   void* p = ::mmap(nullptr, total, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  if (p == MAP_FAILED) return errno_status(errno, "mmap(fiber stack)");
+  if (p == MAP_FAILED) return stack_map_error(errno, "mmap(fiber stack)");
   if (::mprotect(static_cast<char*>(p) + kGuardSize, size, PROT_READ | PROT_WRITE) != 0) {
     int err = errno;
     ::munmap(p, total);
-    return errno_status(err, "mprotect(fiber stack)");
+    return stack_map_error(err, "mprotect(fiber stack)");
   }
   g_mapped.fetch_add(1, std::memory_order_relaxed);
   return Stack{p, size};

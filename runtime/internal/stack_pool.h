@@ -9,8 +9,10 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <string_view>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 
 namespace weft::internal {
@@ -39,6 +41,11 @@ size_t round_stack_size(size_t size);
 // runs out).
 absl::StatusOr<Stack> allocate_stack(size_t size);
 void free_stack(Stack s);
+
+// stack_map_error() is allocate_stack()'s status for a failed `op` (mmap or
+// mprotect) with errno `err`: errno_status(), and for ENOMEM a hint that
+// names the mapped stacks and vm.max_map_count, the usual cause.
+absl::Status stack_map_error(int err, std::string_view op);
 
 // mapped_stack_count() is the number of stacks currently mapped by the
 // process (for leak checks).

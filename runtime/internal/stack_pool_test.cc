@@ -4,8 +4,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <csignal>
 #include <cstring>
+#include <string>
+
+#include "runtime/platform/syscall.h"
 
 namespace weft::internal {
 namespace {
@@ -62,6 +66,24 @@ TEST_CASE("StackCache reuses default-size stacks up to its capacity") {
     cache.put(*again);
   }
   CHECK(mapped_stack_count() == before);
+}
+
+TEST_CASE("a stack that cannot be mapped for want of mappings says so") {
+  // ENOMEM from mmap or mprotect is most often vm.max_map_count: the
+  // status keeps the errno and the operation, and names the limit.
+  absl::Status s = stack_map_error(ENOMEM, "mprotect(fiber stack)");
+  CHECK(s.code() == absl::StatusCode::kResourceExhausted);
+  CHECK(errno_of(s) == ENOMEM);
+  const std::string m(s.message());
+  CAPTURE(m);
+  CHECK(m.rfind("mprotect(fiber stack): ", 0) == 0);
+  CHECK(m.find("fiber stacks are mapped") != std::string::npos);
+  CHECK(m.find("vm.max_map_count is ") != std::string::npos);
+  CHECK(m.find("tools/setup.sh") != std::string::npos);
+  // Another errno gets the plain message.
+  absl::Status other = stack_map_error(EINVAL, "mmap(fiber stack)");
+  CHECK(errno_of(other) == EINVAL);
+  CHECK(other.message().find("max_map_count") == std::string_view::npos);
 }
 
 TEST_CASE("an impossible stack size is an error, not a crash") {

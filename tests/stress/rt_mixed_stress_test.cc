@@ -16,7 +16,7 @@ namespace weft {
 namespace {
 
 TEST_CASE("mixed workload on 100,000 fibers keeps exact counts") {
-  const int64_t kFibers = weft::testing::stress_size(100000);
+  const int64_t kFibers = weft::testing::stress_fibers(100000);
   const int kOpsPerFiber = 8;
   weft::testing::for_each_worker_count({2, 4}, [&](int workers) {
     auto rt = *Runtime::create({.workers = workers, .seed = 42});

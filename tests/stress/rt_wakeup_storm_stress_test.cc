@@ -72,7 +72,7 @@ TEST_CASE("plain threads wake parked fibers through the injection queue") {
 TEST_CASE("sleepers and notifiers race on the same waiters") {
   // Every waiter waits with a short timeout while notifiers fire at it, so
   // timer wakeups and notifications race for the same park.
-  const int64_t kWaiters = weft::testing::stress_size(20000);
+  const int64_t kWaiters = weft::testing::stress_fibers(20000);
   auto rt = *Runtime::create({.workers = 2});
   std::atomic<int64_t> acquired{0}, timed_out{0};
   rt->block_on([&] {
