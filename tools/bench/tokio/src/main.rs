@@ -47,10 +47,22 @@ fn peak_rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
+// A counter on a cache line of its own, as weft's spawn_benchmark has its
+// counter and wait group (two small Arcs could share one).
+#[repr(align(64))]
+struct Padded(AtomicU64);
+
+impl std::ops::Deref for Padded {
+    type Target = AtomicU64;
+    fn deref(&self) -> &AtomicU64 {
+        &self.0
+    }
+}
+
 fn spawn_bench(tasks: u64) {
     let rt = runtime(2);
-    let sum = Arc::new(AtomicU64::new(0));
-    let left = Arc::new(AtomicU64::new(tasks));
+    let sum = Arc::new(Padded(AtomicU64::new(0)));
+    let left = Arc::new(Padded(AtomicU64::new(tasks)));
     let done = Arc::new(tokio::sync::Notify::new());
     let (s, l, d) = (sum.clone(), left.clone(), done.clone());
     let ns = rt.block_on(async move {
