@@ -15,26 +15,29 @@
 namespace weft {
 namespace internal {
 
+void JoinStateBase::die_unobserved(const std::exception_ptr& error, uint64_t fiber_id) {
+  const char* what = "unknown exception";
+  try {
+    std::rethrow_exception(error);
+  } catch (const std::exception& e) {
+    what = e.what();  // error keeps the exception alive
+  } catch (...) {
+  }
+  // A fiber that never started (no stack could be mapped: Task::fail) has
+  // no id yet.
+  if (fiber_id == 0) fatal(__FILE__, __LINE__, "a detached fiber could not start: %s", what);
+  fatal(__FILE__, __LINE__, "exception escaped detached fiber %llu: %s", static_cast<unsigned long long>(fiber_id),
+        what);
+}
+
 void JoinStateBase::complete(std::exception_ptr error, bool cancelled, uint64_t fiber_id) {
   // Nobody holds the handle (detached or dropped; the acquire orders the
   // handle's last use before this): nobody waits or can start to, so
-  // there is nothing to lock or wake.
+  // there is nothing to lock or wake. An exception can never be observed.
+  // If the handle is dropped later, without a join, the last release()
+  // finds the exception stored below and reports it the same way.
   const bool detached = refs_.load(std::memory_order_acquire) == 1;
-  if (error && detached) {
-    // The exception can never be observed.
-    // A fiber that never started (no stack could be mapped: Task::fail)
-    // has no id yet.
-    const char* what = "unknown exception";
-    try {
-      std::rethrow_exception(error);
-    } catch (const std::exception& e) {
-      what = e.what();
-    } catch (...) {
-    }
-    if (fiber_id == 0) fatal(__FILE__, __LINE__, "a detached fiber could not start: %s", what);
-    fatal(__FILE__, __LINE__, "exception escaped detached fiber %llu: %s", static_cast<unsigned long long>(fiber_id),
-          what);
-  }
+  if (error && detached) die_unobserved(error, fiber_id);
   if (detached) {
     cancelled_ = cancelled;
     done_.store(true, std::memory_order_release);
@@ -43,6 +46,7 @@ void JoinStateBase::complete(std::exception_ptr error, bool cancelled, uint64_t 
   WakeSet wake;
   std::lock_guard<SpinLock> g(lock_);
   error_ = std::move(error);
+  fiber_id_ = fiber_id;
   cancelled_ = cancelled;
   done_.store(true, std::memory_order_release);
   wake.add_all(waiters_);
@@ -121,12 +125,14 @@ void JoinStateBase::abort() {
 }
 
 bool JoinStateBase::take_outcome() {
-  if (cancelled_) return true;
   // The one joiner takes the exception: the join state may be freed by the
   // fiber's worker while the caller still handles it, and the exception's
   // reference count lives in the uninstrumented C++ runtime, so TSan would
-  // not see that free ordered after the caller's reads.
-  if (error_) std::rethrow_exception(std::exchange(error_, nullptr));
+  // not see that free ordered after the caller's reads. Taken even when
+  // the outcome is a cancellation, so that release() finds none left.
+  std::exception_ptr error = std::exchange(error_, nullptr);
+  if (cancelled_) return true;
+  if (error) std::rethrow_exception(std::move(error));
   return false;
 }
 

@@ -47,6 +47,10 @@ class JoinStateBase {
   virtual ~JoinStateBase() = default;
   void release() {
     if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+      // The last reference: an exception still here was never taken by a
+      // join (the handle was dropped or detached after the fiber had
+      // completed, so complete() stored it for a joiner).
+      if (error_ != nullptr) die_unobserved(error_, fiber_id_);
       void* block = block_;
       const uint32_t tag = block_tag_;
       this->~JoinStateBase();
@@ -78,6 +82,10 @@ class JoinStateBase {
   void abort();
 
  private:
+  // die_unobserved() reports an exception that no join can see any more
+  // and ends the process (fiber_id 0: a fiber that never started).
+  [[noreturn]] static void die_unobserved(const std::exception_ptr& error, uint64_t fiber_id);
+
   void* const block_;
   std::atomic<int> refs_{2};  // the handle and the fiber
   uint32_t block_tag_ = 0;
@@ -85,6 +93,7 @@ class JoinStateBase {
   SpinLock lock_;
   WaitList waiters_;
   std::exception_ptr error_;
+  uint64_t fiber_id_ = 0;  // set with error_, for die_unobserved()
   bool cancelled_ = false;
 };
 
