@@ -38,17 +38,20 @@ TEST_CASE("scoped() waits for every fiber and collects values in spawn order") {
 TEST_CASE("the first failing status cancels the siblings and comes out of join()") {
   auto rt = make_rt();
   (*rt).block_on([] {
-    std::atomic<int> cancelled{0};
+    std::atomic<int> cancelled{0}, started{0};
     TaskScope scope;
     for (int i = 0; i < 5; ++i) {
       scope.spawn([&]() -> absl::Status {
+        started.fetch_add(1);
         absl::Status s = this_fiber::sleep_for(absl::Seconds(30));
         if (absl::IsCancelled(s)) cancelled.fetch_add(1);
         return s;
       });
     }
-    scope.spawn([]() -> absl::Status {
-      (void)this_fiber::sleep_for(absl::Milliseconds(5));
+    // Fails once every sibling runs: a sibling cancelled before it starts
+    // never runs (and would not count itself).
+    scope.spawn([&]() -> absl::Status {
+      while (started.load() < 5) (void)this_fiber::sleep_for(absl::Milliseconds(1));
       return absl::NotFoundError("row 7");
     });
     absl::Time start = absl::Now();
@@ -65,12 +68,19 @@ TEST_CASE("an exception in a child cancels the siblings and is rethrown by join(
   auto rt = make_rt();
   (*rt).block_on([] {
     std::atomic<int> cancelled{0};
+    Event started;
     TaskScope scope;
     scope.spawn([&] {
       Channel<int> never(1);
+      started.set();
       if (absl::IsCancelled(never.recv().status())) cancelled.fetch_add(1);
     });
-    scope.spawn([] { throw std::runtime_error("boom"); });
+    // Throws once the sibling runs: cancelled before it starts, it would
+    // never run.
+    scope.spawn([&] {
+      (void)started.wait();
+      throw std::runtime_error("boom");
+    });
     CHECK_THROWS_WITH_AS((void)scope.join(), "boom", std::runtime_error);
     CHECK(cancelled.load() == 1);
   });

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <random>
 #include <string>
 #include <utility>
 #include <vector>
@@ -201,7 +202,9 @@ TEST_CASE("readable() on a listener, a UDP socket and UNIX sockets") {
     REQUIRE(d.ok());
     CHECK(std::string(buf, d->size) == "dgram");
 
-    auto ua = SocketAddress::unix_abstract("weft-select-test-" + std::to_string(::getpid()));
+    // Not the pid alone: concurrent sandboxed runs can share it (unix_test.cc).
+    auto ua = SocketAddress::unix_abstract("weft-select-test-" + std::to_string(::getpid()) + "-" +
+                                           std::to_string(std::random_device{}()));
     REQUIRE(ua.ok());
     auto ul = UnixListener::bind(*ua);
     REQUIRE(ul.ok());

@@ -10,6 +10,7 @@
 #include <cstddef>
 #include <cstdlib>
 #include <filesystem>
+#include <random>
 #include <string>
 
 #include "net/io.h"
@@ -136,7 +137,10 @@ TEST_CASE("UnixListener and UnixStream: echo, credentials, addresses") {
 TEST_CASE("abstract names, deadlines, migration, into_stream") {
   auto rt = *Runtime::create({.workers = 2});
   rt->block_on([&] {
-    auto name = SocketAddress::unix_abstract("weft-unix-test-" + std::to_string(::getpid()));
+    // The pid alone is not unique: a sandbox's pid namespace gives
+    // concurrent runs of this test the same pid in one network namespace.
+    auto name = SocketAddress::unix_abstract("weft-unix-test-" + std::to_string(::getpid()) + "-" +
+                                             std::to_string(std::random_device{}()));
     REQUIRE(name.ok());
     auto l = UnixListener::bind(*name);
     REQUIRE(l.ok());

@@ -575,12 +575,16 @@ TEST_CASE("shutdown(grace): fibers that ignore cancellation are left, named, and
     std::atomic<int>* n;
     ~Guard() { n->fetch_add(1); }
   };
+  std::atomic<bool> busy_started{false};
   const int busy_line = __LINE__ + 1;
-  auto busy = rt->spawn([&] { Guard g{&unwound}; while (!stop.load()) this_fiber::yield(); });
+  auto busy = rt->spawn([&] { Guard g{&unwound}; busy_started.store(true); while (!stop.load()) this_fiber::yield(); });
   const int shielded_line = __LINE__ + 1;
   auto shielded = rt->spawn([&] { Guard g{&unwound}; this_fiber::CancellationShield s; (void)this_fiber::sleep_for(absl::Hours(1)); });
   auto polite = rt->spawn([] { return this_fiber::sleep_for(absl::Hours(1)).code(); });
-  REQUIRE(weft::testing::eventually([&] { return rt->stats().live_fibers == 3 && parks(*rt) >= 2; }));
+  // busy never parks: wait until it has started, or a loaded machine may
+  // still hold it unstarted at the shutdown, which then drops it unrun.
+  REQUIRE(weft::testing::eventually(
+      [&] { return rt->stats().live_fibers == 3 && parks(*rt) >= 2 && busy_started.load(); }));
   ShutdownReport report = rt->shutdown(absl::Milliseconds(200));
   CHECK(report.cancelled == 3);
   CHECK(report.left == 2);
