@@ -78,7 +78,9 @@ struct RuntimeOptions {
   size_t stack_size = 64 * 1024;
   // Free default-size stacks each worker keeps for reuse. A stack that
   // does not fit is unmapped; size this near the number of fibers that run
-  // at once per worker, or churn costs an mmap/munmap per fiber.
+  // at once per worker, or churn costs an mmap/munmap per fiber. Stacks
+  // no fiber took for a second are unmapped down to 32 per worker
+  // (docs/runtime.md, "Stacks").
   size_t stack_cache_size = 1024;
   // Seed of the steal-victim order; 0 picks one from the clock.
   uint64_t seed = 0;

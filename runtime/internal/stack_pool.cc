@@ -2,6 +2,7 @@
 
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <string>
@@ -81,6 +82,7 @@ absl::StatusOr<Stack> StackCache::get(size_t size) {
   if (size == default_size_ && !free_.empty()) {
     Stack s = free_.back();
     free_.pop_back();
+    low_water_ = std::min(low_water_, free_.size());
     return s;
   }
   return allocate_stack(size);
@@ -92,6 +94,15 @@ void StackCache::put(Stack s) {
   } else {
     free_stack(s);
   }
+}
+
+size_t StackCache::release_idle(size_t keep, size_t max_release) {
+  const size_t idle = std::min(low_water_, free_.size());
+  const size_t n = idle > keep ? std::min(idle - keep, max_release) : 0;
+  for (size_t i = 0; i < n; ++i) free_stack(free_[i]);
+  free_.erase(free_.begin(), free_.begin() + static_cast<ptrdiff_t>(n));
+  low_water_ = free_.size();
+  return n;
 }
 
 }  // namespace weft::internal

@@ -3,7 +3,8 @@
 // Fiber stacks: mmap'd, with a PROT_NONE guard page below the usable range,
 // so an overflow faults instead of corrupting a neighbour. Only touched
 // pages cost memory. StackCache keeps a bounded number of free stacks of the
-// default size per worker so spawning rarely needs a system call.
+// default size per worker so spawning rarely needs a system call, and gives
+// back the ones no fiber took for a while (release_idle()).
 #pragma once
 
 #include <atomic>
@@ -70,10 +71,21 @@ class StackCache {
   // otherwise unmaps it.
   void put(Stack s);
 
+  // release_idle() unmaps the cached stacks that no get() took since the
+  // previous call (the fewest the cache held in between, its low-water
+  // mark), keeping at least `keep` and unmapping at most `max_release`,
+  // and starts the next interval. get() and put() work from the back, so
+  // those stacks are the ones at the front, untouched since: the coldest.
+  // Returns how many it unmapped. Without it, a cache stays at the largest
+  // size it ever reached, and fibers that start on one worker and finish
+  // on another fill the second one's cache to its capacity over time.
+  size_t release_idle(size_t keep, size_t max_release);
+
  private:
   size_t default_size_;
   size_t capacity_;
   std::vector<Stack> free_;
+  size_t low_water_ = 0;  // the fewest cached since the last release_idle()
 };
 
 }  // namespace weft::internal

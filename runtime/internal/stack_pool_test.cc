@@ -8,6 +8,7 @@
 #include <csignal>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "runtime/platform/syscall.h"
 
@@ -64,6 +65,45 @@ TEST_CASE("StackCache reuses default-size stacks up to its capacity") {
     CHECK(cache.cached() == 1);
     CHECK((again->base == a_base || again->size == 64 * 1024));
     cache.put(*again);
+  }
+  CHECK(mapped_stack_count() == before);
+}
+
+TEST_CASE("StackCache::release_idle unmaps the stacks no get() took since the last call") {
+  const int64_t before = mapped_stack_count();
+  {
+    StackCache cache(64 * 1024, 100);
+    std::vector<Stack> out;
+    for (int i = 0; i < 10; ++i) {
+      auto s = cache.get(64 * 1024);
+      REQUIRE(s.ok());
+      out.push_back(*s);
+    }
+    for (Stack& s : out) cache.put(s);
+    out.clear();
+    // The first call starts the interval: nothing was measured yet.
+    CHECK(cache.release_idle(2, 100) == 0);
+    CHECK(cache.cached() == 10);
+    // Three taken and given back: the low-water mark is 7.
+    for (int i = 0; i < 3; ++i) out.push_back(*cache.get(64 * 1024));
+    const void* hot = out.back().base;
+    for (Stack& s : out) cache.put(s);
+    out.clear();
+    CHECK(cache.release_idle(2, 100) == 5);  // 7 idle, 2 kept
+    CHECK(cache.cached() == 5);
+    CHECK(mapped_stack_count() == before + 5);
+    // The front went; the stack used last is still on top (LIFO).
+    auto again = cache.get(64 * 1024);  // the low-water mark is now 4
+    REQUIRE(again.ok());
+    CHECK(again->base == hot);
+    cache.put(*again);
+    CHECK(cache.release_idle(1, 100) == 3);  // 4 idle, 1 kept
+    CHECK(cache.cached() == 2);
+    // Untouched for a whole interval: all but `keep`, at most `max_release`.
+    CHECK(cache.release_idle(0, 1) == 1);
+    CHECK(cache.release_idle(0, 100) == 1);
+    CHECK(cache.cached() == 0);
+    CHECK(mapped_stack_count() == before);
   }
   CHECK(mapped_stack_count() == before);
 }

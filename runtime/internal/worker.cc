@@ -58,6 +58,15 @@ constexpr uint32_t kPrefetchAhead = 2;
 // The stack top of the fiber about to run is prefetched only while at least
 // this many fibers are queued, counting it (prefetch_stack).
 constexpr uint32_t kColdQueue = 8;
+// Cached stacks (release_stacks): every kStackReleaseTicks (ticks are
+// milliseconds), a worker unmaps those no fiber took in the last interval,
+// keeping kStacksKept, at most kMaxStacksReleased at a time (a munmap is a
+// few microseconds). A busy worker checks every kStackReleasePolls busy
+// polls, about once per thousand runs.
+constexpr uint64_t kStackReleaseTicks = 1000;
+constexpr size_t kStacksKept = 32;
+constexpr size_t kMaxStacksReleased = 256;
+constexpr uint32_t kStackReleasePolls = 16;
 // Free control blocks a worker keeps for its next spawns (block_cache.h);
 // beyond this they go back to malloc. 4 MiB is about 11,000 blocks of 384
 // bytes (a Fiber, a join state and a small lambda).
@@ -252,6 +261,7 @@ Fiber* Worker::next_local() {
     // spawns again; a worker that has stopped spawning but never idles
     // would hold them all (block_cache.h step 4 keeps up to the cap).
     blocks_.trim();
+    if (tick_ % (kPollInterval * kStackReleasePolls) == 0) release_stacks();
   }
   if (tick_ % kGlobalQueueInterval == 0) {
     Fiber* f = take_from_inject(kMaxInjectBatch);
@@ -444,9 +454,30 @@ void Worker::sleep_until_work() {
     // here (block_cache.h steps 3b and 4).
     blocks_.flush();
     blocks_.trim();
-    poll_once(timeout_until_next_timer());
+    release_stacks();
+    // An idle worker that still caches more than kStacksKept wakes when
+    // the next release is due: a burst's stacks go back within a few
+    // seconds even if no timer or socket wakes it.
+    int timeout = timeout_until_next_timer();
+    const int release_wait = stack_release_wait_ms();
+    if (release_wait >= 0 && (timeout < 0 || release_wait < timeout)) timeout = release_wait;
+    poll_once(timeout);
   }
   leave_idle();
+}
+
+void Worker::release_stacks() {
+  if (stacks_.cached() <= kStacksKept) return;  // no clock read
+  const uint64_t now = sched_->now_tick();
+  if (now < next_stack_release_) return;
+  next_stack_release_ = now + kStackReleaseTicks;
+  stacks_.release_idle(kStacksKept, kMaxStacksReleased);
+}
+
+int Worker::stack_release_wait_ms() {
+  if (stacks_.cached() <= kStacksKept) return -1;
+  const uint64_t now = sched_->now_tick();
+  return now >= next_stack_release_ ? 0 : static_cast<int>(next_stack_release_ - now);
 }
 
 void Worker::leave_idle() {

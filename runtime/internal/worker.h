@@ -244,6 +244,11 @@ class Worker {
   Fiber* steal();
   void steal_backoff();
   void sleep_until_work();
+  // release_stacks() gives back cached stacks no fiber took for a second
+  // (StackCache::release_idle); stack_release_wait_ms() is how long an idle
+  // worker may sleep before its next release is due (-1: nothing to give back).
+  void release_stacks();
+  int stack_release_wait_ms();
   // leave_idle() ends an idle period (off the idle list, sleeping_ false);
   // a no-op when the worker is not idle.
   void leave_idle();
@@ -313,6 +318,7 @@ class Worker {
   size_t poll_woken_ = 0;  // fibers queued by the current poll_once()
   bool searching_ = false;
   StackCache stacks_;
+  uint64_t next_stack_release_ = 0;  // tick
   BlockCache blocks_;
   ExecutionContext thread_ctx_;
   Fiber* current_ = nullptr;
