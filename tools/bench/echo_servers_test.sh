@@ -18,7 +18,7 @@ ASIO=tools/bench/asio_echo_server
 URING=tools/bench/uring_echo_server
 LOAD=tools/bench/echo_load
 GO_SRC=tools/bench/go/echo_server.go
-TOKIO_SRC=tools/bench/tokio
+TOKIO_BUILD=tools/bench/tokio/build.sh
 tmp=${TEST_TMPDIR:-$(mktemp -d)}
 fail() { echo "echo_servers_test: $*" >&2; exit 1; }
 
@@ -78,19 +78,14 @@ if command -v go >/dev/null; then
 else
   echo "go is not installed (Debian package golang-go): Go echo server skipped"
 fi
-if [[ -x /usr/bin/cargo ]] && compgen -G "/usr/share/cargo/registry/tokio-1.*" >/dev/null; then
-  # Offline, from Debian's crate sources, with everything cargo writes in
-  # the test's own temporary directory (the runfiles tree is read-only).
-  mkdir -p "$tmp/cargo_home" "$tmp/tokio_src"
-  printf '%s\n' '[source.crates-io]' 'replace-with = "debian"' '[source.debian]' \
-    'directory = "/usr/share/cargo/registry"' '[net]' 'offline = true' >"$tmp/cargo_home/config.toml"
-  cp -rL "$TOKIO_SRC"/. "$tmp/tokio_src"
-  (cd "$tmp/tokio_src" && CARGO_HOME="$tmp/cargo_home" /usr/bin/cargo build -q --release \
-    --bin tokio_echo_server --target-dir "$tmp/tokio_target") >"$tmp/tokio_build.log" 2>&1 ||
-    fail "cargo build of $TOKIO_SRC failed: $(tail -n 30 "$tmp/tokio_build.log")"
-  check tokio-1 "$tmp/tokio_target/release/tokio_echo_server" --threads 1
-  check tokio-2 "$tmp/tokio_target/release/tokio_echo_server" --threads 2
-else
-  echo "cargo or librust-tokio-dev is not installed (Debian packages cargo, librust-tokio-dev): tokio echo server skipped"
-fi
+rc=0
+"$TOKIO_BUILD" "$tmp/tokio" --bin tokio_echo_server || rc=$?
+case $rc in
+  0)
+    check tokio-1 "$tmp/tokio/target/release/tokio_echo_server" --threads 1
+    check tokio-2 "$tmp/tokio/target/release/tokio_echo_server" --threads 2
+    ;;
+  3) echo "cargo or librust-tokio-dev is not installed (Debian packages cargo, librust-tokio-dev): tokio echo server skipped" ;;
+  *) fail "tools/bench/tokio/build.sh failed: $(tail -n 30 "$tmp/tokio/build.log")" ;;
+esac
 echo PASS

@@ -33,21 +33,9 @@ bazel build -c opt //tools/bench:spawn_benchmark //tools/bench:yield_benchmark /
 bin=$(bazel info -c opt bazel-bin 2>/dev/null)/tools/bench
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-# Debian's cargo (not a rustup one on PATH), offline, from Debian's crates;
-# the project is copied so that the build writes nothing into the tree.
-mkdir -p "$tmp/cargo_home"
-cat >"$tmp/cargo_home/config.toml" <<'TOML'
-[source.crates-io]
-replace-with = "debian"
-[source.debian]
-directory = "/usr/share/cargo/registry"
-[net]
-offline = true
-TOML
-cp -r tools/bench/tokio "$tmp/src"
-(cd "$tmp/src" && CARGO_HOME="$tmp/cargo_home" /usr/bin/cargo build -q --release --target-dir "$tmp/target") ||
-  { echo "tokio benchmark build failed" >&2; exit 1; }
-tokio_bin=$tmp/target/release/tokio_bench
+tools/bench/tokio/build.sh "$tmp/tokio" --bin tokio_bench ||
+  { echo "tokio benchmark build failed: $(tail -n 20 "$tmp/tokio/build.log" 2>/dev/null)" >&2; exit 1; }
+tokio_bin=$tmp/tokio/target/release/tokio_bench
 
 # Each run appends "SIDE BENCH VALUE" lines to $tmp/samples.
 run_weft() {

@@ -311,34 +311,28 @@ if want echo && [[ -z $go_echo ]]; then
     fi
   fi
 fi
-# tokio's echo server: cargo build of tools/bench/tokio with Debian's cargo
-# (not a rustup one on PATH), offline, from Debian's crate sources
-# (librust-tokio-dev), into $tmp; the project is copied there so that the
-# build writes nothing into the tree. A failed build skips the tokio rows.
+# tokio's echo server: tools/bench/tokio/build.sh (Debian's cargo, offline,
+# from Debian's crate sources, into $tmp). A failed build skips the tokio rows.
 tokio_echo=${TOKIO_ECHO_SERVER:-}
 if want echo && [[ -z $tokio_echo ]]; then
-  tokio_echo="(not built: cargo or librust-tokio-dev is missing)"
   if [[ ! -x /usr/bin/cargo ]] || ! compgen -G "/usr/share/cargo/registry/tokio-1.*" >/dev/null; then
     if command -v apt-get >/dev/null && [[ $(id -u) == 0 ]]; then
       echo "net_bench: installing Debian packages cargo and librust-tokio-dev" >&2
       apt-get install -y -q --no-install-recommends cargo librust-tokio-dev >"$tmp/apt.log" 2>&1 || true
     fi
   fi
-  if [[ -x /usr/bin/cargo ]] && compgen -G "/usr/share/cargo/registry/tokio-1.*" >/dev/null; then
-    echo "building tools/bench/tokio (cargo build --release, offline)"
-    mkdir -p "$tmp/cargo_home"
-    printf '%s\n' '[source.crates-io]' 'replace-with = "debian"' '[source.debian]' \
-      'directory = "/usr/share/cargo/registry"' '[net]' 'offline = true' >"$tmp/cargo_home/config.toml"
-    cp -r tools/bench/tokio "$tmp/tokio_src"
-    if (cd "$tmp/tokio_src" && CARGO_HOME="$tmp/cargo_home" /usr/bin/cargo build -q --release \
-          --bin tokio_echo_server --target-dir "$tmp/tokio_target") >"$tmp/tokio_build.log" 2>&1; then
-      tokio_echo=$tmp/tokio_target/release/tokio_echo_server
-    else
+  echo "building tools/bench/tokio (cargo build --release, offline)"
+  rc=0
+  tools/bench/tokio/build.sh "$tmp/tokio" --bin tokio_echo_server || rc=$?
+  case $rc in
+    0) tokio_echo=$tmp/tokio/target/release/tokio_echo_server ;;
+    3) tokio_echo="(not built: cargo or librust-tokio-dev is missing)" ;;
+    *)
       echo "net_bench: warning: cargo build of tools/bench/tokio failed; the tokio rows will be skipped:" >&2
-      tail -n 20 "$tmp/tokio_build.log" | sed 's/^/    /' >&2
+      tail -n 20 "$tmp/tokio/build.log" | sed 's/^/    /' >&2
       tokio_echo="(not built: cargo build failed)"
-    fi
-  fi
+      ;;
+  esac
 fi
 raw_server=${RAW_EPOLL_SERVER:-$bin/tools/bench/raw_epoll_server}
 echo_load=${ECHO_LOAD:-$bin/tools/bench/echo_load}
