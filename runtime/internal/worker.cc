@@ -60,12 +60,14 @@ constexpr uint32_t kPrefetchAhead = 2;
 constexpr uint32_t kColdQueue = 8;
 // Cached stacks (release_stacks): every kStackReleaseTicks (ticks are
 // milliseconds), a worker unmaps those no fiber took in the last interval,
-// keeping kStacksKept, at most kMaxStacksReleased at a time (a munmap is a
-// few microseconds). A busy worker checks every kStackReleasePolls busy
-// polls, about once per thousand runs.
+// keeping kStacksKept, at most kMaxStacksReleased at a time: a munmap took
+// about 8 us here with another thread of the process running (the TLB
+// shootdown), so one release holds the worker for at most about half a
+// millisecond, and a thousand idle stacks go back over 16 s. A busy worker
+// checks every kStackReleasePolls busy polls, about once per thousand runs.
 constexpr uint64_t kStackReleaseTicks = 1000;
 constexpr size_t kStacksKept = 32;
-constexpr size_t kMaxStacksReleased = 256;
+constexpr size_t kMaxStacksReleased = 64;
 constexpr uint32_t kStackReleasePolls = 16;
 // Free control blocks a worker keeps for its next spawns (block_cache.h);
 // beyond this they go back to malloc. 4 MiB is about 11,000 blocks of 384
@@ -445,6 +447,9 @@ void Worker::sleep_until_work() {
     searching_ = false;
     sched_->num_searching_.fetch_sub(1, std::memory_order_seq_cst);
   }
+  // Unmapping stacks takes up to half a millisecond: done before this
+  // worker counts as idle, so no wake-up picks it meanwhile.
+  release_stacks();
   sleeping_.store(true, std::memory_order_seq_cst);  // idle step 2
   sched_->add_idle(this);
   if (!sched_->stopping() && !work_visible() && !woken_to_search_.load(std::memory_order_seq_cst)) {
@@ -454,10 +459,9 @@ void Worker::sleep_until_work() {
     // here (block_cache.h steps 3b and 4).
     blocks_.flush();
     blocks_.trim();
-    release_stacks();
     // An idle worker that still caches more than kStacksKept wakes when
-    // the next release is due: a burst's stacks go back within a few
-    // seconds even if no timer or socket wakes it.
+    // the next release is due: a burst's stacks go back even if no timer
+    // or socket wakes it.
     int timeout = timeout_until_next_timer();
     const int release_wait = stack_release_wait_ms();
     if (release_wait >= 0 && (timeout < 0 || release_wait < timeout)) timeout = release_wait;

@@ -53,11 +53,11 @@
 //   --stall_timeout=D  see 2 and 3 above; default 60s
 //   --judge=a,b        which curves may fail the run by growing (rss,
 //                      fds, fibers; default all); the others are printed
-//                      and not judged. Under TSan the resident set is
-//                      mostly the sanitizer's shadow and history memory,
-//                      which grows as new addresses are touched and is
-//                      released in bursts, so soak_test judges only fds
-//                      and fibers there.
+//                      and not judged. Under the sanitizers the resident
+//                      set is largely theirs (TSan's shadow and history,
+//                      ASan's allocator, which keeps freed memory per
+//                      size class), so soak_test judges only fds and
+//                      fibers there (soak_test.sh says more).
 // Flags for the tool's own tests (not in --help):
 //   --inject_leak=rss,fds,fibers   leak 10 MiB of touched memory, 10
 //                      descriptors or 50 parked fibers a second, so that

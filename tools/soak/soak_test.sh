@@ -31,10 +31,16 @@ if [[ $build == asan ]]; then
 fi
 # Under TSan the resident set is mostly the sanitizer's shadow and history
 # memory: it climbs as new addresses are touched and drops in bursts when
-# TSan releases it, by tens of MiB either way, so only descriptors and
-# fibers are judged there (ASan and the plain build judge all three).
+# TSan releases it, by tens of MiB either way. Under ASan it climbs by
+# about 1 MiB a second for the whole 20 s, nearly all of it in ASan's own
+# allocator regions (smaps between 8 s and 18 s: 9.3 of 11.7 MiB), which
+# keep freed memory per size class; a 20 s run cannot tell that from a
+# leak (one run in eight came within 6 MiB of the allowance, and one failed
+# before the stack caches gave memory back). So only descriptors and
+# fibers are judged under the sanitizers: the plain build judges all three,
+# and LeakSanitizer checks the ASan build's heap at exit.
 judge=rss,fds,fibers
-[[ $build == tsan ]] && judge=fds,fibers
+[[ $build != plain ]] && judge=fds,fibers
 echo "soak_test: $build build, soaking for $duration, judging $judge"
 
 # 1. The soak itself passes.
