@@ -553,7 +553,9 @@ TEST_CASE("a worker gives back the cached stacks no fiber took for a second") {
   CAPTURE(after_burst);
   CHECK(after_burst >= kFibers - kKept);  // cached, not unmapped at once
   const absl::Time idle_deadline = absl::Now() + absl::Seconds(15);
-  while (cached_now() > kKept && absl::Now() < idle_deadline) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  while (cached_now() > kKept && absl::Now() < idle_deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
   CHECK(cached_now() <= kKept);
 
   burst();
