@@ -449,7 +449,7 @@ void Worker::sleep_until_work() {
   }
   // Unmapping stacks takes up to half a millisecond: done before this
   // worker counts as idle, so no wake-up picks it meanwhile.
-  release_stacks();
+  const int release_wait = release_stacks();
   sleeping_.store(true, std::memory_order_seq_cst);  // idle step 2
   sched_->add_idle(this);
   if (!sched_->stopping() && !work_visible() && !woken_to_search_.load(std::memory_order_seq_cst)) {
@@ -463,25 +463,19 @@ void Worker::sleep_until_work() {
     // the next release is due: a burst's stacks go back even if no timer
     // or socket wakes it.
     int timeout = timeout_until_next_timer();
-    const int release_wait = stack_release_wait_ms();
     if (release_wait >= 0 && (timeout < 0 || release_wait < timeout)) timeout = release_wait;
     poll_once(timeout);
   }
   leave_idle();
 }
 
-void Worker::release_stacks() {
-  if (stacks_.cached() <= kStacksKept) return;  // no clock read
+int Worker::release_stacks() {
+  if (stacks_.cached() <= kStacksKept) return -1;  // no clock read
   const uint64_t now = sched_->now_tick();
-  if (now < next_stack_release_) return;
+  if (now < next_stack_release_) return static_cast<int>(next_stack_release_ - now);
   next_stack_release_ = now + kStackReleaseTicks;
   stacks_.release_idle(kStacksKept, kMaxStacksReleased);
-}
-
-int Worker::stack_release_wait_ms() {
-  if (stacks_.cached() <= kStacksKept) return -1;
-  const uint64_t now = sched_->now_tick();
-  return now >= next_stack_release_ ? 0 : static_cast<int>(next_stack_release_ - now);
+  return stacks_.cached() > kStacksKept ? static_cast<int>(kStackReleaseTicks) : -1;
 }
 
 void Worker::leave_idle() {

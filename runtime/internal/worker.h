@@ -245,10 +245,10 @@ class Worker {
   void steal_backoff();
   void sleep_until_work();
   // release_stacks() gives back cached stacks no fiber took for a second
-  // (StackCache::release_idle); stack_release_wait_ms() is how long an idle
-  // worker may sleep before its next release is due (-1: nothing to give back).
-  void release_stacks();
-  int stack_release_wait_ms();
+  // (StackCache::release_idle) when a release is due, and returns how many
+  // milliseconds an idle worker may sleep before the next one is (-1:
+  // nothing left to give back).
+  int release_stacks();
   // leave_idle() ends an idle period (off the idle list, sleeping_ false);
   // a no-op when the worker is not idle.
   void leave_idle();
