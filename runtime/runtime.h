@@ -148,7 +148,13 @@ class Task final : public TaskBase {
   }
   void fail(const absl::Status& why) override {
     fn_.reset();
-    state_->complete(std::make_exception_ptr(SpawnError(std::string(why.message()))), false, 0);
+    // Made in its own statement: the exception is a copy that shares its
+    // message with the temporary SpawnError, and a temporary in the call's
+    // full expression would die only after complete() woke the joiner, so
+    // it could drop the message's last reference after the joiner read it.
+    // That reference count lives in libstdc++, where TSan cannot see it.
+    std::exception_ptr error = std::make_exception_ptr(SpawnError(std::string(why.message())));
+    state_->complete(std::move(error), false, 0);
   }
 
  private:
