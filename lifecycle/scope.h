@@ -144,14 +144,18 @@ class TaskScope {
     opts.token = token_;
     // The guard is a capture, so it also fires when the fiber is cancelled
     // before it starts (the runtime then destroys fn without running it).
-    auto body = [this, slot, guard = ExitGuard(this, &slot->done), f = std::forward<Fn>(fn)]() mutable {
+    // It holds the fiber's one reference to the slot (the body uses `s`),
+    // which it drops before the scope can learn that the child finished
+    // (ExitGuard).
+    Slot* s = slot.get();
+    auto body = [this, s, guard = ExitGuard(this, slot, &slot->done), f = std::forward<Fn>(fn)]() mutable {
       try {
         if constexpr (std::is_void_v<R>) {
           f();
-          slot->returned.store(true, std::memory_order_release);
+          s->returned.store(true, std::memory_order_release);
         } else {
-          slot->value.emplace(f());
-          absl::Status st = internal::status_of(*slot->value);
+          s->value.emplace(f());
+          absl::Status st = internal::status_of(*s->value);
           if (!st.ok()) fail(std::move(st), nullptr);
         }
       } catch (const internal::FiberUnwind&) {
@@ -180,19 +184,28 @@ class TaskScope {
 
  private:
   // ExitGuard: marks a child finished when its function object dies.
+  // The child's reference to its slot goes first: the slot's value may
+  // share what it owns with what join() returns (a status's message, whose
+  // reference count lives in abseil, where TSan cannot see it), and a
+  // release after running_.done() could come after the joiner has used
+  // and dropped its copy, leaving the free here unordered with its reads.
   class ExitGuard {
    public:
-    ExitGuard(TaskScope* scope, std::atomic<bool>* done) : scope_(scope), done_(done) {}
-    ExitGuard(ExitGuard&& o) noexcept : scope_(std::exchange(o.scope_, nullptr)), done_(o.done_) {}
+    ExitGuard(TaskScope* scope, std::shared_ptr<void> slot, std::atomic<bool>* done)
+        : scope_(scope), slot_(std::move(slot)), done_(done) {}
+    ExitGuard(ExitGuard&& o) noexcept
+        : scope_(std::exchange(o.scope_, nullptr)), slot_(std::move(o.slot_)), done_(o.done_) {}
     ExitGuard& operator=(ExitGuard&&) = delete;
     ~ExitGuard() {
       if (scope_ == nullptr) return;
       done_->store(true, std::memory_order_release);
+      slot_.reset();  // done_ may be gone from here on
       scope_->running_.done();  // last: the scope may end right after
     }
 
    private:
     TaskScope* scope_;
+    std::shared_ptr<void> slot_;
     std::atomic<bool>* done_;
   };
 

@@ -64,6 +64,48 @@ TEST_CASE("the first failing status cancels the siblings and comes out of join()
   });
 }
 
+TEST_CASE("a child's slot is released before join() can return") {
+  // The slot holds what the child returned, which may share what it owns
+  // with what join() returns (a status's message, whose reference count
+  // lives in abseil, where TSan cannot see it). So the child's side drops
+  // the slot before the scope counts the child finished: a release after
+  // that could free the message on the child's worker after the joiner
+  // had read it, unordered with those reads as far as TSan knows.
+  struct Probe {
+    TaskScope* scope = nullptr;
+    std::atomic<int64_t>* running_at_release = nullptr;
+    Probe(TaskScope* s, std::atomic<int64_t>* r) : scope(s), running_at_release(r) {}
+    Probe(Probe&& o) noexcept
+        : scope(std::exchange(o.scope, nullptr)), running_at_release(o.running_at_release) {}
+    Probe& operator=(Probe&&) = delete;
+    ~Probe() {
+      if (scope != nullptr) running_at_release->store(scope->running());
+    }
+  };
+  auto rt = make_rt();
+  (*rt).block_on([] {
+    for (int i = 0; i < 50; ++i) {
+      std::atomic<int64_t> running_at_release{-1};
+      std::atomic<bool> handle_gone{false};
+      TaskScope scope;
+      (void)scope.spawn([&] {
+        while (!handle_gone.load()) this_fiber::yield();
+        return Probe(&scope, &running_at_release);
+      });
+      handle_gone.store(true);  // the child's reference is the slot's last
+      CHECK(scope.join().ok());
+      CHECK(running_at_release.load() == 1);  // still counted: join() waited for the release
+    }
+    // A failing status comes out of join() whole.
+    const std::string why(48, 'x');  // too long to be stored inline
+    TaskScope scope;
+    (void)scope.spawn([&]() -> absl::Status { return absl::NotFoundError(why); });
+    absl::Status st = scope.join();
+    CHECK(st.code() == absl::StatusCode::kNotFound);
+    CHECK(st.message() == why);
+  });
+}
+
 TEST_CASE("an exception in a child cancels the siblings and is rethrown by join()") {
   auto rt = make_rt();
   (*rt).block_on([] {
