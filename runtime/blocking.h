@@ -59,6 +59,7 @@
 #pragma once
 
 #include <exception>
+#include <functional>
 #include <optional>
 #include <type_traits>
 #include <utility>
@@ -100,22 +101,30 @@ template <class Fn, class T>
 class BlockingCallImpl final : public BlockingCallResult<T> {
  public:
   template <class F>
-  explicit BlockingCallImpl(F&& f) : fn_(std::forward<F>(f)) {}
+  explicit BlockingCallImpl(F&& f) : fn_(std::in_place, std::forward<F>(f)) {}
 
   void invoke() override {
     try {
       if constexpr (std::is_void_v<T>) {
-        fn_();
+        std::invoke(*fn_);
       } else {
-        this->result_.emplace(fn_());
+        this->result_.emplace(std::invoke(*fn_));
       }
     } catch (...) {
       this->error_ = std::current_exception();
     }
+    // The captures die here, on the pool thread, before finish() wakes the
+    // waiter, as a fiber's do (runtime.h, Task::run): not at the last
+    // reference, which may come after the waiter has used a result that
+    // shares what a capture owns (a status's message, counted where TSan
+    // cannot see it), and would hold the captures as long as a handle.
+    // (run_blocking() lends fn by reference: its caller owns it.)
+    fn_.reset();
   }
 
  private:
-  Fn fn_;
+  using Stored = std::conditional_t<std::is_reference_v<Fn>, std::reference_wrapper<std::remove_reference_t<Fn>>, Fn>;
+  std::optional<Stored> fn_;
 };
 
 }  // namespace internal

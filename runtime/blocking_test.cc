@@ -253,6 +253,14 @@ TEST_CASE("spawn_blocking: join, exceptions, detach, move-only functions") {
   auto f = spawn_blocking([] { return 1; });
   CHECK(eventually([&] { return f.is_finished(); }));
   CHECK(f.join() == 1);
+  // fn's captures die on the pool thread before the call reads as
+  // finished, not when the handle goes: a result sharing what a capture
+  // owns is the waiter's alone once it wakes.
+  auto held = std::make_shared<int>(7);
+  auto c = spawn_blocking([held] { return *held; });
+  REQUIRE(eventually([&] { return c.is_finished(); }));
+  CHECK(held.use_count() == 1);
+  CHECK(c.join() == 7);
 }
 
 TEST_CASE("shutdown while a fiber joins a spawn_blocking handle") {
