@@ -567,7 +567,9 @@ class Promise {
       if (r.ok()) {
         set_value(std::move(*r));
       } else {
-        set_error(r.status());
+        // Moved out: a copy would leave r holding the status's reference
+        // until after the consumer woke (TSan cannot see abseil's count).
+        set_error(std::move(r).status());
       }
     }
   }
