@@ -252,8 +252,9 @@ class BlockingHandle {
 // weft::spawn_blocking()
 //
 // Starts fn (moved into the pool; it must own its data) on the blocking
-// pool and returns a handle to join it. Never suspends. Callable from
-// fibers and plain threads.
+// pool and returns a handle to join it. fn is destroyed on the pool thread
+// as soon as it returns, before the handle can see the result. Never
+// suspends. Callable from fibers and plain threads.
 template <class Fn>
 BlockingHandle<std::invoke_result_t<std::decay_t<Fn>&>> spawn_blocking(BlockingLane lane, Fn&& fn) {
   using F = std::decay_t<Fn>;
