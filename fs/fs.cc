@@ -479,10 +479,23 @@ absl::StatusOr<uint64_t> copy_file(std::string_view from, std::string_view to,
     struct stat st;
     if (::fstat(in.fd, &st) < 0) return fs_error2(errno, "copy_file", *f, *t, "fstat source");
     if (S_ISDIR(st.st_mode)) return fs_error2(EISDIR, "copy_file", *f, *t, "open source");
-    int flags = O_WRONLY | O_CREAT | O_CLOEXEC | (options.overwrite ? O_TRUNC : O_EXCL);
+    // Not O_TRUNC: the destination may be the source itself (the same
+    // path, a hard link, a symlink to it), which must not be emptied. It
+    // is truncated once it is known to be another file (a regular one:
+    // O_TRUNC did nothing to a device or FIFO, and ftruncate fails there).
+    int flags = O_WRONLY | O_CREAT | O_CLOEXEC | (options.overwrite ? 0 : O_EXCL);
     Fd out(weft::internal::retry_on_eintr(
         [&] { return ::open(t->c_str(), flags, st.st_mode & 07777); }));
     if (out.fd < 0) return fs_error2(errno, "copy_file", *f, *t, "open destination");
+    struct stat dst;
+    if (::fstat(out.fd, &dst) < 0) return fs_error2(errno, "copy_file", *f, *t, "fstat destination");
+    if (dst.st_dev == st.st_dev && dst.st_ino == st.st_ino) {
+      return fs_error2(EINVAL, "copy_file", *f, *t, "source and destination are the same file");
+    }
+    if (options.overwrite && S_ISREG(dst.st_mode) &&
+        weft::internal::retry_on_eintr([&] { return ::ftruncate(out.fd, 0); }) < 0) {
+      return fs_error2(errno, "copy_file", *f, *t, "truncate destination");
+    }
     // An existing destination keeps its own mode unless we set it.
     if (::fchmod(out.fd, st.st_mode & 07777) < 0) {
       return fs_error2(errno, "copy_file", *f, *t, "fchmod destination");

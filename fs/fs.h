@@ -143,7 +143,9 @@ absl::Status rename(std::string_view from, std::string_view to);
 
 // fs::copy_file() copies a regular file's bytes and permissions, with
 // copy_file_range(2) when the kernel supports it for the pair, else
-// read/write. Returns the bytes copied. Suspends.
+// read/write. Returns the bytes copied. A destination that is the source
+// itself (same path, hard link, symlink to it) is EINVAL and the file is
+// left untouched. Suspends.
 absl::StatusOr<uint64_t> copy_file(std::string_view from, std::string_view to,
                                    CopyOptions options = {});
 

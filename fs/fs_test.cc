@@ -268,6 +268,27 @@ TEST_CASE("rename, copy_file, symlink, read_link, canonical") {
   });
 }
 
+TEST_CASE("copy_file onto its own source fails and leaves the file intact") {
+  TempDir d;
+  on_fiber([&] {
+    REQUIRE(write_file(d / "src", "precious bytes").ok());
+    REQUIRE(::link((d / "src").c_str(), (d / "hard").c_str()) == 0);
+    REQUIRE(symlink("src", d / "sym").ok());
+    for (const std::string& to : {d / "src", d / "hard", d / "sym", d.path + "/./src"}) {
+      CAPTURE(to);
+      auto r = copy_file(d / "src", to);
+      CHECK_FALSE(r.ok());
+      check_errno(r.status(), EINVAL, "copy_file", to);
+      CHECK(*read_file_to_string(d / "src") == "precious bytes");
+    }
+    // A different file is still overwritten.
+    REQUIRE(write_file(d / "other", "a much longer old content").ok());
+    auto n = copy_file(d / "src", d / "other");
+    REQUIRE(n.ok());
+    CHECK(*read_file_to_string(d / "other") == "precious bytes");
+  });
+}
+
 TEST_CASE("errors: EISDIR, ENOSPC, bad paths") {
   TempDir d;
   on_fiber([&] {
