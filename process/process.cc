@@ -37,6 +37,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <memory>
 #include <mutex>
 #include <utility>
 
@@ -513,13 +514,29 @@ absl::StatusOr<Output> output(const std::vector<std::string>& argv, Options opti
   if (!child.ok()) return child.status();
   if (child->stdin_pipe) (void)child->stdin_pipe->close();
   // stderr on a fiber of its own, stdout here: neither pipe can fill up
-  // while we wait on the other.
-  auto err_reader = weft::spawn(
-      [p = std::move(*child->stderr_pipe)]() mutable { return p.read_to_end(); });
+  // while we wait on the other. The fiber shares the pipe, so that this
+  // call can close it under the fiber if it has to stop early.
+  auto err_pipe = std::make_shared<PipeReader>(std::move(*child->stderr_pipe));
+  child->stderr_pipe.reset();
+  auto err_reader = weft::spawn([err_pipe] { return err_pipe->read_to_end(); });
   auto out = child->stdout_pipe->read_to_end();
-  auto err = err_reader.join();
+  absl::StatusOr<std::string> err = absl::CancelledError("process::output: not read");
+  if (out.ok()) err = err_reader.try_join();  // a status if the caller is cancelled
+  if (err_reader.joinable()) {
+    // Reading stdout failed or the caller was cancelled: nobody can wait
+    // for this child after we return, so stop it, and stop the stderr
+    // reader (closing the pipe wakes it) rather than leave it running.
+    this_fiber::CancellationShield shield;
+    (void)child->kill(SIGKILL);
+    (void)err_pipe->close();
+    (void)err_reader.try_join();
+    return out.ok() ? err.status() : out.status();
+  }
   auto st = child->wait();
-  if (!st.ok()) return st.status();
+  if (!st.ok()) {
+    (void)child->kill(SIGKILL);  // e.g. the caller was cancelled
+    return st.status();
+  }
   if (!out.ok()) return out.status();
   if (!err.ok()) return err.status();
   return Output{*st, std::move(*out), std::move(*err)};

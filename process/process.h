@@ -256,7 +256,11 @@ struct Output {
 // Runs argv to completion with stdout and stderr piped and collected (read
 // concurrently, so a child that fills both pipes never deadlocks) and
 // stdin from /dev/null unless options.in says otherwise (a pipe there is
-// closed at once). Suspends.
+// closed at once). If reading stdout fails or the calling fiber is
+// cancelled (e.g. under with_timeout()), the child is killed (SIGKILL) and
+// the status returned at once (kCancelled, or what with_timeout() makes of
+// it); output() never throws for a cancellation and leaves nothing
+// running. Suspends.
 absl::StatusOr<Output> output(const std::vector<std::string>& argv, Options options = {});
 
 // error_number() is the errno a status from weft::process carries, if any.

@@ -13,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "lifecycle/timeout.h"
 #include "net/io.h"
 #include "process/internal/reaper.h"
 #include "runtime/runtime.h"
@@ -297,6 +298,49 @@ TEST_CASE("writing to a child that exited is EPIPE, not SIGPIPE") {
     auto o2 = output({"sh", "-c", "trap - PIPE; yes | head -c 10 >/dev/null; echo ok"});
     REQUIRE(o2.ok());
     CHECK(o2->out == "ok\n");
+  });
+}
+
+// output() under a deadline: the caller's cancellation is a status (no
+// exception out of output()), and output() neither waits for the child nor
+// leaves it (or its stderr reader) running.
+TEST_CASE("output under a deadline returns kDeadlineExceeded at once and stops the child") {
+  on_fiber([] {
+    struct Case {
+      const char* name;
+      std::vector<std::string> argv;
+    };
+    const Case cases[] = {
+        // Parked reading stdout when the deadline fires.
+        {"stdout open", {"sleep", "3"}},
+        // stdout at end of file, parked joining the stderr reader: a
+        // grandchild keeps stderr open.
+        {"stderr open", {"sh", "-c", "sleep 3 >/dev/null & exit 0"}},
+    };
+    for (const Case& c : cases) {
+      std::string name = c.name;
+      CAPTURE(name);
+      auto start = std::chrono::steady_clock::now();
+      absl::StatusOr<Output> r = absl::UnknownError("not run");
+      bool threw = false;
+      try {
+        r = with_timeout(absl::Milliseconds(200), [&] { return output(c.argv); });
+      } catch (const WaitCancelled&) {
+        threw = true;
+      }
+      auto took = std::chrono::steady_clock::now() - start;
+      CHECK_FALSE(threw);
+      CHECK(absl::IsDeadlineExceeded(r.status()));
+      CHECK(took < std::chrono::seconds(2));
+    }
+    // The `sleep 3` child was killed: it is reaped long before it would
+    // have exited.
+    auto start = std::chrono::steady_clock::now();
+    while (!(no_children() && internal::reaper_pending() == 0) &&
+           std::chrono::steady_clock::now() - start < std::chrono::seconds(2)) {
+      (void)this_fiber::sleep_for(absl::Milliseconds(1));
+    }
+    CHECK(no_children());
   });
 }
 
