@@ -139,6 +139,13 @@ int64_t timeout_nanos(absl::Duration d) {
   return absl::ToInt64Nanoseconds(d);
 }
 
+// reap_now() reaps a child that was just killed. Not cancellable: a
+// dropped waitpid would leave a zombie.
+void reap_now(pid_t pid) {
+  this_fiber::CancellationShield shield;
+  run_blocking([&] { ::waitpid(pid, nullptr, 0); });
+}
+
 }  // namespace
 
 std::optional<int> error_number(const absl::Status& s) { return weft::internal::errno_of(s); }
@@ -375,15 +382,18 @@ absl::StatusOr<Child> spawn(const std::vector<std::string>& argv, const Options&
         }
         int flags = O_CLOEXEC | (i == 0 ? O_RDONLY
                                         : O_WRONLY | O_CREAT | (s.append ? O_APPEND : O_TRUNC));
-        // errno belongs to the pool thread: carry it back in the result.
-        int fd = run_blocking([&] {
+        // errno belongs to the pool thread: the status is made there. A
+        // status result also makes a cancelled wait a status (kCancelled),
+        // not a WaitCancelled exception.
+        absl::StatusOr<int> opened = run_blocking([&]() -> absl::StatusOr<int> {
           int r = ::open(s.path.c_str(), flags, 0644);
-          return r >= 0 ? r : -errno;
+          if (r < 0) {
+            return errno_status(errno, what + ": open " + kNames[i] + " file \"" + s.path + "\"");
+          }
+          return r;
         });
-        if (fd < 0) {
-          return errno_status(-fd, what + ": open " + kNames[i] + " file \"" + s.path + "\"");
-        }
-        fd = above_stdio(fd);
+        if (!opened.ok()) return opened.status();
+        int fd = above_stdio(*opened);
         if (fd < 0) return errno_status(errno, what + ": fcntl");
         child_fd[i] = child_side.add(fd);
         break;
@@ -434,7 +444,7 @@ absl::StatusOr<Child> spawn(const std::vector<std::string>& argv, const Options&
 
   // Start it on the blocking pool: the exec can take a while.
   pid_t pid = -1;
-  int rc = run_blocking([&] {
+  absl::Status started = run_blocking([&]() -> absl::Status {
     posix_spawn_file_actions_t fa;
     posix_spawnattr_t attr;
     ::posix_spawn_file_actions_init(&fa);
@@ -454,9 +464,10 @@ absl::StatusOr<Child> spawn(const std::vector<std::string>& argv, const Options&
     int r = ::posix_spawnp(&pid, argp[0], &fa, &attr, argp.data(), envp.data());
     ::posix_spawn_file_actions_destroy(&fa);
     ::posix_spawnattr_destroy(&attr);
-    return r;
+    if (r != 0) return errno_status(r, what + ": posix_spawn");
+    return absl::OkStatus();
   });
-  if (rc != 0) return errno_status(rc, what + ": posix_spawn");
+  if (!started.ok()) return started;
 
   Child child;
   child.pid_ = pid;
@@ -464,7 +475,7 @@ absl::StatusOr<Child> spawn(const std::vector<std::string>& argv, const Options&
   if (pidfd < 0) {
     int e = errno;
     ::kill(pid, SIGKILL);
-    run_blocking([&] { ::waitpid(pid, nullptr, 0); });
+    reap_now(pid);
     child.pid_ = -1;
     return errno_status(e, what + ": pidfd_open (Linux 5.3 or later is required)");
   }
@@ -472,7 +483,7 @@ absl::StatusOr<Child> spawn(const std::vector<std::string>& argv, const Options&
   if (!core.ok()) {
     // The registration closed the pidfd: reap by pid instead.
     ::kill(pid, SIGKILL);
-    run_blocking([&] { ::waitpid(pid, nullptr, 0); });
+    reap_now(pid);
     child.pid_ = -1;
     return core.status();
   }

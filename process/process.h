@@ -238,8 +238,10 @@ class Child {
 // with arguments argv[1..]. Errors: kInvalidArgument for an empty argv or
 // an argument or variable with a NUL byte; the errno of a failed start
 // (ENOENT no such program or cwd, EACCES not executable, ENOEXEC, E2BIG,
-// EMFILE for the pipes), named "process::spawn(\"prog\"): ...". Suspends
-// briefly (pipe and pidfd registration).
+// EMFILE for the pipes), named "process::spawn(\"prog\"): ...";
+// kCancelled if the calling fiber is cancelled while the start (or the
+// open of a stdio file) waits for the blocking pool, and then nothing was
+// started. Suspends briefly (pipe and pidfd registration).
 absl::StatusOr<Child> spawn(const std::vector<std::string>& argv, const Options& options);
 inline absl::StatusOr<Child> spawn(const std::vector<std::string>& argv) {
   return spawn(argv, Options{});

@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -16,6 +17,7 @@
 #include "lifecycle/timeout.h"
 #include "net/io.h"
 #include "process/internal/reaper.h"
+#include "runtime/blocking.h"
 #include "runtime/runtime.h"
 
 namespace weft::process {
@@ -341,6 +343,39 @@ TEST_CASE("output under a deadline returns kDeadlineExceeded at once and stops t
       (void)this_fiber::sleep_for(absl::Milliseconds(1));
     }
     CHECK(no_children());
+  });
+}
+
+// spawn() parks on the blocking pool (posix_spawnp, opening stdio files);
+// a caller cancelled while that call waits in the pool's queue gets a
+// kCancelled status, not an exception out of a StatusOr function.
+TEST_CASE("spawn in a cancelled fiber returns a status, not an exception") {
+  auto rt = *Runtime::create({.workers = 1});
+  REQUIRE(rt->configure_blocking({.max_threads = 1}).ok());
+  rt->block_on([] {
+    auto release = std::make_shared<std::atomic<bool>>(false);
+    // The pool's only thread is busy: spawn()'s calls stay queued.
+    auto busy = spawn_blocking([release] {
+      while (!release->load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    });
+    std::string dir = temp_dir();
+    Options with_file;
+    with_file.out = Stdio::file(dir + "/out");
+    for (const Options& o : {Options{}, with_file}) {
+      bool threw = false;
+      absl::Status st;
+      try {
+        auto r = with_timeout(absl::ZeroDuration(), [&] { return spawn({"true"}, o); });
+        st = r.status();
+      } catch (const WaitCancelled&) {
+        threw = true;
+      }
+      CHECK_FALSE(threw);
+      CHECK(absl::IsDeadlineExceeded(st));
+    }
+    release->store(true);
+    busy.join();
+    std::filesystem::remove_all(dir);
   });
 }
 
