@@ -10,6 +10,7 @@
 
 #include "runtime/blocking.h"
 #include "runtime/platform/syscall.h"
+#include "runtime/runtime.h"
 
 namespace weft::net {
 
@@ -24,7 +25,11 @@ struct FileId {
   ino_t ino = 0;
 };
 
+// file_id() is called right after a bind made the file: it must run (the
+// file is removed later only if its identity is known), so a cancellation
+// of the caller does not drop it from the pool's queue.
 FileId file_id(const std::string& path) {
+  this_fiber::CancellationShield shield;
   struct stat st;
   if (run_blocking([&] { return ::lstat(path.c_str(), &st); }) != 0) return {};
   return {st.st_dev, st.st_ino};
@@ -52,6 +57,14 @@ bool is_stale(const std::string& path, int type) {
   ::close(fd);
   // EAGAIN: a live listener whose backlog is full.
   return rc != 0 && err == ECONNREFUSED;
+}
+
+// remove_if_stale() removes path if is_stale() (on the pool): true if it
+// did. kCancelled if the caller is cancelled before the call runs.
+absl::StatusOr<bool> remove_if_stale(const std::string& path, int type) {
+  return run_blocking([&]() -> absl::StatusOr<bool> {
+    return is_stale(path, type) && ::unlink(path.c_str()) == 0;
+  });
 }
 
 }  // namespace
@@ -141,22 +154,13 @@ absl::StatusOr<UnixListener> UnixListener::bind(const SocketAddress& addr,
   const bool has_file = !addr.is_unix_abstract();
   const std::string path = addr.unix_path();
   if (!l.ok() && has_file && opts.remove_stale && errno_of(l.status()) == EADDRINUSE) {
-    bool stale = run_blocking([&] { return is_stale(path, SOCK_STREAM); });
-    if (stale && run_blocking([&] { return ::unlink(path.c_str()); }) == 0) {
-      l = TcpListener::bind(addr, lo);
-    }
+    auto removed = remove_if_stale(path, SOCK_STREAM);
+    if (!removed.ok()) return removed.status();
+    if (*removed) l = TcpListener::bind(addr, lo);
   }
   if (!l.ok()) return l.status();
-  dev_t dev = 0;
-  ino_t ino = 0;
-  if (has_file) {
-    struct stat st;
-    if (run_blocking([&] { return ::lstat(path.c_str(), &st); }) == 0) {
-      dev = st.st_dev;
-      ino = st.st_ino;
-    }
-  }
-  return UnixListener(std::move(*l), has_file ? path : std::string(), dev, ino,
+  FileId id = has_file ? file_id(path) : FileId{};
+  return UnixListener(std::move(*l), has_file ? path : std::string(), id.dev, id.ino,
                       opts.unlink_on_close);
 }
 
@@ -227,10 +231,9 @@ absl::StatusOr<UnixDatagram> UnixDatagram::bind(const SocketAddress& addr,
   const bool has_file = !addr.is_unix_abstract() && !addr.is_unix_unnamed();
   const std::string path = has_file ? addr.unix_path() : std::string();
   if (!s.ok() && has_file && opts.remove_stale && errno_of(s.status()) == EADDRINUSE) {
-    bool stale = run_blocking([&] { return is_stale(path, SOCK_DGRAM); });
-    if (stale && run_blocking([&] { return ::unlink(path.c_str()); }) == 0) {
-      s = UdpSocket::bind(addr);
-    }
+    auto removed = remove_if_stale(path, SOCK_DGRAM);
+    if (!removed.ok()) return removed.status();
+    if (*removed) s = UdpSocket::bind(addr);
   }
   if (!s.ok()) return s.status();
   FileId id = has_file ? file_id(path) : FileId{};

@@ -7,13 +7,17 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstddef>
 #include <cstdlib>
 #include <filesystem>
 #include <random>
 #include <string>
+#include <thread>
 
+#include "lifecycle/timeout.h"
 #include "net/io.h"
+#include "runtime/blocking.h"
 #include "runtime/runtime.h"
 
 namespace weft::net {
@@ -230,6 +234,72 @@ TEST_CASE("socket files: stale ones are replaced, live ones and other files are 
     CHECK(error_number(UnixListener::bind("/weft/no/such/dir/x.sock").status()) == ENOENT);
     CHECK(UnixStream().peer_credentials().status().code() ==
           absl::StatusCode::kFailedPrecondition);
+  });
+}
+
+// bind() asks the blocking pool about the socket file (the stale probe,
+// the new file's identity). A caller cancelled while such a call waits in
+// the pool's queue gets a status, not an exception, and no socket file is
+// left behind.
+TEST_CASE("bind in a cancelled fiber returns a status and leaves no socket file behind") {
+  SockDir d;
+  auto rt = *Runtime::create({.workers = 1});
+  REQUIRE(rt->configure_blocking({.max_threads = 1}).ok());
+  rt->block_on([&] {
+    // Occupies the pool's only thread for a while.
+    auto busy = [] {
+      return spawn_blocking([] { std::this_thread::sleep_for(std::chrono::milliseconds(200)); });
+    };
+    const std::string stale = d / "stale.sock";
+    {
+      int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      auto a = SocketAddress::unix_path(stale);
+      REQUIRE(::bind(fd, a->sockaddr_ptr(), a->sockaddr_len()) == 0);
+      ::close(fd);
+    }
+    {
+      auto b = busy();
+      bool threw = false;
+      absl::Status st;
+      try {
+        st = with_timeout(absl::ZeroDuration(), [&] { return UnixListener::bind(stale); }).status();
+      } catch (const WaitCancelled&) {
+        threw = true;
+      }
+      CHECK_FALSE(threw);
+      CHECK(absl::IsDeadlineExceeded(st));
+      CHECK(exists(stale));  // the probe did not run: the file is as it was
+      b.join();
+    }
+    // A fresh path: the socket is bound, then its file is looked at.
+    const std::string fresh = d / "fresh.sock";
+    {
+      auto b = busy();
+      bool threw = false;
+      try {
+        auto l = with_timeout(absl::ZeroDuration(), [&] { return UnixListener::bind(fresh); });
+        CHECK(l.ok());
+      } catch (const WaitCancelled&) {
+        threw = true;
+      }
+      CHECK_FALSE(threw);
+      CHECK_FALSE(exists(fresh));  // removed with the listener
+      b.join();
+    }
+    const std::string dgram = d / "fresh.dgram";
+    {
+      auto b = busy();
+      bool threw = false;
+      try {
+        auto s = with_timeout(absl::ZeroDuration(), [&] { return UnixDatagram::bind(dgram); });
+        CHECK(s.ok());
+      } catch (const WaitCancelled&) {
+        threw = true;
+      }
+      CHECK_FALSE(threw);
+      CHECK_FALSE(exists(dgram));
+      b.join();
+    }
   });
 }
 
