@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <net/if.h>
 
+#include <algorithm>
 #include <charconv>
 #include <cstddef>
 #include <cstring>
@@ -152,15 +153,23 @@ SocketAddress SocketAddress::from_sockaddr(const sockaddr* sa, socklen_t len) {
   } else if (sa->sa_family == AF_INET6 && len >= static_cast<socklen_t>(sizeof(sockaddr_in6))) {
     std::memcpy(&a.storage_, sa, sizeof(sockaddr_in6));
   } else if (sa->sa_family == AF_UNIX && len >= static_cast<socklen_t>(sizeof(sa_family_t)) &&
-             len <= static_cast<socklen_t>(sizeof(sockaddr_un))) {
-    std::memcpy(&a.storage_, sa, static_cast<size_t>(len));
-    a.unix_len_ = len;
+             len <= static_cast<socklen_t>(sizeof(sockaddr_un) + 1)) {
+    // Linux reports a path that fills sun_path (108 bytes, no room for a
+    // NUL) with a length one past sockaddr_un: it counts the NUL it keeps
+    // after the path. Only a path can be that long.
+    const size_t copy = std::min(static_cast<size_t>(len), sizeof(sockaddr_un));
+    std::memcpy(&a.storage_, sa, copy);
+    a.unix_len_ = static_cast<socklen_t>(copy);
     const auto* u = reinterpret_cast<const sockaddr_un*>(&a.storage_);
     const size_t off = offsetof(sockaddr_un, sun_path);
-    if (static_cast<size_t>(len) > off && u->sun_path[0] != '\0') {
-      // A path: the kernel may or may not count its NUL; normalize.
-      size_t n = ::strnlen(u->sun_path, static_cast<size_t>(len) - off);
-      a.unix_len_ = static_cast<socklen_t>(off + n + 1);
+    if (copy > off && u->sun_path[0] != '\0') {
+      // A path: the kernel may or may not count its NUL; normalize, and
+      // count a NUL only when sun_path has room for it.
+      size_t n = ::strnlen(u->sun_path, copy - off);
+      a.unix_len_ = static_cast<socklen_t>(off + n + (n < sizeof(u->sun_path) ? 1 : 0));
+    } else if (static_cast<size_t>(len) > sizeof(sockaddr_un)) {
+      a.storage_ = {};  // an abstract name cannot be that long
+      a.unix_len_ = 0;
     }
   }
   return a;

@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <random>
 #include <string>
@@ -301,6 +302,42 @@ TEST_CASE("bind in a cancelled fiber returns a status and leaves no socket file 
       b.join();
     }
   });
+}
+
+TEST_CASE("UnixDatagram: a peer bound to a 108-byte path (no NUL) gets a reply") {
+  // sun_path has room for 108 bytes; weft's own unix_path() refuses one
+  // without room for the NUL, but another program may bind such a path,
+  // and the address recv_from() reports for it must work with send_to().
+  SockDir d;
+  std::string path = d / "";
+  path.append(sizeof(sockaddr_un::sun_path) - path.size(), 'p');
+  REQUIRE(path.size() == sizeof(sockaddr_un::sun_path));
+  int peer = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  REQUIRE(peer >= 0);
+  sockaddr_un un{};
+  un.sun_family = AF_UNIX;
+  std::memcpy(un.sun_path, path.data(), path.size());
+  REQUIRE(::bind(peer, reinterpret_cast<const sockaddr*>(&un), sizeof(un)) == 0);
+  auto rt = *Runtime::create({.workers = 1});
+  rt->block_on([&] {
+    auto server = UnixDatagram::bind(d / "srv.sock");
+    REQUIRE(server.ok());
+    sockaddr_un to{};
+    to.sun_family = AF_UNIX;
+    const std::string srv = d / "srv.sock";
+    std::memcpy(to.sun_path, srv.data(), srv.size());
+    REQUIRE(::sendto(peer, "ping", 4, 0, reinterpret_cast<const sockaddr*>(&to), sizeof(to)) == 4);
+    char buf[16];
+    auto dg = server->recv_from(buf);
+    REQUIRE(dg.ok());
+    CHECK(dg->from.unix_path() == path);
+    CHECK(dg->from.sockaddr_len() == sizeof(sockaddr_un));
+    auto sent = server->send_to("pong", dg->from);
+    CHECK_MESSAGE(sent.ok(), sent.status().ToString());
+  });
+  char back[16];
+  CHECK(::recv(peer, back, sizeof(back), MSG_DONTWAIT) == 4);
+  ::close(peer);
 }
 
 TEST_CASE("UnixDatagram: send_to, replies to an autobound peer, truncation, stale files") {
