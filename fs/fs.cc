@@ -324,7 +324,13 @@ absl::Status append_file(std::string_view path, std::string_view data) {
     }));
     if (fd.fd < 0) return fs_error(errno, "append_file", *p, "open");
     uint64_t done = 0;
-    return internal::write_all_fd(fd.fd, data, &done, "append_file", *p);
+    if (absl::Status s = internal::write_all_fd(fd.fd, data, &done, "append_file", *p); !s.ok()) return s;
+    // As in write_file: a file system that reports a failed write-back at
+    // close (NFS, a full quota) must not read as success.
+    if (::close(std::exchange(fd.fd, -1)) < 0 && errno != EINTR) {
+      return fs_error(errno, "append_file", *p, "close");
+    }
+    return absl::OkStatus();
   });
 }
 

@@ -107,7 +107,8 @@ absl::StatusOr<std::string> read_file_to_string(std::string_view path);
 // temporary file is removed.
 absl::Status write_file(std::string_view path, std::string_view data, WriteOptions options = {});
 // fs::append_file() appends `data` (O_APPEND; creates the file with 0644).
-// Suspends.
+// An error that close(2) reports (a failed write-back) is returned, as
+// write_file() does. Suspends.
 absl::Status append_file(std::string_view path, std::string_view data);
 
 // fs::stat() follows symlinks; fs::lstat() does not. Suspend.
