@@ -20,6 +20,8 @@ namespace weft::fs {
 
 using internal::fs_error;
 using internal::path_string;
+using internal::write_all_with;
+using internal::zero_write_error;
 
 namespace {
 
@@ -231,6 +233,7 @@ absl::Status File::pwrite(std::string_view data, uint64_t offset) {
                        "pwrite (wrote " + std::to_string(done) + " of " + std::to_string(data.size()) + " bytes)");
       if (!r) break;  // no ring after all: the pool writes the rest
       if (!r->ok()) return r->status();
+      if (**r == 0) return zero_write_error("File::pwrite", path_, "pwrite", done, data.size());
       done += **r;
     }
     if (done == data.size()) return absl::OkStatus();
@@ -238,20 +241,10 @@ absl::Status File::pwrite(std::string_view data, uint64_t offset) {
     offset += done;
   }
   return run_blocking([&]() -> absl::Status {
-    size_t done = 0;
-    while (done < data.size()) {
-      ssize_t n = weft::internal::retry_on_eintr([&] {
-        return ::pwrite(fd_, data.data() + done, data.size() - done,
-                        static_cast<off_t>(offset + done));
-      });
-      if (n < 0) {
-        return fs_error(errno, "File::pwrite", path_,
-                       "pwrite (wrote " + std::to_string(done) + " of " +
-                           std::to_string(data.size()) + " bytes)");
-      }
-      done += static_cast<size_t>(n);
-    }
-    return absl::OkStatus();
+    uint64_t done = 0;
+    return write_all_with(data, &done, "File::pwrite", path_, "pwrite", [&](const char* p, size_t n) {
+      return ::pwrite(fd_, p, n, static_cast<off_t>(offset + done));
+    });
   });
 }
 

@@ -24,8 +24,10 @@
 // they are (relative paths resolve against the process's working
 // directory when the call runs).
 //
-// io_uring is not used: each call is one or a few system calls on a pool
-// thread. See docs/fs.md.
+// stat, lstat and exists are one statx on the calling worker's io_uring
+// when it has one; every other call here is one or a few system calls on a
+// pool thread. A write(2) that takes no bytes is kResourceExhausted, never
+// an endless retry. See docs/fs.md.
 #pragma once
 
 #include <sys/types.h>

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <string>
 
 namespace weft::fs::internal {
 
@@ -50,20 +51,41 @@ absl::StatusOr<std::string> path_string(std::string_view call, std::string_view 
   return std::string(path);
 }
 
-absl::Status write_all_fd(int fd, std::string_view data, uint64_t* done, std::string_view call,
-                      std::string_view path) {
+absl::Status zero_write_error(std::string_view call, std::string_view path,
+                              std::string_view syscall, uint64_t done, uint64_t total) {
+  std::string m = "fs::";
+  m.append(call);
+  m += "(\"";
+  m.append(path);
+  m += "\"): ";
+  m.append(syscall);
+  m += " returned 0 after " + std::to_string(done) + " of " + std::to_string(total) +
+       " bytes: the file takes no more";
+  return absl::ResourceExhaustedError(m);
+}
+
+absl::Status write_all_with(std::string_view data, uint64_t* done, std::string_view call,
+                            std::string_view path, std::string_view syscall,
+                            absl::FunctionRef<ssize_t(const char*, size_t)> write) {
   *done = 0;
   while (*done < data.size()) {
     ssize_t n = weft::internal::retry_on_eintr(
-        [&] { return ::write(fd, data.data() + *done, data.size() - *done); });
+        [&] { return write(data.data() + *done, data.size() - *done); });
     if (n < 0) {
       return fs_error(errno, call, path,
-                     "write (wrote " + std::to_string(*done) + " of " +
+                     std::string(syscall) + " (wrote " + std::to_string(*done) + " of " +
                          std::to_string(data.size()) + " bytes)");
     }
+    if (n == 0) return zero_write_error(call, path, syscall, *done, data.size());
     *done += static_cast<uint64_t>(n);
   }
   return absl::OkStatus();
+}
+
+absl::Status write_all_fd(int fd, std::string_view data, uint64_t* done, std::string_view call,
+                      std::string_view path) {
+  return write_all_with(data, done, call, path, "write",
+                        [fd](const char* p, size_t n) { return ::write(fd, p, n); });
 }
 
 }  // namespace weft::fs::internal

@@ -8,6 +8,7 @@
 #include <string>
 #include <string_view>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "runtime/platform/syscall.h"
@@ -43,8 +44,23 @@ inline constexpr bool kRingOpenClose = false;
 inline constexpr bool kRingOpenClose = true;
 #endif
 
-// write_all_fd() writes all of data to fd, counting into *done. Blocking.
+// write_all_with() calls write(p, n) until all of data is written,
+// counting into *done. write returns what write(2) does; EINTR is retried.
+// A write that takes no bytes of a non-empty rest is kResourceExhausted
+// (write(2) may return 0 when a device takes no more and it has no errno
+// for that); looping on it would never end. SYSCALL names the call in
+// errors.
+absl::Status write_all_with(std::string_view data, uint64_t* done, std::string_view call,
+                            std::string_view path, std::string_view syscall,
+                            absl::FunctionRef<ssize_t(const char*, size_t)> write);
+
+// write_all_fd() writes all of data to fd with write(2), as above. Blocking.
 absl::Status write_all_fd(int fd, std::string_view data, uint64_t* done, std::string_view call,
                       std::string_view path);
+
+// zero_write_error() is the status for a write(2) or pwrite(2) that
+// returned 0 with bytes still to write.
+absl::Status zero_write_error(std::string_view call, std::string_view path,
+                              std::string_view syscall, uint64_t done, uint64_t total);
 
 }  // namespace weft::fs::internal
