@@ -4,6 +4,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -324,9 +325,29 @@ absl::StatusOr<TcpListener> TcpListener::bind(const SocketAddress& addr, ListenO
     if (::setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v, sizeof(v)) != 0) return fail("IPV6_V6ONLY");
   }
   if (::bind(fd, addr.sockaddr_ptr(), addr.sockaddr_len()) != 0) return fail("bind");
-  if (::listen(fd, opts.backlog) != 0) return fail("listen");
+  // A UNIX path socket now has a file. If listen or registration fails,
+  // remove it, so that the caller's next bind of the path does not meet
+  // EADDRINUSE (only if it is still the file this bind made).
+  struct stat bound {};
+  const bool has_file = addr.is_unix() && !addr.is_unix_abstract() && !addr.is_unix_unnamed() &&
+                        ::lstat(addr.unix_path().c_str(), &bound) == 0;
+  auto remove_file = [&] {
+    struct stat now {};
+    if (has_file && ::lstat(addr.unix_path().c_str(), &now) == 0 && S_ISSOCK(now.st_mode) &&
+        now.st_dev == bound.st_dev && now.st_ino == bound.st_ino) {
+      ::unlink(addr.unix_path().c_str());
+    }
+  };
+  if (::listen(fd, opts.backlog) != 0) {
+    absl::Status st = fail("listen");
+    remove_file();
+    return st;
+  }
   auto core = SocketCore::open(sched, fd, -1, internal::kReadInterest, "TcpListener");
-  if (!core.ok()) return core.status();
+  if (!core.ok()) {
+    remove_file();
+    return core.status();
+  }
   return TcpListener(std::move(*core), opts.placement);
 }
 
