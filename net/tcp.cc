@@ -85,6 +85,23 @@ absl::StatusOr<TcpStream> TcpStream::connect(const SocketAddress& addr, absl::Du
   if (!core.ok()) return core.status();
   const std::string what = "TcpStream::connect(" + addr.to_string() + ")";
   int r = internal::retry_on_eintr([&] { return ::connect(fd, addr.sockaddr_ptr(), addr.sockaddr_len()); });
+  // A UNIX listener whose backlog is full refuses a non-blocking connect
+  // with EAGAIN and gives no readiness event for room in it, so the
+  // connect is retried on the same socket after a sleep, 1 ms doubling to
+  // 64 ms, until it gets in, the deadline passes or the fiber is
+  // cancelled: what a blocking connect(2) would do, without the thread.
+  for (absl::Duration pause = absl::Milliseconds(1); r != 0 && last_errno() == EAGAIN && addr.is_unix();
+       pause = std::min(pause * 2, absl::Milliseconds(64))) {
+    if (deadline >= 0) {
+      int64_t left = deadline - internal::monotonic_now();
+      if (left <= 0) return absl::DeadlineExceededError(what + ": timed out (the listener's backlog stayed full)");
+      pause = std::min(pause, absl::Nanoseconds(left));
+    }
+    if (absl::Status st = this_fiber::sleep_for(pause); !st.ok()) {
+      return absl::Status(st.code(), what + ": " + std::string(st.message()));
+    }
+    r = internal::retry_on_eintr([&] { return ::connect(fd, addr.sockaddr_ptr(), addr.sockaddr_len()); });
+  }
   if (r != 0) {
     int err = last_errno();
     if (err != EINPROGRESS) return errno_status(err, what);

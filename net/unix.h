@@ -59,7 +59,10 @@ class UnixStream : private TcpStream {
   //
   // Connects to a UNIX address (a path or an abstract name). kInvalidArgument
   // for a non-UNIX address; ENOENT (no such socket file), ECONNREFUSED
-  // (nobody listens), EACCES. Suspends.
+  // (nobody listens), EACCES. If the listener's backlog is full, waits for
+  // room as a blocking connect(2) would (retrying every 1 to 64 ms, since
+  // the kernel gives no event for it) until the timeout, which is then
+  // kDeadlineExceeded, or cancellation (kCancelled). Suspends.
   static absl::StatusOr<UnixStream> connect(const SocketAddress& addr,
                                             absl::Duration timeout = absl::InfiniteDuration());
   static absl::StatusOr<UnixStream> connect(std::string_view path,

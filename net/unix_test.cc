@@ -7,6 +7,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdlib>
@@ -15,6 +16,7 @@
 #include <random>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "lifecycle/timeout.h"
 #include "net/io.h"
@@ -136,6 +138,75 @@ TEST_CASE("UnixListener and UnixStream: echo, credentials, addresses") {
     server.join();
     REQUIRE(l->close().ok());
     CHECK_FALSE(exists(path));  // unlink_on_close
+  });
+}
+
+TEST_CASE("connect to a listener with a full backlog waits for room, its deadline or cancellation") {
+  SockDir d;
+  const std::string path = d / "full.sock";
+  auto rt = *Runtime::create({.workers = 2});
+  rt->block_on([&] {
+    auto l = UnixListener::bind(path, {.backlog = 1});
+    REQUIRE(l.ok());
+    // Nobody accepts: the kernel queues backlog + 1 connections, then a
+    // non-blocking connect gets EAGAIN. Fill it.
+    std::vector<UnixStream> queued;
+    absl::Status last;
+    for (int i = 0; i < 8; ++i) {
+      auto s = UnixStream::connect(path, absl::Milliseconds(50));
+      if (!s.ok()) {
+        last = s.status();
+        break;
+      }
+      queued.push_back(std::move(*s));
+    }
+    CHECK(queued.size() == 2);
+    CHECK(absl::IsDeadlineExceeded(last));
+    CHECK(std::string(last.message()).find("backlog stayed full") != std::string::npos);
+
+    // A caller's own cancellation ends the wait with a status, not a throw.
+    bool threw = false;
+    absl::Status st;
+    try {
+      st = with_timeout(absl::Milliseconds(30), [&] { return UnixStream::connect(path); }).status();
+    } catch (const WaitCancelled&) {
+      threw = true;
+    }
+    CHECK_FALSE(threw);
+    CHECK(absl::IsDeadlineExceeded(st));
+
+    // With no deadline it waits until an accept makes room.
+    std::atomic<bool> connected{false};
+    auto waiter = spawn([&] {
+      auto s = UnixStream::connect(path);
+      REQUIRE(s.ok());
+      connected.store(true);
+      return std::move(*s);
+    });
+    REQUIRE(this_fiber::sleep_for(absl::Milliseconds(100)).ok());
+    CHECK_FALSE(connected.load());
+    auto a = l->accept();
+    REQUIRE(a.ok());
+    UnixStream late = waiter.join();
+    CHECK(connected.load());
+    // The late connection is a working one, accepted after the two queued
+    // before it (the kernel's queue is FIFO).
+    auto b = l->accept();
+    REQUIRE(b.ok());
+    auto c = l->accept();
+    REQUIRE(c.ok());
+    REQUIRE(queued[0].write_all("q0").ok());
+    REQUIRE(queued[1].write_all("q1").ok());
+    REQUIRE(late.write_all("hi").ok());
+    auto read2 = [](UnixStream& s) {
+      std::string got(2, '\0');
+      BufferedReader r(s);
+      REQUIRE(r.read_exact(std::span<char>(got.data(), got.size())).ok());
+      return got;
+    };
+    CHECK(read2(a->stream) == "q0");
+    CHECK(read2(b->stream) == "q1");
+    CHECK(read2(c->stream) == "hi");
   });
 }
 
