@@ -21,14 +21,16 @@ absl::Status ConditionVariable::wait_impl(std::unique_lock<Mutex>& lock, int64_t
   lock.unlock();  // never suspends
   internal::WakeReason r = w.wait(deadline_nanos);
   bool notified = w.notified();
-  if (!notified) {
+  if (notified) {
+    w.finish_notified(lock_);
+  } else {
     {
       std::lock_guard<internal::SpinLock> g(lock_);
       notified = w.notified();
       if (!notified) waiters_.remove(&w);
     }
+    if (notified) w.await_signal();
   }
-  if (notified) w.await_signal();
   lock.lock();
   if (r == internal::WakeReason::kShutdown && !notified) {
     internal::unwind_if_cancelled(internal::current_fiber());

@@ -44,7 +44,9 @@ void Mutex::lock() {
   lock_.unlock();
   internal::WakeReason r = w.wait();
   bool owned = w.notified();  // unlock() handed us the mutex
-  if (!owned) {
+  if (owned) {
+    w.finish_notified(lock_);
+  } else {
     // Woken before the hand-off was published, or cancelled: decide under
     // the lock.
     {

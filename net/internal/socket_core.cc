@@ -442,12 +442,16 @@ absl::Status SocketCore::close() {
     lock_.unlock();
     WakeReason r = w.wait();
     bool notified = w.notified();
-    if (!notified) {
-      std::lock_guard<SpinLock> g(lock_);
-      notified = w.notified();
-      if (!notified) drain_waiters_.remove(&w);
+    if (notified) {
+      w.finish_notified(lock_);  // Waiter step 4 (park.cc)
+    } else {
+      {
+        std::lock_guard<SpinLock> g(lock_);
+        notified = w.notified();
+        if (!notified) drain_waiters_.remove(&w);
+      }
+      if (notified) w.await_signal();
     }
-    if (notified) w.await_signal();
     if (r == WakeReason::kShutdown) {
       // This fiber is being cancelled but must not unwind from here: let
       // the fibers still inside the socket run (and leave) first.

@@ -53,6 +53,17 @@
 //      removes itself (settle_wait); true means the waker won and completed
 //      the operation, which the waiter must honour. So a cancellation that
 //      races with a completion never loses the completion.
+//   4. A waiter that finds notified_ true returns without the lock, and its
+//      caller may then destroy the primitive (an Event or WaitGroup in the
+//      caller's frame), so the waker must be done with the primitive's lock
+//      and lists by then (finish_notified). A thread waiter waits for the
+//      waker's signal, sent after the unlock. A fiber whose park the
+//      waker's claim won (waker_schedules_, stored before notified_) is
+//      scheduled only after the unlock, so it cannot be running before. Any
+//      other notified fiber can: a timer, a cancellation or its own worker
+//      (a claim that met kParking) put it back on a queue, and it may see
+//      notified_ while the waker is still popping the next waiter. It takes
+//      and drops the lock once before it returns.
 //
 // # Cancellable parks (a fiber's cancellation reaching its wait)
 //   A fiber is cancelled when its sticky cancel_requested flag is set
@@ -264,6 +275,7 @@ Waiter::Claim Waiter::notify_locked() {
   // primitive at once.
   if (Fiber* f = fiber_) {
     bool mine = try_claim(f, seq_);
+    waker_schedules_ = mine;  // step 4
     notified_.store(true, std::memory_order_release);
     return {mine ? f : nullptr, nullptr};
   }
@@ -287,7 +299,7 @@ void Waiter::await_signal() {
 
 WakeReason settle_wait_slow(Waiter& w, WaitList& list, SpinLock& lock, WakeReason r) {
   if (w.notified()) {
-    w.await_signal();
+    w.finish_notified(lock);
     return WakeReason::kNotified;
   }
   bool notified;

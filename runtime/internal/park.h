@@ -166,6 +166,17 @@ class Waiter {
   // signalled it (and so is done with the primitive's lock); no-op on a
   // fiber.
   void await_signal();
+  // finish_notified(): call when a waiter that saw notified() is about to
+  // return without having taken `lock` since (Waiter step 4). Afterwards
+  // the waker is done with the primitive, and the caller may destroy it.
+  void finish_notified(SpinLock& lock) {
+    if (fiber_ == nullptr) {
+      await_signal();
+    } else if (!waker_schedules_) {
+      lock.lock();  // the waker still holds it, or has dropped it for good
+      lock.unlock();
+    }
+  }
 
   bool notified() const { return notified_.load(std::memory_order_acquire); }
   bool on_fiber() const { return fiber_ != nullptr; }
@@ -192,6 +203,9 @@ class Waiter {
   std::atomic<uint32_t> futex_{0};  // thread waiters: 1 once notified
   Cancellable cancellable_;
   bool linked_ = false;  // in a WaitList (under its owner's lock)
+  // Set by notify_locked() before notified_: whether the waker's claim won
+  // the park, so that the waker schedules the fiber, after its unlock.
+  bool waker_schedules_ = false;
   std::atomic<bool> notified_{false};
 };
 
@@ -246,8 +260,11 @@ class WaitList {
 WakeReason settle_wait_slow(Waiter& w, WaitList& list, SpinLock& lock, WakeReason r);
 inline WakeReason settle_wait(Waiter& w, WaitList& list, SpinLock& lock, WakeReason r) {
   // The common end of a wait: a fiber waiter that was notified (nothing to
-  // remove, no thread signal to await).
-  if (w.on_fiber() && w.notified()) return WakeReason::kNotified;
+  // remove, no thread signal to await) and scheduled by its waker.
+  if (w.on_fiber() && w.notified()) {
+    w.finish_notified(lock);
+    return WakeReason::kNotified;
+  }
   return settle_wait_slow(w, list, lock, r);
 }
 

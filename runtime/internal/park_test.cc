@@ -5,6 +5,7 @@
 #include "runtime/internal/park.h"
 
 #include <atomic>
+#include <chrono>
 #include <thread>
 #include <vector>
 
@@ -173,6 +174,62 @@ TEST_CASE("Waiter: a notify racing a deadline is honoured exactly once") {
   }
   CHECK(notified + timed_out == kRounds);
   CHECK(notified == popped);
+}
+
+// Waiter step 4 with a fiber waiter, made here as a select case's waiter
+// (the only constructor that names a fiber without running on it). The
+// test thread plays the waker, holding the primitive's lock; a second
+// thread plays the woken fiber's return path.
+TEST_CASE("a notified fiber that its waker did not claim returns only after the waker's unlock") {
+  Fiber f;
+  SelectGroup g(&f);
+  Waiter w(&g, 0);
+  REQUIRE(w.on_fiber());
+  SpinLock lock;
+  WaitList list;
+  list.push_back(&w);
+  // A timer (or the fiber's own worker, the park still kParking) claims
+  // the park first: the fiber is back on a queue, and the waker will not
+  // schedule it.
+  REQUIRE_FALSE(try_claim(&f, g.seq));
+  lock.lock();
+  Waiter::Claim c = list.pop_front()->notify_locked();
+  CHECK(c.fiber == nullptr);
+  CHECK(w.notified());
+  std::atomic<bool> returned{false};
+  std::thread fiber_side([&] {
+    CHECK(settle_wait(w, list, lock, WakeReason::kTimeout) == WakeReason::kNotified);
+    returned.store(true);
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  // Still inside the waker's critical section: a return now would let the
+  // caller destroy the primitive under the waker.
+  CHECK_FALSE(returned.load());
+  lock.unlock();
+  fiber_side.join();
+  CHECK(returned.load());
+}
+
+TEST_CASE("a notified fiber that its waker claimed returns without the lock") {
+  Fiber f;
+  SelectGroup g(&f);
+  Waiter w(&g, 0);
+  SpinLock lock;
+  WaitList list;
+  list.push_back(&w);
+  REQUIRE(publish_parked(&f, g.seq));
+  lock.lock();
+  Waiter::Claim c = list.pop_front()->notify_locked();
+  CHECK(c.fiber == &f);  // the waker schedules it, after its unlock
+  std::atomic<bool> returned{false};
+  std::thread fiber_side([&] {
+    CHECK(settle_wait(w, list, lock, WakeReason::kNotified) == WakeReason::kNotified);
+    returned.store(true);
+  });
+  for (int i = 0; i < 5000 && !returned.load(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  CHECK(returned.load());  // it did not wait for the lock
+  lock.unlock();
+  fiber_side.join();
 }
 
 TEST_CASE("WaitList is FIFO and removes from any position") {
