@@ -1,6 +1,7 @@
 #include "net/stdin.h"
 
 #include <fcntl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -53,6 +54,7 @@ StdinStream::StdinStream() = default;
 StdinStream::StdinStream(StdinStream&& o) noexcept
     : fd_(std::exchange(o.fd_, -1)),
       saved_flags_(std::exchange(o.saved_flags_, -1)),
+      short_read_drains_(o.short_read_drains_),
       core_(std::move(o.core_)) {}
 
 StdinStream& StdinStream::operator=(StdinStream&& o) noexcept {
@@ -60,6 +62,7 @@ StdinStream& StdinStream::operator=(StdinStream&& o) noexcept {
     (void)close();
     fd_ = std::exchange(o.fd_, -1);
     saved_flags_ = std::exchange(o.saved_flags_, -1);
+    short_read_drains_ = o.short_read_drains_;
     core_ = std::move(o.core_);
   }
   return *this;
@@ -109,6 +112,13 @@ absl::StatusOr<StdinStream> StdinStream::open(int fd) {
     return core.status();
   }
   out.core_ = std::move(*core);
+  // A terminal returns one line per read: a short read leaves the rest.
+  int type = 0;
+  socklen_t len = sizeof type;
+  out.short_read_drains_ = S_ISFIFO(st.st_mode) ||
+                           (S_ISSOCK(st.st_mode) &&
+                            ::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0 &&
+                            type == SOCK_STREAM);
   return out;
 }
 
@@ -118,7 +128,8 @@ absl::StatusOr<size_t> StdinStream::read(std::span<char> buf) {
   if (core_) {
     const int fd = core_->fd();
     return core_->io(
-        Dir::kRead, "read", -1, [&] { return ::read(fd, buf.data(), buf.size()); }, buf.size());
+        Dir::kRead, "read", -1, [&] { return ::read(fd, buf.data(), buf.size()); },
+        short_read_drains_ ? buf.size() : 0);
   }
   const int fd = fd_;
   return run_blocking([&]() -> absl::StatusOr<size_t> {

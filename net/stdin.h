@@ -13,7 +13,9 @@
 //   pipe, socket, terminal, FIFO   through the poller: a dup of the
 //                                  descriptor is registered with a worker
 //                                  (edge-triggered, as sockets are), and
-//                                  the open file is made O_NONBLOCK
+//                                  the open file is made O_NONBLOCK; a
+//                                  terminal returns a line per read, and
+//                                  every read tries before it parks
 //   regular file, /dev/null, and   through the blocking pool (epoll does
 //   anything epoll refuses         not take them; a file read is one pool
 //                                  call)
@@ -66,6 +68,11 @@ class StdinStream {
  private:
   int fd_ = -1;
   int saved_flags_ = -1;                           // to restore; -1: untouched
+  // A short read empties the input (a pipe, FIFO or stream socket), so the
+  // next read may wait for an edge first. Not a terminal: in canonical
+  // mode it returns one line per read, and lines typed ahead raise no
+  // new edge.
+  bool short_read_drains_ = false;
   std::unique_ptr<internal::SocketCore> core_;     // poller mode
 };
 

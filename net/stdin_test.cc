@@ -3,8 +3,10 @@
 #include <doctest/doctest.h>
 #include <fcntl.h>
 #include <sys/socket.h>
+#include <termios.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <string>
 
@@ -119,6 +121,57 @@ TEST_CASE("StdinStream over a regular file and /dev/null: the blocking pool") {
   ::close(fd);
   ::close(null_fd);
   ::unlink(path.c_str());
+}
+
+TEST_CASE("StdinStream over a terminal: a line typed ahead is read without a new key") {
+  // A terminal in canonical mode returns one line per read(), so a short
+  // read does not mean the input queue is empty: a second line typed (or
+  // pasted) before the program reads must come out of the next read with
+  // no further input, although it raises no new edge.
+  int master = ::posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+  REQUIRE(master >= 0);
+  REQUIRE(::grantpt(master) == 0);
+  REQUIRE(::unlockpt(master) == 0);
+  int tty = ::open(::ptsname(master), O_RDWR | O_NOCTTY | O_CLOEXEC);
+  REQUIRE(tty >= 0);
+  termios t;
+  REQUIRE(::tcgetattr(tty, &t) == 0);
+  REQUIRE((t.c_lflag & ICANON) != 0);
+  auto rt = *Runtime::create({.workers = 1});
+  rt->block_on([&] {
+    auto in = StdinStream::open(tty);
+    REQUIRE(in.ok());
+    CHECK(in->uses_poller());
+    // The first read parks; both lines then arrive in one edge.
+    auto typist = spawn([&] {
+      (void)this_fiber::sleep_for(absl::Milliseconds(20));
+      CHECK(::write(master, "one\ntwo\n", 8) == 8);
+    });
+    char buf[64];
+    auto n = in->read(buf);
+    REQUIRE(n.ok());
+    CHECK(std::string(buf, *n) == "one\n");
+    typist.join();
+    (void)this_fiber::sleep_for(absl::Milliseconds(20));  // every edge dispatched
+    std::atomic<bool> done{false};
+    auto reader = spawn([&]() -> absl::StatusOr<std::string> {
+      char b[64];
+      auto m = in->read(b);
+      done.store(true);
+      if (!m.ok()) return m.status();
+      return std::string(b, *m);
+    });
+    for (int i = 0; i < 100 && !done.load(); ++i) {
+      (void)this_fiber::sleep_for(absl::Milliseconds(10));
+    }
+    CHECK(done.load());
+    if (!done.load()) (void)in->close();  // unpark the reader that missed the line
+    auto second = reader.join();
+    REQUIRE_MESSAGE(second.ok(), second.status().ToString());
+    CHECK(*second == "two\n");
+  });
+  ::close(tty);
+  ::close(master);
 }
 
 }  // namespace
