@@ -84,10 +84,19 @@ absl::StatusOr<StdinStream> StdinStream::open(int fd) {
   StdinStream out;
   out.fd_ = fd;
   if (S_ISREG(st.st_mode) || S_ISDIR(st.st_mode) || S_ISBLK(st.st_mode)) return out;  // pool
-  // Poller: a dup shares the open file (and its O_NONBLOCK).
-  int dup = ::fcntl(fd, F_DUPFD_CLOEXEC, 3);
+  // Poller. A terminal is opened again, as an open file of our own that is
+  // O_NONBLOCK: the one we were given is usually stdout and stderr too, and
+  // O_NONBLOCK there would make their writes fail with EAGAIN while the
+  // terminal holds output back. Anything else (or a terminal we may not
+  // open) gets a dup, which shares the open file and its O_NONBLOCK.
+  int dup = -1;
+  if (::isatty(fd) == 1) {
+    const std::string path = "/proc/self/fd/" + std::to_string(fd);
+    dup = ::open(path.c_str(), O_RDONLY | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
+  }
+  if (dup < 0) dup = ::fcntl(fd, F_DUPFD_CLOEXEC, 3);
   if (dup < 0) return errno_status(errno, what + ": fcntl(F_DUPFD_CLOEXEC)");
-  if ((flags & O_NONBLOCK) == 0) {
+  if ((::fcntl(dup, F_GETFL) & O_NONBLOCK) == 0) {
     if (::fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) {
       int e = errno;
       ::close(dup);

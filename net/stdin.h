@@ -10,20 +10,25 @@
 //   while (r.read_line(&line).ok()) handle(line);
 //
 // How it reads, by what fd 0 is:
-//   pipe, socket, terminal, FIFO   through the poller: a dup of the
+//   pipe, socket, FIFO             through the poller: a dup of the
 //                                  descriptor is registered with a worker
 //                                  (edge-triggered, as sockets are), and
-//                                  the open file is made O_NONBLOCK; a
-//                                  terminal returns a line per read, and
-//                                  every read tries before it parks
+//                                  the open file is made O_NONBLOCK
+//   terminal                       through the poller, on an open file of
+//                                  its own (/proc/self/fd/N opened again,
+//                                  O_NONBLOCK), so the terminal file that
+//                                  stdout and stderr share stays blocking;
+//                                  if that open fails, as a pipe. It
+//                                  returns a line per read, and every read
+//                                  tries before it parks
 //   regular file, /dev/null, and   through the blocking pool (epoll does
 //   anything epoll refuses         not take them; a file read is one pool
 //                                  call)
 //
-// O_NONBLOCK lives on the open file, which a terminal or a pipe shares with
-// other processes (the shell that started us), so the original flags are
-// put back by close(), by the destructor, and at exit() (an atexit hook);
-// a process killed by a signal cannot restore them.
+// O_NONBLOCK lives on the open file, which a pipe shares with other
+// processes (the shell that started us), so the original flags are put
+// back by close(), by the destructor, and at exit() (an atexit hook); a
+// process killed by a signal cannot restore them.
 //
 // One reader at a time. fd 0 itself is never closed.
 #pragma once

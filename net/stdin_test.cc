@@ -9,6 +9,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <string>
+#include <thread>
 
 #include "net/io.h"
 #include "runtime/runtime.h"
@@ -170,6 +171,57 @@ TEST_CASE("StdinStream over a terminal: a line typed ahead is read without a new
     REQUIRE_MESSAGE(second.ok(), second.status().ToString());
     CHECK(*second == "two\n");
   });
+  ::close(tty);
+  ::close(master);
+}
+
+TEST_CASE("StdinStream over a terminal leaves the shared terminal file blocking for writers") {
+  // A shell gives a program one open terminal file as fds 0, 1 and 2, so
+  // O_NONBLOCK on fd 0 would reach stdout too: a write while the terminal
+  // holds output back (Ctrl-S, a slow link) would fail with EAGAIN and
+  // stdio would drop the text.
+  int master = ::posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+  REQUIRE(master >= 0);
+  REQUIRE(::grantpt(master) == 0);
+  REQUIRE(::unlockpt(master) == 0);
+  int tty = ::open(::ptsname(master), O_RDWR | O_NOCTTY | O_CLOEXEC);
+  REQUIRE(tty >= 0);
+  int out = ::fcntl(tty, F_DUPFD_CLOEXEC, 0);  // "stdout": the same open file
+  REQUIRE(out >= 0);
+  const int before = ::fcntl(tty, F_GETFL);
+  auto rt = *Runtime::create({.workers = 1});
+  rt->block_on([&] {
+    auto in = StdinStream::open(tty);
+    REQUIRE(in.ok());
+    CHECK(in->uses_poller());
+    CHECK(::fcntl(out, F_GETFL) == before);
+    // Output held back: a blocking write waits for the restart.
+    REQUIRE(::tcflow(tty, TCOOFF) == 0);
+    std::atomic<ssize_t> wrote{-2};
+    std::atomic<int> err{0};
+    std::thread writer([&] {
+      ssize_t n = ::write(out, "hello\n", 6);
+      err.store(n < 0 ? errno : 0);
+      wrote.store(n);
+    });
+    (void)this_fiber::sleep_for(absl::Milliseconds(50));
+    REQUIRE(::tcflow(tty, TCOON) == 0);
+    writer.join();
+    CHECK_MESSAGE(wrote.load() == 6, "errno ", err.load());
+    // Reading still parks the fiber, not the worker.
+    auto typist = spawn([&] {
+      (void)this_fiber::sleep_for(absl::Milliseconds(20));
+      CHECK(::write(master, "typed\n", 6) == 6);
+    });
+    char buf[64];
+    auto n = in->read(buf);
+    REQUIRE(n.ok());
+    CHECK(std::string(buf, *n) == "typed\n");
+    typist.join();
+    REQUIRE(in->close().ok());
+  });
+  CHECK(::fcntl(tty, F_GETFL) == before);
+  ::close(out);
   ::close(tty);
   ::close(master);
 }
