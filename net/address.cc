@@ -25,11 +25,19 @@ absl::StatusOr<uint16_t> parse_port(std::string_view s, std::string_view whole) 
 
 absl::StatusOr<SocketAddress> SocketAddress::from_ip(std::string_view ip, uint16_t port) {
   SocketAddress a;
+  // inet_pton() and if_nametoindex() stop at a NUL: refuse one rather than
+  // drop what follows it.
+  if (ip.find('\0') != std::string_view::npos) {
+    return absl::InvalidArgumentError("NUL byte in IP address \"" + std::string(ip) + "\"");
+  }
   std::string host(ip);
   std::string scope;
   if (auto pct = host.find('%'); pct != std::string::npos) {
     scope = host.substr(pct + 1);
     host.resize(pct);
+    if (scope.empty()) {
+      return absl::InvalidArgumentError("empty IPv6 scope after '%' in \"" + std::string(ip) + "\"");
+    }
   }
   auto* v4 = reinterpret_cast<sockaddr_in*>(&a.storage_);
   if (scope.empty() && ::inet_pton(AF_INET, host.c_str(), &v4->sin_addr) == 1) {

@@ -42,7 +42,9 @@ class SocketAddress {
 
   // SocketAddress::from_ip()
   //
-  // A numeric IPv4 or IPv6 address (no brackets) and a port.
+  // A numeric IPv4 or IPv6 address (no brackets; an IPv6 one may carry a
+  // scope, "%lo" or "%2") and a port. kInvalidArgument for anything else,
+  // including text with a NUL byte and an empty scope ("::1%").
   static absl::StatusOr<SocketAddress> from_ip(std::string_view ip, uint16_t port);
 
   // loopback_v4()/loopback_v6()/any_v4()/any_v6(): the usual addresses.

@@ -38,6 +38,17 @@ TEST_CASE("SocketAddress rejects malformed text with kInvalidArgument") {
     auto a = SocketAddress::parse(bad);
     CHECK(a.status().code() == absl::StatusCode::kInvalidArgument);
   }
+  // A NUL byte ends the text for inet_pton: what follows it must not be
+  // dropped silently. An empty scope after '%' is not "no scope".
+  using namespace std::string_view_literals;
+  for (std::string_view bad : {"127.0.0.1\0:80"sv, "127.0.0.1\0junk:80"sv, "[::1\0x]:80"sv,
+                               "[fe80::1%]:80"sv}) {
+    CAPTURE(bad);
+    CHECK(SocketAddress::parse(bad).status().code() == absl::StatusCode::kInvalidArgument);
+  }
+  CHECK(SocketAddress::from_ip("10.0.0.1\0.evil"sv, 1).status().code() ==
+        absl::StatusCode::kInvalidArgument);
+  CHECK(SocketAddress::from_ip("::1%"sv, 1).status().code() == absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace
