@@ -14,6 +14,10 @@ namespace weft::net {
 
 absl::StatusOr<std::vector<SocketAddress>> resolve(std::string_view host, uint16_t port) {
   if (host.empty()) return absl::InvalidArgumentError("resolve: empty host name");
+  // getaddrinfo() would stop at a NUL and look up only what precedes it.
+  if (host.find('\0') != std::string_view::npos) {
+    return absl::InvalidArgumentError("resolve: NUL byte in host name \"" + std::string(host) + "\"");
+  }
   std::string h(host);
   if (h.size() > 2 && h.front() == '[' && h.back() == ']') h = h.substr(1, h.size() - 2);
   if (auto a = SocketAddress::from_ip(h, port); a.ok()) return std::vector<SocketAddress>{*a};

@@ -21,7 +21,8 @@ namespace weft::net {
 //
 // Returns the IPv4 and IPv6 addresses of `host` with `port`, in the
 // resolver's order, without duplicates. An unknown host is kNotFound; a
-// temporary resolver failure is kUnavailable. Suspends.
+// temporary resolver failure is kUnavailable; an empty name or one with a
+// NUL byte is kInvalidArgument. Suspends.
 absl::StatusOr<std::vector<SocketAddress>> resolve(std::string_view host, uint16_t port);
 
 }  // namespace weft::net

@@ -173,6 +173,9 @@ TEST_CASE("connect errors: refused, timed out, bad address, resolve") {
     CHECK(resolve("no-such-host.invalid", 1).status().code() == absl::StatusCode::kNotFound);
     CHECK(resolve("", 1).status().code() == absl::StatusCode::kInvalidArgument);
     CHECK(resolve("::1", 7)->front().is_v6());
+    // getaddrinfo() would stop at the NUL and look up "localhost".
+    CHECK(resolve(std::string_view("localhost\0.example.com", 21), 1).status().code() ==
+          absl::StatusCode::kInvalidArgument);
   });
 }
 
