@@ -6,9 +6,11 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <map>
 #include <mutex>
 #include <utility>
 
+#include "absl/base/thread_annotations.h"
 #include "net/internal/socket_core.h"
 #include "runtime/blocking.h"
 #include "runtime/platform/syscall.h"
@@ -22,29 +24,48 @@ using internal::SocketCore;
 
 namespace {
 
-// Flags to restore at exit, per descriptor 0..2 (the common case); -1: none.
-std::mutex g_restore_mu;
-int g_restore_flags[3] = {-1, -1, -1};
+// The descriptors whose open file a StdinStream made O_NONBLOCK: the flags
+// to put back and how many streams on the descriptor rely on it. The last
+// of them to close puts the flags back, and exit() does for fds 0..2.
+struct Nonblock {
+  int flags;
+  int users;
+};
+std::mutex g_nonblock_mu;
+std::map<int, Nonblock> g_nonblock ABSL_GUARDED_BY(g_nonblock_mu);
 
 void restore_at_exit() {
-  std::lock_guard<std::mutex> g(g_restore_mu);
-  for (int fd = 0; fd < 3; ++fd) {
-    if (g_restore_flags[fd] >= 0) ::fcntl(fd, F_SETFL, g_restore_flags[fd]);
+  std::lock_guard<std::mutex> g(g_nonblock_mu);
+  for (const auto& [fd, nb] : g_nonblock) {
+    if (fd >= 0 && fd <= 2) ::fcntl(fd, F_SETFL, nb.flags);
   }
 }
 
-void remember_for_exit(int fd, int flags) {
+// acquire_nonblock() makes fd's open file O_NONBLOCK for one more stream.
+// `flags` are its flags now. Returns whether the stream must call
+// release_nonblock() (false: the file was already O_NONBLOCK of its own).
+absl::StatusOr<bool> acquire_nonblock(int fd, int flags, const std::string& what) {
   static std::once_flag once;
   std::call_once(once, [] { std::atexit(restore_at_exit); });
-  if (fd < 0 || fd > 2) return;
-  std::lock_guard<std::mutex> g(g_restore_mu);
-  g_restore_flags[fd] = flags;
+  std::lock_guard<std::mutex> g(g_nonblock_mu);
+  if (auto it = g_nonblock.find(fd); it != g_nonblock.end()) {
+    ++it->second.users;
+    return true;
+  }
+  if ((flags & O_NONBLOCK) != 0) return false;
+  if (::fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) {
+    return errno_status(errno, what + ": fcntl(O_NONBLOCK)");
+  }
+  g_nonblock[fd] = Nonblock{flags, 1};
+  return true;
 }
 
-void forget_for_exit(int fd) {
-  if (fd < 0 || fd > 2) return;
-  std::lock_guard<std::mutex> g(g_restore_mu);
-  g_restore_flags[fd] = -1;
+void release_nonblock(int fd) {
+  std::lock_guard<std::mutex> g(g_nonblock_mu);
+  auto it = g_nonblock.find(fd);
+  if (it == g_nonblock.end() || --it->second.users > 0) return;
+  ::fcntl(fd, F_SETFL, it->second.flags);
+  g_nonblock.erase(it);
 }
 
 }  // namespace
@@ -53,7 +74,7 @@ StdinStream::StdinStream() = default;
 
 StdinStream::StdinStream(StdinStream&& o) noexcept
     : fd_(std::exchange(o.fd_, -1)),
-      saved_flags_(std::exchange(o.saved_flags_, -1)),
+      nonblock_ref_(std::exchange(o.nonblock_ref_, false)),
       short_read_drains_(o.short_read_drains_),
       core_(std::move(o.core_)) {}
 
@@ -61,7 +82,7 @@ StdinStream& StdinStream::operator=(StdinStream&& o) noexcept {
   if (this != &o) {
     (void)close();
     fd_ = std::exchange(o.fd_, -1);
-    saved_flags_ = std::exchange(o.saved_flags_, -1);
+    nonblock_ref_ = std::exchange(o.nonblock_ref_, false);
     short_read_drains_ = o.short_read_drains_;
     core_ = std::move(o.core_);
   }
@@ -90,29 +111,29 @@ absl::StatusOr<StdinStream> StdinStream::open(int fd) {
   // terminal holds output back. Anything else (or a terminal we may not
   // open) gets a dup, which shares the open file and its O_NONBLOCK.
   int dup = -1;
+  bool reopened = false;
   if (::isatty(fd) == 1) {
     const std::string path = "/proc/self/fd/" + std::to_string(fd);
     dup = ::open(path.c_str(), O_RDONLY | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
+    reopened = dup >= 0;
   }
   if (dup < 0) dup = ::fcntl(fd, F_DUPFD_CLOEXEC, 3);
   if (dup < 0) return errno_status(errno, what + ": fcntl(F_DUPFD_CLOEXEC)");
-  if ((::fcntl(dup, F_GETFL) & O_NONBLOCK) == 0) {
-    if (::fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) {
-      int e = errno;
+  if (!reopened) {
+    auto acquired = acquire_nonblock(fd, flags, what);
+    if (!acquired.ok()) {
       ::close(dup);
-      return errno_status(e, what + ": fcntl(O_NONBLOCK)");
+      return acquired.status();
     }
-    out.saved_flags_ = flags;
-    remember_for_exit(fd, flags);
+    out.nonblock_ref_ = *acquired;
   }
   auto core = SocketCore::open(sched, dup, -1, internal::kReadInterest, "StdinStream");
   if (!core.ok()) {
     // epoll refuses the descriptor (EPERM: a character device such as
     // /dev/null): read it on the blocking pool instead.
-    if (out.saved_flags_ >= 0) {
-      ::fcntl(fd, F_SETFL, out.saved_flags_);
-      forget_for_exit(fd);
-      out.saved_flags_ = -1;
+    if (out.nonblock_ref_) {
+      release_nonblock(fd);
+      out.nonblock_ref_ = false;
     }
     if (internal::errno_of(core.status()) == EPERM ||
         core.status().code() == absl::StatusCode::kPermissionDenied) {
@@ -154,11 +175,8 @@ absl::Status StdinStream::close() {
     s = core_->close();
     core_.reset();
   }
-  if (fd_ >= 0 && saved_flags_ >= 0) {
-    ::fcntl(fd_, F_SETFL, saved_flags_);
-    forget_for_exit(fd_);
-  }
-  saved_flags_ = -1;
+  if (fd_ >= 0 && nonblock_ref_) release_nonblock(fd_);
+  nonblock_ref_ = false;
   fd_ = -1;
   return s;
 }

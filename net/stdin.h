@@ -27,8 +27,10 @@
 //
 // O_NONBLOCK lives on the open file, which a pipe shares with other
 // processes (the shell that started us), so the original flags are put
-// back by close(), by the destructor, and at exit() (an atexit hook); a
-// process killed by a signal cannot restore them.
+// back by the close() or destructor of the last stream open on the
+// descriptor (a stream opened before the previous one closes, as in
+// `in = *stdin_stream();`, keeps it non-blocking), and at exit() (an
+// atexit hook); a process killed by a signal cannot restore them.
 //
 // One reader at a time. fd 0 itself is never closed.
 #pragma once
@@ -72,7 +74,9 @@ class StdinStream {
 
  private:
   int fd_ = -1;
-  int saved_flags_ = -1;                           // to restore; -1: untouched
+  // This stream counts on the O_NONBLOCK a stream on fd_ set (stdin.cc,
+  // acquire_nonblock()); the last to close puts the flags back.
+  bool nonblock_ref_ = false;
   // A short read empties the input (a pipe, FIFO or stream socket), so the
   // next read may wait for an edge first. Not a terminal: in canonical
   // mode it returns one line per read, and lines typed ahead raise no

@@ -87,6 +87,38 @@ TEST_CASE("StdinStream: the destructor restores flags; close wakes a parked read
   ::close(sv[1]);
 }
 
+TEST_CASE("StdinStream: a second stream on the same pipe keeps it non-blocking until the last closes") {
+  // `in = *stdin_stream();` opens the new stream before the old one closes.
+  // The old one's close must not make the pipe blocking under the new one,
+  // whose read() would then block its worker thread instead of parking.
+  int p[2];
+  REQUIRE(::pipe2(p, O_CLOEXEC) == 0);
+  const int before = ::fcntl(p[0], F_GETFL);
+  auto rt = *Runtime::create({.workers = 1});
+  rt->block_on([&] {
+    auto first = StdinStream::open(p[0]);
+    REQUIRE(first.ok());
+    StdinStream in = std::move(*first);
+    auto second = StdinStream::open(p[0]);
+    REQUIRE(second.ok());
+    in = std::move(*second);  // closes the first stream
+    CHECK((::fcntl(p[0], F_GETFL) & O_NONBLOCK) != 0);
+    {
+      auto third = StdinStream::open(p[0]);
+      REQUIRE(third.ok());
+      REQUIRE(third->close().ok());
+    }
+    CHECK((::fcntl(p[0], F_GETFL) & O_NONBLOCK) != 0);
+    REQUIRE(::write(p[1], "x", 1) == 1);
+    char c;
+    CHECK(*in.read(std::span<char>(&c, 1)) == 1);
+    REQUIRE(in.close().ok());
+    CHECK(::fcntl(p[0], F_GETFL) == before);
+  });
+  ::close(p[0]);
+  ::close(p[1]);
+}
+
 TEST_CASE("StdinStream over a regular file and /dev/null: the blocking pool") {
   const char* base = std::getenv("TEST_TMPDIR");
   std::string path = std::string(base != nullptr ? base : "/tmp") + "/stdin_test_file";
