@@ -80,6 +80,18 @@ TEST_CASE("connected UDP: send, recv, refused, timeouts, deadlines, close") {
     CHECK(b.set_write_deadline(absl::Now() - absl::Seconds(1)).ok());
     CHECK(b.send("x").status().code() == absl::StatusCode::kDeadlineExceeded);
     CHECK(b.set_write_deadline(absl::InfiniteFuture()).ok());
+    // A timeout too long to add to the clock (it saturates to INT64_MAX
+    // nanoseconds) means no deadline: no overflow, no early failure.
+    b.set_read_timeout(absl::Hours(24 * 365 * 1000));
+    auto later = spawn([&] {
+      (void)this_fiber::sleep_for(absl::Milliseconds(20));
+      return a.send("late").status();
+    });
+    auto late = b.recv(buf);
+    CHECK(later.join().ok());
+    REQUIRE_MESSAGE(late.ok(), late.status().ToString());
+    CHECK(std::string(buf, *late) == "late");
+    b.set_read_timeout(absl::InfiniteDuration());
 
     // A connected socket whose peer port is gone: the ICMP error comes
     // back as ECONNREFUSED on a later call.

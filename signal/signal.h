@@ -111,8 +111,9 @@ class SignalSet {
 
   // SignalSet::recv_for()
   //
-  // recv() that gives up after `timeout` with kDeadlineExceeded. Must be
-  // called on a fiber. Suspends.
+  // recv() that gives up after `timeout` with kDeadlineExceeded;
+  // absl::InfiniteDuration() (or any timeout too long to reach) waits like
+  // recv(). Must be called on a fiber. Suspends.
   absl::StatusOr<int> recv_for(absl::Duration timeout);
 
   // SignalSet::try_recv()

@@ -105,6 +105,29 @@ TEST_CASE("recv_for() times out; close() wakes a parked recv() with kCancelled")
   CHECK(empty.try_recv().status().code() == absl::StatusCode::kFailedPrecondition);
 }
 
+TEST_CASE("recv_for() with an infinite or far timeout waits like recv()") {
+  // The timeout becomes a deadline of now + timeout in nanoseconds, which
+  // must not overflow (UBSan flags it) or come out in the past.
+  auto set = SignalSet::open({SIGUSR1});
+  REQUIRE(set.ok());
+  auto rt = make_runtime();
+  rt->block_on([&] {
+    for (absl::Duration timeout : {absl::InfiniteDuration(), absl::Hours(24 * 365 * 1000)}) {
+      auto sender = spawn([] {
+        CHECK(this_fiber::sleep_for(absl::Milliseconds(20)).ok());
+        send(SIGUSR1);
+      });
+      auto sig = set->recv_for(timeout);
+      sender.join();
+      // (No CAPTURE: doctest keeps it in a thread_local, and this fiber may
+      // resume on another worker.)
+      REQUIRE_MESSAGE(sig.ok(), absl::FormatDuration(timeout), ": ", sig.status().ToString());
+      CHECK(*sig == SIGUSR1);
+    }
+  });
+  set->close();
+}
+
 TEST_CASE("a parked recv() observes the fiber's cancellation (kCancelled); the set stays open") {
   auto set = SignalSet::open({SIGUSR1});
   REQUIRE(set.ok());

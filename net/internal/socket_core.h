@@ -303,7 +303,10 @@ absl::StatusOr<size_t> SocketCore::io(Dir d, const char* what, int64_t timeout_n
     // the wait after a wake-up that found nothing checks it again.
     bool deadline_ahead = false;
     if (timeout_nanos >= 0 && op_deadline < 0) {
-      op_deadline = monotonic_now() + timeout_nanos;
+      // A timeout too long to add to the clock (absl::InfiniteDuration()
+      // saturates to INT64_MAX nanoseconds) is no deadline at all.
+      const int64_t now = monotonic_now();
+      op_deadline = timeout_nanos > INT64_MAX - now ? -1 : now + timeout_nanos;
       deadline_ahead = timeout_nanos > 0;
     }
     absl::Status st = wait(d, op_deadline, what, deadline_ahead);
