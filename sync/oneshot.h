@@ -97,13 +97,16 @@ class OneshotReceiver {
   OneshotReceiver() = default;
   explicit OneshotReceiver(std::shared_ptr<internal::OneshotState<T>> s) : s_(std::move(s)) {}
   OneshotReceiver(OneshotReceiver&&) noexcept = default;
-  OneshotReceiver& operator=(OneshotReceiver&&) noexcept = default;
-  ~OneshotReceiver() {
-    if (s_) {
-      std::lock_guard<internal::SpinLock> g(s_->lock);
-      s_->receiver_gone = true;
+  // The receiver replaced is gone, as if destroyed: its sender's send()
+  // returns kCancelled.
+  OneshotReceiver& operator=(OneshotReceiver&& o) noexcept {
+    if (this != &o) {
+      drop();
+      s_ = std::move(o.s_);
     }
+    return *this;
   }
+  ~OneshotReceiver() { drop(); }
 
   // recv() suspends until the value arrives or the sender is gone.
   absl::StatusOr<T> recv() { return recv_impl(-1); }
@@ -139,6 +142,14 @@ class OneshotReceiver {
       internal::WakeReason r = internal::settle_wait(w, s_->waiters, s_->lock, w.wait(deadline));
       if (r == internal::WakeReason::kCancelled) return internal::wake_status(r, "Oneshot::recv");
     }
+  }
+  void drop() {
+    if (!s_) return;
+    {
+      std::lock_guard<internal::SpinLock> g(s_->lock);
+      s_->receiver_gone = true;
+    }
+    s_.reset();
   }
   std::shared_ptr<internal::OneshotState<T>> s_;
 };

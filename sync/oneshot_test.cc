@@ -46,6 +46,19 @@ TEST_CASE("oneshot statuses: dropped sender, timeout, try_recv, gone receiver") 
   });
 }
 
+TEST_CASE("a receiver replaced by move-assignment is gone: send() reports it and keeps the value") {
+  auto [tx, rx] = make_oneshot<std::string>();
+  auto [tx2, rx2] = make_oneshot<std::string>();
+  rx = std::move(rx2);  // the first oneshot's receiver is dropped here
+  std::string v = "kept";
+  CHECK(tx.send(std::move(v)).code() == absl::StatusCode::kCancelled);
+  CHECK(v == "kept");
+  CHECK(tx2.send(std::string("x")).ok());
+  auto got = rx.recv();
+  REQUIRE(got.ok());
+  CHECK(*got == "x");
+}
+
 TEST_CASE("a plain thread receives from a fiber") {
   auto rt = *Runtime::create({.workers = 1});
   auto [tx, rx] = make_oneshot<int>();
