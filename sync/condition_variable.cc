@@ -6,6 +6,10 @@
 
 namespace weft {
 
+ConditionVariable::~ConditionVariable() {
+  WEFT_CHECK(waiters_.empty(), "ConditionVariable destroyed while fibers wait on it");
+}
+
 absl::Status ConditionVariable::wait(std::unique_lock<Mutex>& lock) { return wait_impl(lock, -1); }
 
 absl::Status ConditionVariable::wait_until(std::unique_lock<Mutex>& lock, absl::Time deadline) {

@@ -21,6 +21,8 @@ class ConditionVariable {
   ConditionVariable() = default;
   ConditionVariable(const ConditionVariable&) = delete;
   ConditionVariable& operator=(const ConditionVariable&) = delete;
+  // Destroying a condition variable that fibers or threads wait on aborts.
+  ~ConditionVariable();
 
   // ConditionVariable::wait()
   //

@@ -90,5 +90,28 @@ TEST_CASE("a plain thread can wait for a fiber's notification") {
   h.join();
 }
 
+TEST_CASE("destroying a condition variable that a fiber waits on aborts with a message") {
+#if !defined(__SANITIZE_THREAD__)  // the child starts threads after fork
+  weft::testing::expect_death(
+      [] {
+        auto rt = *Runtime::create({.workers = 1});
+        Mutex m;
+        auto* cv = new ConditionVariable;
+        bool waiting = false;
+        rt->spawn([&] {
+            std::unique_lock<Mutex> lk(m);
+            waiting = true;
+            (void)cv->wait(lk);  // queued before it releases m
+          }).detach();
+        for (;;) {
+          std::lock_guard<Mutex> g(m);
+          if (waiting) break;
+        }
+        delete cv;
+      },
+      "ConditionVariable destroyed while fibers wait on it");
+#endif
+}
+
 }  // namespace
 }  // namespace weft
