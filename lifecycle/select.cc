@@ -2,7 +2,7 @@
 
 namespace weft::internal {
 
-size_t select_start(size_t n) {
+size_t select_random(size_t n) {
   // xorshift64*, per thread: cheap, and good enough to spread the choice.
   thread_local uint64_t state = 0x9e3779b97f4a7c15ULL ^ reinterpret_cast<uintptr_t>(&state);
   state ^= state >> 12;

@@ -34,8 +34,10 @@
 // moment wins instead). Must be called on a fiber.
 //
 // # The select protocol
-//   1. Poll: try every case without waiting, from a random start; the
-//      first ready one completes and select() returns.
+//   1. Poll: try every case without waiting, in a random order (a
+//      shuffle, not a rotation: rotating from a random start favours the
+//      case after one that is not ready); the first ready one completes
+//      and select() returns.
 //   2. Arm: make one Waiter per case, all sharing one park sequence and one
 //      SelectGroup (park.h), and queue each on its source under the
 //      source's lock, re-checking readiness there. A case found ready wins
@@ -226,8 +228,19 @@ inline select_case::EventSet is_set(Event& e) { return {&e}; }
 
 namespace internal {
 
-// select_start() is a random case to poll first (fairness).
-size_t select_start(size_t n);
+// select_random() is a random index below n.
+size_t select_random(size_t n);
+
+// select_order() is a uniformly random order of n cases (Fisher-Yates, as
+// Go's pollorder): the first ready case in it is a uniform choice among
+// the ready ones, wherever the cases that are not ready sit.
+template <size_t N>
+std::array<size_t, N> select_order() {
+  std::array<size_t, N> order;
+  for (size_t i = 0; i < N; ++i) order[i] = i;
+  for (size_t i = N - 1; i > 0; --i) std::swap(order[i], order[select_random(i + 1)]);
+  return order;
+}
 
 template <class Tuple, class F, size_t... Is>
 void visit_case(Tuple& t, size_t i, F&& f, std::index_sequence<Is...>) {
@@ -249,11 +262,11 @@ absl::StatusOr<std::variant<typename std::decay_t<Cases>::Result...>> select(Cas
   // variant of statuses as maybe used uninitialized.
   Out out;
   bool have = false;
-  const size_t start = internal::select_start(N);
+  const std::array<size_t, N> order = internal::select_order<N>();
 
   // Step 1.
   for (size_t k = 0; k < N && !have; ++k) {
-    internal::visit_case(cs, (start + k) % N, [&](auto& c, auto I) {
+    internal::visit_case(cs, order[k], [&](auto& c, auto I) {
       typename std::decay_t<decltype(c)>::Result r;
       if (c.poll(&r)) {
         out.template emplace<I>(std::move(r));
@@ -272,7 +285,7 @@ absl::StatusOr<std::variant<typename std::decay_t<Cases>::Result...>> select(Cas
   int deadline_case = -1;
   bool stop = false;
   for (size_t k = 0; k < N && !stop; ++k) {
-    const size_t i = (start + k) % N;
+    const size_t i = order[k];
     internal::visit_case(cs, i, [&](auto& c, auto I) {
       ws[I].emplace(&group, static_cast<int>(I));
       typename std::decay_t<decltype(c)>::Result r;
