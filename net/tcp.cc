@@ -76,9 +76,7 @@ TcpStream::TcpStream(std::unique_ptr<SocketCore> core) : core_(std::move(core)) 
 absl::StatusOr<TcpStream> TcpStream::connect(const SocketAddress& addr, absl::Duration timeout) {
   internal::Scheduler* sched = scheduler_or_die("weft::net::TcpStream::connect");
   if (!addr.valid()) return absl::InvalidArgumentError("TcpStream::connect: invalid address");
-  int64_t deadline = timeout == absl::InfiniteDuration()
-                         ? -1
-                         : internal::monotonic_now() + to_timeout_ns(timeout);
+  int64_t deadline = internal::deadline_after(timeout);
   int fd = ::socket(addr.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return errno_status(last_errno(), "TcpStream::connect: socket");
   auto core = SocketCore::open(sched, fd, -1, internal::kDuplexInterest, "TcpStream");
@@ -129,9 +127,7 @@ absl::StatusOr<TcpStream> TcpStream::connect(const SocketAddress& addr, absl::Du
 }
 
 absl::StatusOr<TcpStream> TcpStream::connect(std::string_view host, uint16_t port, absl::Duration timeout) {
-  int64_t deadline = timeout == absl::InfiniteDuration()
-                         ? -1
-                         : internal::monotonic_now() + to_timeout_ns(timeout);
+  int64_t deadline = internal::deadline_after(timeout);
   auto addrs = resolve(host, port);
   if (!addrs.ok()) return addrs.status();
   absl::Status last = absl::NotFoundError("TcpStream::connect: no address for " + std::string(host));
@@ -399,9 +395,7 @@ absl::StatusOr<Accepted> TcpListener::accept() { return accept_for(absl::Infinit
 
 absl::StatusOr<Accepted> TcpListener::accept_for(absl::Duration timeout) {
   if (!core_) return not_open("TcpListener", "accept");
-  int64_t deadline = timeout == absl::InfiniteDuration()
-                         ? -1
-                         : internal::monotonic_now() + to_timeout_ns(timeout);
+  int64_t deadline = internal::deadline_after(timeout);
   if (int64_t backoff = counters_->backoff_ns.load(std::memory_order_relaxed); backoff > 0) {
     // The previous accept() ran out of descriptors or memory: give the
     // process time to release some before trying again.

@@ -567,6 +567,25 @@ TEST_CASE("shutdown(grace): fibers blocked in recv and sleep finish within the g
   }
 }
 
+TEST_CASE("shutdown(absl::InfiniteDuration()) waits for a fiber that finishes late") {
+  // The grace became a deadline by adding INT64_MAX nanoseconds to the
+  // clock: an overflow (UB), which wrapped to a deadline in the past, so
+  // the drain waited for nothing and reported the fiber left.
+  auto rt = make(2);
+  std::atomic<bool> finished{false};
+  auto slow = rt->spawn([&] {
+    this_fiber::CancellationShield s;
+    (void)this_fiber::sleep_for(absl::Milliseconds(150));
+    finished.store(true);
+  });
+  REQUIRE(weft::testing::eventually([&] { return parks(*rt) >= 1; }));
+  ShutdownReport report = rt->shutdown(absl::InfiniteDuration());
+  CHECK(report.left == 0);
+  CHECK(finished.load());
+  CHECK(report.took >= absl::Milliseconds(100));
+  slow.join();
+}
+
 TEST_CASE("shutdown(grace): fibers that ignore cancellation are left, named, and unwound") {
   auto rt = make(2);
   std::atomic<bool> stop{false};

@@ -86,9 +86,7 @@ absl::Status sleep_for(absl::Duration d) {
     yield();
     return absl::OkStatus();
   }
-  int64_t deadline = d == absl::InfiniteDuration()
-                         ? -1
-                         : internal::monotonic_now() + absl::ToInt64Nanoseconds(d);
+  int64_t deadline = internal::deadline_after(d);
   return sleep_to(self, deadline);
 }
 

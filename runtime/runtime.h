@@ -369,7 +369,8 @@ class Runtime {
   // A graceful shutdown: stops taking spawns from other threads (they are
   // cancelled at once), cancels every fiber (their waits return
   // kCancelled; fibers they spawn start cancelled), waits up to `grace` for
-  // all of them to finish, then does shutdown(). Returns what was left.
+  // all of them to finish (absl::InfiniteDuration(): for as long as they
+  // take), then does shutdown(). Returns what was left.
   ShutdownReport shutdown(absl::Duration grace);
 
   RuntimeStats stats() const;

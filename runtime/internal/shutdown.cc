@@ -127,7 +127,7 @@ void Scheduler::drain(absl::Duration grace, ShutdownReport* report) {
   Worker* cw = current_worker();
   WEFT_CHECK(cw == nullptr || cw->scheduler() != this,
              "Runtime::shutdown(grace) called from one of the runtime's own fibers or workers");
-  const int64_t deadline = monotonic_now() + absl::ToInt64Nanoseconds(grace);
+  const int64_t deadline = deadline_after(grace);  // -1: no limit
   {
     std::lock_guard<std::mutex> g(submit_mu_);  // step 1
     draining_.store(true, std::memory_order_seq_cst);
@@ -156,7 +156,7 @@ void Scheduler::drain(absl::Duration grace, ShutdownReport* report) {
     s->unref();
   }
   for (Fiber* f : claimed) schedule(f);
-  while (live_fibers() > 0 && monotonic_now() < deadline) {  // step 3
+  while (live_fibers() > 0 && (deadline < 0 || monotonic_now() < deadline)) {  // step 3
     timespec ts{0, 1000000};
     nanosleep(&ts, nullptr);
   }

@@ -2,6 +2,8 @@
 
 #include <time.h>
 
+#include <cstdint>
+
 namespace weft::internal {
 
 int64_t monotonic_now() {
@@ -17,6 +19,14 @@ int64_t to_monotonic(absl::Time t) {
   if (left <= absl::ZeroDuration()) return now;
   if (left > absl::Hours(24 * 365 * 100)) return -1;
   return now + absl::ToInt64Nanoseconds(left);
+}
+
+int64_t deadline_after(absl::Duration d) {
+  if (d == absl::InfiniteDuration()) return -1;
+  const int64_t now = monotonic_now();
+  if (d <= absl::ZeroDuration()) return now;
+  const int64_t ns = absl::ToInt64Nanoseconds(d);
+  return ns > INT64_MAX - now ? -1 : now + ns;
 }
 
 }  // namespace weft::internal

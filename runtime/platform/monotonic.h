@@ -18,4 +18,10 @@ int64_t monotonic_now();
 // (absl::InfiniteFuture(), or more than a century ahead: -1, no deadline).
 int64_t to_monotonic(absl::Time t);
 
+// deadline_after() is the monotonic deadline `d` from now: -1 (none) for
+// absl::InfiniteDuration() or a duration too long to add to the clock
+// (absl::ToInt64Nanoseconds saturates, and the sum would overflow); now
+// for a duration <= 0.
+int64_t deadline_after(absl::Duration d);
+
 }  // namespace weft::internal

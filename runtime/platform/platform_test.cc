@@ -16,6 +16,7 @@
 #include "runtime/platform/direct_syscall.h"
 #include "runtime/platform/epoll_poller.h"
 #include "runtime/platform/eventfd.h"
+#include "runtime/platform/monotonic.h"
 #include "runtime/platform/prefetch.h"
 #include "runtime/platform/syscall.h"
 #include "runtime/platform/thread_clock.h"
@@ -196,6 +197,22 @@ TEST_CASE("thread_state and cpu_clock_nanos tell a computing thread from a block
   reader.join();
   ::close(p[0]);
   ::close(p[1]);
+}
+
+TEST_CASE("deadline_after: no deadline for an infinite or unreachable duration, never an overflow") {
+  CHECK(deadline_after(absl::InfiniteDuration()) == -1);
+  // absl::ToInt64Nanoseconds saturates at INT64_MAX: added to the clock, an
+  // overflow (UBSan aborts the ASan build on it).
+  CHECK(deadline_after(absl::Hours(24 * 365 * 1000)) == -1);
+  CHECK(deadline_after(absl::Nanoseconds(INT64_MAX)) == -1);
+  const int64_t before = monotonic_now();
+  const int64_t now_or_later = deadline_after(-absl::Seconds(5));
+  CHECK(now_or_later >= before);
+  CHECK(now_or_later <= monotonic_now());
+  const int64_t in_1s = deadline_after(absl::Seconds(1));
+  CHECK(in_1s >= before + 1'000'000'000);
+  CHECK(in_1s <= monotonic_now() + 1'000'000'000);
+  CHECK(deadline_after(absl::ZeroDuration()) >= before);
 }
 
 }  // namespace weft::internal
