@@ -9,10 +9,12 @@
 //   auto got = sock->recv_from(buf);              // StatusOr<Datagram>
 //   sock->send_to({buf, got->size}, got->from);
 //
-// A datagram larger than the buffer is truncated; recv_from() reports the
-// full size in Datagram::truncated. Statuses as in net/tcp.h; a connected
-// socket's recv() may return kUnavailable (ECONNREFUSED) after an ICMP
-// port-unreachable.
+// A datagram larger than the buffer is truncated: the rest of it is
+// discarded. recv_from() says so in Datagram::truncated; recv() returns
+// just the bytes stored, as recv(2) does, so a caller that must know sizes
+// its buffer for the largest datagram or uses recv_from(). Statuses as in
+// net/tcp.h; a connected socket's recv() may return kUnavailable
+// (ECONNREFUSED) after an ICMP port-unreachable.
 #pragma once
 
 #include <cstddef>
