@@ -987,7 +987,12 @@ void Server::serve_requests(Conn& conn, S& stream, net::TcpStream& tcp) {
     }
     keep = keep && !draining_.load();
     if (req.version() < 11 && res.chunked()) res.chunked(false);  // HTTP/1.0 has no chunked coding
-    const bool head_only = req.method() == bhttp::verb::head;
+    // 1xx, 204 and 304 responses end with their head (RFC 9112 6.3): a
+    // body the handler left in one would be read as the next response.
+    const unsigned code = res.result_int();
+    const bool no_body = code < 200 || code == 204 || code == 304;
+    if (no_body && res.chunked()) res.chunked(false);
+    const bool head_only = no_body || req.method() == bhttp::verb::head;
     if (!res.chunked()) {
       // The common case: we write the head ourselves, in one pass over the
       // handler's fields (Beast's serializer and four set() calls cost

@@ -28,7 +28,8 @@
 //   - chunked request bodies (Beast decodes them); a handler that sets
 //     res.chunked(true) gets a chunked response (the body as one chunk);
 //   - Content-Length, Date and Server on every response, "Connection:
-//     close" on the last one; HEAD gets the headers only. The server owns
+//     close" on the last one; HEAD gets the headers only, and so do 1xx,
+//     204 and 304 responses (a body the handler set is not sent). The server owns
 //     Content-Length, Transfer-Encoding and Connection: the handler's values
 //     for those are replaced (use res.chunked(true) for chunked, and
 //     res.keep_alive(false) to close after this response); a Date or
