@@ -218,6 +218,31 @@ TEST_CASE("garbage and silence during the handshake give statuses") {
   });
 }
 
+TEST_CASE("a client that does not verify: a later record failure is kUnavailable, not a verify failure") {
+  auto rt = *Runtime::create({.workers = 2});
+  rt->block_on([] {
+    // After the handshake the server puts bytes that are no TLS record on
+    // the wire. The client's chain did not verify (self-signed), which
+    // verify_peer = false says to ignore: the read must fail for what
+    // happened, not for the certificate.
+    OneShotServer srv(server_ctx(*pki().self_signed), [](Stream& s) {
+      (void)s.tcp().write_all(std::string(64, '\x42'));
+      char buf[16];
+      (void)s.read(buf);
+    });
+    auto ctx = Context::client({.verify_peer = false});
+    REQUIRE(ctx.ok());
+    auto s = dial(srv.port, *ctx, "localhost");
+    REQUIRE_MESSAGE(s.ok(), s.status().ToString());
+    char buf[16];
+    auto n = s->read(buf);
+    CHECK_MESSAGE(n.status().code() == absl::StatusCode::kUnavailable, n.status().ToString());
+    CHECK_MESSAGE(std::string(n.status().message()).find("certificate") == std::string::npos, n.status().ToString());
+    (void)s->close();
+    (void)srv.wait();
+  });
+}
+
 TEST_CASE("Context errors") {
   CHECK(Context::server({.cert_chain_file = "/nonexistent.pem", .key_file = "/nonexistent.key"}).status().code() ==
         absl::StatusCode::kInvalidArgument);
