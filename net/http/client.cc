@@ -342,13 +342,22 @@ absl::StatusOr<Response> Client::round_trip(bhttp::verb method, const Url& url, 
       return call_error(prefix + "sending the request: ", ec, io.last_status());
     }
     boost::beast::flat_buffer buf;
-    bhttp::response_parser<bhttp::string_body> parser;
-    parser.header_limit(static_cast<std::uint32_t>(opts_.max_header_bytes));
-    parser.body_limit(opts_.max_body_bytes);
-    if (method == bhttp::verb::head) parser.skip(true);
-    bhttp::read(io, buf, parser, ec);
+    std::optional<bhttp::response_parser<bhttp::string_body>> parser;
+    bool interim = false;  // a 1xx answer came first
+    for (;;) {
+      parser.emplace();
+      parser->header_limit(static_cast<std::uint32_t>(opts_.max_header_bytes));
+      parser->body_limit(opts_.max_body_bytes);
+      if (method == bhttp::verb::head) parser->skip(true);
+      bhttp::read(io, buf, *parser, ec);
+      // 100 Continue, 103 Early Hints: interim answers before the final one
+      // (RFC 9110 15.2); 101 ends HTTP on this connection and is returned.
+      const unsigned status = parser->get().result_int();
+      if (ec || status / 100 != 1 || status == 101) break;
+      interim = true;
+    }
     if (ec) {
-      if (reused && !parser.got_some() &&
+      if (reused && !interim && !parser->got_some() &&
           (ec == bhttp::error::end_of_stream || ec == boost::asio::error::connection_reset)) {
         continue;
       }
@@ -358,9 +367,9 @@ absl::StatusOr<Response> Client::round_trip(bhttp::verb method, const Url& url, 
       std::unique_lock lock(mu_);
       ++stats_.requests;
     }
-    const bool close_delimited = parser.need_eof();
-    Response res = parser.release();
-    bool reusable = res.keep_alive() && !close_delimited && buf.size() == 0;
+    const bool close_delimited = parser->need_eof();
+    Response res = parser->release();
+    bool reusable = res.keep_alive() && !close_delimited && buf.size() == 0 && res.result_int() != 101;
     if (reusable) {
       reusable = sock.set_read_deadline(absl::InfiniteFuture()).ok() &&
                  sock.set_write_deadline(absl::InfiniteFuture()).ok();

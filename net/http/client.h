@@ -17,8 +17,10 @@
 //     (weft::tls, OpenSSL) with ClientOptions::tls or the system store;
 //   - one pool of idle connections per scheme://host:port, at most
 //     max_idle_per_host each; a response is read whole (Content-Length,
-//     chunked, or up to the close) and the connection goes back to the
-//     pool when both sides allow keep-alive and nothing follows the body;
+//     chunked, or up to the close), after any interim 1xx answers (100
+//     Continue, 103 Early Hints), which are skipped; the connection goes
+//     back to the pool when both sides allow keep-alive and nothing
+//     follows the body;
 //   - a request on a pooled connection that fails before any byte of the
 //     response arrived (the server closed it while idle) is sent once more
 //     on a new connection;

@@ -238,6 +238,17 @@ TEST_CASE("misbehaving servers give statuses with the URL in them") {
       auto r = client.get(raw.url);
       CHECK(r.status().code() == absl::StatusCode::kDataLoss);
     }
+    SUBCASE("interim 1xx responses before the final one are skipped") {
+      RawServer raw(
+          "HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n"
+          "HTTP/1.1 100 Continue\r\n\r\n"
+          "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfinal");
+      auto r = client.get(raw.url);
+      REQUIRE(r.ok());
+      CHECK(r->result_int() == 200);
+      CHECK(r->body() == "final");
+      CHECK(r->find("Link") == r->end());
+    }
     SUBCASE("stalls: the request timeout") {
       RawServer raw("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc", absl::Seconds(1));
       absl::Time start = absl::Now();
