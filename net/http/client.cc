@@ -285,9 +285,11 @@ absl::StatusOr<Response> Client::round_trip(bhttp::verb method, const Url& url, 
 
   bhttp::request<bhttp::string_body> req{method, url.target, 11};
   const uint16_t default_port = https ? 443 : 80;
-  req.set(bhttp::field::host, url.port == default_port
-                                  ? (url.host.find(':') != std::string::npos ? "[" + url.host + "]" : url.host)
-                                  : url.host_port());
+  if (!has_header(headers, "host")) {  // the caller's replaces ours: two would be refused (RFC 9112 3.2)
+    req.set(bhttp::field::host, url.port == default_port
+                                    ? (url.host.find(':') != std::string::npos ? "[" + url.host + "]" : url.host)
+                                    : url.host_port());
+  }
   for (const auto& [name, value] : headers) req.insert(name, value);
   if (!opts_.user_agent.empty() && !has_header(headers, "user-agent")) {
     req.set(bhttp::field::user_agent, opts_.user_agent);

@@ -56,6 +56,8 @@ Response handle(const Request& req) {
   } else if (t == "/loop") {
     res.result(bhttp::status::moved_permanently);
     res.set(bhttp::field::location, "loop");
+  } else if (t == "/host") {
+    res.body() = std::to_string(req.count(bhttp::field::host)) + " " + std::string(req[bhttp::field::host]);
   } else if (t == "/slow") {
     (void)this_fiber::sleep_for(absl::Milliseconds(500));
     res.body() = "slow";
@@ -124,6 +126,22 @@ TEST_CASE("against http::Server: get, post, keep-alive pool, chunked, HEAD, clos
     // on the next call and retries on a new connection.
     client.close();
     CHECK(client.idle_connections() == 0);
+  });
+}
+
+TEST_CASE("the caller's headers: a Host replaces the URL's") {
+  auto rt = *Runtime::create({.workers = 1});
+  rt->block_on([] {
+    TestServer ts;
+    Client client;
+    auto r = client.get(ts.url + "/host");
+    REQUIRE(r.ok());
+    CHECK(r->body() == "1 " + ts.url.substr(7));
+    r = client.get(ts.url + "/host", {{"host", "example.test"}});
+    REQUIRE(r.ok());
+    CHECK(r->result_int() == 200);
+    CHECK(r->body() == "1 example.test");
+    CHECK(client.stats().requests == 2);
   });
 }
 
