@@ -66,6 +66,23 @@ absl::Status call_error(const std::string& prefix, const boost::system::error_co
   return absl::UnavailableError(prefix + ec.message());
 }
 
+// header_error() says what is wrong with a caller's field, or "" if
+// nothing: the name must be a token (RFC 9110 5.1), and the value must not
+// hold CR, LF or NUL, which would end the line early and let the rest pass
+// as further fields or a second request.
+std::string header_error(std::string_view name, std::string_view value) {
+  if (name.empty()) return "a header with an empty name";
+  for (char c : name) {
+    const bool tchar = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                       std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
+    if (!tchar) return "a header name holds a byte that is not allowed in a field name (RFC 9110 5.1)";
+  }
+  if (value.find_first_of(std::string_view("\r\n\0", 3)) != std::string_view::npos) {
+    return "header " + std::string(name) + ": the value holds CR, LF or NUL";
+  }
+  return "";
+}
+
 bool is_redirect(unsigned status) {
   return status == 301 || status == 302 || status == 303 || status == 307 || status == 308;
 }
@@ -241,6 +258,11 @@ absl::StatusOr<Response> Client::request(bhttp::verb method, std::string_view ur
   if (!url.ok()) {
     return absl::InvalidArgumentError("http::Client: " + method_name + " " + std::string(url_text) + ": " +
                                       std::string(url.status().message()));
+  }
+  for (const auto& [name, value] : headers) {
+    if (std::string why = header_error(name, value); !why.empty()) {
+      return absl::InvalidArgumentError("http::Client: " + method_name + " " + url->to_string() + ": " + why);
+    }
   }
   const absl::Duration connect_timeout = call.connect_timeout.value_or(opts_.connect_timeout);
   const absl::Time deadline = absl::Now() + call.request_timeout.value_or(opts_.request_timeout);

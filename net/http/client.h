@@ -30,7 +30,8 @@
 //     307, 308 with a Location; 303, and 301/302 after a POST, become GET).
 //
 // Statuses: every message starts with "http::Client: METHOD URL: ".
-//   kInvalidArgument     a malformed or unsupported URL
+//   kInvalidArgument     a malformed or unsupported URL, a header name
+//                        that is not a token, a value with CR, LF or NUL
 //   kUnauthenticated     https: the server's certificate or name did not verify
 //   kUnavailable         connect refused or unreachable, connection reset,
 //                        closed before or during the response
@@ -129,7 +130,8 @@ class Client {
   //
   // Sends METHOD url with `headers` (Host, User-Agent and Content-Length
   // are added unless given) and `body`, and returns the whole response.
-  // Suspends.
+  // kInvalidArgument, with nothing sent, for a header whose name is not a
+  // token or whose value holds CR, LF or NUL. Suspends.
   absl::StatusOr<Response> request(boost::beast::http::verb method, std::string_view url,
                                    const Headers& headers = {}, std::string body = {},
                                    const CallOptions& call = {});

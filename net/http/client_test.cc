@@ -129,7 +129,7 @@ TEST_CASE("against http::Server: get, post, keep-alive pool, chunked, HEAD, clos
   });
 }
 
-TEST_CASE("the caller's headers: a Host replaces the URL's") {
+TEST_CASE("the caller's headers: a Host replaces the URL's, CR, LF or NUL is refused") {
   auto rt = *Runtime::create({.workers = 1});
   rt->block_on([] {
     TestServer ts;
@@ -141,6 +141,15 @@ TEST_CASE("the caller's headers: a Host replaces the URL's") {
     REQUIRE(r.ok());
     CHECK(r->result_int() == 200);
     CHECK(r->body() == "1 example.test");
+    // A value or name that would end the line early would add fields (or
+    // a whole request) the caller did not mean to send.
+    for (const Headers& bad : {Headers{{"X-A", "a\r\nX-Injected: 1"}}, Headers{{"X-A", "a\nb"}},
+                               Headers{{"X-A", std::string("a\0b", 3)}}, Headers{{"X-A\r\nX-B", "v"}},
+                               Headers{{"X A", "v"}}, Headers{{"", "v"}}}) {
+      r = client.get(ts.url + "/host", bad);
+      CHECK(r.status().code() == absl::StatusCode::kInvalidArgument);
+      CHECK(std::string(r.status().message()).find("http::Client: GET " + ts.url + "/host: ") == 0);
+    }
     CHECK(client.stats().requests == 2);
   });
 }
