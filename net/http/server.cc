@@ -875,7 +875,9 @@ void Server::serve_requests(Conn& conn, S& stream, net::TcpStream& tcp) {
     bool threw = false;
     try {
       streaming_(head, body, writer);
-    } catch (const std::exception&) {
+    } catch (const internal::FiberUnwind&) {
+      throw;  // the runtime unwinds this fiber
+    } catch (...) {
       threw = true;
     }
     if (rs.deadline_set) {
@@ -981,7 +983,9 @@ void Server::serve_requests(Conn& conn, S& stream, net::TcpStream& tcp) {
       } else {
         res = handler_(req);
       }
-    } catch (const std::exception&) {
+    } catch (const internal::FiberUnwind&) {
+      throw;  // the runtime unwinds this fiber
+    } catch (...) {
       refuse(500);
       break;
     }

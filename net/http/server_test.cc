@@ -69,6 +69,8 @@ Response hello(const Request& req) {
     res.chunked(req.target() == "/not-modified-chunked");
   } else if (req.target() == "/throw") {
     throw std::runtime_error("handler failed");
+  } else if (req.target() == "/throw-int") {
+    throw 42;  // not a std::exception
   } else if (req.target() == "/slow") {
     (void)this_fiber::sleep_for(absl::Milliseconds(300));
     res.body() = "slow";
@@ -320,6 +322,10 @@ TEST_CASE("501 for unknown methods and codings, 500 when the handler throws") {
     CHECK(starts_with(send_recv(ts, "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n"),
                       "HTTP/1.1 501 Not Implemented\r\n"));
     CHECK(starts_with(send_recv(ts, "GET /throw HTTP/1.1\r\nHost: x\r\n\r\n"),
+                      "HTTP/1.1 500 Internal Server Error\r\n"));
+    // Whatever it throws: an exception that is not a std::exception must
+    // not escape the connection's fiber (and end the process).
+    CHECK(starts_with(send_recv(ts, "GET /throw-int HTTP/1.1\r\nHost: x\r\n\r\n"),
                       "HTTP/1.1 500 Internal Server Error\r\n"));
     // A field value with CR LF from the handler never reaches the wire.
     CHECK(send_recv(ts, "GET /tab HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").find("X-Tab: a\tbcdefghijklmnop\r\n") !=
