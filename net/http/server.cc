@@ -860,7 +860,7 @@ void Server::serve_requests(Conn& conn, S& stream, net::TcpStream& tcp) {
     bool keep = head.keep_alive() && !draining_.load() &&
                 (opts_.max_requests_per_connection == 0 || served < opts_.max_requests_per_connection);
     std::function<bool()> send_continue;
-    if (!bp.is_done()) {
+    if (!bp.is_done() && head.version() >= 11) {  // HTTP/1.0: ignored (RFC 9110 10.1.1)
       auto expect = head.find(bhttp::field::expect);
       if (expect != head.end() && lower_trim(expect->value()) == "100-continue") {
         send_continue = [&] {
@@ -935,8 +935,11 @@ void Server::serve_requests(Conn& conn, S& stream, net::TcpStream& tcp) {
     } else {
       status = check_head(*parser, opts_);
       if (status == 0 && !parser->is_done() && streaming_ == nullptr) {
+        // An HTTP/1.0 client's expectation is ignored (RFC 9110 10.1.1):
+        // it would take the 100 for its answer.
         auto expect = parser->get().find(bhttp::field::expect);
-        if (expect != parser->get().end() && lower_trim(expect->value()) == "100-continue") {
+        if (parser->get().version() >= 11 && expect != parser->get().end() &&
+            lower_trim(expect->value()) == "100-continue") {
           out.append("HTTP/1.1 100 Continue\r\n\r\n");
           if (!flush()) break;
         }

@@ -123,7 +123,7 @@ class BodyReader {
   // kResourceExhausted past max_body_bytes, kDeadlineExceeded (the request
   // or idle timeout), kInvalidArgument for a malformed body, kUnavailable
   // if the peer left. After an error, every read returns it. Sends
-  // "100 Continue" first if the client asked for it. Suspends.
+  // "100 Continue" first if an HTTP/1.1 client asked for it. Suspends.
   virtual absl::StatusOr<size_t> read(std::span<char> buf) = 0;
 };
 

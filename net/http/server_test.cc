@@ -210,6 +210,34 @@ TEST_CASE("204 and 304 go out without a body, whatever the handler put in it") {
   });
 }
 
+TEST_CASE("an HTTP/1.0 request's Expect: 100-continue is ignored") {
+  auto rt = *Runtime::create({.workers = 1});
+  rt->block_on([] {
+    TestServer ts;
+    // RFC 9110 10.1.1: a server MUST ignore the expectation in an HTTP/1.0
+    // request; an HTTP/1.0 client would take "100 Continue" for its answer.
+    std::string r = send_recv(ts, "POST /echo HTTP/1.0\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\nxyz");
+    CHECK_MESSAGE(starts_with(r, "HTTP/1.1 200 OK\r\n"), r);
+    CHECK_MESSAGE(count(r, "100 Continue") == 0, r);
+    CHECK(count(r, "\r\n\r\nxyz") == 1);
+  });
+  rt->block_on([] {
+    TestServer ts({}, [](const RequestHead& req, BodyReader& body, ResponseWriter& out) {
+      std::string got;
+      char buf[16];
+      for (auto n = body.read(buf); n.ok() && *n > 0; n = body.read(buf)) got.append(buf, *n);
+      auto head = response_head(bhttp::status::ok, req.version());
+      head.set(bhttp::field::content_length, std::to_string(got.size()));
+      if (!out.begin(std::move(head)).ok()) return;
+      (void)out.write(got);
+    });
+    std::string r = send_recv(ts, "POST / HTTP/1.0\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\nxyz");
+    CHECK_MESSAGE(starts_with(r, "HTTP/1.1 200 OK\r\n"), r);
+    CHECK_MESSAGE(count(r, "100 Continue") == 0, r);
+    CHECK(count(r, "\r\n\r\nxyz") == 1);
+  });
+}
+
 TEST_CASE("chunked request body in, chunked response out, 1.0 gets it whole") {
   auto rt = *Runtime::create({.workers = 2});
   rt->block_on([] {
