@@ -179,6 +179,9 @@ struct Client::Connection {
   absl::StatusOr<size_t> read(std::span<char> buf) { return tls ? tls->read(buf) : tcp.read(buf); }
   absl::StatusOr<size_t> write(std::string_view data) { return tls ? tls->write(data) : tcp.write(data); }
   void close() { (void)(tls ? tls->close() : tcp.close()); }
+  // truncated() is true if a TLS peer's end of stream came without
+  // close_notify: an attacker on the path can end the connection early.
+  bool truncated() const { return tls && !tls->close_notify_received(); }
 };
 
 absl::StatusOr<std::shared_ptr<tls::Context>> Client::tls_context() {
@@ -392,6 +395,12 @@ absl::StatusOr<Response> Client::round_trip(bhttp::verb method, const Url& url, 
       ++stats_.requests;
     }
     const bool close_delimited = parser->need_eof();
+    if (close_delimited && s->truncated()) {
+      s->close();
+      return absl::UnavailableError(prefix +
+                                    "the body ends with the connection, which ended without TLS close_notify: it "
+                                    "may be truncated");
+    }
     Response res = parser->release();
     bool reusable = res.keep_alive() && !close_delimited && buf.size() == 0 && res.result_int() != 101;
     if (reusable) {

@@ -36,7 +36,8 @@
 //   kUnavailable         connect refused or unreachable, connection reset,
 //                        closed before or during the response
 //                        (partial_message: a body shorter than its
-//                        Content-Length)
+//                        Content-Length; https: a body delimited by the
+//                        close, which came without TLS close_notify)
 //   kDeadlineExceeded    the connect or request timeout passed
 //   kDataLoss            the response is not valid HTTP/1.1
 //   kResourceExhausted   the response head or body is over the limit

@@ -131,5 +131,50 @@ TEST_CASE("http::Client over https: pool, verification failures, plain http to t
   });
 }
 
+TEST_CASE("http::Client over https: a body delimited by the close needs close_notify") {
+  auto rt = *Runtime::create({.workers = 2});
+  rt->block_on([] {
+    auto sctx = tls::Context::server({.cert_chain_pem = pki().leaf->cert_pem, .key_pem = pki().leaf->key_pem});
+    REQUIRE(sctx.ok());
+    auto cctx = tls::Context::client({.ca_pem = pki().ca->cert_pem});
+    REQUIRE(cctx.ok());
+    for (bool clean : {true, false}) {
+      // A raw TLS server: a response without Content-Length or chunking,
+      // then the end of the connection, with or without close_notify (as
+      // an attacker who cuts the TCP connection would leave it).
+      auto l = net::TcpListener::bind(net::SocketAddress::loopback_v4(0));
+      REQUIRE(l.ok());
+      auto raw = spawn([&] {
+        auto c = l->accept();
+        REQUIRE(c.ok());
+        auto s = tls::Stream::accept(std::move(c->stream), *sctx);
+        REQUIRE(s.ok());
+        std::string got;
+        char buf[4096];
+        while (got.find("\r\n\r\n") == std::string::npos) {  // the request may come in several records
+          auto n = s->read(buf);
+          if (!n.ok() || *n == 0) break;
+          got.append(buf, *n);
+        }
+        (void)s->write_all("HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nthe whole body");
+        if (clean) (void)s->shutdown();
+        (void)s->close();
+      });
+      Client client({.tls = *cctx});
+      const std::string url = "https://localhost:" + std::to_string(l->local_address()->port()) + "/";
+      auto r = client.get(url);
+      raw.join();
+      if (clean) {
+        REQUIRE_MESSAGE(r.ok(), r.status().ToString());
+        CHECK(r->body() == "the whole body");
+      } else {
+        CHECK_MESSAGE(r.status().code() == absl::StatusCode::kUnavailable, r.status().ToString());
+        CHECK(std::string(r.status().message()).find("close_notify") != std::string::npos);
+        CHECK(std::string(r.status().message()).find(url) != std::string::npos);
+      }
+    }
+  });
+}
+
 }  // namespace
 }  // namespace weft::http

@@ -441,6 +441,12 @@ absl::Status Stream::close() {
 
 bool Stream::is_open() const { return state_ && state_->tcp.is_open(); }
 
+bool Stream::close_notify_received() const {
+  if (!state_) return false;
+  std::unique_lock lock(state_->ssl_mu);
+  return (SSL_get_shutdown(state_->ssl) & SSL_RECEIVED_SHUTDOWN) != 0;
+}
+
 std::string Stream::alpn_protocol() const {
   if (!state_) return "";
   std::unique_lock lock(state_->ssl_mu);

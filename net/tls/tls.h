@@ -29,7 +29,8 @@
 // Statuses:
 //   read() == 0          the peer sent close_notify, or closed the TCP
 //                        connection (a missing close_notify is not an error:
-//                        HTTP bodies are delimited anyway; see docs/tls.md)
+//                        HTTP bodies are delimited anyway; see docs/tls.md;
+//                        close_notify_received() tells the two apart)
 //   kUnauthenticated     certificate verification failed; the message says
 //                        why ("certificate has expired", "hostname mismatch",
 //                        "self-signed certificate", ...)
@@ -166,6 +167,11 @@ class Stream {
   // fibers with kCancelled. Idempotent. Suspends.
   absl::Status close();
   bool is_open() const;
+  // close_notify_received() is true once the peer's close_notify has
+  // arrived. After read() returned 0 it tells a clean end from a TCP end
+  // without close_notify, which data delimited by the close must treat as
+  // a possible truncation.
+  bool close_notify_received() const;
 
   // The negotiated ALPN protocol ("" if none), TLS version ("TLSv1.3").
   std::string alpn_protocol() const;
