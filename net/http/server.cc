@@ -6,8 +6,9 @@
 //      connection is kIdle meanwhile: shutdown() may close it.
 //   2. Claim it (kIdle -> kBusy). From here shutdown() leaves it alone
 //      until the grace period ends.
-//   3. Check the first bytes: a method is a token followed by a space, so
-//      anything else (a TLS ClientHello, binary noise) is refused now.
+//   3. Skip empty lines before the request line (RFC 9112 2.2). Check the
+//      first bytes: a method is a token followed by a space, so anything
+//      else (a TLS ClientHello, binary noise) is refused now.
 //   4. Beast reads the head (read_head(): http::read_header's loop over
 //      BeastStream, each parse step on the worker's stack). If the
 //      request did not arrive whole in one read, a read deadline bounds the
@@ -764,6 +765,7 @@ void Server::serve_requests(Conn& conn, S& stream, net::TcpStream& tcp) {
   uint64_t served = 0;
   bool write_failed = false;
   bool upgraded = false;  // the upgrade function took the connection over
+  size_t blank_bytes = 0;  // empty lines skipped before the next request line
 
   auto flush = [&]() -> bool {
     if (out.empty()) return true;
@@ -913,6 +915,22 @@ void Server::serve_requests(Conn& conn, S& stream, net::TcpStream& tcp) {
       if (!n.ok() || *n == 0) break;  // idle timeout, reset or EOF: close quietly
       in.commit(*n);
     }
+    // RFC 9112 2.2: empty lines before a request line are skipped (some
+    // clients send CRLF after a body), up to a head's worth per request.
+    if (const char c = *static_cast<const char*>(in.data().data()); c == '\r' || c == '\n') {
+      auto d = in.data();
+      const char* p = static_cast<const char*>(d.data());
+      size_t n = 0;
+      while (n < d.size() && (p[n] == '\r' || p[n] == '\n')) ++n;
+      in.consume(n);
+      blank_bytes += n;
+      if (blank_bytes > opts_.max_header_bytes) {
+        refuse(400);
+        break;
+      }
+      if (in.size() == 0) continue;  // wait for the request line
+    }
+    blank_bytes = 0;
     // 3: refuse what cannot be HTTP without waiting for more.
     {
       auto d = in.data();

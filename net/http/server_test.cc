@@ -238,6 +238,31 @@ TEST_CASE("an HTTP/1.0 request's Expect: 100-continue is ignored") {
   });
 }
 
+TEST_CASE("empty lines before a request line are ignored") {
+  auto rt = *Runtime::create({.workers = 1});
+  rt->block_on([] {
+    TestServer ts;
+    // RFC 9112 2.2: a server SHOULD ignore at least one empty line before
+    // the request line; some clients send CRLF after a POST body.
+    std::string r = send_recv(ts,
+                              "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello\r\n"
+                              "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    CHECK_MESSAGE(count(r, "HTTP/1.1 200 OK\r\n") == 2, r);
+    CHECK(count(r, "400") == 0);
+    // The empty line in a read of its own, the request in the next.
+    net::TcpStream c = connect(ts);
+    REQUIRE(c.write_all("\r\n\r\n").ok());
+    (void)this_fiber::sleep_for(absl::Milliseconds(50));
+    REQUIRE(c.write_all("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok());
+    r = read_all(c);
+    CHECK_MESSAGE(starts_with(r, "HTTP/1.1 200 OK\r\n"), r);
+    CHECK(ts.server.stats().rejected == 0);
+    // More than a head's worth of them is refused.
+    r = send_recv(ts, std::string(10000, '\n') + "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    CHECK_MESSAGE(starts_with(r, "HTTP/1.1 400 Bad Request\r\n"), r);
+  });
+}
+
 TEST_CASE("chunked request body in, chunked response out, 1.0 gets it whole") {
   auto rt = *Runtime::create({.workers = 2});
   rt->block_on([] {
