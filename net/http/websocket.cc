@@ -476,6 +476,13 @@ absl::Status WebSocket::ping(std::string_view payload) {
 
 absl::Status WebSocket::close(uint16_t code, std::string_view reason) {
   if (reason.size() > 123) return absl::InvalidArgumentError("WebSocket::close: reason over 123 bytes");
+  // RFC 6455 7.4: the codes a close frame may carry. 1005, 1006 and 1015
+  // are for local use only; the rest is reserved or undefined, and a peer
+  // fails the connection on any of them.
+  if (!((code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1013) || (code >= 3000 && code <= 4999))) {
+    return absl::InvalidArgumentError("WebSocket::close: " + std::to_string(code) +
+                                      " is not a close code that may be sent (RFC 6455 7.4)");
+  }
   Shared& s = *s_;
   std::unique_lock<Mutex> lock(s.mu);
   if (!s.close_started) {

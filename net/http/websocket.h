@@ -171,8 +171,10 @@ class WebSocket {
   // connection down. If a fiber is inside read(), that fiber does the
   // waiting and its read() returns kOutOfRange; close() returns when the
   // handshake is over. OK also if the connection was already closed by the
-  // peer; kFailedPrecondition if it had failed; the handshake's error
-  // otherwise (kDeadlineExceeded: no reply). Waits for a write in
+  // peer; kInvalidArgument, with nothing sent, for a code that may not be
+  // sent (only 1000-1003, 1007-1013 and 3000-4999 may: RFC 6455 7.4) or a
+  // reason over 123 bytes; kFailedPrecondition if it had failed; the
+  // handshake's error otherwise (kDeadlineExceeded: no reply). Waits for a write in
   // progress first (bounded by write_timeout); to drop a peer that does not
   // read at once, shut the socket down (tcp().shutdown()). Idempotent.
   // Suspends.

@@ -169,6 +169,33 @@ TEST_CASE("close handshake started by the client, with code and reason") {
   });
 }
 
+TEST_CASE("close() refuses a code that may not be sent, and sends nothing") {
+  auto rt = *Runtime::create({.workers = 2});
+  rt->block_on([] {
+    auto [l, url] = listen();
+    auto server = spawn([&l = l] {
+      WebSocket ws = accept_ws(l);
+      auto m = ws.read();
+      CHECK_MESSAGE(m.status().code() == absl::StatusCode::kOutOfRange, m.status().ToString());
+      auto pc = ws.peer_close();
+      REQUIRE(pc.has_value());
+      CHECK(pc->code == 1000);
+    });
+    auto ws = WebSocket::connect(url);
+    REQUIRE(ws.ok());
+    // RFC 6455 7.4: 1005, 1006 and 1015 stand for "no code", "no close
+    // frame" and "TLS failure" locally and must not be sent; 1004, 1014,
+    // 1016-2999 are reserved, below 1000 unused. A peer fails the
+    // connection (1002) on any of them.
+    for (uint16_t bad : {0, 999, 1004, 1005, 1006, 1014, 1015, 1016, 2999, 5000}) {
+      absl::Status st = ws->close(bad, "x");
+      CHECK_MESSAGE(st.code() == absl::StatusCode::kInvalidArgument, bad << ": " << st.ToString());
+    }
+    CHECK(ws->close(1000, "done").ok());
+    server.join();
+  });
+}
+
 TEST_CASE("close() while another fiber is parked in read(): the reader runs the handshake") {
   auto rt = *Runtime::create({.workers = 2});
   rt->block_on([] {
