@@ -269,8 +269,10 @@ absl::StatusOr<Response> Client::request(bhttp::verb method, std::string_view ur
   }
   const absl::Duration connect_timeout = call.connect_timeout.value_or(opts_.connect_timeout);
   const absl::Time deadline = absl::Now() + call.request_timeout.value_or(opts_.request_timeout);
+  const Headers* hdrs = &headers;
+  Headers cross_origin;  // `headers` without the fields only their origin may see
   for (int hops = 0;; ++hops) {
-    absl::StatusOr<Response> res = round_trip(method, *url, headers, body, connect_timeout, deadline);
+    absl::StatusOr<Response> res = round_trip(method, *url, *hdrs, body, connect_timeout, deadline);
     if (!res.ok() || opts_.max_redirects <= 0 || !is_redirect(res->result_int())) return res;
     auto location = res->find(bhttp::field::location);
     if (location == res->end()) return res;
@@ -291,6 +293,18 @@ absl::StatusOr<Response> Client::request(bhttp::verb method, std::string_view ur
     } else {
       std::string base = url->target.substr(0, url->target.find('?'));
       next.target = base.substr(0, base.rfind('/') + 1) + std::string(loc);
+    }
+    if (hdrs == &headers && (next.scheme != url->scheme || next.host != url->host || next.port != url->port)) {
+      // Credentials and a Host the caller set are for the origin named in
+      // the call, not for whichever one it redirects to (curl and Go drop
+      // them too).
+      for (const auto& h : headers) {
+        const std::string name = lower(h.first);
+        if (name != "authorization" && name != "proxy-authorization" && name != "cookie" && name != "host") {
+          cross_origin.push_back(h);
+        }
+      }
+      hdrs = &cross_origin;
     }
     unsigned status = res->result_int();
     if (status == 303 || ((status == 301 || status == 302) && method == bhttp::verb::post)) {

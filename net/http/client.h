@@ -27,7 +27,10 @@
 //   - timeouts per call: connect, and the whole request (connect, send,
 //     response head and body);
 //   - redirects are not followed unless max_redirects > 0 (301, 302, 303,
-//     307, 308 with a Location; 303, and 301/302 after a POST, become GET).
+//     307, 308 with a Location; 303, and 301/302 after a POST, become GET);
+//     once a redirect leaves the call's origin (scheme, host, port), the
+//     caller's Authorization, Proxy-Authorization, Cookie and Host fields
+//     are no longer sent.
 //
 // Statuses: every message starts with "http::Client: METHOD URL: ".
 //   kInvalidArgument     a malformed or unsupported URL, a header name

@@ -56,6 +56,12 @@ Response handle(const Request& req) {
   } else if (t == "/loop") {
     res.result(bhttp::status::moved_permanently);
     res.set(bhttp::field::location, "loop");
+  } else if (t == "/auth") {
+    res.body() = std::string(req[bhttp::field::authorization]) + "|" + std::string(req[bhttp::field::cookie]) + "|" +
+                 std::string(req["X-Other"]);
+  } else if (t.substr(0, 9) == "/away?to=") {
+    res.result(bhttp::status::temporary_redirect);
+    res.set(bhttp::field::location, t.substr(9));
   } else if (t == "/host") {
     res.body() = std::to_string(req.count(bhttp::field::host)) + " " + std::string(req[bhttp::field::host]);
   } else if (t == "/slow") {
@@ -151,6 +157,28 @@ TEST_CASE("the caller's headers: a Host replaces the URL's, CR, LF or NUL is ref
       CHECK(std::string(r.status().message()).find("http::Client: GET " + ts.url + "/host: ") == 0);
     }
     CHECK(client.stats().requests == 2);
+  });
+}
+
+TEST_CASE("redirects: credentials go to the origin they were given for, not to another") {
+  auto rt = *Runtime::create({.workers = 2});
+  rt->block_on([] {
+    TestServer a, b;
+    Client client({.max_redirects = 3});
+    const Headers creds = {{"Authorization", "Bearer secret"}, {"Cookie", "session=1"}, {"X-Other", "kept"}};
+    // The same origin: everything is sent again.
+    auto r = client.get(a.url + "/away?to=" + a.url + "/auth", creds);
+    REQUIRE(r.ok());
+    CHECK(r->body() == "Bearer secret|session=1|kept");
+    // Another origin (a different port): Authorization and Cookie are not
+    // handed to it (as curl and Go do); other fields are.
+    r = client.get(a.url + "/away?to=" + b.url + "/auth", creds);
+    REQUIRE(r.ok());
+    CHECK(r->body() == "||kept");
+    // A Host the caller set names the first origin: not sent to another.
+    r = client.get(a.url + "/away?to=" + b.url + "/host", {{"Host", a.url.substr(7)}});
+    REQUIRE(r.ok());
+    CHECK(r->body() == "1 " + b.url.substr(7));
   });
 }
 
