@@ -224,7 +224,8 @@ class TaskScope {
 //
 // Runs body(scope) on the calling fiber with a new TaskScope and joins it:
 // returns body's failure or the scope's first failure (OK otherwise);
-// rethrows an exception from body (after joining) or from a child.
+// rethrows an exception from body (after joining) or from a child. A
+// failure body returns comes first: it is returned even if a child threw.
 template <class Body>
 absl::Status scoped(Body&& body) {
   TaskScope scope;
@@ -235,8 +236,12 @@ absl::Status scoped(Body&& body) {
       absl::Status st = internal::status_of(body(scope));
       if (!st.ok()) {
         scope.cancel();
-        absl::Status joined = scope.join();
-        (void)joined;  // body's own failure comes first
+        // body's own failure comes first, over a child's status or
+        // exception (join() rethrows the latter: not out of here).
+        try {
+          (void)scope.join();
+        } catch (...) {
+        }
         return st;
       }
     }

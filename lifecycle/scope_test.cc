@@ -128,6 +128,31 @@ TEST_CASE("an exception in a child cancels the siblings and is rethrown by join(
   });
 }
 
+TEST_CASE("scoped(): the body's failing status comes first, even over a child's exception") {
+  auto rt = *Runtime::create({.workers = 2});
+  rt->block_on([] {
+    bool threw = false;
+    absl::Status st;
+    try {
+      st = scoped([](TaskScope& s) -> absl::Status {
+        Event thrown;
+        s.spawn([&thrown] {
+          thrown.set();
+          throw std::runtime_error("child");
+        });
+        (void)thrown.wait();
+        (void)this_fiber::sleep_for(absl::Milliseconds(20));  // the child has failed the scope
+        return absl::InternalError("body");
+      });
+    } catch (const std::runtime_error&) {
+      threw = true;
+    }
+    CHECK_FALSE(threw);
+    CHECK(st.code() == absl::StatusCode::kInternal);
+    CHECK(st.message() == "body");
+  });
+}
+
 TEST_CASE("scopes nest: cancelling the outer scope reaches the inner scope's fibers") {
   auto rt = make_rt();
   (*rt).block_on([] {
