@@ -645,6 +645,25 @@ struct Server::Conn {
   std::list<Conn*>::iterator pos;
 };
 
+// StartTicket: serve()'s count of one connection fiber in starting_, moved
+// into the fiber's task. The fiber gives it back after it registered (or
+// was refused); a task dropped unrun (the runtime shutting down, a spawn
+// that failed) gives it back as it is destroyed. So shutdown() never
+// returns while a fiber that will still touch the server exists.
+class Server::StartTicket {
+ public:
+  explicit StartTicket(Server* s) : s_(s) {}
+  StartTicket(StartTicket&& o) noexcept : s_(std::exchange(o.s_, nullptr)) {}
+  StartTicket& operator=(StartTicket&&) = delete;
+  ~StartTicket() { give_back(); }
+  void give_back() {
+    if (Server* s = std::exchange(s_, nullptr)) s->start_done();
+  }
+
+ private:
+  Server* s_;
+};
+
 Server::Server(Handler handler, ServerOptions opts) : handler_(std::move(handler)), opts_(std::move(opts)) {
   WEFT_CHECK(handler_ != nullptr, "http::Server: the handler is empty");
   WEFT_CHECK(!splits_line(opts_.server_name), "http::Server: ServerOptions::server_name holds CR, LF or NUL");
@@ -658,8 +677,9 @@ Server::Server(StreamingHandler handler, ServerOptions opts)
 
 Server::~Server() {
   std::unique_lock lock(mu_);
-  WEFT_CHECK(conns_.empty(), "http::Server destroyed with %zu connections open; call shutdown() first",
-             conns_.size());
+  WEFT_CHECK(conns_.empty() && starting_ == 0,
+             "http::Server destroyed with %zu connections open and %zu starting; call shutdown() first",
+             conns_.size(), starting_);
 }
 
 absl::Status Server::listen(const net::SocketAddress& addr, net::ListenOptions opts) {
@@ -690,9 +710,30 @@ absl::Status Server::serve() {
       if (code != absl::StatusCode::kResourceExhausted) (void)this_fiber::sleep_for(absl::Milliseconds(10));
       continue;
     }
-    spawn([this, s = std::move(conn->stream)]() mutable { serve_connection(std::move(s)); }).detach();
+    {
+      std::unique_lock lock(mu_);
+      ++starting_;
+    }
+    StartTicket ticket(this);
+    spawn([this, t = std::move(ticket), s = std::move(conn->stream)]() mutable {
+      Conn conn;
+      conn.stream = &s;
+      const bool registered = register_conn(&conn);
+      t.give_back();  // after registering: no moment with neither count
+      if (registered) {
+        serve_registered(conn, s);
+      } else {
+        (void)s.close();
+      }
+    }).detach();
   }
   return absl::OkStatus();
+}
+
+void Server::start_done() {
+  std::unique_lock lock(mu_);
+  --starting_;
+  if (conns_.empty() && starting_ == 0) drained_.notify_all();
 }
 
 bool Server::register_conn(Conn* c) {
@@ -709,7 +750,7 @@ void Server::unregister_conn(Conn* c) {
   std::unique_lock lock(mu_);
   conns_.erase(c->pos);
   active_.fetch_sub(1, std::memory_order_relaxed);
-  if (conns_.empty()) drained_.notify_all();
+  if (conns_.empty() && starting_ == 0) drained_.notify_all();
 }
 
 void Server::serve_connection(net::TcpStream stream) {
@@ -719,35 +760,52 @@ void Server::serve_connection(net::TcpStream stream) {
     (void)stream.close();
     return;
   }
+  serve_registered(conn, stream);
+}
+
+void Server::serve_registered(Conn& conn, net::TcpStream& stream) {
+  // Every way out unregisters, an unwinding fiber's too (FiberUnwind at the
+  // runtime's shutdown), and first takes the stream out of conn.stream,
+  // which shutdown() closes, while the stream it names is still alive.
+  struct Registered {
+    Server* s;
+    Conn* c;
+    ~Registered() { s->unregister_conn(c); }
+  } registered{this, &conn};
+  struct Published {
+    Server* s;
+    Conn* c;
+    ~Published() {
+      std::unique_lock lock(s->mu_);
+      c->stream = nullptr;
+    }
+  };
   (void)stream.set_nodelay(true);
   if (opts_.tls == nullptr) {
-    serve_requests(conn, stream, stream);
-  } else {
-    // During the handshake the socket moves into the tls::Stream, so
-    // shutdown() must not see it: the handshake timeout bounds this step.
     {
-      std::unique_lock lock(mu_);
-      conn.stream = nullptr;
+      Published published{this, &conn};
+      serve_requests(conn, stream, stream);
     }
-    auto tls = tls::Stream::accept(std::move(stream), opts_.tls, opts_.tls_handshake_timeout);
-    if (tls.ok()) {
-      {
-        std::unique_lock lock(mu_);
-        conn.stream = &tls->tcp();  // the socket lives on the heap inside the tls::Stream
-      }
-      if (conn.state.load() != kClosing) serve_requests(conn, *tls, tls->tcp());
-    } else {
-      tls_failures_.fetch_add(1, std::memory_order_relaxed);
-    }
-    {
-      std::unique_lock lock(mu_);
-      conn.stream = nullptr;
-    }
-    unregister_conn(&conn);
-    return;  // the tls::Stream (or what accept() left) closes its socket
+    (void)stream.close();
+    return;
   }
-  unregister_conn(&conn);
-  (void)stream.close();
+  // During the handshake the socket moves into the tls::Stream, so
+  // shutdown() must not see it: the handshake timeout bounds this step.
+  {
+    std::unique_lock lock(mu_);
+    conn.stream = nullptr;
+  }
+  auto tls = tls::Stream::accept(std::move(stream), opts_.tls, opts_.tls_handshake_timeout);
+  if (!tls.ok()) {
+    tls_failures_.fetch_add(1, std::memory_order_relaxed);
+    return;  // what accept() left closes its socket
+  }
+  {
+    std::unique_lock lock(mu_);
+    conn.stream = &tls->tcp();  // the socket lives on the heap inside the tls::Stream
+  }
+  Published published{this, &conn};  // destroyed before tls
+  if (conn.state.load() != kClosing) serve_requests(conn, *tls, tls->tcp());
 }
 
 template <class S>
@@ -1088,13 +1146,14 @@ absl::Status Server::shutdown(absl::Duration grace) {
     int expected = kIdle;
     if (c->stream != nullptr && c->state.compare_exchange_strong(expected, kClosing)) (void)c->stream->close();
   }
-  if (drained_.wait_until(lock, deadline, [&] { return conns_.empty(); }).ok()) return absl::OkStatus();
+  auto drained = [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return conns_.empty() && starting_ == 0; };
+  if (drained_.wait_until(lock, deadline, drained).ok()) return absl::OkStatus();
   size_t cut = conns_.size();
   for (Conn* c : conns_) {
     c->state.store(kClosing);
     if (c->stream != nullptr) (void)c->stream->close();  // null: in a TLS handshake (bounded by its timeout)
   }
-  (void)drained_.wait(lock, [&] { return conns_.empty(); });  // shielded: returns when empty
+  (void)drained_.wait(lock, drained);  // shielded: returns when drained
   return absl::DeadlineExceededError("http::Server::shutdown: " + std::to_string(cut) +
                                      " connections still busy after the grace period were closed");
 }

@@ -253,10 +253,17 @@ class Server {
 
  private:
   struct Conn;
+  class StartTicket;
   bool register_conn(Conn* c);
+  // start_done() ends a connection fiber's start (its registration or its
+  // drop unrun): serve() counts it in starting_ from the spawn.
+  void start_done();
   template <class S>
   void serve_requests(Conn& conn, S& stream, net::TcpStream& tcp);
   void unregister_conn(Conn* c);
+  // serve_registered(): the rest of serve_connection() once conn is
+  // registered; unregisters it on every way out.
+  void serve_registered(Conn& conn, net::TcpStream& stream);
 
   Handler handler_;
   StreamingHandler streaming_;
@@ -267,6 +274,10 @@ class Server {
   mutable Mutex mu_;
   ConditionVariable drained_;
   std::list<Conn*> conns_ ABSL_GUARDED_BY(mu_);
+  // Connection fibers serve() spawned that have not registered yet (or
+  // been dropped unrun): shutdown() waits for them too, as they will use
+  // the server.
+  size_t starting_ ABSL_GUARDED_BY(mu_) = 0;
 
   std::atomic<uint64_t> accepted_{0};
   std::atomic<uint64_t> active_{0};

@@ -5,6 +5,7 @@
 #include <doctest/doctest.h>
 
 #include <atomic>
+#include <optional>
 #include <string>
 #include <utility>
 
@@ -450,6 +451,32 @@ TEST_CASE("limits: 431, 413, requests per connection, request and idle timeouts"
     CHECK(read_all(c) == "");
     CHECK(absl::Now() - start >= absl::Milliseconds(150));
   });
+}
+
+TEST_CASE("connection fibers unwound by the runtime's shutdown leave the server") {
+  // A connection fiber that the runtime unwinds (FiberUnwind out of its
+  // read) used to skip its unregistration: the server kept counting it,
+  // shutdown() would wait for it forever and ~Server aborted.
+  auto rt = *Runtime::create({.workers = 2});
+  std::optional<Server> server;
+  server.emplace(hello);
+  std::optional<net::TcpStream> client;
+  rt->block_on([&] {
+    REQUIRE(server->listen(net::SocketAddress::loopback_v4(0)).ok());
+    auto addr = *server->local_address();
+    spawn([&] { (void)server->serve(); }).detach();
+    auto c = net::TcpStream::connect(addr);
+    REQUIRE(c.ok());
+    REQUIRE(c->write_all("GET / HTTP/1.1\r\nHost: x\r\n\r\n").ok());
+    char buf[512];
+    REQUIRE(c->read(buf).ok());  // served; the connection now waits, idle
+    client.emplace(std::move(*c));
+  });
+  REQUIRE(server->stats().active_connections == 1);
+  rt->shutdown();  // unwinds serve() and the idle connection's fiber
+  CHECK(server->stats().active_connections == 0);
+  client.reset();
+  server.reset();  // aborted before: "destroyed with 1 connections open"
 }
 
 TEST_CASE("shutdown: in-flight requests finish, idle connections close, new ones are refused") {
