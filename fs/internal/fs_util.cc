@@ -7,15 +7,24 @@
 
 namespace weft::fs::internal {
 
-absl::Status fs_error(int err, std::string_view call, std::string_view path,
-                     std::string_view syscall) {
+namespace {
+
+// `fs::CALL("PATH"): SYSCALL`, the start of every error of one path.
+std::string op_name(std::string_view call, std::string_view path, std::string_view syscall) {
   std::string op = "fs::";
   op.append(call);
   op += "(\"";
   op.append(path);
   op += "\"): ";
   op.append(syscall);
-  return weft::internal::errno_status(err, op);
+  return op;
+}
+
+}  // namespace
+
+absl::Status fs_error(int err, std::string_view call, std::string_view path,
+                     std::string_view syscall) {
+  return weft::internal::errno_status(err, op_name(call, path, syscall));
 }
 
 absl::Status fs_error2(int err, std::string_view call, std::string_view from,
@@ -53,15 +62,9 @@ absl::StatusOr<std::string> path_string(std::string_view call, std::string_view 
 
 absl::Status zero_write_error(std::string_view call, std::string_view path,
                               std::string_view syscall, uint64_t done, uint64_t total) {
-  std::string m = "fs::";
-  m.append(call);
-  m += "(\"";
-  m.append(path);
-  m += "\"): ";
-  m.append(syscall);
-  m += " returned 0 after " + std::to_string(done) + " of " + std::to_string(total) +
-       " bytes: the file takes no more";
-  return absl::ResourceExhaustedError(m);
+  return absl::ResourceExhaustedError(op_name(call, path, syscall) + " returned 0 after " +
+                                      std::to_string(done) + " of " + std::to_string(total) +
+                                      " bytes: the file takes no more");
 }
 
 absl::Status write_all_with(std::string_view data, uint64_t* done, std::string_view call,
