@@ -156,17 +156,32 @@ TEST_CASE("StdinStream over a regular file and /dev/null: the blocking pool") {
   ::unlink(path.c_str());
 }
 
+// Pty: a pseudo-terminal pair; tty is the terminal a program would read.
+struct Pty {
+  Pty() {
+    master = ::posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+    REQUIRE(master >= 0);
+    REQUIRE(::grantpt(master) == 0);
+    REQUIRE(::unlockpt(master) == 0);
+    tty = ::open(::ptsname(master), O_RDWR | O_NOCTTY | O_CLOEXEC);
+    REQUIRE(tty >= 0);
+  }
+  ~Pty() {
+    ::close(tty);
+    ::close(master);
+  }
+  int master = -1;
+  int tty = -1;
+};
+
 TEST_CASE("StdinStream over a terminal: a line typed ahead is read without a new key") {
   // A terminal in canonical mode returns one line per read(), so a short
   // read does not mean the input queue is empty: a second line typed (or
   // pasted) before the program reads must come out of the next read with
   // no further input, although it raises no new edge.
-  int master = ::posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
-  REQUIRE(master >= 0);
-  REQUIRE(::grantpt(master) == 0);
-  REQUIRE(::unlockpt(master) == 0);
-  int tty = ::open(::ptsname(master), O_RDWR | O_NOCTTY | O_CLOEXEC);
-  REQUIRE(tty >= 0);
+  Pty pty;
+  const int master = pty.master;
+  const int tty = pty.tty;
   termios t;
   REQUIRE(::tcgetattr(tty, &t) == 0);
   REQUIRE((t.c_lflag & ICANON) != 0);
@@ -203,8 +218,6 @@ TEST_CASE("StdinStream over a terminal: a line typed ahead is read without a new
     REQUIRE_MESSAGE(second.ok(), second.status().ToString());
     CHECK(*second == "two\n");
   });
-  ::close(tty);
-  ::close(master);
 }
 
 TEST_CASE("StdinStream over a terminal leaves the shared terminal file blocking for writers") {
@@ -212,12 +225,9 @@ TEST_CASE("StdinStream over a terminal leaves the shared terminal file blocking 
   // O_NONBLOCK on fd 0 would reach stdout too: a write while the terminal
   // holds output back (Ctrl-S, a slow link) would fail with EAGAIN and
   // stdio would drop the text.
-  int master = ::posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
-  REQUIRE(master >= 0);
-  REQUIRE(::grantpt(master) == 0);
-  REQUIRE(::unlockpt(master) == 0);
-  int tty = ::open(::ptsname(master), O_RDWR | O_NOCTTY | O_CLOEXEC);
-  REQUIRE(tty >= 0);
+  Pty pty;
+  const int master = pty.master;
+  const int tty = pty.tty;
   int out = ::fcntl(tty, F_DUPFD_CLOEXEC, 0);  // "stdout": the same open file
   REQUIRE(out >= 0);
   const int before = ::fcntl(tty, F_GETFL);
@@ -254,8 +264,6 @@ TEST_CASE("StdinStream over a terminal leaves the shared terminal file blocking 
   });
   CHECK(::fcntl(tty, F_GETFL) == before);
   ::close(out);
-  ::close(tty);
-  ::close(master);
 }
 
 }  // namespace
